@@ -1,0 +1,112 @@
+// The binary interface between the WASM core and its TypeScript callers.
+//
+// This one file is compiled by both compilers: `asc` (AssemblyScript, where an
+// untyped integer literal is an i32) and `tsc` (where it is a number). Keep it
+// to plain integer constants so that both sides read the same values; a test
+// checks the compiled module's own copy (`abi_version`, `layout`) at load time.
+
+/** Bump whenever any layout or code below changes meaning. */
+export const ABI_VERSION = 1;
+
+// ---------------------------------------------------------------------------
+// Descriptors: one per packet, DESC_SIZE bytes, in the descriptor region.
+// Fields are little-endian (WASM's native order); addresses are IPv4 as
+// host-order integers (a.b.c.d = a<<24 | b<<16 | c<<8 | d).
+//
+//   field        encap (in / out)                 decap (in / out)
+//   +0  u32 off  inner IPv4 packet / frame start  VXLAN header / inner IPv4
+//   +4  u32 len  inner packet length / frame len  UDP payload len / inner len
+//   +8  i32 res  - / peer index, or R_* < 0       - / peer index, or R_* < 0
+//   +12 u32 addr - / peer's underlay address      outer source address / -
+//   +16 u16 sport - / UDP source port (flow hash) -
+//   +18 u16 dport - / UDP destination port        -
+//   +20 u8  tos  - / outer TOS (ECN from inner)   outer TOS (for ECN) / -
+// ---------------------------------------------------------------------------
+export const DESC_SIZE = 32;
+export const DESC_OFF = 0;
+export const DESC_LEN = 4;
+export const DESC_RES = 8;
+export const DESC_ADDR = 12;
+export const DESC_SPORT = 16;
+export const DESC_DPORT = 18;
+export const DESC_TOS = 20;
+
+// Header lengths on the wire.
+export const ETH_HLEN = 14;
+export const VXLAN_HLEN = 8;
+export const UDP_HLEN = 8;
+export const IPV4_HLEN = 20;
+/** Bytes written in front of the inner packet in payload mode (VXLAN + inner Ethernet). */
+export const ENCAP_PAYLOAD_OVERHEAD = 22;
+/** Bytes written in front of the inner packet in frame mode (outer IPv4 + UDP + VXLAN + inner Ethernet). */
+export const ENCAP_FRAME_OVERHEAD = 50;
+
+/** encap_batch mode: write VXLAN + inner Ethernet (for a UDP socket). */
+export const ENCAP_MODE_PAYLOAD = 0;
+/** encap_batch mode: also write the outer IPv4 and UDP headers (raw sockets, pcap). */
+export const ENCAP_MODE_FRAME = 1;
+
+/** Config flag: compute the outer UDP checksum in frame mode (Linux vxlan default: zero). */
+export const CFG_UDP_CSUM = 1;
+/** Config flag: set DF on the outer IPv4 header in frame mode. */
+export const CFG_DF = 2;
+
+/** Peer flag: the slot holds a peer. */
+export const PEER_VALID = 1;
+/** Peer flag: the peer is this node (its subnet is delivered locally, never encapsulated). */
+export const PEER_LOCAL = 2;
+
+// ---------------------------------------------------------------------------
+// Per-packet results. >= 0: peer index. < 0: why the packet was not taken.
+// Counters: per direction, R_COUNT u64 slots; slot 0 counts accepted packets,
+// slot -r counts result r.
+// ---------------------------------------------------------------------------
+export const R_BAD_DESC = -1; // descriptor points outside the packet region, or no headroom
+export const R_TRUNCATED = -2; // shorter than the headers it must hold
+export const R_NOT_IPV4 = -3; // inner EtherType is not IPv4, or IP version is not 4
+export const R_MALFORMED = -4; // IPv4 header length or total length inconsistent
+export const R_NO_ROUTE = -5; // encap: no prefix covers the destination
+export const R_LOCAL = -6; // encap: destination is this node's own subnet
+export const R_TOO_BIG = -7; // encap: outer packet would exceed 65535 bytes
+export const R_BAD_FLAGS = -8; // decap: I flag clear, or a reserved bit set (as Linux vxlan)
+export const R_BAD_VNI = -9; // decap: VNI is not ours
+export const R_BAD_DST_MAC = -10; // decap: inner destination MAC is not our VTEP MAC
+export const R_LOOPED = -11; // decap: inner source MAC is our own VTEP MAC (as Linux vxlan)
+export const R_BAD_CSUM = -12; // decap: inner IPv4 header checksum is wrong
+export const R_UNKNOWN_PEER = -13; // decap: outer source is not a known node
+export const R_SPOOFED = -14; // decap: inner source is outside the sending node's subnet
+export const R_ECN = -15; // decap: outer CE on a not-ECT inner packet (RFC 6040, as Linux)
+export const R_COUNT = 16;
+
+/** Counter directions, for `counters_base(dir)`. */
+export const DIR_ENCAP = 0;
+export const DIR_DECAP = 1;
+
+// ---------------------------------------------------------------------------
+// Return codes of the control functions (init, lpm_*, peer_*).
+// ---------------------------------------------------------------------------
+export const E_OK = 0;
+export const E_INVALID = -1; // an argument is out of range
+export const E_NOT_FOUND = -2; // no such prefix / peer
+export const E_FULL = -3; // the table is at its configured capacity
+export const E_NO_MEMORY = -4; // memory.grow failed
+export const E_NOT_INIT = -5; // init() has not run on this memory
+
+/** Sentinel returned by a lookup that matches no prefix. */
+export const LPM_MISS = -1;
+/** Largest next-hop index a prefix can map to. */
+export const LPM_MAX_NH = 0xffffff;
+
+// Indexes for `layout(field)`: byte offsets and sizes of the regions.
+export const L_PKT_BASE = 0; // packet region start
+export const L_PKT_SIZE = 1; // packet region length
+export const L_SLOT_SIZE = 2; // bytes per packet slot
+export const L_SLOTS = 3; // number of packet slots
+export const L_DESC_BASE = 4; // descriptor region start
+export const L_MAX_BATCH = 5; // descriptors in the region
+export const L_ADDR_BASE = 6; // lookup scratch: MAX_BATCH u32 addresses in
+export const L_NH_BASE = 7; // lookup scratch: MAX_BATCH i32 results out
+export const L_MAX_PEERS = 8;
+export const L_MAX_RULES = 9;
+export const L_HEADROOM = 10; // bytes reserved in front of each slot's packet
+export const L_COUNT = 11;

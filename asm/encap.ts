@@ -1,0 +1,165 @@
+// VXLAN encapsulation of a batch of inner IPv4 packets, in place.
+//
+// Each descriptor (abi.ts) names an inner IPv4 packet inside the packet region
+// with at least the mode's overhead of free bytes in front of it. For each
+// packet: validate the IPv4 header, look the destination up in the LPM table,
+// then write in front of it the inner Ethernet header (dst = the peer's VTEP
+// MAC, src = ours, EtherType IPv4) and the VXLAN header (flags 0x08, VNI), and
+// in frame mode also the UDP and outer IPv4 headers. The descriptor is
+// rewritten to describe the result. Nothing is allocated or copied.
+import {
+  CFG_DF, CFG_UDP_CSUM, DESC_ADDR, DESC_DPORT, DESC_LEN, DESC_OFF, DESC_RES, DESC_SIZE, DESC_SPORT,
+  DESC_TOS, DIR_ENCAP, E_INVALID, ENCAP_FRAME_OVERHEAD, ENCAP_MODE_FRAME, ENCAP_MODE_PAYLOAD,
+  ENCAP_PAYLOAD_OVERHEAD, PEER_LOCAL, PEER_VALID, R_LOCAL, R_MALFORMED, R_NO_ROUTE, R_NOT_IPV4,
+  R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS,
+} from "./abi";
+import { sum16 } from "./checksum";
+import { flow_hash, flow_sport } from "./flow";
+import {
+  H_DPORT, H_FLAGS, H_IP_ID, H_LOCAL_IP, H_LOCAL_MAC, H_PORT_MAX, H_PORT_MIN, H_SEED, H_TTL,
+  H_VNI, bump, descBase, hdrBase, inPackets, maxBatch,
+} from "./layout";
+import { lookup } from "./lpm";
+import { P_FLAGS, P_MAC, P_UNDERLAY, peerAt } from "./peers";
+
+/** L4 protocols whose first four header bytes are the source and destination ports. */
+@inline function hasPorts(proto: u32): bool {
+  return proto == 6 || proto == 17 || proto == 33 || proto == 132 || proto == 136;
+}
+
+/** Outer ECN from the inner TOS (INET_ECN_encapsulate with outer TOS 0): CE becomes ECT(0). */
+@inline function ecnEncap(innerTos: u32): u32 {
+  const ecn = innerTos & 3;
+  return ecn == 3 ? 2 : ecn;
+}
+
+/**
+ * Encapsulates descriptors [0, n) of the descriptor region. `mode` is
+ * ENCAP_MODE_PAYLOAD or ENCAP_MODE_FRAME. Returns how many packets were
+ * encapsulated (the others carry a negative result), or E_INVALID.
+ */
+export function encap_batch(n: u32, mode: u32): i32 {
+  if (hdrBase == 0 || n > maxBatch || mode > <u32>ENCAP_MODE_FRAME) return E_INVALID;
+  const frame = mode == <u32>ENCAP_MODE_FRAME;
+  const front: u32 = frame ? <u32>ENCAP_FRAME_OVERHEAD : <u32>ENCAP_PAYLOAD_OVERHEAD;
+  const vniWord = bswap<u32>(load<u32>(hdrBase + H_VNI) << 8);
+  const macHi = load<u16>(hdrBase + H_LOCAL_MAC);
+  const macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
+  const dport = <u32>load<u16>(hdrBase + H_DPORT);
+  const pmin = <u32>load<u16>(hdrBase + H_PORT_MIN);
+  const pmax = <u32>load<u16>(hdrBase + H_PORT_MAX);
+  const seed = load<u32>(hdrBase + H_SEED);
+  const flags = load<u32>(hdrBase + H_FLAGS);
+  let ok: i32 = 0;
+
+  for (let i: u32 = 0; i < n; i++) {
+    const d = descBase + <usize>i * <usize>DESC_SIZE;
+    const off = load<u32>(d, DESC_OFF);
+    const len = load<u32>(d, DESC_LEN);
+    let res: i32 = 0;
+    // ---- validate the inner IPv4 header
+    if (!inPackets(off, len, front)) res = R_BAD_DESC;
+    else if (len < 20) res = R_TRUNCATED;
+    else {
+      const p = <usize>off;
+      const vihl = <u32>load<u8>(p);
+      const ihl = (vihl & 15) << 2;
+      const tot = <u32>bswap<u16>(load<u16>(p, 2));
+      if (vihl >> 4 != 4) res = R_NOT_IPV4;
+      else if (ihl < 20 || tot < ihl || tot > len) res = R_MALFORMED;
+      else if (tot + front > 0xffff) res = R_TOO_BIG;
+      else {
+        // ---- route
+        const dst = bswap<u32>(load<u32>(p, 16));
+        const nh = lookup(dst);
+        if (nh == LPM_MISS) res = R_NO_ROUTE;
+        else {
+          const peer = peerAt(<u32>nh);
+          const pf = <u32>load<u8>(peer + P_FLAGS);
+          if ((pf & PEER_VALID) == 0) res = R_NO_ROUTE;
+          else if (pf & PEER_LOCAL) res = R_LOCAL;
+          else {
+            res = nh;
+            // ---- flow hash -> source port (fragments hash without ports)
+            const src = bswap<u32>(load<u32>(p, 12));
+            const proto = <u32>load<u8>(p, 9);
+            const fragBits = <u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff;
+            let ports: u32 = 0;
+            if (fragBits == 0 && hasPorts(proto) && ihl + 4 <= tot) {
+              ports = bswap<u32>(load<u32>(p + <usize>ihl));
+            }
+            const sport = flow_sport(flow_hash(src, dst, ports, proto, seed), pmin, pmax);
+            const tos = ecnEncap(<u32>load<u8>(p, 1));
+            const underlay = load<u32>(peer + P_UNDERLAY);
+            // ---- inner Ethernet: dst = peer VTEP MAC, src = ours, type IPv4
+            const eth = p - 14;
+            store<u16>(eth, load<u16>(peer + P_MAC));
+            store<u32>(eth, load<u32>(peer + P_MAC, 2), 2);
+            store<u16>(eth, macHi, 6);
+            store<u32>(eth, macLo, 8);
+            store<u16>(eth, 0x0008, 12);
+            // ---- VXLAN: flags word 0x08000000 (I), VNI << 8
+            const vx = eth - 8;
+            store<u32>(vx, 0x00000008);
+            store<u32>(vx, vniWord, 4);
+            let start = vx;
+            let outLen = tot + <u32>ENCAP_PAYLOAD_OVERHEAD;
+            if (frame) {
+              outLen = tot + <u32>ENCAP_FRAME_OVERHEAD;
+              start = writeOuter(p - <usize>ENCAP_FRAME_OVERHEAD, outLen, tos, underlay, sport, dport, flags);
+            }
+            store<u32>(d, <u32>start, DESC_OFF);
+            store<u32>(d, outLen, DESC_LEN);
+            store<u32>(d, underlay, DESC_ADDR);
+            store<u16>(d, <u16>sport, DESC_SPORT);
+            store<u16>(d, <u16>dport, DESC_DPORT);
+            store<u8>(d, <u8>tos, DESC_TOS);
+          }
+        }
+      }
+    }
+    store<i32>(d, res, DESC_RES);
+    if (res >= 0) {
+      ok++;
+      bump(DIR_ENCAP, 0);
+    } else {
+      bump(DIR_ENCAP, <u32>-res);
+    }
+  }
+  return ok;
+}
+
+/** Writes outer IPv4 (20 bytes, no options) and UDP headers at `ip`; returns `ip`. */
+function writeOuter(
+  ip: usize, totLen: u32, tos: u32, dstIp: u32, sport: u32, dport: u32, flags: u32,
+): usize {
+  const srcIp = load<u32>(hdrBase + H_LOCAL_IP);
+  const id = load<u32>(hdrBase + H_IP_ID);
+  store<u32>(hdrBase + H_IP_ID, id + 1);
+  store<u8>(ip, 0x45);
+  store<u8>(ip, <u8>tos, 1);
+  store<u16>(ip, bswap<u16>(<u16>totLen), 2);
+  store<u16>(ip, bswap<u16>(<u16>id), 4);
+  store<u16>(ip, (flags & CFG_DF) ? 0x0040 : 0, 6); // DF is 0x4000 big-endian
+  store<u8>(ip, load<u8>(hdrBase + H_TTL), 8);
+  store<u8>(ip, 17, 9);
+  store<u16>(ip, 0, 10);
+  store<u32>(ip, bswap<u32>(srcIp), 12);
+  store<u32>(ip, bswap<u32>(dstIp), 16);
+  store<u16>(ip, bswap<u16>(<u16>(~sum16(ip, 20, 0) & 0xffff)), 10);
+
+  const udp = ip + 20;
+  const udpLen = totLen - 20;
+  store<u16>(udp, bswap<u16>(<u16>sport));
+  store<u16>(udp, bswap<u16>(<u16>dport), 2);
+  store<u16>(udp, bswap<u16>(<u16>udpLen), 4);
+  store<u16>(udp, 0, 6);
+  if (flags & CFG_UDP_CSUM) {
+    // Pseudo-header: addresses, protocol, UDP length.
+    const pseudo = (srcIp >>> 16) + (srcIp & 0xffff) + (dstIp >>> 16) + (dstIp & 0xffff) + 17 + udpLen;
+    let c = ~sum16(udp, udpLen, pseudo) & 0xffff;
+    if (c == 0) c = 0xffff; // RFC 768: a computed zero is sent as all ones
+    store<u16>(udp, bswap<u16>(<u16>c), 6);
+  }
+  return ip;
+}

@@ -1,0 +1,13 @@
+// weft's WASM core: the exports the TypeScript wrapper (src/dataplane/wasm)
+// binds to. Flat functions over integers and byte offsets into one linear
+// memory laid out once by init(); nothing here allocates after that.
+export { abi_version, configure, counters_base, init, layout } from "./layout";
+export {
+  lpm_clear, lpm_delete, lpm_get, lpm_groups, lpm_insert, lpm_lookup, lpm_lookup_batch,
+  lpm_memory_bytes, lpm_size,
+} from "./lpm";
+export { peer_clear, peer_count, peer_find, peer_set } from "./peers";
+export { csum_replace16, csum_replace32, inet_csum, inet_sum } from "./checksum";
+export { flow_hash, flow_sport, jhash_3words } from "./flow";
+export { encap_batch } from "./encap";
+export { decap_batch } from "./decap";

@@ -1,0 +1,202 @@
+// Linear-memory layout, fixed once by init().
+//
+//   [static data][header][descriptors][lookup scratch][peers][peer hash]
+//   [rule hash][L1 table][packet slots][LPM group pool ... grows at the end]
+//
+// Every region except the group pool is sized at init from its arguments and
+// never moves, so callers may keep views on it (re-created only when the pool
+// grows memory). State lives in the header, not in WASM globals, so that a
+// second instance on the same memory can attach to it; the globals below are
+// a cache of the header for the hot loops.
+import {
+  ABI_VERSION, DESC_SIZE, L_ADDR_BASE, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
+  L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE,
+  E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD,
+} from "./abi";
+
+const MAGIC: u32 = 0x54464557; // "WEFT"
+const PAGE: usize = 65536;
+
+// Header fields (byte offsets from hdrBase).
+export const H_MAGIC: usize = 0;
+export const H_ABI: usize = 4;
+export const H_LAYOUT: usize = 8; // L_COUNT u32 fields
+export const H_VNI: usize = 64; // u32
+export const H_LOCAL_IP: usize = 68; // u32
+export const H_LOCAL_MAC: usize = 72; // 6 bytes, wire order
+export const H_DPORT: usize = 80; // u16
+export const H_PORT_MIN: usize = 82; // u16
+export const H_PORT_MAX: usize = 84; // u16
+export const H_TTL: usize = 86; // u8
+export const H_FLAGS: usize = 88; // u32
+export const H_SEED: usize = 92; // u32
+export const H_IP_ID: usize = 96; // u32, outer IPv4 identification counter
+export const H_POOL_TOP: usize = 100; // u32, groups ever carved from the pool
+export const H_POOL_FREE: usize = 104; // u32, head of the free-group list (+1; 0 = empty)
+export const H_POOL_USED: usize = 108; // u32, groups in use
+export const H_RULES: usize = 112; // u32, prefixes stored
+export const H_PEERS: usize = 116; // u32, peers stored
+export const H_COUNTERS: usize = 128; // 2 x R_COUNT u64
+const HDR_SIZE: usize = 512;
+
+// Cached region bases (set by init).
+export let hdrBase: usize = 0;
+export let descBase: usize = 0;
+export let maxBatch: u32 = 0;
+export let addrBase: usize = 0;
+export let nhBase: usize = 0;
+export let peersBase: usize = 0;
+export let maxPeers: u32 = 0;
+export let peerHashBase: usize = 0;
+export let peerHashMask: u32 = 0;
+export let ruleHashBase: usize = 0;
+export let ruleHashMask: u32 = 0;
+export let maxRules: u32 = 0;
+export let l1Base: usize = 0;
+export let pktBase: usize = 0;
+export let pktEnd: usize = 0;
+export let poolBase: usize = 0;
+
+@inline function alignUp(x: usize, a: usize): usize {
+  return (x + a - 1) & ~(a - 1);
+}
+
+function nextPow2(x: u32): u32 {
+  if (x <= 1) return 1;
+  return (<u32>1) << (32 - clz<u32>(x - 1));
+}
+
+/** Grows memory so that [0, end) is addressable. Returns false if the engine refuses. */
+export function ensureMemory(end: usize): bool {
+  const have = (<usize>memory.size()) * PAGE;
+  if (end <= have) return true;
+  const pages = <i32>((end - have + PAGE - 1) / PAGE);
+  return memory.grow(pages) >= 0;
+}
+
+/**
+ * Lays memory out. Call once per memory, before anything else.
+ * Limits keep every region well inside 4 GiB; E_INVALID says an argument is
+ * out of range, E_NO_MEMORY that the engine refused to grow.
+ */
+export function init(
+  peers: u32, rules: u32, batch: u32, slots: u32, slotSize: u32, headroom: u32,
+): i32 {
+  if (hdrBase != 0) return E_INVALID; // already laid out
+  if (peers < 1 || peers > 1 << 20) return E_INVALID;
+  if (rules < 1 || rules > 1 << 22) return E_INVALID;
+  if (batch < 1 || batch > 1 << 16) return E_INVALID;
+  if (slots < 1 || slots > 1 << 16) return E_INVALID;
+  if (slotSize < 64 || slotSize > 1 << 20 || (slotSize & 63) != 0) return E_INVALID;
+  if (headroom < <u32>ENCAP_FRAME_OVERHEAD || headroom >= slotSize) return E_INVALID;
+  if (<u64>slots * <u64>slotSize > 1 << 30) return E_INVALID;
+
+  const hdr = alignUp(__heap_base, 64);
+  const desc = alignUp(hdr + HDR_SIZE, 64);
+  const addr = desc + <usize>batch * <usize>DESC_SIZE;
+  const nh = addr + <usize>batch * 4;
+  const peer = alignUp(nh + <usize>batch * 4, 64);
+  const phCap = nextPow2(peers * 2);
+  const ph = peer + <usize>peers * 32;
+  const rhCap = nextPow2(rules * 2);
+  const rh = alignUp(ph + <usize>phCap * 16, 64);
+  const l1 = alignUp(rh + <usize>rhCap * 16, 64);
+  const pkt = alignUp(l1 + 65536 * 4, 64);
+  const pktSize = <usize>slots * <usize>slotSize;
+  const pool = alignUp(pkt + pktSize, 1024);
+  if (!ensureMemory(pool)) return E_NO_MEMORY;
+  // Memory from grow() is zeroed; the static-data tail below hdr may not be.
+  memory.fill(hdr, 0, pool - hdr);
+
+  store<u32>(hdr + H_MAGIC, MAGIC);
+  store<u32>(hdr + H_ABI, <u32>ABI_VERSION);
+  const lay = hdr + H_LAYOUT;
+  store<u32>(lay + (<usize>L_PKT_BASE << 2), <u32>pkt);
+  store<u32>(lay + (<usize>L_PKT_SIZE << 2), <u32>pktSize);
+  store<u32>(lay + (<usize>L_SLOT_SIZE << 2), slotSize);
+  store<u32>(lay + (<usize>L_SLOTS << 2), slots);
+  store<u32>(lay + (<usize>L_DESC_BASE << 2), <u32>desc);
+  store<u32>(lay + (<usize>L_MAX_BATCH << 2), batch);
+  store<u32>(lay + (<usize>L_ADDR_BASE << 2), <u32>addr);
+  store<u32>(lay + (<usize>L_NH_BASE << 2), <u32>nh);
+  store<u32>(lay + (<usize>L_MAX_PEERS << 2), peers);
+  store<u32>(lay + (<usize>L_MAX_RULES << 2), rules);
+  store<u32>(lay + (<usize>L_HEADROOM << 2), headroom);
+  // Defaults until configure(): VNI 1, port 8472, kernel's local port range, TTL 64.
+  store<u32>(hdr + H_VNI, 1);
+  store<u16>(hdr + H_DPORT, 8472);
+  store<u16>(hdr + H_PORT_MIN, 32768);
+  store<u16>(hdr + H_PORT_MAX, 60999); // stored inclusive
+  store<u8>(hdr + H_TTL, 64);
+
+  hdrBase = hdr;
+  descBase = desc;
+  maxBatch = batch;
+  addrBase = addr;
+  nhBase = nh;
+  peersBase = peer;
+  maxPeers = peers;
+  peerHashBase = ph;
+  peerHashMask = phCap - 1;
+  ruleHashBase = rh;
+  ruleHashMask = rhCap - 1;
+  maxRules = rules;
+  l1Base = l1;
+  pktBase = pkt;
+  pktEnd = pkt + pktSize;
+  poolBase = pool;
+  return E_OK;
+}
+
+/** Byte offset or size of a region (L_* index), 0 for an unknown index or before init. */
+export function layout(field: u32): u32 {
+  if (hdrBase == 0 || field >= 16) return 0;
+  return load<u32>(hdrBase + H_LAYOUT + (<usize>field << 2));
+}
+
+/** Start of the R_COUNT u64 counters of a direction (DIR_ENCAP, DIR_DECAP). */
+export function counters_base(dir: u32): u32 {
+  if (hdrBase == 0 || dir > 1) return 0;
+  return <u32>(hdrBase + H_COUNTERS + <usize>dir * <usize>R_COUNT * 8);
+}
+
+/** The ABI version this module was built with (compare with abi.ts on load). */
+export function abi_version(): u32 {
+  return <u32>ABI_VERSION;
+}
+
+/** Adds one to counter `slot` of a direction (slot 0: accepted, slot -r: result r). */
+@inline export function bump(dir: u32, slot: u32): void {
+  const p = hdrBase + H_COUNTERS + ((<usize>dir * <usize>R_COUNT + <usize>slot) << 3);
+  store<u64>(p, load<u64>(p) + 1);
+}
+
+/**
+ * Sets the node's own tunnel parameters. `macHi` holds the first two MAC
+ * bytes, `macLo` the last four. The source-port range is [portMin, portMax).
+ */
+export function configure(
+  vni: u32, localIp: u32, macHi: u32, macLo: u32, dport: u32,
+  portMin: u32, portMax: u32, ttl: u32, flags: u32, seed: u32,
+): i32 {
+  if (hdrBase == 0) return E_INVALID;
+  if (vni > 0xffffff || dport == 0 || dport > 0xffff || macHi > 0xffff) return E_INVALID;
+  if (portMin == 0 || portMax > 0x10000 || portMin >= portMax) return E_INVALID;
+  if (ttl == 0 || ttl > 255) return E_INVALID;
+  store<u32>(hdrBase + H_VNI, vni);
+  store<u32>(hdrBase + H_LOCAL_IP, localIp);
+  store<u16>(hdrBase + H_LOCAL_MAC, bswap<u16>(<u16>macHi));
+  store<u32>(hdrBase + H_LOCAL_MAC + 2, bswap<u32>(macLo));
+  store<u16>(hdrBase + H_DPORT, <u16>dport);
+  store<u16>(hdrBase + H_PORT_MIN, <u16>portMin);
+  store<u16>(hdrBase + H_PORT_MAX, <u16>(portMax - 1));
+  store<u8>(hdrBase + H_TTL, <u8>ttl);
+  store<u32>(hdrBase + H_FLAGS, flags);
+  store<u32>(hdrBase + H_SEED, seed);
+  return E_OK;
+}
+
+/** True when [off, off+len) lies inside the packet region with `front` bytes before it. */
+@inline export function inPackets(off: u32, len: u32, front: u32): bool {
+  return <u64>off >= <u64>pktBase + <u64>front && <u64>off + <u64>len <= <u64>pktEnd;
+}

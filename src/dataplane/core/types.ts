@@ -1,0 +1,75 @@
+import type { Ipv4Prefix } from "../../common/ipv4.js";
+
+/** Sizes of the WASM core's fixed regions, chosen once at creation. */
+export interface CoreLimits {
+  /** Peer slots (next-hop indexes 0..maxPeers-1). */
+  readonly maxPeers: number;
+  /** Prefixes the LPM table can hold. */
+  readonly maxRules: number;
+  /** Descriptors per encap/decap/lookup batch. */
+  readonly maxBatch: number;
+  /** Packet slots in the packet region. */
+  readonly slots: number;
+  /** Bytes per slot (multiple of 64). */
+  readonly slotSize: number;
+  /** Free bytes kept in front of each slot's packet for the headers encap writes. */
+  readonly headroom: number;
+}
+
+/** This node's tunnel end: what encap writes and decap expects. */
+export interface TunnelConfig {
+  /** VXLAN network identifier, 0..2^24-1 (flannel default 1). */
+  readonly vni: number;
+  /** This node's underlay IPv4 (host-order integer): outer source in frame mode. */
+  readonly localIp: number;
+  /** This node's VTEP MAC: inner source on encap, required inner destination on decap. */
+  readonly localMac: Uint8Array;
+  /** UDP destination port (flannel and Linux default 8472; IANA 4789). */
+  readonly dstPort: number;
+  /** Source ports are spread over [srcPortMin, srcPortMax). */
+  readonly srcPortMin: number;
+  readonly srcPortMax: number;
+  /** Outer IPv4 TTL in frame mode. */
+  readonly ttl: number;
+  /** Compute the outer UDP checksum in frame mode (Linux vxlan sends zero by default). */
+  readonly udpChecksum: boolean;
+  /** Set DF on the outer IPv4 header in frame mode. */
+  readonly dontFragment: boolean;
+  /** Seed of the flow hash that picks source ports. */
+  readonly hashSeed: number;
+}
+
+/** A node we tunnel to, stored at a next-hop index. */
+export interface PeerEntry {
+  /** The node's underlay IPv4 (where its VXLAN traffic comes from and goes to). */
+  readonly underlay: number;
+  /** The node's VTEP MAC (inner destination MAC for frames we send it). */
+  readonly vtepMac: Uint8Array;
+  /** The pod subnet the node owns: inner sources it may send from. */
+  readonly subnet: Ipv4Prefix;
+  /** This node itself: its subnet is delivered locally, never encapsulated. */
+  readonly local?: boolean;
+}
+
+/** One packet descriptor, as read back after a batch. */
+export interface Descriptor {
+  off: number;
+  len: number;
+  /** Peer index (>= 0) or a negative result code (see results.ts). */
+  res: number;
+  addr: number;
+  sport: number;
+  dport: number;
+  tos: number;
+}
+
+export const DEFAULT_TUNNEL: Omit<TunnelConfig, "localIp" | "localMac"> = {
+  vni: 1,
+  dstPort: 8472,
+  srcPortMin: 32768,
+  srcPortMax: 61000,
+  ttl: 64,
+  udpChecksum: false,
+  dontFragment: false,
+  hashSeed: 0,
+};

@@ -1,0 +1,392 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import * as abi from "../../../asm/abi.js";
+import { CoreError, type CoreErrorCode } from "../../common/errors.js";
+import { formatCidr, formatIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
+import { RESULT_NAMES, type Counters } from "../results.js";
+import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js";
+
+/** The module's exports, as asm/index.ts declares them (i32 arguments, i32 results). */
+interface CoreExports {
+  memory: WebAssembly.Memory;
+  abi_version(): number;
+  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number): number;
+  layout(field: number): number;
+  counters_base(dir: number): number;
+  configure(vni: number, localIp: number, macHi: number, macLo: number, dport: number,
+    portMin: number, portMax: number, ttl: number, flags: number, seed: number): number;
+  lpm_insert(prefix: number, len: number, nh: number): number;
+  lpm_delete(prefix: number, len: number): number;
+  lpm_get(prefix: number, len: number): number;
+  lpm_lookup(addr: number): number;
+  lpm_lookup_batch(n: number): number;
+  lpm_clear(): void;
+  lpm_size(): number;
+  lpm_groups(): number;
+  lpm_memory_bytes(): number;
+  peer_set(idx: number, underlay: number, macHi: number, macLo: number, subnet: number, plen: number, flags: number): number;
+  peer_clear(idx: number): number;
+  peer_find(underlay: number): number;
+  peer_count(): number;
+  inet_sum(ptr: number, len: number, initial: number): number;
+  inet_csum(ptr: number, len: number): number;
+  csum_replace16(check: number, old: number, neu: number): number;
+  csum_replace32(check: number, old: number, neu: number): number;
+  jhash_3words(a: number, b: number, c: number, initval: number): number;
+  flow_hash(src: number, dst: number, ports: number, proto: number, seed: number): number;
+  flow_sport(hash: number, min: number, max: number): number;
+  encap_batch(n: number, mode: number): number;
+  decap_batch(n: number): number;
+}
+
+export const DEFAULT_LIMITS: CoreLimits = {
+  maxPeers: 4096,
+  maxRules: 131072,
+  maxBatch: 256,
+  slots: 256,
+  slotSize: 2048,
+  headroom: 64,
+};
+
+const limitsSchema = z.object({
+  maxPeers: z.number().int().min(1).max(1 << 20),
+  maxRules: z.number().int().min(1).max(1 << 22),
+  maxBatch: z.number().int().min(1).max(1 << 16),
+  slots: z.number().int().min(1).max(1 << 16),
+  slotSize: z.number().int().min(64).max(1 << 20).refine((v) => v % 64 === 0, "must be a multiple of 64"),
+  headroom: z.number().int().min(abi.ENCAP_FRAME_OVERHEAD),
+}).refine((l) => l.headroom < l.slotSize, { message: "headroom must be smaller than slotSize", path: ["headroom"] })
+  .refine((l) => l.slots * l.slotSize <= 1 << 30, { message: "slots x slotSize must be at most 1 GiB", path: ["slots"] });
+
+let compiled: WebAssembly.Module | undefined;
+
+/** Finds build/weft-core.wasm above this file (works from src/ and from dist/src/). */
+export function coreWasmPath(): string {
+  const override = process.env["WEFT_CORE_WASM"];
+  if (override) return resolve(override);
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const p = join(dir, "build", "weft-core.wasm");
+    if (existsSync(p)) return p;
+    dir = dirname(dir);
+  }
+  throw new CoreError("WEFT_CORE_MISSING", "build/weft-core.wasm was not found", {
+    hint: "run `npm run build` (or `npm run setup` on a new machine) first",
+  });
+}
+
+function compile(): WebAssembly.Module {
+  compiled ??= new WebAssembly.Module(readFileSync(coreWasmPath()));
+  return compiled;
+}
+
+const CODES: Record<number, [CoreErrorCode, string]> = {
+  [abi.E_INVALID]: ["WEFT_CORE_INVALID", "an argument is out of range"],
+  [abi.E_NOT_FOUND]: ["WEFT_CORE_NOT_FOUND", "no such entry"],
+  [abi.E_FULL]: ["WEFT_CORE_FULL", "the table is full"],
+  [abi.E_NO_MEMORY]: ["WEFT_CORE_NO_MEMORY", "WebAssembly memory could not grow"],
+};
+
+function check(rc: number, what: string, hint?: string): void {
+  if (rc >= 0) return;
+  const [code, text] = CODES[rc] ?? ["WEFT_CORE_INVALID", `unknown return code ${rc}`];
+  throw new CoreError(code, `${what}: ${text}`, hint === undefined ? {} : { hint });
+}
+
+function macWords(mac: Uint8Array): [number, number] {
+  if (mac.length !== 6) throw new CoreError("WEFT_CORE_INVALID", `a MAC address has 6 bytes, got ${mac.length}`);
+  const hi = ((mac[0] ?? 0) << 8) | (mac[1] ?? 0);
+  const lo = (((mac[2] ?? 0) << 24) | ((mac[3] ?? 0) << 16) | ((mac[4] ?? 0) << 8) | (mac[5] ?? 0)) >>> 0;
+  return [hi, lo];
+}
+
+function u32(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new CoreError("WEFT_CORE_INVALID", `${what} must be an unsigned 32-bit integer, got ${v}`);
+  }
+  return v | 0;
+}
+
+/**
+ * The WASM core: one instance over one linear memory, laid out once. All
+ * methods are synchronous; the hot ones (encap, decap, lookupBatch) work on
+ * descriptors and packets already in the core's memory.
+ */
+export class WasmCore {
+  readonly limits: CoreLimits;
+  /** Region offsets in the core's memory (see asm/layout.ts). */
+  readonly pktBase: number;
+  readonly pktSize: number;
+  readonly descBase: number;
+  readonly addrBase: number;
+  readonly nhBase: number;
+  private readonly x: CoreExports;
+  private buf: ArrayBuffer;
+  private u8: Uint8Array;
+  private dv: DataView;
+
+  private constructor(x: CoreExports, limits: CoreLimits) {
+    this.x = x;
+    this.limits = limits;
+    this.pktBase = x.layout(abi.L_PKT_BASE);
+    this.pktSize = x.layout(abi.L_PKT_SIZE);
+    this.descBase = x.layout(abi.L_DESC_BASE);
+    this.addrBase = x.layout(abi.L_ADDR_BASE);
+    this.nhBase = x.layout(abi.L_NH_BASE);
+    this.buf = x.memory.buffer;
+    this.u8 = new Uint8Array(this.buf);
+    this.dv = new DataView(this.buf);
+  }
+
+  /** Instantiates the core (the module is compiled once per process) and lays its memory out. */
+  static create(limits: Partial<CoreLimits> = {}): WasmCore {
+    const parsed = limitsSchema.safeParse({ ...DEFAULT_LIMITS, ...limits });
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+      throw new CoreError("WEFT_CORE_INVALID", `bad WASM core limits: ${issues}`);
+    }
+    const l = parsed.data;
+    const inst = new WebAssembly.Instance(compile(), {});
+    const x = inst.exports as unknown as CoreExports;
+    if (x.abi_version() !== abi.ABI_VERSION) {
+      throw new CoreError("WEFT_CORE_ABI", `build/weft-core.wasm has ABI ${x.abi_version()}, this code expects ${abi.ABI_VERSION}`, {
+        hint: "rebuild it with `npm run build`",
+      });
+    }
+    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom), "laying out WASM memory",
+      "lower the limits (maxRules, slots, slotSize)");
+    return new WasmCore(x, l);
+  }
+
+  // ------------------------------------------------------------------ memory
+
+  /** The whole linear memory as bytes (re-created after the LPM pool grows memory). */
+  bytes(): Uint8Array {
+    this.refresh();
+    return this.u8;
+  }
+
+  /** The whole linear memory as a DataView. */
+  view(): DataView {
+    this.refresh();
+    return this.dv;
+  }
+
+  /** Total linear memory in bytes. */
+  memoryBytes(): number {
+    return this.x.memory.buffer.byteLength;
+  }
+
+  private refresh(): void {
+    if (this.x.memory.buffer !== this.buf) {
+      this.buf = this.x.memory.buffer;
+      this.u8 = new Uint8Array(this.buf);
+      this.dv = new DataView(this.buf);
+    }
+  }
+
+  /** Offset of slot i's packet start (after the headroom). */
+  slot(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.limits.slots) {
+      throw new CoreError("WEFT_CORE_INVALID", `slot ${i} is outside 0..${this.limits.slots - 1}`);
+    }
+    return this.pktBase + i * this.limits.slotSize + this.limits.headroom;
+  }
+
+  /** Copies `data` into slot i (after its headroom) and returns its offset. */
+  writeSlot(i: number, data: Uint8Array): number {
+    const off = this.slot(i);
+    if (data.length > this.limits.slotSize - this.limits.headroom) {
+      throw new CoreError("WEFT_CORE_INVALID", `${data.length} bytes do not fit a slot (${this.limits.slotSize - this.limits.headroom} after headroom)`);
+    }
+    this.bytes().set(data, off);
+    return off;
+  }
+
+  /** Fills descriptor i for a batch. `addr`/`tos` are decap inputs (outer source, outer TOS). */
+  setDesc(i: number, off: number, len: number, addr = 0, tos = 0): void {
+    const d = this.descAt(i);
+    const v = this.view();
+    v.setUint32(d + abi.DESC_OFF, off, true);
+    v.setUint32(d + abi.DESC_LEN, len, true);
+    v.setInt32(d + abi.DESC_RES, 0, true);
+    v.setUint32(d + abi.DESC_ADDR, addr >>> 0, true);
+    v.setUint16(d + abi.DESC_SPORT, 0, true);
+    v.setUint16(d + abi.DESC_DPORT, 0, true);
+    v.setUint8(d + abi.DESC_TOS, tos);
+  }
+
+  /** Reads descriptor i back. */
+  desc(i: number): Descriptor {
+    const d = this.descAt(i);
+    const v = this.view();
+    return {
+      off: v.getUint32(d + abi.DESC_OFF, true),
+      len: v.getUint32(d + abi.DESC_LEN, true),
+      res: v.getInt32(d + abi.DESC_RES, true),
+      addr: v.getUint32(d + abi.DESC_ADDR, true),
+      sport: v.getUint16(d + abi.DESC_SPORT, true),
+      dport: v.getUint16(d + abi.DESC_DPORT, true),
+      tos: v.getUint8(d + abi.DESC_TOS),
+    };
+  }
+
+  private descAt(i: number): number {
+    if (!Number.isInteger(i) || i < 0 || i >= this.limits.maxBatch) {
+      throw new CoreError("WEFT_CORE_INVALID", `descriptor ${i} is outside 0..${this.limits.maxBatch - 1}`);
+    }
+    return this.descBase + i * abi.DESC_SIZE;
+  }
+
+  // ------------------------------------------------------------- tunnel/peers
+
+  configure(cfg: TunnelConfig): void {
+    const [hi, lo] = macWords(cfg.localMac);
+    const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0);
+    check(this.x.configure(cfg.vni, u32(cfg.localIp, "localIp"), hi, lo, cfg.dstPort, cfg.srcPortMin,
+      cfg.srcPortMax, cfg.ttl, flags, u32(cfg.hashSeed, "hashSeed")),
+      "configuring the tunnel", "VNI 0..16777215, ports 1..65535 with srcPortMin < srcPortMax, TTL 1..255");
+  }
+
+  setPeer(idx: number, peer: PeerEntry): void {
+    const [hi, lo] = macWords(peer.vtepMac);
+    const rc = this.x.peer_set(u32(idx, "peer index"), u32(peer.underlay, "underlay address"), hi, lo,
+      peer.subnet.addr | 0, peer.subnet.len, peer.local ? abi.PEER_LOCAL : 0);
+    check(rc, `storing peer ${idx} (${formatIpv4(peer.underlay)}, ${formatCidr(peer.subnet)})`,
+      `index below ${this.limits.maxPeers}, a non-zero underlay address not used by another peer`);
+  }
+
+  clearPeer(idx: number): void {
+    check(this.x.peer_clear(u32(idx, "peer index")), `removing peer ${idx}`);
+  }
+
+  /** Peer index holding this underlay address, or -1. */
+  findPeer(underlay: number): number {
+    return this.x.peer_find(u32(underlay, "underlay address"));
+  }
+
+  peerCount(): number {
+    return this.x.peer_count();
+  }
+
+  // -------------------------------------------------------------------- LPM
+
+  lpmInsert(p: Ipv4Prefix, nh: number): void {
+    if (!Number.isInteger(p.len) || p.len < 0 || p.len > 32) {
+      throw new CoreError("WEFT_CORE_INVALID", `prefix length ${p.len} is outside 0..32`);
+    }
+    if (!Number.isInteger(nh) || nh < 0 || nh > abi.LPM_MAX_NH) {
+      throw new CoreError("WEFT_CORE_INVALID", `next hop ${nh} is outside 0..${abi.LPM_MAX_NH}`);
+    }
+    check(this.x.lpm_insert(u32(p.addr, "prefix"), p.len, nh), `inserting ${formatCidr(p)}`,
+      `the table holds at most ${this.limits.maxRules} prefixes; raise maxRules`);
+  }
+
+  /** Removes a prefix; false when it was not stored. */
+  lpmDelete(p: Ipv4Prefix): boolean {
+    const rc = this.x.lpm_delete(u32(p.addr, "prefix"), p.len);
+    if (rc === abi.E_NOT_FOUND) return false;
+    check(rc, `deleting ${formatIpv4(p.addr)}/${p.len}`);
+    return true;
+  }
+
+  /** Next hop stored for exactly this prefix, or -1. */
+  lpmGet(p: Ipv4Prefix): number {
+    return this.x.lpm_get(u32(p.addr, "prefix"), p.len);
+  }
+
+  /** Longest-prefix match of one address: next hop, or -1. */
+  lookup(addr: number): number {
+    return this.x.lpm_lookup(addr | 0);
+  }
+
+  /** Looks up every address of `addrs` into `out` (same length), maxBatch at a time. */
+  lookupBatch(addrs: Uint32Array, out: Int32Array): void {
+    if (out.length < addrs.length) throw new CoreError("WEFT_CORE_INVALID", "out must be as long as addrs");
+    const max = this.limits.maxBatch;
+    const mem = this.x.memory.buffer;
+    const inView = new Uint32Array(mem, this.addrBase, max);
+    const outView = new Int32Array(mem, this.nhBase, max);
+    for (let i = 0; i < addrs.length; i += max) {
+      const n = Math.min(max, addrs.length - i);
+      inView.set(addrs.subarray(i, i + n));
+      this.x.lpm_lookup_batch(n);
+      out.set(outView.subarray(0, n), i);
+    }
+  }
+
+  lpmClear(): void {
+    this.x.lpm_clear();
+  }
+
+  lpmSize(): number {
+    return this.x.lpm_size();
+  }
+
+  lpmGroups(): number {
+    return this.x.lpm_groups();
+  }
+
+  /** Bytes the lookup structure uses now (L1 + groups in use). */
+  lpmMemoryBytes(): number {
+    return this.x.lpm_memory_bytes() >>> 0;
+  }
+
+  // ----------------------------------------------------------------- packets
+
+  /** Encapsulates descriptors [0, n) in place; returns how many were taken. */
+  encap(n: number, mode: number = abi.ENCAP_MODE_PAYLOAD): number {
+    const rc = this.x.encap_batch(n, mode);
+    check(rc, `encapsulating a batch of ${n}`, `at most ${this.limits.maxBatch} descriptors, mode 0 or 1`);
+    return rc;
+  }
+
+  /** Decapsulates descriptors [0, n) in place; returns how many were accepted. */
+  decap(n: number): number {
+    const rc = this.x.decap_batch(n);
+    check(rc, `decapsulating a batch of ${n}`, `at most ${this.limits.maxBatch} descriptors`);
+    return rc;
+  }
+
+  /** Per-result counters of a direction (abi.DIR_ENCAP or abi.DIR_DECAP). */
+  counters(dir: number): Counters {
+    const base = this.x.counters_base(dir);
+    const v = this.view();
+    const out = {} as Counters;
+    RESULT_NAMES.forEach((name, i) => {
+      out[name] = v.getBigUint64(base + i * 8, true);
+    });
+    return out;
+  }
+
+  // ------------------------------------------------------- checksums, hashes
+
+  /** Ones'-complement 16-bit sum of `data` (+ initial), not inverted. Uses slot 0 as scratch. */
+  sum16(data: Uint8Array, initial = 0): number {
+    const off = this.writeSlot(0, data);
+    return this.x.inet_sum(off, data.length, initial);
+  }
+
+  csumReplace16(check: number, old: number, neu: number): number {
+    return this.x.csum_replace16(check, old, neu);
+  }
+
+  csumReplace32(check: number, old: number, neu: number): number {
+    return this.x.csum_replace32(check, old | 0, neu | 0);
+  }
+
+  jhash3(a: number, b: number, c: number, initval: number): number {
+    return this.x.jhash_3words(a | 0, b | 0, c | 0, initval | 0) >>> 0;
+  }
+
+  flowHash(src: number, dst: number, ports: number, proto: number, seed: number): number {
+    return this.x.flow_hash(src | 0, dst | 0, ports | 0, proto, seed | 0) >>> 0;
+  }
+
+  /** Source port for a flow hash over [min, maxInclusive]. */
+  flowSport(hash: number, min: number, maxInclusive: number): number {
+    return this.x.flow_sport(hash | 0, min, maxInclusive);
+  }
+}
