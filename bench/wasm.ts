@@ -1,0 +1,215 @@
+/**
+ * `npm run bench:wasm [-- --json] [-- --seconds S]`
+ *
+ * The WASM core against the plain TypeScript reference, in the same process
+ * and the same run: LPM lookups/s at 1k, 10k and 100k random /16-/32
+ * prefixes, and encap/decap packets/s for 1400-byte packets in batches of 64.
+ * Ratios (wasm/ts) are the result; absolute figures depend on the machine.
+ */
+import * as abi from "../asm/abi.js";
+import { WasmCore } from "../src/dataplane/core/wasm-core.js";
+import { DEFAULT_TUNNEL, type PeerEntry } from "../src/dataplane/core/types.js";
+import { RefLpm } from "../src/dataplane/reference/lpm.js";
+import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
+import { inetChecksum } from "../src/dataplane/reference/checksum.js";
+import { maskOf, parseCidr, parseIpv4, parseMac } from "../src/common/ipv4.js";
+
+const args = process.argv.slice(2);
+const json = args.includes("--json");
+const secIdx = args.indexOf("--seconds");
+const seconds = secIdx >= 0 ? Number(args[secIdx + 1]) : 0.5;
+const log = (s: string): void => {
+  if (!json) console.log(s);
+  else console.error(s);
+};
+
+/** xorshift32: fast, deterministic. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+}
+
+/** Runs `fn` (which handles `perCall` items) repeatedly for `seconds`; returns items/s (best of 3 windows). */
+function rate(fn: () => void, perCall: number): number {
+  for (let i = 0; i < 50; i++) fn(); // warm up the JIT
+  let best = 0;
+  for (let w = 0; w < 3; w++) {
+    let calls = 0;
+    const t0 = process.hrtime.bigint();
+    const limit = t0 + BigInt(Math.round((seconds / 3) * 1e9));
+    let t = t0;
+    while (t < limit) {
+      for (let i = 0; i < 16; i++) fn();
+      calls += 16;
+      t = process.hrtime.bigint();
+    }
+    best = Math.max(best, (calls * perCall) / (Number(t - t0) / 1e9));
+  }
+  return best;
+}
+
+interface LpmRow { prefixes: number; wasm_mlps: number; ts_mlps: number; ratio: number; groups: number; memory_bytes: number }
+
+function benchLpm(count: number): LpmRow {
+  const r = rng(count);
+  const core = WasmCore.create({ maxRules: Math.max(count * 2, 1024), maxBatch: 4096, slots: 1, maxPeers: 1 });
+  const ref = new RefLpm();
+  const prefixes: [number, number][] = [];
+  while (prefixes.length < count) {
+    const len = 16 + (r() % 17);
+    const a = (r() & maskOf(len)) >>> 0;
+    const nh = r() % 65536;
+    core.lpmInsert({ addr: a, len }, nh);
+    ref.insert(a, len, nh);
+    prefixes.push([a, len]);
+  }
+  // 1M probe addresses: 90% inside an inserted prefix, 10% anywhere.
+  const addrs = new Uint32Array(1 << 20);
+  for (let i = 0; i < addrs.length; i++) {
+    const p = prefixes[r() % prefixes.length]!;
+    addrs[i] = r() % 10 === 0 ? r() : (p[0] | (r() & ~maskOf(p[1]))) >>> 0;
+  }
+  const out = new Int32Array(addrs.length);
+  // Check once that both agree, so the benchmark never measures a broken table.
+  core.lookupBatch(addrs, out);
+  for (let i = 0; i < 10000; i++) {
+    if (out[i] !== ref.lookup(addrs[i]!)) throw new Error(`wasm and reference disagree on ${addrs[i]}`);
+  }
+  const chunk = 65536;
+  let off = 0;
+  const wasm = rate(() => {
+    core.lookupBatch(addrs.subarray(off, off + chunk), out);
+    off = (off + chunk) & (addrs.length - 1);
+  }, chunk);
+  let sink = 0;
+  const ts = rate(() => {
+    for (let i = off; i < off + chunk; i++) sink ^= ref.lookup(addrs[i]!);
+    off = (off + chunk) & (addrs.length - 1);
+  }, chunk);
+  if (sink === 0.5) log("");
+  return { prefixes: count, wasm_mlps: wasm / 1e6, ts_mlps: ts / 1e6, ratio: wasm / ts, groups: core.lpmGroups(), memory_bytes: core.lpmMemoryBytes() };
+}
+
+const BATCH = 64;
+const PKT = 1400;
+const nodes: PeerEntry[] = Array.from({ length: 16 }, (_, i) => ({
+  underlay: parseIpv4(`192.0.2.${i + 1}`),
+  vtepMac: parseMac(`02:00:c0:00:02:${(i + 1).toString(16).padStart(2, "0")}`),
+  subnet: parseCidr(`198.18.${i + 1}.0/24`),
+  local: i === 0,
+}));
+
+function tunnelOf(i: number) {
+  const n = nodes[i]!;
+  return { ...DEFAULT_TUNNEL, localIp: n.underlay, localMac: n.vtepMac };
+}
+
+function setupCore(self: number): WasmCore {
+  const core = WasmCore.create({ maxPeers: 64, maxRules: 1024, slots: BATCH, slotSize: 2048, maxBatch: BATCH });
+  core.configure(tunnelOf(self));
+  nodes.forEach((n, i) => {
+    core.setPeer(i, { ...n, local: i === self });
+    core.lpmInsert(n.subnet, i);
+  });
+  return core;
+}
+
+function setupRef(core: WasmCore, self: number): RefTunnel {
+  const ref = new RefTunnel(core.bytes(), { pktBase: core.pktBase, pktSize: core.pktSize, descBase: core.descBase }, tunnelOf(self));
+  nodes.forEach((n, i) => {
+    ref.setPeer(i, { ...n, local: i === self });
+    ref.lpm.insert(n.subnet.addr, n.subnet.len, i);
+  });
+  return ref;
+}
+
+/** 64 TCP-like 1400-byte packets from node 0's pods to the other nodes' pods. */
+function fillPackets(core: WasmCore): void {
+  const r = rng(42);
+  for (let i = 0; i < BATCH; i++) {
+    const b = new Uint8Array(PKT);
+    const v = new DataView(b.buffer);
+    v.setUint8(0, 0x45);
+    v.setUint16(2, PKT);
+    v.setUint8(8, 64);
+    v.setUint8(9, 6);
+    v.setUint32(12, (parseIpv4("198.18.1.0") | (1 + (r() % 250))) >>> 0);
+    v.setUint32(16, (parseIpv4(`198.18.${2 + (i % 15)}.0`) | (1 + (r() % 250))) >>> 0);
+    v.setUint32(20, r());
+    v.setUint16(10, inetChecksum(b, 0, 20));
+    core.setDesc(i, core.writeSlot(i, b), PKT);
+  }
+}
+
+function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; decap: { wasm_mpps: number; ts_mpps: number } } {
+  const a = setupCore(0);
+  fillPackets(a);
+  const descs = a.bytes().slice(a.descBase, a.descBase + BATCH * abi.DESC_SIZE);
+  const restore = (c: WasmCore): void => c.bytes().set(descs, c.descBase);
+  const encapWasm = rate(() => {
+    restore(a);
+    a.encap(BATCH);
+  }, BATCH);
+  const refA = setupRef(a, 0);
+  const encapTs = rate(() => {
+    restore(a);
+    refA.encapBatch(BATCH, abi.ENCAP_MODE_PAYLOAD);
+  }, BATCH);
+
+  // Decap: node 1 receives node 0's payloads for its own subnet.
+  const b = setupCore(1);
+  restore(a);
+  a.encap(BATCH);
+  for (let i = 0; i < BATCH; i++) {
+    const d = a.desc(i);
+    const p = a.bytes().slice(d.off, d.off + d.len);
+    p.set(nodes[1]!.vtepMac, 8); // as if every packet were for node 1
+    b.setDesc(i, b.writeSlot(i, p), p.length, nodes[0]!.underlay);
+  }
+  const bdescs = b.bytes().slice(b.descBase, b.descBase + BATCH * abi.DESC_SIZE);
+  if (b.decap(BATCH) !== BATCH) throw new Error("decap benchmark input is not all valid");
+  const restoreB = (): void => b.bytes().set(bdescs, b.descBase);
+  const decapWasm = rate(() => {
+    restoreB();
+    b.decap(BATCH);
+  }, BATCH);
+  const refB = setupRef(b, 1);
+  const decapTs = rate(() => {
+    restoreB();
+    refB.decapBatch(BATCH);
+  }, BATCH);
+  return {
+    encap: { wasm_mpps: encapWasm / 1e6, ts_mpps: encapTs / 1e6 },
+    decap: { wasm_mpps: decapWasm / 1e6, ts_mpps: decapTs / 1e6 },
+  };
+}
+
+const f = (x: number): string => x.toFixed(2);
+const lpm = [1000, 10000, 100000].map(benchLpm);
+log("LPM lookups (random /16-/32 prefixes; 90% of probes inside a prefix)");
+log("prefixes   wasm M/s   ts M/s   ratio   groups   table bytes");
+for (const row of lpm) {
+  log(`${String(row.prefixes).padEnd(10)} ${f(row.wasm_mlps).padStart(8)} ${f(row.ts_mlps).padStart(8)} ${f(row.ratio).padStart(6)}x ${String(row.groups).padStart(8)} ${String(row.memory_bytes).padStart(13)}`);
+}
+const pk = benchEncapDecap();
+log(`\n${PKT}-byte packets, batches of ${BATCH}`);
+log(`encap  wasm ${f(pk.encap.wasm_mpps)} Mpps   ts ${f(pk.encap.ts_mpps)} Mpps   ratio ${f(pk.encap.wasm_mpps / pk.encap.ts_mpps)}x`);
+log(`decap  wasm ${f(pk.decap.wasm_mpps)} Mpps   ts ${f(pk.decap.ts_mpps)} Mpps   ratio ${f(pk.decap.wasm_mpps / pk.decap.ts_mpps)}x`);
+
+const round = (x: number): number => Math.round(x * 100) / 100;
+if (json) {
+  const doc = {
+    lpm: lpm.map((r) => ({ prefixes: r.prefixes, wasm_mlps: round(r.wasm_mlps), ts_mlps: round(r.ts_mlps) })),
+    encap: { wasm_mpps: round(pk.encap.wasm_mpps), ts_mpps: round(pk.encap.ts_mpps) },
+    decap: { wasm_mpps: round(pk.decap.wasm_mpps), ts_mpps: round(pk.decap.ts_mpps) },
+    lpm_memory_bytes: lpm[lpm.length - 1]?.memory_bytes ?? 0,
+  };
+  console.log(JSON.stringify(doc));
+}
