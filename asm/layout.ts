@@ -1,7 +1,7 @@
 // Linear-memory layout, fixed once by init().
 //
 //   [static data][header][descriptors][lookup scratch][peers][peer hash]
-//   [rule hash][L1 table][packet slots][LPM group pool ... grows at the end]
+//   [rule hash][L1 table][LPM work arrays][packet slots][LPM group pool ... grows]
 //
 // Every region except the group pool is sized at init from its arguments and
 // never moves, so callers may keep views on it (re-created only when the pool
@@ -31,12 +31,13 @@ export const H_TTL: usize = 86; // u8
 export const H_FLAGS: usize = 88; // u32
 export const H_SEED: usize = 92; // u32
 export const H_IP_ID: usize = 96; // u32, outer IPv4 identification counter
-export const H_POOL_TOP: usize = 100; // u32, groups ever carved from the pool
-export const H_POOL_FREE: usize = 104; // u32, head of the free-group list (+1; 0 = empty)
-export const H_POOL_USED: usize = 108; // u32, groups in use
+export const H_POOL_TOP: usize = 100; // u32, 64-byte units ever carved from the pool
+export const H_GROUPS: usize = 104; // u32, LPM groups alive
+export const H_POOL_USED: usize = 108; // u32, pool units in use
 export const H_RULES: usize = 112; // u32, prefixes stored
 export const H_PEERS: usize = 116; // u32, peers stored
 export const H_COUNTERS: usize = 128; // 2 x R_COUNT u64
+export const H_POOL_FREE: usize = 384; // POOL_CLASSES u32 free-list heads (unit index + 1; 0 = empty)
 const HDR_SIZE: usize = 512;
 
 // Cached region bases (set by init).
@@ -53,6 +54,9 @@ export let ruleHashBase: usize = 0;
 export let ruleHashMask: u32 = 0;
 export let maxRules: u32 = 0;
 export let l1Base: usize = 0;
+/** Four 256 x u32 work arrays for LPM updates, then a 64-byte all-zero dummy group. */
+export let lpmWork: usize = 0;
+export let dummyGroup: usize = 0;
 export let pktBase: usize = 0;
 export let pktEnd: usize = 0;
 export let poolBase: usize = 0;
@@ -101,9 +105,10 @@ export function init(
   const rhCap = nextPow2(rules * 2);
   const rh = alignUp(ph + <usize>phCap * 16, 64);
   const l1 = alignUp(rh + <usize>rhCap * 16, 64);
-  const pkt = alignUp(l1 + 65536 * 4, 64);
+  const work = alignUp(l1 + 65536 * 4, 64);
+  const pkt = alignUp(work + 4 * 1024 + 64, 64);
   const pktSize = <usize>slots * <usize>slotSize;
-  const pool = alignUp(pkt + pktSize, 1024);
+  const pool = alignUp(pkt + pktSize, 64);
   if (!ensureMemory(pool)) return E_NO_MEMORY;
   // Memory from grow() is zeroed; the static-data tail below hdr may not be.
   memory.fill(hdr, 0, pool - hdr);
@@ -142,6 +147,8 @@ export function init(
   ruleHashMask = rhCap - 1;
   maxRules = rules;
   l1Base = l1;
+  lpmWork = work;
+  dummyGroup = work + 4 * 1024;
   pktBase = pkt;
   pktEnd = pkt + pktSize;
   poolBase = pool;

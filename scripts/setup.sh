@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# npm run setup: everything a fresh machine needs, then the build.
+#   1. Debian packages the tests and the data path use (needs root and apt).
+#   2. npm ci (exact versions from package-lock.json).
+#   3. npm run build (WASM core with asc, TypeScript with tsc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# iproute2: namespaces, veth, vxlan devices; iputils-ping: reachability checks;
+# tshark: the VXLAN dissector that judges the core's frames.
+APT_PACKAGES=(iproute2 iputils-ping tshark)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: missing Debian packages: ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund
+npm run build

@@ -1,0 +1,35 @@
+/**
+ * What weft can do today. The README's status table is checked against this
+ * list by test/cli.test.ts, and `weft status --capabilities` prints it, so the
+ * two cannot drift apart. Keep it true: "done" only with tests in CI.
+ */
+export type Status = "done" | "partial" | "not yet";
+
+export interface Capability {
+  readonly area: string;
+  readonly name: string;
+  readonly status: Status;
+  readonly note: string;
+}
+
+export const CAPABILITIES: readonly Capability[] = [
+  { area: "skeleton", name: "CLI, build, CI", status: "done", note: "`npm run setup`, `npm test`, `.ci/run`, `npx weft --help`" },
+  { area: "wasm", name: "IPv4 longest-prefix match", status: "done", note: "DIR-16-8-8 with group folding; batch lookups" },
+  { area: "wasm", name: "VXLAN encap (payload and frame mode)", status: "done", note: "flow-hash source port, outer IPv4/UDP, tshark-verified" },
+  { area: "wasm", name: "VXLAN decap with anti-spoofing", status: "done", note: "Linux vxlan_rcv checks + subnet check per sending node" },
+  { area: "wasm", name: "Internet checksum, incremental update", status: "done", note: "RFC 1071 / RFC 1624" },
+  { area: "control", name: "flannel-compatible subnet leases in etcd", status: "not yet", note: "issue 3" },
+  { area: "control", name: "route table + kernel vxlan backend", status: "not yet", note: "issue 3" },
+  { area: "control", name: "weft agent, health, metrics, status", status: "not yet", note: "issue 3" },
+  { area: "control", name: "netns cluster harness + `npm start` demo", status: "partial", note: "namespace/veth primitives only; the demo cluster is issue 3" },
+  { area: "ebpf", name: "tc fast path (from-pod, from-overlay)", status: "not yet", note: "issue 4" },
+  { area: "tun", name: "userspace TUN fallback", status: "not yet", note: "issue 5" },
+  { area: "ipam", name: "per-node IPAM + CNI plugins", status: "not yet", note: "issue 6" },
+  { area: "dns", name: "service registry + node-local DNS", status: "not yet", note: "issue 7" },
+];
+
+/** Renders the table as Markdown (the README embeds exactly this). */
+export function capabilityTable(): string {
+  const rows = CAPABILITIES.map((c) => `| ${c.area} | ${c.name} | ${c.status} | ${c.note} |`);
+  return ["| area | capability | status | note |", "| --- | --- | --- | --- |", ...rows].join("\n");
+}

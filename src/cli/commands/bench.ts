@@ -1,0 +1,30 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { Command } from "commander";
+import { ConfigError, NotBuiltError } from "../../common/errors.js";
+
+const BUILT: Record<string, string> = { wasm: "../../../bench/wasm.js" };
+const LATER: Record<string, number> = { control: 3, dataplane: 3, ipam: 6, dns: 7 };
+
+export function registerBench(program: Command): void {
+  program
+    .command("bench")
+    .description("run a benchmark: wasm (built); control, dataplane, ipam, dns (later issues)")
+    .argument("<name>", "which benchmark")
+    .option("--json", "print one JSON document as the last line")
+    .option("--seconds <s>", "measuring time per figure")
+    .action((name: string, opts: { json?: boolean; seconds?: string }) => {
+      const rel = BUILT[name];
+      if (rel === undefined) {
+        const issue = LATER[name];
+        if (issue !== undefined) throw new NotBuiltError(`bench ${name}: not built yet (issue ${issue})`);
+        throw new ConfigError(`unknown benchmark "${name}"`, { hint: `choose one of: ${[...Object.keys(BUILT), ...Object.keys(LATER)].join(", ")}` });
+      }
+      const script = fileURLToPath(new URL(rel, import.meta.url));
+      if (!existsSync(script)) throw new ConfigError(`${script} is missing`, { hint: "run `npm run build` first" });
+      const args = [script, ...(opts.json ? ["--json"] : []), ...(opts.seconds ? ["--seconds", opts.seconds] : [])];
+      const r = spawnSync(process.execPath, args, { stdio: "inherit" });
+      process.exitCode = r.status ?? 1;
+    });
+}

@@ -1,0 +1,54 @@
+import { Command, CommanderError } from "commander";
+import { WeftError } from "../common/errors.js";
+import { registerBench } from "./commands/bench.js";
+import { registerDemo } from "./commands/demo.js";
+import { registerStatus } from "./commands/status.js";
+import { notBuilt } from "./not-built.js";
+
+/** Exit codes: 0 ok, 1 failure, 2 not built yet, 64 usage error. */
+export const EXIT_NOT_BUILT = 2;
+export const EXIT_USAGE = 64;
+
+export function buildProgram(): Command {
+  const program = new Command("weft")
+    .description("container-network node agent: VXLAN overlay (flannel-compatible), pod IPAM, node-local DNS")
+    .version("0.1.0")
+    .showHelpAfterError()
+    .exitOverride();
+
+  program.command("agent").description("run the node agent (leases, routes, data path, DNS, health)")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("agent", "run the node agent", 3));
+  registerStatus(program);
+  registerDemo(program);
+  registerBench(program);
+  program.command("network").description("manage the cluster network config in etcd (init, show)")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("network", "write and show the network config key", 3));
+  program.command("cni").description("the CNI plugin entry point (weft, weft-ipam)")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("cni", "serve CNI ADD/DEL/CHECK/GC/STATUS/VERSION", 6));
+  program.command("install-cni").description("install the CNI plugins and config")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("install-cni", "install the weft and weft-ipam plugins", 6));
+  program.command("ipam").description("inspect and repair address allocations (ls, show, gc)")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("ipam", "list, show and collect pod address allocations", 6));
+  program.command("svc").description("publish and watch services in the registry (put, rm, ls, watch)")
+    .allowUnknownOption().allowExcessArguments().action(notBuilt("svc", "publish, remove, list and watch services", 7));
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version are "errors" to commander with exit code 0
+      return e.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (e instanceof WeftError) {
+      console.error(`weft: ${e.message}`);
+      return e.code === "WEFT_NOT_BUILT" ? EXIT_NOT_BUILT : 1;
+    }
+    console.error(`weft: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 1;
+  }
+}
