@@ -4,6 +4,7 @@ import { NotBuiltError } from "../../common/errors.js";
 import { parseCidr, parseIpv4, parseMac } from "../../common/ipv4.js";
 import { WasmCore } from "../../dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
+import { inetChecksum } from "../../dataplane/reference/checksum.js";
 import { capabilityTable } from "../capabilities.js";
 
 /**
@@ -50,10 +51,7 @@ function selfCheck(): string {
   v.setUint8(9, 1);
   v.setUint32(12, parseIpv4("198.18.1.5"));
   v.setUint32(16, parseIpv4("198.18.2.5"));
-  let s = 0;
-  for (let i = 0; i < 20; i += 2) s += v.getUint16(i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  v.setUint16(10, ~s & 0xffff);
+  v.setUint16(10, inetChecksum(pkt, 0, 20));
   a.setDesc(0, a.writeSlot(0, pkt), pkt.length);
   const enc = a.encap(1, abi.ENCAP_MODE_PAYLOAD);
   const d = a.desc(0);
