@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
 import { WeftError } from "../common/errors.js";
+import { registerAgent } from "./commands/agent.js";
 import { registerBench } from "./commands/bench.js";
+import { registerNetwork } from "./commands/network.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerStatus } from "./commands/status.js";
 import { notBuilt } from "./not-built.js";
@@ -16,13 +18,11 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  program.command("agent").description("run the node agent (leases, routes, data path, DNS, health)")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("agent", "run the node agent", 3));
+  registerAgent(program);
   registerStatus(program);
   registerDemo(program);
   registerBench(program);
-  program.command("network").description("manage the cluster network config in etcd (init, show)")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("network", "write and show the network config key", 3));
+  registerNetwork(program);
   program.command("cni").description("the CNI plugin entry point (weft, weft-ipam)")
     .allowUnknownOption().allowExcessArguments().action(notBuilt("cni", "serve CNI ADD/DEL/CHECK/GC/STATUS/VERSION", 6));
   program.command("install-cni").description("install the CNI plugins and config")

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { NotBuiltError } from "../../common/errors.js";
+import { AGENT_DEFAULTS } from "../../agent/options.js";
+import { queryStatus } from "../../agent/control.js";
 import { capabilityTable } from "../capabilities.js";
 
 export function registerStatus(program: Command): void {
@@ -7,11 +8,25 @@ export function registerStatus(program: Command): void {
     .command("status")
     .description("ask the running agent for subnet, backend, peers and counters; --capabilities: what weft can do today")
     .option("--capabilities", "print the capability status table and exit")
-    .action((opts: { capabilities?: boolean }) => {
+    .option("--control-socket <path>", "the agent's control socket", process.env["WEFT_CONTROL_SOCKET"] ?? AGENT_DEFAULTS.controlSocket)
+    .option("--json", "print the raw status document")
+    .action(async (opts: { capabilities?: boolean; controlSocket: string; json?: boolean }) => {
       if (opts.capabilities) {
         console.log(capabilityTable());
         return;
       }
-      throw new NotBuiltError("status: not built yet. It will ask the running agent over its local socket (issue 3); `weft status --capabilities` prints what is built");
+      const st = await queryStatus(opts.controlSocket);
+      if (opts.json) {
+        console.log(JSON.stringify(st, null, 2));
+        return;
+      }
+      const failing = Object.entries(st.readiness).filter(([, v]) => !v).map(([k]) => k);
+      console.log(`ready:    ${st.ready ? "yes" : `no (waiting for: ${failing.join(", ")})`}`);
+      console.log(`network:  ${st.network ?? "-"}   subnet: ${st.subnet ?? "-"}   lease: ${st.leaseSecondsLeft === -1 ? "reservation" : `${st.leaseSecondsLeft ?? "-"} s left`}`);
+      console.log(`backend:  ${st.backendChoice}   device: ${st.device ?? "-"}   mtu: ${st.mtu ?? "-"}`);
+      console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
+      console.log(`peers:    ${st.peers.length}`);
+      for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
+      console.log(`counters: ${Object.entries(st.counters).map(([k, v]) => `${k}=${v}`).join(" ")}`);
     });
 }

@@ -1,0 +1,266 @@
+import { ConfigError, NotBuiltError } from "../common/errors.js";
+import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
+import type { Logger } from "../common/log.js";
+import { applyMasq, masqPresent } from "../backend/masq.js";
+import type { Backend, Network } from "../backend/types.js";
+import { vxlanBackend } from "../backend/vxlan/index.js";
+import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
+import type { Lease } from "../subnet/lease.js";
+import { SubnetManager, SubnetRangeFullError } from "../subnet/manager.js";
+import { parseNetworkConfig, type NetworkConfig } from "../subnet/network-config.js";
+import { RegistryUnavailableError, SubnetRegistry } from "../subnet/registry.js";
+import { readPreviousSubnet, writeSubnetFile } from "../subnet/subnet-file.js";
+import { LeaseWatcher } from "../subnet/watcher.js";
+import { chooseInterface } from "./iface.js";
+import { AgentMetrics } from "./metrics.js";
+import type { AgentOptions } from "./options.js";
+
+export interface Readiness {
+  readonly lease: boolean;
+  readonly dataPath: boolean;
+  readonly subnetFile: boolean;
+  readonly etcd: boolean;
+  readonly routesSynced: boolean;
+}
+
+export interface AgentStatus {
+  readonly ready: boolean;
+  readonly readiness: Readiness;
+  readonly network: string | undefined;
+  readonly subnet: string | undefined;
+  readonly leaseSecondsLeft: number | undefined;
+  readonly publicIp: string | undefined;
+  readonly vtepMac: string | undefined;
+  readonly backend: string | undefined;
+  readonly backendChoice: string;
+  readonly device: string | undefined;
+  readonly mtu: number | undefined;
+  readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
+  readonly counters: Record<string, number>;
+}
+
+/**
+ * The node agent: network config → data path → lease → subnet file → route
+ * table → backend, kept current by a lease watch and a periodic reconcile.
+ * Stopping it leaves the data path in place; starting again adopts it.
+ */
+export class Agent {
+  readonly metrics = new AgentMetrics();
+  private registry: SubnetRegistry | undefined;
+  private config: NetworkConfig | undefined;
+  private network: Network | undefined;
+  private manager: SubnetManager | undefined;
+  private watcher: LeaseWatcher | undefined;
+  private readonly table = new RouteTable();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private backendChoice = "";
+  private readonly ready = { lease: false, dataPath: false, subnetFile: false, etcd: false };
+  private applying: Promise<void> = Promise.resolve();
+  private readonly counters = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
+
+  constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
+
+  /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
+  async start(): Promise<void> {
+    const o = this.opts;
+    this.registry = new SubnetRegistry({
+      endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
+    });
+    this.config = await this.waitForConfig();
+    const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
+    this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
+    const backend = this.selectBackend();
+    this.network = await backend.register({ config: this.config, iface, stateDir: o.stateDir, log: this.log.child({ backend: backend.name }) });
+
+    this.manager = new SubnetManager(this.registry, this.config, this.network.leaseAttrs, {
+      ttlSec: o.subnetLeaseTtl,
+      renewMarginSec: o.subnetLeaseRenewMargin,
+      retrySec: Math.min(60, Math.max(1, Math.floor(o.subnetLeaseRenewMargin / 4))),
+      previousSubnet: readPreviousSubnet(o.subnetFile),
+    }, this.log);
+    this.manager.on("lost", () => {
+      this.ready.lease = false;
+      this.counters.reacquired++;
+      this.metrics.leaseReacquired.inc();
+    });
+    const lease = await this.acquireWithRetry();
+    await this.onAcquired(lease);
+    this.manager.on("acquired", (l) => void this.onAcquired(l)); // later re-acquisitions
+
+    this.watcher = new LeaseWatcher(this.registry, this.log);
+    this.watcher.on("snapshot", (leases) => this.enqueue(() => this.table.replaceAll(leases)));
+    this.watcher.on("put", (l) => {
+      this.manager?.onKeyPut(l);
+      this.enqueue(() => this.table.put(l));
+    });
+    this.watcher.on("delete", (s) => {
+      this.manager?.onKeyDeleted(s);
+      this.enqueue(() => this.table.delete(s));
+    });
+    await this.watcher.start();
+    await this.applying;
+    this.ready.etcd = true;
+    this.scheduleReconcile();
+    this.log.info({ subnet: formatCidr(lease.subnet), backend: backend.name, peers: this.table.size }, "agent ready");
+  }
+
+  private selectBackend(): Backend {
+    const want = this.opts.backend;
+    if (want === "ebpf" || want === "tun") {
+      throw new NotBuiltError(`--backend ${want}: not built yet (issue ${want === "ebpf" ? 4 : 5})`, { hint: "use --backend vxlan or auto" });
+    }
+    this.backendChoice = want === "auto" ? "auto: vxlan (the ebpf and tun backends are not built yet)" : "vxlan (asked for)";
+    this.log.info({ choice: this.backendChoice }, "backend selected");
+    return vxlanBackend;
+  }
+
+  private async waitForConfig(): Promise<NetworkConfig> {
+    const reg = this.registry as SubnetRegistry;
+    for (let i = 0; !this.stopped; i++) {
+      try {
+        const text = await reg.getNetworkConfig();
+        if (text !== undefined) return parseNetworkConfig(text); // a bad config is fatal: ConfigError
+        if (i % 10 === 0) this.log.warn({ key: reg.configKey }, "network config not found in etcd; waiting (create it with `weft network init`)");
+      } catch (e) {
+        if (!(e instanceof RegistryUnavailableError)) throw e;
+        this.etcdError(e);
+      }
+      await sleep(1000);
+    }
+    throw new ConfigError("stopped while waiting for the network config");
+  }
+
+  private async acquireWithRetry(): Promise<Lease> {
+    for (;;) {
+      try {
+        return await (this.manager as SubnetManager).acquire();
+      } catch (e) {
+        if (!(e instanceof RegistryUnavailableError || e instanceof SubnetRangeFullError) || this.stopped) throw e;
+        if (e instanceof RegistryUnavailableError) this.etcdError(e);
+        else this.log.error({ err: e.message }, "cannot acquire a subnet; retrying in 10 s");
+        await sleep(e instanceof SubnetRangeFullError ? 10_000 : 1000);
+      }
+    }
+  }
+
+  /** Our lease (first, or again after a loss): data path, route table, masquerading, then the subnet file. */
+  private async onAcquired(l: Lease): Promise<void> {
+    const net = this.network as Network;
+    const cfg = this.config as NetworkConfig;
+    this.ready.lease = true;
+    await net.configureLocal(l);
+    this.enqueue(() => this.table.setSelf(l.subnet));
+    await this.applying;
+    this.ready.dataPath = true;
+    if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
+    writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
+    this.ready.subnetFile = true;
+  }
+
+  /** Applies table changes to the data path in order, one at a time. */
+  private enqueue(change: () => RouteDiff): void {
+    const diff = change();
+    this.metrics.routes.set(this.table.size);
+    if (isEmpty(diff)) return;
+    this.applying = this.applying.then(async () => {
+      const end = this.metrics.applySeconds.startTimer();
+      try {
+        await this.network?.apply(diff);
+        this.counters.diffs++;
+        this.metrics.diffsApplied.inc();
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, "applying a route change failed; the next reconcile retries");
+      } finally {
+        end();
+      }
+    });
+  }
+
+  private scheduleReconcile(): void {
+    this.timer = setTimeout(() => void this.reconcile().finally(() => !this.stopped && this.scheduleReconcile()),
+      this.opts.reconcileInterval * 1000);
+    this.timer.unref();
+  }
+
+  /** Periodic: kernel objects match the table, masquerading is in place, etcd answers. */
+  async reconcile(): Promise<void> {
+    try {
+      await this.applying;
+      const fixed = await (this.network as Network).reconcile(this.table.all());
+      this.counters.reconcileFixes += fixed;
+      this.metrics.reconcileFixes.inc(fixed);
+      const l = this.manager?.lease;
+      if (this.opts.ipMasq && l && !(await masqPresent())) {
+        this.log.warn("masquerade rules were removed; restoring them");
+        await applyMasq((this.config as NetworkConfig).network, l.subnet);
+      }
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, "reconcile failed");
+    }
+    try {
+      await (this.registry as SubnetRegistry).getNetworkConfig();
+      if (!this.ready.etcd) this.log.info("etcd reachable again");
+      this.ready.etcd = true;
+    } catch (e) {
+      this.etcdError(e);
+    }
+  }
+
+  private etcdError(e: unknown): void {
+    if (this.ready.etcd) this.log.warn({ err: (e as Error).message }, "etcd unreachable; the data path keeps working");
+    this.ready.etcd = false;
+    this.counters.etcdErrors++;
+    this.metrics.etcdErrors.inc();
+  }
+
+  readiness(): Readiness {
+    return { ...this.ready, routesSynced: this.watcher?.synced ?? false };
+  }
+
+  isReady(): boolean {
+    return Object.values(this.readiness()).every(Boolean);
+  }
+
+  status(): AgentStatus {
+    const l = this.manager?.lease;
+    const ns = this.network?.status();
+    const left = this.manager?.secondsLeft;
+    this.metrics.ready.set(this.isReady() ? 1 : 0);
+    if (left !== undefined && Number.isFinite(left)) this.metrics.leaseSecondsLeft.set(left);
+    if (ns) {
+      this.metrics.peers.set({ state: "programmed" }, ns.peers.programmed);
+      this.metrics.peers.set({ state: "failed" }, ns.peers.failed);
+    }
+    return {
+      ready: this.isReady(),
+      readiness: this.readiness(),
+      network: this.config ? formatCidr(this.config.network) : undefined,
+      subnet: l ? formatCidr(l.subnet) : undefined,
+      leaseSecondsLeft: left === undefined ? undefined : Number.isFinite(left) ? Math.round(left) : -1,
+      publicIp: this.network ? formatIpv4(this.network.leaseAttrs.publicIp) : undefined,
+      vtepMac: this.network ? formatMac(this.network.leaseAttrs.vtepMac) : undefined,
+      backend: ns?.backend,
+      backendChoice: this.backendChoice,
+      device: ns?.device,
+      mtu: ns?.mtu,
+      peers: this.table.all().map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.attrs.publicIp), vtepMac: formatMac(p.attrs.vtepMac) })),
+      counters: { ...this.counters, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
+    };
+  }
+
+  /** Stops the agent; the data path, the lease and the subnet file stay. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.manager?.close();
+    await this.watcher?.close();
+    await this.applying.catch(() => undefined);
+    await this.network?.close();
+    this.registry?.close();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,67 @@
+import { chmodSync, mkdirSync, rmSync } from "node:fs";
+import { createConnection, createServer, type Server } from "node:net";
+import { dirname } from "node:path";
+import { WeftError } from "../common/errors.js";
+import type { Agent, AgentStatus } from "./agent.js";
+
+/** The agent's local control socket is missing or does not answer. */
+export class AgentUnreachableError extends WeftError {
+  readonly code = "WEFT_AGENT_UNREACHABLE";
+}
+
+/**
+ * A unix socket (mode 0600: root only) on which the agent answers one JSON
+ * line per request line. Requests: "status".
+ */
+export async function startControlSocket(agent: Agent, path: string): Promise<Server> {
+  mkdirSync(dirname(path), { recursive: true });
+  rmSync(path, { force: true }); // a stale socket from a killed agent
+  const server = createServer((sock) => {
+    let buf = "";
+    sock.on("data", (d) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const req = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        const reply = req === "status" ? { ok: true, status: agent.status() } : { ok: false, error: `unknown request "${req}"; try "status"` };
+        sock.write(`${JSON.stringify(reply)}\n`);
+      }
+    });
+    sock.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(path, () => resolve());
+  });
+  chmodSync(path, 0o600);
+  return server;
+}
+
+/** Asks a running agent for its status. */
+export function queryStatus(path: string, timeoutMs = 3000): Promise<AgentStatus> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = "";
+    const fail = (why: string): void => {
+      sock.destroy();
+      reject(new AgentUnreachableError(`no agent answers on ${path}: ${why}`, { hint: "is `weft agent` running? pass --control-socket if it uses another path" }));
+    };
+    const t = setTimeout(() => fail("timed out"), timeoutMs);
+    sock.on("connect", () => sock.write("status\n"));
+    sock.on("data", (d) => {
+      buf += d.toString();
+      const nl = buf.indexOf("\n");
+      if (nl < 0) return;
+      clearTimeout(t);
+      sock.end();
+      const reply = JSON.parse(buf.slice(0, nl)) as { ok: boolean; status?: AgentStatus; error?: string };
+      if (reply.ok && reply.status) resolve(reply.status);
+      else fail(reply.error ?? "bad reply");
+    });
+    sock.on("error", (e) => {
+      clearTimeout(t);
+      fail(e.message);
+    });
+  });
+}

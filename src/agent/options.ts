@@ -1,0 +1,74 @@
+import { z } from "zod";
+import { ConfigError } from "../common/errors.js";
+
+/**
+ * The agent's options. Names follow flanneld's flags where flannel has one;
+ * each flag can also be given as WEFT_<NAME> in the environment (the CLI
+ * wires both). Validation errors name the flag and say what it takes.
+ */
+const hostPort = z.string().regex(/^[^:\s]+:\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:9099");
+
+export const agentOptionsSchema = z.object({
+  etcdEndpoints: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, "each endpoint must be a URL like http://host:2379")).min(1),
+  etcdPrefix: z.string().regex(/^\/\S*$/, "must start with /"),
+  etcdCafile: z.string().optional(),
+  etcdCertfile: z.string().optional(),
+  etcdKeyfile: z.string().optional(),
+  iface: z.string().optional(),
+  publicIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, "must be an IPv4 address").optional(),
+  backend: z.enum(["auto", "ebpf", "vxlan", "tun"]),
+  subnetFile: z.string().min(1),
+  ipMasq: z.boolean(),
+  stateDir: z.string().min(1),
+  healthListen: z.union([hostPort, z.literal("off")]),
+  controlSocket: z.string().min(1),
+  subnetLeaseTtl: z.number().int().min(5, "must be at least 5 seconds").max(30 * 86400),
+  subnetLeaseRenewMargin: z.number().int().min(1),
+  reconcileInterval: z.number().min(0.2).max(3600),
+}).refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
+  message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
+});
+
+export type AgentOptions = z.infer<typeof agentOptionsSchema>;
+
+export const AGENT_DEFAULTS = {
+  etcdEndpoints: "http://127.0.0.1:2379",
+  etcdPrefix: "/coreos.com/network",
+  backend: "auto",
+  subnetFile: "/run/weft/subnet.env",
+  stateDir: "/var/lib/weft",
+  healthListen: "127.0.0.1:9099",
+  controlSocket: "/run/weft/agent.sock",
+  subnetLeaseTtl: "86400",
+  subnetLeaseRenewMargin: "3600",
+  reconcileInterval: "10",
+} as const;
+
+const FLAG: Record<string, string> = {
+  etcdEndpoints: "--etcd-endpoints", etcdPrefix: "--etcd-prefix", etcdCafile: "--etcd-cafile", etcdCertfile: "--etcd-certfile",
+  etcdKeyfile: "--etcd-keyfile", iface: "--iface", publicIp: "--public-ip", backend: "--backend", subnetFile: "--subnet-file",
+  ipMasq: "--ip-masq", stateDir: "--state-dir", healthListen: "--health-listen", controlSocket: "--control-socket",
+  subnetLeaseTtl: "--subnet-lease-ttl", subnetLeaseRenewMargin: "--subnet-lease-renew-margin", reconcileInterval: "--reconcile-interval",
+};
+
+/** Raw CLI values (strings) to validated options; ConfigError names each bad flag. */
+export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
+  const num = (v: unknown): unknown => (typeof v === "string" && v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
+  const input = {
+    ...raw,
+    etcdEndpoints: typeof raw["etcdEndpoints"] === "string" ? raw["etcdEndpoints"].split(",").map((s) => s.trim()).filter(Boolean) : raw["etcdEndpoints"],
+    ipMasq: raw["ipMasq"] === true || raw["ipMasq"] === "true" || raw["ipMasq"] === "1",
+    subnetLeaseTtl: num(raw["subnetLeaseTtl"]),
+    subnetLeaseRenewMargin: num(raw["subnetLeaseRenewMargin"]),
+    reconcileInterval: num(raw["reconcileInterval"]),
+  };
+  const r = agentOptionsSchema.safeParse(input);
+  if (!r.success) {
+    const msgs = r.error.issues.map((i) => {
+      const key = String(i.path[0] ?? "");
+      return `${FLAG[key] ?? key} ${JSON.stringify(raw[key])}: ${i.message}`;
+    });
+    throw new ConfigError(`bad agent options: ${msgs.join("; ")}`, { hint: "see `weft agent --help`" });
+  }
+  return r.data;
+}

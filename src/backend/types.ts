@@ -1,0 +1,73 @@
+// The contract between the agent and a data-path backend, after flannel's
+// pkg/backend: a Backend registers once and yields a Network; the Network
+// receives route-table diffs. Types only: every backend (kernel vxlan, eBPF,
+// TUN) implements these and plugs into the same place in the agent.
+import type { Logger } from "../common/log.js";
+import type { RouteDiff } from "../routes/table.js";
+import type { Lease, LeaseAttrs } from "../subnet/lease.js";
+import type { NetworkConfig } from "../subnet/network-config.js";
+
+export type BackendName = "vxlan" | "ebpf" | "tun";
+
+/** The node's underlay interface, as the agent chose it. */
+export interface ExternalInterface {
+  readonly name: string;
+  readonly index: number;
+  /** The interface's IPv4 address and prefix length (the VXLAN source address). */
+  readonly addr: number;
+  readonly prefixLen: number;
+  /** Address other nodes send to (--public-ip, else addr). */
+  readonly publicIp: number;
+  readonly mtu: number;
+}
+
+export interface RegisterContext {
+  readonly config: NetworkConfig;
+  readonly iface: ExternalInterface;
+  /** Where a backend keeps what must survive restarts (e.g. its VTEP MAC). */
+  readonly stateDir: string;
+  readonly log: Logger;
+}
+
+export interface Backend {
+  readonly name: BackendName;
+  /**
+   * Creates or adopts the node-level kernel objects and returns the Network.
+   * Work done before a failure is undone.
+   */
+  register(ctx: RegisterContext): Promise<Network>;
+}
+
+export interface PeerCounts {
+  readonly programmed: number;
+  readonly failed: number;
+}
+
+export interface NetworkStatus {
+  readonly backend: BackendName;
+  readonly device: string;
+  readonly mtu: number;
+  readonly peers: PeerCounts;
+  /** Backend-specific counters (e.g. per-reason packet counters). */
+  readonly counters: Readonly<Record<string, number>>;
+}
+
+export interface Network {
+  readonly backend: BackendName;
+  /** MTU for pods (underlay MTU minus the encapsulation). */
+  readonly mtu: number;
+  /** What this node publishes in its lease (BackendType, VNI, VTEP MAC). */
+  readonly leaseAttrs: LeaseAttrs;
+  /** Configures the node's own subnet on the data path (after the lease is acquired or changed). */
+  configureLocal(lease: Lease): Promise<void>;
+  /** Applies a diff of the other nodes' leases. */
+  apply(diff: RouteDiff): Promise<void>;
+  /**
+   * Makes the data path match `routes` exactly: recreates a deleted device,
+   * adds what is missing, removes what is stale. Returns what it fixed.
+   */
+  reconcile(routes: readonly Lease[]): Promise<number>;
+  status(): NetworkStatus;
+  /** Stops background work; the data path stays in place so traffic flows while the agent restarts. */
+  close(): Promise<void>;
+}

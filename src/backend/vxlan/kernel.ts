@@ -1,0 +1,168 @@
+// Kernel objects of the vxlan backend, programmed exactly as flanneld does
+// (pkg/backend/vxlan/device.go, vxlan_network.go):
+//   device  weft.<VNI>: vxlan id <VNI> local <iface addr> dev <iface> dstport <port> nolearning
+//   address <subnet network address>/32 on the device
+//   per remote node:
+//     neigh   <remote network address> lladdr <remote VTEP MAC> nud permanent
+//     fdb     <remote VTEP MAC> dst <remote PublicIP> self permanent
+//     route   <remote subnet> via <remote network address> dev weft.<VNI> onlink
+//   with DirectRouting, for a node on our own L2 segment: only
+//     route   <remote subnet> via <remote PublicIP> dev <iface>
+import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
+import { run } from "../../harness/exec.js";
+import type { Lease } from "../../subnet/lease.js";
+import { batch, bridgeJson, ipJson } from "../netlink.js";
+
+export interface DeviceSpec {
+  readonly name: string;
+  readonly vni: number;
+  readonly port: number;
+  readonly localAddr: number;
+  readonly iface: string;
+  readonly mtu: number;
+}
+
+interface LinkJson {
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean } };
+}
+
+/** The device as the kernel has it, or undefined. */
+export async function readDevice(name: string): Promise<LinkJson | undefined> {
+  try {
+    return (await ipJson<LinkJson>(["-details", "link", "show", "dev", name]))[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why an existing device cannot be reused, or undefined when it can. */
+export function incompatibility(link: LinkJson, spec: DeviceSpec): string | undefined {
+  const d = link.linkinfo?.info_data;
+  if (link.linkinfo?.info_kind !== "vxlan") return `it is a ${link.linkinfo?.info_kind ?? "non-vxlan"} device`;
+  if (d?.id !== spec.vni) return `its VNI is ${d?.id}, not ${spec.vni}`;
+  if (d?.port !== spec.port) return `its port is ${d?.port}, not ${spec.port}`;
+  if (d?.local !== undefined && d.local !== formatIpv4(spec.localAddr)) return `its local address is ${d.local}`;
+  if (d?.link !== undefined && d.link !== spec.iface) return `it sends through ${d.link}, not ${spec.iface}`;
+  if (d?.learning) return "it has learning on";
+  return undefined;
+}
+
+/**
+ * Creates the device (or adopts a compatible one, keeping its MAC, as
+ * flannel does) and brings it up with the MTU. Returns the device's MAC.
+ * A device created here is deleted again if a later step fails.
+ */
+export async function ensureDevice(spec: DeviceSpec, mac: Uint8Array, onRecreate: (why: string) => void): Promise<Uint8Array> {
+  const existing = await readDevice(spec.name);
+  let created = false;
+  if (existing) {
+    const why = incompatibility(existing, spec);
+    if (why) {
+      onRecreate(why);
+      await run(["ip", "link", "del", "dev", spec.name]);
+    }
+  }
+  if (!existing || incompatibility(existing, spec)) {
+    await run(["ip", "link", "add", spec.name, "address", formatMac(mac), "mtu", String(spec.mtu), "type", "vxlan",
+      "id", String(spec.vni), "local", formatIpv4(spec.localAddr), "dev", spec.iface, "dstport", String(spec.port), "nolearning"]);
+    created = true;
+  }
+  try {
+    await run(["ip", "link", "set", "dev", spec.name, "mtu", String(spec.mtu), "up"]);
+    const now = await readDevice(spec.name);
+    if (!now?.address) throw new Error(`${spec.name} vanished while it was being set up`);
+    return parseMac(now.address);
+  } catch (e) {
+    if (created) await run(["ip", "link", "del", "dev", spec.name]).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Puts `<subnet network>/32` on the device and removes other addresses of the cluster network from it. */
+export async function setDeviceAddress(name: string, subnet: Ipv4Prefix, network: Ipv4Prefix): Promise<void> {
+  const want = formatIpv4(subnet.addr);
+  const addrs = await ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }>(["addr", "show", "dev", name]);
+  for (const a of addrs[0]?.addr_info ?? []) {
+    if (a.family !== "inet" || (a.local === want && a.prefixlen === 32)) continue;
+    const ip = parseIpv4(a.local);
+    if (((ip & maskOf(network.len)) >>> 0) === network.addr) await run(["ip", "addr", "del", `${a.local}/${a.prefixlen}`, "dev", name]);
+  }
+  await run(["ip", "addr", "replace", `${want}/32`, "dev", name]);
+}
+
+/** The commands that program (or remove) one peer. */
+export interface PeerLines {
+  readonly neigh: string | undefined;
+  readonly fdb: string | undefined;
+  readonly route: string;
+}
+
+export function peerLines(l: Lease, dev: string, direct: string | undefined, op: "add" | "del"): PeerLines {
+  const gw = formatIpv4(l.subnet.addr);
+  const mac = formatMac(l.attrs.vtepMac);
+  const pub = formatIpv4(l.attrs.publicIp);
+  const net = formatCidr(l.subnet);
+  if (direct) {
+    return { neigh: undefined, fdb: undefined, route: op === "add" ? `route replace ${net} via ${pub} dev ${direct}` : `route del ${net} via ${pub} dev ${direct}` };
+  }
+  return op === "add"
+    ? { neigh: `neigh replace ${gw} lladdr ${mac} dev ${dev} nud permanent`, fdb: `fdb replace ${mac} dev ${dev} dst ${pub} self permanent`, route: `route replace ${net} via ${gw} dev ${dev} onlink` }
+    : { neigh: `neigh del ${gw} dev ${dev}`, fdb: `fdb del ${mac} dev ${dev} dst ${pub} self`, route: `route del ${net} dev ${dev}` };
+}
+
+/** Applies per-peer lines in flannel's order (neigh, fdb, route; removal in reverse); returns the indexes of peers that failed. */
+export async function programPeers(lines: readonly PeerLines[], op: "add" | "del"): Promise<Map<number, string>> {
+  const failed = new Map<number, string>();
+  const stage = async (tool: "ip" | "bridge", pick: (p: PeerLines) => string | undefined): Promise<void> => {
+    const idx: number[] = [];
+    const cmds: string[] = [];
+    lines.forEach((p, i) => {
+      const c = pick(p);
+      if (c && !failed.has(i)) {
+        idx.push(i);
+        cmds.push(c);
+      }
+    });
+    const r = await batch(tool, cmds);
+    for (const f of r.failed) {
+      const peer = idx[f.line];
+      if (peer !== undefined) failed.set(peer, f.error);
+      else if (op === "add") idx.forEach((p) => failed.set(p, f.error)); // a failure we cannot place
+    }
+  };
+  if (op === "add") {
+    await stage("ip", (p) => p.neigh);
+    await stage("bridge", (p) => p.fdb);
+    await stage("ip", (p) => p.route);
+  } else {
+    // Removal is best effort: a missing object is already what we want.
+    await stage("ip", (p) => p.route);
+    await stage("ip", (p) => p.neigh);
+    await stage("bridge", (p) => p.fdb);
+  }
+  return op === "add" ? failed : new Map();
+}
+
+/** What the kernel holds for the device: permanent neighbours, FDB destinations, routes. */
+export interface KernelPeers {
+  readonly neigh: Map<string, string>; // gateway IP -> MAC
+  readonly fdb: Map<string, string>; // MAC -> dst
+  readonly routes: Map<string, string>; // subnet -> gateway
+}
+
+export async function readPeers(dev: string): Promise<KernelPeers> {
+  const [neigh, fdb, routes] = await Promise.all([
+    ipJson<{ dst: string; lladdr?: string; state?: string[] }>(["neigh", "show", "dev", dev]),
+    bridgeJson<{ mac: string; dst?: string; flags?: string[] }>(["fdb", "show", "dev", dev]),
+    ipJson<{ dst: string; gateway?: string }>(["route", "show", "dev", dev]),
+  ]);
+  return {
+    neigh: new Map(neigh.filter((n) => n.state?.includes("PERMANENT") && n.lladdr).map((n) => [n.dst, n.lladdr ?? ""])),
+    fdb: new Map(fdb.filter((f) => f.dst !== undefined).map((f) => [f.mac, f.dst ?? ""])),
+    routes: new Map(routes.filter((r) => r.gateway !== undefined).map((r) => [r.dst, r.gateway ?? ""])),
+  };
+}

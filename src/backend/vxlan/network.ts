@@ -1,0 +1,166 @@
+import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
+import type { Logger } from "../../common/log.js";
+import type { RouteDiff } from "../../routes/table.js";
+import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
+import type { NetworkConfig } from "../../subnet/network-config.js";
+import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
+import {
+  ensureDevice, peerLines, programPeers, readDevice, readPeers, setDeviceAddress, type DeviceSpec, type PeerLines,
+} from "./kernel.js";
+
+/**
+ * The vxlan backend's event loop: route-table diffs in, kernel objects out.
+ * Work is serialized (one batch at a time, in order). A peer whose
+ * programming fails half-way is undone and retried by the next reconcile,
+ * which also recreates the device if someone deleted it.
+ */
+export class VxlanNetwork implements Network {
+  readonly backend = "vxlan" as const;
+  readonly mtu: number;
+  private local: Lease | undefined;
+  /** Peers as programmed: subnet -> lease. */
+  private readonly programmed = new Map<string, Lease>();
+  private readonly failed = new Map<string, string>();
+  private queue: Promise<unknown> = Promise.resolve();
+  recreated = 0;
+
+  constructor(
+    readonly spec: DeviceSpec,
+    readonly leaseAttrs: LeaseAttrs,
+    private readonly config: NetworkConfig,
+    private readonly iface: ExternalInterface,
+    private readonly log: Logger,
+  ) {
+    this.mtu = spec.mtu;
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(f, f);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** The interface for a DirectRouting peer (same L2 segment as us), else undefined. */
+  private direct(l: Lease): string | undefined {
+    if (!this.config.backend.directRouting) return undefined;
+    const m = maskOf(this.iface.prefixLen);
+    return ((l.attrs.publicIp & m) >>> 0) === ((this.iface.addr & m) >>> 0) ? this.iface.name : undefined;
+  }
+
+  configureLocal(lease: Lease): Promise<void> {
+    return this.serial(async () => {
+      this.local = lease;
+      await setDeviceAddress(this.spec.name, lease.subnet, this.config.network);
+    });
+  }
+
+  apply(diff: RouteDiff): Promise<void> {
+    return this.serial(() => this.applyNow(diff.removed.concat(diff.changed.map((c) => c.before)), diff.added.concat(diff.changed.map((c) => c.after))));
+  }
+
+  private async applyNow(remove: readonly Lease[], add: readonly Lease[]): Promise<void> {
+    if (remove.length > 0) {
+      await programPeers(remove.map((l) => this.lines(l, "del")), "del");
+      for (const l of remove) {
+        this.programmed.delete(formatCidr(l.subnet));
+        this.failed.delete(formatCidr(l.subnet));
+      }
+    }
+    if (add.length === 0) return;
+    const failed = await programPeers(add.map((l) => this.lines(l, "add")), "add");
+    const undo: Lease[] = [];
+    add.forEach((l, i) => {
+      const k = formatCidr(l.subnet);
+      const err = failed.get(i);
+      if (err === undefined) {
+        this.programmed.set(k, l);
+        this.failed.delete(k);
+      } else {
+        this.failed.set(k, err);
+        this.programmed.delete(k);
+        undo.push(l);
+      }
+    });
+    if (undo.length > 0) {
+      this.log.error({ peers: undo.map((l) => formatCidr(l.subnet)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
+      await programPeers(undo.map((l) => this.lines(l, "del")), "del");
+    }
+  }
+
+  private lines(l: Lease, op: "add" | "del"): PeerLines {
+    return peerLines(l, this.spec.name, this.direct(l), op);
+  }
+
+  reconcile(routes: readonly Lease[]): Promise<number> {
+    return this.serial(async () => {
+      const dev = await readDevice(this.spec.name);
+      if (!dev || !dev.flags?.includes("UP")) {
+        this.log.warn({ device: this.spec.name }, dev ? "vxlan device is down; bringing it up" : "vxlan device disappeared; recreating it");
+        await ensureDevice(this.spec, this.leaseAttrs.vtepMac, () => undefined);
+        if (this.local) await setDeviceAddress(this.spec.name, this.local.subnet, this.config.network);
+        this.recreated++;
+        this.programmed.clear();
+      }
+      return this.fixPeers(routes);
+    });
+  }
+
+  /** Adds what the kernel lacks, removes what it should not have; returns how many objects changed. */
+  private async fixPeers(routes: readonly Lease[]): Promise<number> {
+    const k = await readPeers(this.spec.name);
+    const want = new Map(routes.map((l) => [formatCidr(l.subnet), l]));
+    const missing: Lease[] = [];
+    for (const l of routes) {
+      if (this.direct(l)) {
+        if (!this.programmed.has(formatCidr(l.subnet))) missing.push(l);
+        continue;
+      }
+      const gw = formatIpv4(l.subnet.addr);
+      const mac = formatMac(l.attrs.vtepMac);
+      const ok = k.neigh.get(gw) === mac && k.fdb.get(mac) === formatIpv4(l.attrs.publicIp) && k.routes.get(formatCidr(l.subnet)) === gw;
+      if (!ok) missing.push(l);
+    }
+    // Stale: routes on the device for subnets no lease names any more.
+    const stale: Lease[] = [];
+    for (const [dst, gw] of k.routes) {
+      if (want.has(dst)) continue;
+      const mac = k.neigh.get(gw) ?? "00:00:00:00:00:00";
+      stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), mac, k.fdb.get(mac) ?? "0.0.0.0"));
+    }
+    if (missing.length === 0 && stale.length === 0) return 0;
+    this.log.info({ missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
+    await this.applyNow(stale, missing);
+    return missing.length + stale.length;
+  }
+
+  status(): NetworkStatus {
+    return {
+      backend: "vxlan",
+      device: this.spec.name,
+      mtu: this.mtu,
+      peers: { programmed: this.programmed.size, failed: this.failed.size },
+      counters: { device_recreated: this.recreated },
+    };
+  }
+
+  /** Stops nothing in the kernel: the device, neighbours, FDB and routes stay for traffic to keep flowing. */
+  async close(): Promise<void> {
+    await this.queue;
+  }
+}
+
+/** `ip route` writes a host route without its length. */
+function parsePrefix(dst: string): Ipv4Prefix {
+  const [a, len] = dst.split("/");
+  return { addr: parseIpv4(a ?? ""), len: len === undefined ? 32 : Number(len) };
+}
+
+/** A lease rebuilt from kernel state alone, so that a stale entry can be removed. */
+function synthetic(subnet: Ipv4Prefix, mac: string, dst: string): Lease {
+  return {
+    subnet,
+    attrs: { publicIp: parseIpv4(dst), backendType: "vxlan", vni: 0, vtepMac: parseMac(mac) },
+    leaseId: "0",
+    modRevision: "0",
+  };
+}

@@ -1,0 +1,66 @@
+import { Command, Option } from "commander";
+import type { Server } from "node:http";
+import type { Server as NetServer } from "node:net";
+import { Agent } from "../../agent/agent.js";
+import { startControlSocket } from "../../agent/control.js";
+import { startHealthServer } from "../../agent/health.js";
+import { AGENT_DEFAULTS, parseAgentOptions } from "../../agent/options.js";
+import { createLogger } from "../../common/log.js";
+
+/** Each flag also reads WEFT_<NAME> (e.g. WEFT_ETCD_ENDPOINTS). */
+function flag(spec: string, help: string, def?: string): Option {
+  const long = /--([a-z-]+)/.exec(spec)?.[1] ?? "";
+  const o = new Option(spec, help).env(`WEFT_${long.toUpperCase().replace(/-/g, "_")}`);
+  return def === undefined ? o : o.default(def);
+}
+
+export function registerAgent(program: Command): void {
+  program
+    .command("agent")
+    .description("run the node agent: subnet lease in etcd, route table, data path, health and status")
+    .addOption(flag("--etcd-endpoints <urls>", "comma-separated etcd client URLs", AGENT_DEFAULTS.etcdEndpoints))
+    .addOption(flag("--etcd-prefix <prefix>", "etcd key prefix (flannel's)", AGENT_DEFAULTS.etcdPrefix))
+    .addOption(flag("--etcd-cafile <file>", "CA certificate for etcd TLS"))
+    .addOption(flag("--etcd-certfile <file>", "client certificate for etcd TLS"))
+    .addOption(flag("--etcd-keyfile <file>", "client key for etcd TLS"))
+    .addOption(flag("--iface <name|addr>", "underlay interface (default: the default route's)"))
+    .addOption(flag("--public-ip <addr>", "address other nodes send to (default: the interface's)"))
+    .addOption(flag("--backend <name>", "auto | ebpf | vxlan | tun", AGENT_DEFAULTS.backend))
+    .addOption(flag("--subnet-file <file>", "flannel-format subnet.env to write", AGENT_DEFAULTS.subnetFile))
+    .addOption(flag("--ip-masq", "masquerade pod traffic leaving the cluster network"))
+    .addOption(flag("--state-dir <dir>", "state kept across restarts", AGENT_DEFAULTS.stateDir))
+    .addOption(flag("--health-listen <host:port>", "serve /healthz, /readyz, /metrics (off to disable)", AGENT_DEFAULTS.healthListen))
+    .addOption(flag("--control-socket <path>", "unix socket `weft status` asks", AGENT_DEFAULTS.controlSocket))
+    .addOption(flag("--subnet-lease-ttl <seconds>", "TTL of the etcd lease under our subnet key", AGENT_DEFAULTS.subnetLeaseTtl))
+    .addOption(flag("--subnet-lease-renew-margin <seconds>", "renew this long before the lease expires", AGENT_DEFAULTS.subnetLeaseRenewMargin))
+    .addOption(flag("--reconcile-interval <seconds>", "how often the kernel state is checked and repaired", AGENT_DEFAULTS.reconcileInterval))
+    .action(async (raw: Record<string, unknown>) => {
+      const opts = parseAgentOptions(raw);
+      const log = createLogger("weft-agent");
+      const agent = new Agent(opts, log);
+      const servers: (Server | NetServer)[] = [];
+      if (opts.healthListen !== "off") servers.push(await startHealthServer(agent, opts.healthListen));
+      servers.push(await startControlSocket(agent, opts.controlSocket));
+      let stopping = false;
+      const stop = (sig: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal: sig }, "stopping; the data path stays in place");
+        void agent.stop().finally(() => {
+          servers.forEach((s) => s.close());
+          process.exit(0);
+        });
+      };
+      process.on("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGINT", () => stop("SIGINT"));
+      try {
+        await agent.start();
+      } catch (e) {
+        if (stopping) return;
+        await agent.stop().catch(() => undefined);
+        servers.forEach((s) => s.close());
+        throw e;
+      }
+      await new Promise(() => undefined); // runs until a signal
+    });
+}

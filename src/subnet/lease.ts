@@ -1,0 +1,95 @@
+import { formatIpv4, formatMac, parseIpv4, parseMac, type Ipv4Prefix } from "../common/ipv4.js";
+import { WeftError } from "../common/errors.js";
+
+/**
+ * Subnet leases in flannel's format. Key: `<prefix>/subnets/a.b.c.d-len`
+ * (a dual-stack key adds `&<v6>-<len>`; weft reads its IPv4 part). Value:
+ * {"PublicIP":"…","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"…"}}
+ */
+export interface LeaseAttrs {
+  readonly publicIp: number;
+  readonly backendType: string;
+  /** For vxlan leases: the VNI and VTEP MAC from BackendData. */
+  readonly vni: number;
+  readonly vtepMac: Uint8Array;
+}
+
+export interface Lease {
+  readonly subnet: Ipv4Prefix;
+  readonly attrs: LeaseAttrs;
+  /** etcd lease ID as a decimal string; "0" for a reservation (a key without a lease). */
+  readonly leaseId: string;
+  readonly modRevision: string;
+}
+
+/** A lease value that cannot be used (garbage JSON, a foreign backend). Skipped, never fatal. */
+export class LeaseFormatError extends WeftError {
+  readonly code = "WEFT_LEASE_INVALID";
+}
+
+const KEY = /(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})-(\d{1,2})(?:&([a-f\d:]+)-(\d+))?$/;
+
+export function subnetKey(p: Ipv4Prefix): string {
+  return `${formatIpv4(p.addr)}-${p.len}`;
+}
+
+/** The subnet a key names, or undefined when the key is not a subnet key. */
+export function parseSubnetKey(key: string): Ipv4Prefix | undefined {
+  const m = KEY.exec(key);
+  if (!m) return undefined;
+  const len = Number(m[2]);
+  if (len > 32) return undefined;
+  try {
+    return { addr: parseIpv4(m[1] ?? ""), len };
+  } catch {
+    return undefined;
+  }
+}
+
+export function encodeLeaseAttrs(a: LeaseAttrs): string {
+  return JSON.stringify({
+    PublicIP: formatIpv4(a.publicIp),
+    PublicIPv6: null,
+    BackendType: a.backendType,
+    BackendData: { VNI: a.vni, VtepMAC: formatMac(a.vtepMac) },
+  });
+}
+
+/** Parses a lease value; throws LeaseFormatError saying what is wrong. */
+export function parseLeaseAttrs(text: string): LeaseAttrs {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new LeaseFormatError(`lease value is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== "object" || raw === null) throw new LeaseFormatError("lease value is not a JSON object");
+  const o = raw as Record<string, unknown>;
+  if (typeof o["PublicIP"] !== "string") throw new LeaseFormatError("lease has no PublicIP");
+  let publicIp: number;
+  try {
+    publicIp = parseIpv4(o["PublicIP"]);
+  } catch (e) {
+    throw new LeaseFormatError(`lease PublicIP: ${(e as Error).message}`);
+  }
+  const backendType = typeof o["BackendType"] === "string" ? o["BackendType"] : "";
+  if (backendType !== "vxlan") throw new LeaseFormatError(`lease backend type is ${JSON.stringify(o["BackendType"])}, not "vxlan"`);
+  const bd = o["BackendData"];
+  if (typeof bd !== "object" || bd === null) throw new LeaseFormatError("vxlan lease has no BackendData");
+  const d = bd as Record<string, unknown>;
+  const vni = d["VNI"] ?? 1;
+  if (typeof vni !== "number" || !Number.isInteger(vni) || vni < 0 || vni > 0xffffff) throw new LeaseFormatError(`lease VNI ${JSON.stringify(vni)} is not valid`);
+  if (typeof d["VtepMAC"] !== "string") throw new LeaseFormatError("vxlan lease has no VtepMAC");
+  let vtepMac: Uint8Array;
+  try {
+    vtepMac = parseMac(d["VtepMAC"]);
+  } catch (e) {
+    throw new LeaseFormatError(`lease VtepMAC: ${(e as Error).message}`);
+  }
+  return { publicIp, backendType, vni, vtepMac };
+}
+
+export function sameAttrs(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  return a.publicIp === b.publicIp && a.backendType === b.backendType && a.vni === b.vni &&
+    formatMac(a.vtepMac) === formatMac(b.vtepMac);
+}

@@ -1,0 +1,282 @@
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
+import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
+import { ConfigError, WeftError } from "../common/errors.js";
+import type { Ipv4Prefix } from "../common/ipv4.js";
+import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs } from "./lease.js";
+
+/** etcd could not be reached or refused a request; the caller retries. */
+export class RegistryUnavailableError extends WeftError {
+  readonly code = "WEFT_ETCD_UNAVAILABLE";
+  constructor(what: string, cause: unknown) {
+    super(`etcd: ${what} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { recoverable: true, cause });
+  }
+}
+
+export interface RegistryOptions {
+  /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
+  readonly endpoints: readonly string[];
+  /** Key prefix; flannel's default is /coreos.com/network. */
+  readonly prefix: string;
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+  /** Deadline of each unary request. */
+  readonly requestTimeoutMs?: number;
+}
+
+/** A lease key whose value could not be used: reported and skipped. */
+export interface SkippedKey {
+  readonly key: string;
+  readonly reason: string;
+}
+
+export interface LeaseSnapshot {
+  readonly leases: Lease[];
+  readonly skipped: SkippedKey[];
+  /** The store revision the snapshot was read at: watch from revision + 1. */
+  readonly revision: string;
+}
+
+export type LeaseEvent =
+  | { readonly type: "put"; readonly lease: Lease }
+  | { readonly type: "delete"; readonly subnet: Ipv4Prefix }
+  | { readonly type: "skip"; readonly skipped: SkippedKey };
+
+/**
+ * flannel's etcd layout, read and written through the etcd v3 API:
+ * `<prefix>/config` and `<prefix>/subnets/<a.b.c.d-len>`. One concept: the
+ * store. Acquisition policy lives in SubnetManager.
+ */
+export class SubnetRegistry {
+  readonly client: Etcd3;
+  readonly configKey: string;
+  readonly subnetsPrefix: string;
+
+  constructor(readonly opts: RegistryOptions) {
+    if (opts.endpoints.length === 0) throw new ConfigError("no etcd endpoints given", { hint: "pass --etcd-endpoints http://host:2379" });
+    for (const e of opts.endpoints) {
+      if (!/^https?:\/\/[^/]+$/.test(e)) throw new ConfigError(`etcd endpoint "${e}" is not a URL like http://host:2379`);
+    }
+    const prefix = opts.prefix.replace(/\/+$/, "");
+    if (!prefix.startsWith("/")) throw new ConfigError(`etcd prefix "${opts.prefix}" must start with /`);
+    this.configKey = `${prefix}/config`;
+    this.subnetsPrefix = `${prefix}/subnets/`;
+    const timeout = opts.requestTimeoutMs ?? 5000;
+    const options: IOptions = {
+      hosts: [...opts.endpoints],
+      dialTimeout: timeout,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+    };
+    if (opts.certFile || opts.keyFile || opts.caFile) {
+      if (!opts.certFile !== !opts.keyFile) {
+        throw new ConfigError("--etcd-certfile and --etcd-keyfile go together", { hint: "give both, or neither for server-only TLS with --etcd-cafile" });
+      }
+      const cert = readPem(opts.certFile, "--etcd-certfile");
+      const key = readPem(opts.keyFile, "--etcd-keyfile");
+      options.credentials = {
+        // Without --etcd-cafile the server is checked against the system's CAs.
+        rootCertificate: readPem(opts.caFile, "--etcd-cafile") ?? Buffer.from(rootCertificates.join("\n")),
+        ...(cert ? { certChain: cert } : {}),
+        ...(key ? { privateKey: key } : {}),
+      };
+    }
+    this.client = new Etcd3(options);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  // ------------------------------------------------------------------ config
+
+  async getNetworkConfig(): Promise<string | undefined> {
+    try {
+      return (await this.client.get(this.configKey).string()) ?? undefined;
+    } catch (e) {
+      throw new RegistryUnavailableError(`reading ${this.configKey}`, e);
+    }
+  }
+
+  /** Writes the config; without `force` only when the key does not exist (returns false then). */
+  async putNetworkConfig(json: string, force: boolean): Promise<boolean> {
+    try {
+      if (force) {
+        await this.client.put(this.configKey).value(json);
+        return true;
+      }
+      const r = await this.client.if(this.configKey, "Version", "==", 0).then(this.client.put(this.configKey).value(json)).commit();
+      return r.succeeded;
+    } catch (e) {
+      throw new RegistryUnavailableError(`writing ${this.configKey}`, e);
+    }
+  }
+
+  // ------------------------------------------------------------------ leases
+
+  async listLeases(): Promise<LeaseSnapshot> {
+    let res;
+    try {
+      res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+    } catch (e) {
+      throw new RegistryUnavailableError(`listing ${this.subnetsPrefix}`, e);
+    }
+    const leases: Lease[] = [];
+    const skipped: SkippedKey[] = [];
+    for (const kv of res.kvs) {
+      const r = this.decode(kv);
+      if ("reason" in r) skipped.push(r);
+      else leases.push(r);
+    }
+    return { leases, skipped, revision: res.header.revision };
+  }
+
+  /** A lease from a key-value, or why it is skipped. */
+  decode(kv: IKeyValue): Lease | SkippedKey {
+    const key = kv.key.toString();
+    const subnet = parseSubnetKey(key.slice(this.subnetsPrefix.length));
+    if (!subnet) return { key, reason: "not a subnet key" };
+    try {
+      return { subnet, attrs: parseLeaseAttrs(kv.value.toString()), leaseId: kv.lease, modRevision: kv.mod_revision };
+    } catch (e) {
+      if (e instanceof LeaseFormatError) return { key, reason: e.message };
+      throw e;
+    }
+  }
+
+  /**
+   * Creates the key for `subnet` attached to a new etcd lease of `ttlSec`,
+   * only if the key does not exist (Version == 0). Returns undefined when
+   * another node holds it; the granted lease is then revoked.
+   */
+  async create(subnet: Ipv4Prefix, attrs: LeaseAttrs, ttlSec: number): Promise<Lease | undefined> {
+    const key = this.subnetsPrefix + subnetKey(subnet);
+    let id: string | undefined;
+    try {
+      id = await this.grant(ttlSec);
+      const r = await this.client.if(key, "Version", "==", 0)
+        .then(this.client.put(key).value(encodeLeaseAttrs(attrs)).lease(id)).commit();
+      if (!r.succeeded) {
+        await this.revoke(id).catch(() => undefined);
+        return undefined;
+      }
+      return { subnet, attrs, leaseId: id, modRevision: r.header.revision };
+    } catch (e) {
+      if (id !== undefined) await this.revoke(id).catch(() => undefined);
+      throw new RegistryUnavailableError(`creating ${key}`, e);
+    }
+  }
+
+  /**
+   * Rewrites our existing key (new attributes, and for a leased key a fresh
+   * lease of `ttlSec`; a reservation stays without a lease), only if nobody
+   * changed it since we read it (ModRevision unchanged). Undefined otherwise.
+   */
+  async rewrite(old: Lease, attrs: LeaseAttrs, ttlSec: number): Promise<Lease | undefined> {
+    const key = this.subnetsPrefix + subnetKey(old.subnet);
+    const reservation = old.leaseId === "0";
+    let id: string | undefined;
+    try {
+      id = reservation ? "0" : await this.grant(ttlSec);
+      const put = this.client.put(key).value(encodeLeaseAttrs(attrs));
+      if (!reservation) put.lease(id);
+      const r = await this.client.if(key, "Mod", "==", old.modRevision).then(put).commit();
+      if (!r.succeeded) {
+        if (!reservation) await this.revoke(id).catch(() => undefined);
+        return undefined;
+      }
+      return { subnet: old.subnet, attrs, leaseId: id, modRevision: r.header.revision };
+    } catch (e) {
+      if (id !== undefined && !reservation) await this.revoke(id).catch(() => undefined);
+      throw new RegistryUnavailableError(`rewriting ${key}`, e);
+    }
+  }
+
+  /** Deletes a subnet key (used to drop an incompatible lease of ours). */
+  async deleteSubnet(subnet: Ipv4Prefix): Promise<void> {
+    try {
+      await this.client.delete().key(this.subnetsPrefix + subnetKey(subnet));
+    } catch (e) {
+      throw new RegistryUnavailableError(`deleting ${subnetKey(subnet)}`, e);
+    }
+  }
+
+  async grant(ttlSec: number): Promise<string> {
+    const r = await this.client.leaseClient.leaseGrant({ TTL: ttlSec, ID: 0 });
+    return r.ID;
+  }
+
+  async revoke(id: string): Promise<void> {
+    await this.client.leaseClient.leaseRevoke({ ID: id });
+  }
+
+  /** Seconds an etcd lease has left; -1 when it no longer exists. */
+  async timeToLive(id: string): Promise<number> {
+    try {
+      const r = await this.client.leaseClient.leaseTimeToLive({ ID: id, keys: false });
+      return Number(r.TTL);
+    } catch (e) {
+      throw new RegistryUnavailableError(`reading the TTL of lease ${id}`, e);
+    }
+  }
+
+  /** One keepalive for an existing etcd lease: its TTL again, or -1 when it no longer exists. */
+  async keepAlive(id: string): Promise<number> {
+    try {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      try {
+        const reply = new Promise<number>((resolve, reject) => {
+          stream.on("data", (r: { TTL: string }) => resolve(Number(r.TTL) > 0 ? Number(r.TTL) : -1));
+          stream.on("error", reject);
+          stream.on("end", () => reject(new Error("keepalive stream ended")));
+        });
+        stream.write({ ID: id });
+        const timeout = new Promise<number>((_, reject) =>
+          setTimeout(() => reject(new Error("keepalive timed out")), this.opts.requestTimeoutMs ?? 5000).unref());
+        return await Promise.race([reply, timeout]);
+      } finally {
+        stream.end();
+      }
+    } catch (e) {
+      throw new RegistryUnavailableError(`renewing lease ${id}`, e);
+    }
+  }
+
+  /**
+   * Watches every lease key from `fromRevision`. Events are delivered in
+   * order; `onError` is called once when the watch cannot go on (for
+   * instance the revision was compacted): the caller re-lists and watches
+   * again. Stream reconnects are handled inside the client.
+   */
+  async watch(fromRevision: string, onEvent: (e: LeaseEvent, revision: string) => void, onError: (e: Error) => void): Promise<Watcher> {
+    const w = await this.client.watch().prefix(this.subnetsPrefix).startRevision(fromRevision).create();
+    w.on("data", (res) => {
+      for (const ev of res.events) {
+        const kv = ev.kv;
+        if (ev.type === "Delete") {
+          const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
+          if (subnet) onEvent({ type: "delete", subnet }, kv.mod_revision);
+          continue;
+        }
+        const d = this.decode(kv);
+        onEvent("reason" in d ? { type: "skip", skipped: d } : { type: "put", lease: d }, kv.mod_revision);
+      }
+    });
+    let failed = false;
+    w.on("error", (e: Error) => {
+      if (failed) return;
+      failed = true;
+      onError(e);
+    });
+    return w;
+  }
+}
+
+function readPem(path: string | undefined, flag: string): Buffer | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(`${flag} ${path} cannot be read: ${(e as Error).message}`);
+  }
+}

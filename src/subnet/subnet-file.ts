@@ -1,0 +1,71 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { dirname, join, basename } from "node:path";
+import { formatCidr, formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
+
+/**
+ * flannel's subnet.env, which CNI configs and scripts read:
+ *   FLANNEL_NETWORK=198.18.0.0/16
+ *   FLANNEL_SUBNET=198.18.5.1/24   (first usable address / subnet length)
+ *   FLANNEL_MTU=1450
+ *   FLANNEL_IPMASQ=false
+ * Written atomically: a temporary file in the same directory, fsync, rename,
+ * fsync of the directory, so a reader never sees half a file.
+ */
+export interface SubnetFile {
+  readonly network: Ipv4Prefix;
+  readonly subnet: Ipv4Prefix;
+  readonly mtu: number;
+  readonly ipMasq: boolean;
+}
+
+export function formatSubnetFile(f: SubnetFile): string {
+  return [
+    `FLANNEL_NETWORK=${formatCidr(f.network)}`,
+    `FLANNEL_SUBNET=${formatIpv4(f.subnet.addr + 1)}/${f.subnet.len}`,
+    `FLANNEL_MTU=${f.mtu}`,
+    `FLANNEL_IPMASQ=${f.ipMasq}`,
+    "",
+  ].join("\n");
+}
+
+export function writeSubnetFile(path: string, f: SubnetFile): void {
+  writeFileAtomic(path, formatSubnetFile(f));
+}
+
+/** Writes `text` to `path` so that readers see the old or the new file, never a mix. */
+export function writeFileAtomic(path: string, text: string, mode = 0o644): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, "w", mode);
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dfd = openSync(dir, "r");
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/** The subnet recorded in an existing file (FLANNEL_SUBNET), or undefined. */
+export function readPreviousSubnet(path: string): Ipv4Prefix | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+  const m = /^FLANNEL_SUBNET=(\S+)$/m.exec(text);
+  if (!m?.[1]) return undefined;
+  try {
+    return parseCidr(m[1], { strict: false });
+  } catch {
+    return undefined;
+  }
+}

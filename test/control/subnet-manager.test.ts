@@ -1,0 +1,173 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { formatCidr, parseCidr, parseIpv4, parseMac } from "../../src/common/ipv4.js";
+import { silentLogger } from "../../src/common/log.js";
+import { RouteTable } from "../../src/routes/table.js";
+import { encodeLeaseAttrs, type LeaseAttrs } from "../../src/subnet/lease.js";
+import { SubnetManager, SubnetRangeFullError } from "../../src/subnet/manager.js";
+import { parseNetworkConfig } from "../../src/subnet/network-config.js";
+import { SubnetRegistry } from "../../src/subnet/registry.js";
+import { LeaseWatcher } from "../../src/subnet/watcher.js";
+import { startEtcd } from "../helpers/etcd.js";
+import type { EtcdServer } from "../../src/harness/etcd.js";
+
+let env: Awaited<ReturnType<typeof startEtcd>>;
+let etcd: EtcdServer;
+let prefixN = 0;
+let prefix = "";
+const registries: SubnetRegistry[] = [];
+const managers: SubnetManager[] = [];
+
+beforeAll(async () => {
+  env = await startEtcd();
+  etcd = env.etcd;
+});
+afterAll(async () => {
+  managers.forEach((m) => m.close());
+  registries.forEach((r) => r.close());
+  await env.close();
+});
+beforeEach(() => {
+  prefix = `/test${++prefixN}/network`; // every test its own key space
+});
+
+function registry(endpoint = etcd.localEndpoint): SubnetRegistry {
+  const r = new SubnetRegistry({ endpoints: [endpoint], prefix, requestTimeoutMs: 2000 });
+  registries.push(r);
+  return r;
+}
+const attrs = (ip: string, mac = "02:00:00:00:00:01"): LeaseAttrs => ({ publicIp: parseIpv4(ip), backendType: "vxlan", vni: 1, vtepMac: parseMac(mac) });
+const CONFIG = '{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
+
+function manager(reg: SubnetRegistry, a: LeaseAttrs, config = CONFIG, extra: Partial<ConstructorParameters<typeof SubnetManager>[3]> = {}): SubnetManager {
+  const m = new SubnetManager(reg, parseNetworkConfig(config), a, { ttlSec: 60, renewMarginSec: 10, retrySec: 1, ...extra }, silentLogger);
+  managers.push(m);
+  return m;
+}
+
+describe("acquiring a subnet lease in a real etcd", () => {
+  it("writes flannel's key and JSON, attached to an etcd lease with the TTL", async () => {
+    const reg = registry();
+    const l = await manager(reg, attrs("192.0.2.1")).acquire();
+    expect(l.subnet.len).toBe(24);
+    const key = `${prefix}/subnets/${formatCidr(l.subnet).replace("/", "-")}`;
+    const kv = await reg.client.get(key).string();
+    expect(kv).toBe(encodeLeaseAttrs(attrs("192.0.2.1")));
+    const ttl = await reg.timeToLive(l.leaseId);
+    expect(ttl).toBeGreaterThan(50);
+    expect(ttl).toBeLessThanOrEqual(60);
+  });
+
+  it("a restart with the same PublicIP gets the same subnet; new attributes are written", async () => {
+    const reg = registry();
+    const first = await manager(reg, attrs("192.0.2.1")).acquire();
+    const again = await manager(reg, attrs("192.0.2.1")).acquire();
+    expect(formatCidr(again.subnet)).toBe(formatCidr(first.subnet));
+    const moved = await manager(reg, attrs("192.0.2.1", "02:00:00:00:00:99")).acquire();
+    expect(formatCidr(moved.subnet)).toBe(formatCidr(first.subnet));
+    expect((await reg.listLeases()).leases).toHaveLength(1);
+    expect((await reg.listLeases()).leases[0]?.attrs.vtepMac).toEqual(parseMac("02:00:00:00:00:99"));
+  });
+
+  it("prefers the subnet from the subnet file when it is free", async () => {
+    const reg = registry();
+    const l = await manager(reg, attrs("192.0.2.7"), CONFIG, { previousSubnet: parseCidr("198.18.77.0/24") }).acquire();
+    expect(formatCidr(l.subnet)).toBe("198.18.77.0/24");
+  });
+
+  it("two agents racing for the last free subnet: exactly one wins, the other says the range is full", async () => {
+    // /28 network, /30 subnets: SubnetMin .4, SubnetMax .12, three subnets; two are taken.
+    const cfg = '{"Network":"198.18.0.0/28","SubnetLen":30,"Backend":{"Type":"vxlan"}}';
+    const reg = registry();
+    await reg.putNetworkConfig(cfg, true);
+    await manager(reg, attrs("192.0.2.1"), cfg, { previousSubnet: parseCidr("198.18.0.4/30") }).acquire();
+    await manager(reg, attrs("192.0.2.2"), cfg, { previousSubnet: parseCidr("198.18.0.8/30") }).acquire();
+    const results = await Promise.allSettled([
+      manager(registry(), attrs("192.0.2.3"), cfg).acquire(),
+      manager(registry(), attrs("192.0.2.4"), cfg).acquire(),
+    ]);
+    const won = results.filter((r) => r.status === "fulfilled");
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    expect(lost[0]?.reason).toBeInstanceOf(SubnetRangeFullError);
+    expect(String(lost[0]?.reason.message)).toMatch(/no free \/30 subnet in 198\.18\.0\.4-198\.18\.0\.12: 3 leased/);
+    expect((await reg.listLeases()).leases.map((l) => formatCidr(l.subnet)).sort()).toEqual(["198.18.0.12/30", "198.18.0.4/30", "198.18.0.8/30"]);
+  });
+
+  it("never takes a reservation or a key it cannot read; the reserved node gets its reservation", async () => {
+    const cfg = '{"Network":"198.18.0.0/28","SubnetLen":30,"Backend":{"Type":"vxlan"}}';
+    const reg = registry();
+    await reg.client.put(`${prefix}/subnets/198.18.0.4-30`).value(encodeLeaseAttrs(attrs("192.0.2.50"))); // reservation: no lease
+    await reg.client.put(`${prefix}/subnets/198.18.0.8-30`).value("{garbage");
+    const l = await manager(reg, attrs("192.0.2.1"), cfg).acquire();
+    expect(formatCidr(l.subnet)).toBe("198.18.0.12/30");
+    await expect(manager(reg, attrs("192.0.2.2"), cfg).acquire()).rejects.toThrow(SubnetRangeFullError);
+    const r = await manager(reg, attrs("192.0.2.50", "02:00:00:00:00:50"), cfg).acquire();
+    expect(formatCidr(r.subnet)).toBe("198.18.0.4/30");
+    expect(r.leaseId).toBe("0"); // still a reservation, now with the node's MAC
+    expect((await reg.listLeases()).skipped.map((s) => s.reason)).toEqual([expect.stringMatching(/not JSON/)]);
+  });
+
+  it("renews before expiry, and acquires again (same subnet) when its key is deleted", async () => {
+    const reg = registry();
+    const m = manager(reg, attrs("192.0.2.1"), CONFIG, { ttlSec: 6, renewMarginSec: 4 });
+    const l = await m.acquire();
+    await new Promise((r) => setTimeout(r, 4500)); // renewal was due at 2 s
+    expect(await reg.timeToLive(l.leaseId)).toBeGreaterThan(3);
+    const again = new Promise((r) => m.once("acquired", r));
+    await reg.deleteSubnet(l.subnet);
+    m.onKeyDeleted(l.subnet);
+    await again;
+    expect(formatCidr(m.lease!.subnet)).toBe(formatCidr(l.subnet));
+    expect((await reg.listLeases()).leases).toHaveLength(1);
+  });
+
+  it("says clearly when etcd is unreachable", async () => {
+    const reg = registry("http://127.0.0.1:9"); // nothing listens there
+    await expect(manager(reg, attrs("192.0.2.1")).acquire()).rejects.toThrow(/etcd: listing .* failed/);
+  });
+});
+
+describe("watching leases", () => {
+  it("keeps the route table right across a compacted revision (re-list and diff)", async () => {
+    const reg = registry();
+    const side = registry(); // writes behind the watcher's back
+    await manager(side, attrs("192.0.2.2")).acquire();
+    await manager(side, attrs("192.0.2.3")).acquire();
+    // The watcher goes through its own forwarder, so the test can partition it from etcd.
+    const { forwardTcpToUnix } = await import("../../src/harness/forward.js");
+    const fwd = await forwardTcpToUnix(etcd.socket);
+    const wreg = registry(`http://127.0.0.1:${fwd.port}`);
+    const w = new LeaseWatcher(wreg, silentLogger, 200);
+    const table = new RouteTable();
+    w.on("snapshot", (ls) => table.replaceAll(ls));
+    w.on("put", (l) => table.put(l));
+    w.on("delete", (s) => table.delete(s));
+    await w.start();
+    expect(table.size).toBe(2);
+    await manager(side, attrs("192.0.2.4")).acquire();
+    await until(() => table.size === 3);
+
+    fwd.pause(); // partition; meanwhile leases change and history is compacted away
+    const gone = (await side.listLeases()).leases.find((l) => l.attrs.publicIp === parseIpv4("192.0.2.2"))!;
+    await side.deleteSubnet(gone.subnet);
+    await manager(side, attrs("192.0.2.5")).acquire();
+    await side.client.put(`${prefix}/subnets/198.18.200.0-24`).value("not json"); // skipped on re-list
+    const rev = (await side.listLeases()).revision;
+    await side.client.kv.compact({ revision: rev, physical: true });
+    const before = w.resyncs;
+    fwd.resume();
+    await until(() => w.resyncs > before && table.size === 3, 20_000);
+    expect(table.all().map((l) => l.attrs.publicIp).sort()).toEqual(["192.0.2.3", "192.0.2.4", "192.0.2.5"].map(parseIpv4).sort());
+    await w.close();
+    await fwd.close();
+  }, 40_000);
+});
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
