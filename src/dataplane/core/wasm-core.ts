@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { z } from "zod";
 import * as abi from "../../../asm/abi.js";
 import { CoreError, type CoreErrorCode } from "../../common/errors.js";
+import { projectRoot } from "../../common/paths.js";
 import { formatCidr, formatIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 import { RESULT_NAMES, type Counters } from "../results.js";
 import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js";
@@ -62,17 +62,13 @@ const limitsSchema = z.object({
 
 let compiled: WebAssembly.Module | undefined;
 
-/** Finds build/weft-core.wasm above this file (works from src/ and from dist/src/). */
+/** build/weft-core.wasm of this checkout (WEFT_CORE_WASM overrides). */
 export function coreWasmPath(): string {
   const override = process.env["WEFT_CORE_WASM"];
   if (override) return resolve(override);
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    const p = join(dir, "build", "weft-core.wasm");
-    if (existsSync(p)) return p;
-    dir = dirname(dir);
-  }
-  throw new CoreError("WEFT_CORE_MISSING", "build/weft-core.wasm was not found", {
+  const p = join(projectRoot(), "build", "weft-core.wasm");
+  if (existsSync(p)) return p;
+  throw new CoreError("WEFT_CORE_MISSING", `${p} was not found`, {
     hint: "run `npm run build` (or `npm run setup` on a new machine) first",
   });
 }

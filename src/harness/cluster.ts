@@ -1,0 +1,265 @@
+import type { ChildProcess } from "node:child_process";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
+import { projectRoot } from "../common/paths.js";
+import { queryStatus } from "../agent/control.js";
+import type { AgentStatus } from "../agent/agent.js";
+import { SubnetRegistry } from "../subnet/registry.js";
+import { formatNetworkConfig } from "../subnet/network-config.js";
+import { EtcdServer } from "./etcd.js";
+import { NS_PREFIX, Netns, sweepNamespaces, uniqueTag, veth } from "./netns.js";
+
+const WEFT_BIN = join(projectRoot(), "bin", "weft.js");
+
+export interface ClusterOptions {
+  readonly nodes: number;
+  readonly podsPerNode: number;
+  /** Pod network (default 198.18.0.0/16) and per-node subnet length (default 24). */
+  readonly network?: string;
+  readonly subnetLen?: number;
+  /** Extra `weft agent` flags for every node. */
+  readonly agentArgs?: readonly string[];
+  /** Extra JSON for the network config's Backend (e.g. {"DirectRouting": true}). */
+  readonly directRouting?: boolean;
+  /** Leave out the agent of these node indexes (the test programs them itself). */
+  readonly manualNodes?: readonly number[];
+}
+
+export interface Pod {
+  readonly ns: Netns;
+  readonly node: number;
+  readonly addr: number;
+}
+
+export interface ClusterNode {
+  readonly index: number;
+  readonly ns: Netns;
+  /** Underlay address on eth0: 192.0.2.<index + 1>. */
+  readonly underlay: number;
+  readonly dir: string;
+  agent: ChildProcess | undefined;
+  subnet: Ipv4Prefix | undefined;
+  readonly pods: Pod[];
+}
+
+/**
+ * A cluster of network namespaces on one machine, for tests, benchmarks and
+ * the demo: a hub namespace with the underlay bridge (192.0.2.0/24) and a
+ * real etcd on 192.0.2.254:2379; N node namespaces, each with eth0 on the
+ * bridge, its own `weft agent`, and pod namespaces on a cni0 bridge with
+ * addresses from the node's subnet (set by the harness until the CNI plugin
+ * does it). destroy() removes everything, and every name starts with "wft",
+ * so a run that was killed is swept by the next.
+ */
+export class Cluster {
+  readonly nodes: ClusterNode[] = [];
+  private constructor(
+    readonly tag: string,
+    readonly dir: string,
+    readonly hub: Netns,
+    readonly etcd: EtcdServer,
+    readonly opts: ClusterOptions,
+  ) {}
+
+  static async create(opts: ClusterOptions): Promise<Cluster> {
+    const tag = uniqueTag();
+    const dir = mkdtempSync(join(tmpdir(), `weft-cluster-${tag}-`));
+    const hub = await Netns.create("hub", tag);
+    let etcd: EtcdServer | undefined;
+    try {
+      await hub.ip("link", "add", "br0", "type", "bridge");
+      await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
+      await hub.ip("link", "set", "br0", "up");
+      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: "192.0.2.254", port: 2379 });
+      const c = new Cluster(tag, dir, hub, etcd, opts);
+      await c.initNetwork();
+      for (let i = 0; i < opts.nodes; i++) await c.addNode(i);
+      for (const n of c.nodes) {
+        if (!opts.manualNodes?.includes(n.index)) c.startAgent(n.index);
+      }
+      for (const n of c.nodes) {
+        if (!opts.manualNodes?.includes(n.index)) await c.waitReady(n.index);
+      }
+      for (const n of c.nodes) {
+        if (n.subnet) await c.addPods(n);
+      }
+      return c;
+    } catch (e) {
+      await etcd?.close().catch(() => undefined);
+      await sweepNamespaces(`${NS_PREFIX}${tag}`);
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  get network(): Ipv4Prefix {
+    return parseCidr(this.opts.network ?? "198.18.0.0/16");
+  }
+
+  /** A registry client for the cluster's etcd, from this process. */
+  registry(): SubnetRegistry {
+    return new SubnetRegistry({ endpoints: [this.etcd.localEndpoint], prefix: "/coreos.com/network" });
+  }
+
+  private async initNetwork(): Promise<void> {
+    const reg = this.registry();
+    try {
+      const text = formatNetworkConfig({
+        network: this.network, subnetLen: this.opts.subnetLen ?? 24,
+        ...(this.opts.directRouting ? { directRouting: true } : {}),
+      });
+      await reg.putNetworkConfig(text, true);
+    } finally {
+      reg.close();
+    }
+  }
+
+  private async addNode(i: number): Promise<void> {
+    const ns = await Netns.create(`n${i}`, this.tag);
+    await veth(ns, "eth0", this.hub, `h${i}`);
+    await this.hub.ip("link", "set", `h${i}`, "master", "br0");
+    const underlay = (0xc0000200 | (i + 1)) >>> 0; // 192.0.2.(i+1)
+    await ns.ip("addr", "add", `${formatIpv4(underlay)}/24`, "dev", "eth0");
+    await ns.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    const dir = join(this.dir, `n${i}`);
+    mkdirSync(dir, { recursive: true });
+    this.nodes.push({ index: i, ns, underlay, dir, agent: undefined, subnet: undefined, pods: [] });
+  }
+
+  node(i: number): ClusterNode {
+    const n = this.nodes[i];
+    if (!n) throw new Error(`no node ${i}`);
+    return n;
+  }
+
+  /** Paths of a node's agent files. */
+  files(i: number): { subnetFile: string; socket: string; log: string; stateDir: string } {
+    const d = this.node(i).dir;
+    return { subnetFile: join(d, "subnet.env"), socket: join(d, "agent.sock"), log: join(d, "agent.log"), stateDir: join(d, "state") };
+  }
+
+  /** Starts node i's agent (its log goes to <dir>/n<i>/agent.log). */
+  startAgent(i: number, extra: readonly string[] = []): ChildProcess {
+    const n = this.node(i);
+    const f = this.files(i);
+    const child = n.ns.spawn([process.execPath, WEFT_BIN, "agent",
+      "--etcd-endpoints", this.etcd.endpoint, "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
+      "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
+      ...(this.opts.agentArgs ?? []), ...extra]);
+    const out = createWriteStream(f.log, { flags: "a" });
+    child.stdout?.pipe(out);
+    child.stderr?.pipe(out);
+    n.agent = child;
+    return child;
+  }
+
+  /** Stops node i's agent with `signal` and waits for it to exit. */
+  async stopAgent(i: number, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const c = this.node(i).agent;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once("exit", r));
+    c.kill(signal);
+    await exited;
+  }
+
+  async status(i: number): Promise<AgentStatus> {
+    return queryStatus(this.files(i).socket);
+  }
+
+  /** Waits until node i's agent says it is ready; records its subnet. */
+  async waitReady(i: number, timeoutMs = 30_000): Promise<AgentStatus> {
+    const n = this.node(i);
+    const end = Date.now() + timeoutMs;
+    let last = "no answer";
+    while (Date.now() < end) {
+      if (n.agent && n.agent.exitCode !== null) {
+        throw new Error(`agent ${i} exited (${n.agent.exitCode}): ${this.agentLog(i).slice(-2000)}`);
+      }
+      try {
+        const st = await this.status(i);
+        if (st.ready && st.subnet) {
+          n.subnet = parseCidr(st.subnet);
+          return st;
+        }
+        last = JSON.stringify(st.readiness);
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`agent ${i} not ready after ${timeoutMs} ms (${last}); log: ${this.agentLog(i).slice(-2000)}`);
+  }
+
+  agentLog(i: number): string {
+    const f = this.files(i).log;
+    return existsSync(f) ? readFileSync(f, "utf8") : "";
+  }
+
+  /** Pods on a cni0 bridge: gateway = first address, pods from the second on, MTU from the subnet file. */
+  async addPods(n: ClusterNode, subnet = n.subnet, mtu = this.mtuOf(n.index)): Promise<void> {
+    if (!subnet) throw new Error(`node ${n.index} has no subnet yet`);
+    await n.ns.ip("link", "add", "cni0", "type", "bridge");
+    await n.ns.ip("addr", "add", `${formatIpv4(subnet.addr + 1)}/${subnet.len}`, "dev", "cni0");
+    await n.ns.ip("link", "set", "cni0", "mtu", String(mtu), "up");
+    for (let j = 0; j < this.opts.podsPerNode; j++) {
+      const ns = await Netns.create(`n${n.index}p${j}`, this.tag);
+      await veth(ns, "eth0", n.ns, `p${j}`);
+      await n.ns.ip("link", "set", `p${j}`, "master", "cni0", "mtu", String(mtu));
+      const addr = subnet.addr + 2 + j;
+      await ns.ip("link", "set", "eth0", "mtu", String(mtu));
+      await ns.ip("addr", "add", `${formatIpv4(addr)}/${subnet.len}`, "dev", "eth0");
+      await ns.ip("route", "add", "default", "via", formatIpv4(subnet.addr + 1));
+      n.pods.push({ ns, node: n.index, addr });
+    }
+  }
+
+  private mtuOf(i: number): number {
+    const f = this.files(i).subnetFile;
+    const m = existsSync(f) ? /^FLANNEL_MTU=(\d+)$/m.exec(readFileSync(f, "utf8")) : null;
+    return m?.[1] ? Number(m[1]) : 1450;
+  }
+
+  get pods(): Pod[] {
+    return this.nodes.flatMap((n) => n.pods);
+  }
+
+  /** One ping from a pod; true when answered. */
+  async ping(from: Pod, to: number, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
+    try {
+      await from.ns.exec(["ping", "-c", String(opts.count ?? 1), "-W", String(opts.waitSec ?? 2), "-q", formatIpv4(to)]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Every pod pings every other pod; returns the pairs that failed. */
+  async pingAll(): Promise<string[]> {
+    const failed: string[] = [];
+    const jobs: Promise<void>[] = [];
+    for (const a of this.pods) {
+      for (const b of this.pods) {
+        if (a === b) continue;
+        jobs.push(this.ping(a, b.addr).then((ok) => {
+          if (!ok) failed.push(`${formatIpv4(a.addr)} -> ${formatIpv4(b.addr)}`);
+        }));
+      }
+    }
+    await Promise.all(jobs);
+    return failed.sort();
+  }
+
+  /** Stops every agent and etcd, deletes every namespace, removes the directory. */
+  async destroy(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => this.stopAgent(n.index, "SIGKILL").catch(() => undefined)));
+    await this.etcd.close().catch(() => undefined);
+    for (const n of this.nodes) {
+      for (const p of n.pods) await p.ns.destroy();
+      await n.ns.destroy();
+    }
+    await this.hub.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
