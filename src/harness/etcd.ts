@@ -1,5 +1,5 @@
 import type { ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { start } from "./exec.js";
@@ -56,6 +56,7 @@ export class EtcdServer {
     const { dir, netns, host = "127.0.0.1" } = this.opts;
     const port = this.opts.port ?? 2379;
     mkdirSync(dir, { recursive: true });
+    rmSync(this.socket, { force: true }); // left by a killed server: etcd would fail to bind it
     const peer = port + 1;
     const argv = [
       ...(netns ? ["ip", "netns", "exec", netns.name] : []),
