@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iproute2: namespaces, veth, vxlan devices; iputils-ping: reachability checks;
-# tshark: the VXLAN dissector that judges the core's frames.
-APT_PACKAGES=(iproute2 iputils-ping tshark)
+# iproute2: namespaces, veth, vxlan devices, bridge fdb; iputils-ping: reachability;
+# tshark: the VXLAN dissector that judges the core's frames; etcd-server: the
+# store the agents (and their tests) use; nftables: --ip-masq; iperf3: the
+# data-plane benchmark.
+APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -28,18 +28,36 @@ describe("README and CLI", () => {
     }
   });
 
-  it.each([["agent"], ["network", "init"], ["cni"], ["ipam", "ls"], ["svc", "put"], ["status"]])(
-    "`weft %s` says it is not built yet and exits 2", (...args) => {
+  it.each([["cni"], ["install-cni"], ["ipam", "ls"], ["svc", "put"], ["agent", "--backend", "ebpf"], ["agent", "--backend", "tun"]])(
+    "`weft %j` says it is not built yet and exits 2", (...args) => {
       const r = weft(...args);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/not built yet/);
     });
 
-  it("`weft demo` checks the core, then says the cluster demo is not built (exit 2)", () => {
-    const r = weft("demo");
-    expect(r.stdout).toMatch(/WASM core self-check: encap 1\/1, decap 1\/1 -> ok/);
-    expect(r.stderr).toMatch(/not built yet/);
-    expect(r.status).toBe(2);
+  it("`weft status` without a running agent says so and how to fix it", () => {
+    const r = weft("status", "--control-socket", "/tmp/weft-no-such-agent.sock");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/no agent answers on \/tmp\/weft-no-such-agent\.sock.*is `weft agent` running/);
+  });
+
+  it.each([
+    [["--backend", "nope"], /--backend "nope": Invalid option: expected one of "auto"\|"ebpf"\|"vxlan"\|"tun"/],
+    [["--etcd-endpoints", "etcd:2379"], /--etcd-endpoints "etcd:2379": each endpoint must be a URL/],
+    [["--public-ip", "1.2.3"], /--public-ip "1.2.3": must be an IPv4 address/],
+    [["--subnet-lease-ttl", "60", "--subnet-lease-renew-margin", "90"], /--subnet-lease-renew-margin "90": must be shorter than --subnet-lease-ttl/],
+    [["--health-listen", "9099"], /--health-listen "9099": must be host:port/],
+    [["--reconcile-interval", "soon"], /--reconcile-interval "soon"/],
+  ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
+    const r = weft("agent", ...(args as string[]));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(msg as RegExp);
+  });
+
+  it("flags can come from WEFT_* environment variables", () => {
+    const r = spawnSync(process.execPath, ["bin/weft.js", "agent"], { cwd: root, encoding: "utf8", env: { ...process.env, WEFT_BACKEND: "bogus" } });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--backend "bogus"/);
   });
 
   it("an unknown benchmark or subcommand is a usage error naming the choices", () => {

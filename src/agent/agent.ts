@@ -64,13 +64,13 @@ export class Agent {
   /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
   async start(): Promise<void> {
     const o = this.opts;
+    const backend = this.selectBackend();
     this.registry = new SubnetRegistry({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
     });
     this.config = await this.waitForConfig();
     const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
     this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
-    const backend = this.selectBackend();
     this.network = await backend.register({ config: this.config, iface, stateDir: o.stateDir, log: this.log.child({ backend: backend.name }) });
 
     this.manager = new SubnetManager(this.registry, this.config, this.network.leaseAttrs, {

@@ -4,6 +4,7 @@ import type { RouteDiff } from "../../routes/table.js";
 import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
+import { ipJson } from "../netlink.js";
 import {
   ensureDevice, peerLines, programPeers, readDevice, readPeers, setDeviceAddress, type DeviceSpec, type PeerLines,
 } from "./kernel.js";
@@ -108,11 +109,12 @@ export class VxlanNetwork implements Network {
   /** Adds what the kernel lacks, removes what it should not have; returns how many objects changed. */
   private async fixPeers(routes: readonly Lease[]): Promise<number> {
     const k = await readPeers(this.spec.name);
+    const viaIface = await this.directRoutes();
     const want = new Map(routes.map((l) => [formatCidr(l.subnet), l]));
     const missing: Lease[] = [];
     for (const l of routes) {
       if (this.direct(l)) {
-        if (!this.programmed.has(formatCidr(l.subnet))) missing.push(l);
+        if (viaIface.get(formatCidr(l.subnet)) !== formatIpv4(l.attrs.publicIp)) missing.push(l);
         continue;
       }
       const gw = formatIpv4(l.subnet.addr);
@@ -127,10 +129,26 @@ export class VxlanNetwork implements Network {
       const mac = k.neigh.get(gw) ?? "00:00:00:00:00:00";
       stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), mac, k.fdb.get(mac) ?? "0.0.0.0"));
     }
+    for (const [dst, gw] of viaIface) {
+      if (!want.has(dst)) stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), "00:00:00:00:00:00", gw));
+    }
     if (missing.length === 0 && stale.length === 0) return 0;
     this.log.info({ missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
     await this.applyNow(stale, missing);
     return missing.length + stale.length;
+  }
+
+  /** DirectRouting routes on the underlay interface: cluster-network subnet -> gateway. */
+  private async directRoutes(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (!this.config.backend.directRouting) return out;
+    const net = this.config.network;
+    for (const r of await ipJson<{ dst: string; gateway?: string }>(["route", "show", "dev", this.iface.name])) {
+      if (!r.gateway || r.dst === "default") continue;
+      const p = parsePrefix(r.dst);
+      if (p.len >= net.len && ((p.addr & maskOf(net.len)) >>> 0) === net.addr) out.set(formatCidr(p), r.gateway);
+    }
+    return out;
   }
 
   status(): NetworkStatus {

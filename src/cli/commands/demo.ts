@@ -1,63 +1,90 @@
 import type { Command } from "commander";
-import * as abi from "../../../asm/abi.js";
-import { NotBuiltError } from "../../common/errors.js";
-import { parseCidr, parseIpv4, parseMac } from "../../common/ipv4.js";
-import { WasmCore } from "../../dataplane/core/wasm-core.js";
-import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
-import { inetChecksum } from "../../dataplane/reference/checksum.js";
-import { capabilityTable } from "../capabilities.js";
+import { ConfigError } from "../../common/errors.js";
+import { formatIpv4 } from "../../common/ipv4.js";
+import { Cluster } from "../../harness/cluster.js";
+import { sweepNamespaces } from "../../harness/netns.js";
+import { run } from "../../harness/exec.js";
 
 /**
- * `weft demo` (`npm start`). The embedded-default cluster (local etcd, netns
- * nodes, agents) needs the control plane (issue 3). Until then it checks the
- * part that is built, the WASM core, says so, and exits non-zero.
+ * `weft demo` (`npm start`): the main job on the embedded default. A local
+ * etcd, a netns cluster (3 nodes x 2 pods by default) with a weft agent per
+ * node (backend auto), and a live table of nodes and pod-to-pod reachability
+ * until Ctrl-C; then everything it created is removed.
  */
 export function registerDemo(program: Command): void {
   program
     .command("demo")
     .description("run the main job on the embedded default: a local etcd and a small netns cluster")
-    .action(() => {
-      console.log(capabilityTable());
-      console.log("");
-      console.log(selfCheck());
-      throw new NotBuiltError("demo: the netns cluster demo is not built yet (issue 3: control plane). Only the WASM core above runs today");
+    .option("--nodes <n>", "nodes", "3")
+    .option("--pods <n>", "pods per node", "2")
+    .option("--duration <seconds>", "stop by itself after this long (default: run until Ctrl-C)")
+    .option("--interval <seconds>", "refresh period of the table", "2")
+    .action(async (o: { nodes: string; pods: string; duration?: string; interval: string }) => {
+      const nodes = Number(o.nodes);
+      const pods = Number(o.pods);
+      if (!Number.isInteger(nodes) || nodes < 1 || nodes > 50) throw new ConfigError(`--nodes ${o.nodes}: give 1..50`);
+      if (!Number.isInteger(pods) || pods < 1 || pods > 20) throw new ConfigError(`--pods ${o.pods}: give 1..20`);
+      await preflight();
+      console.log(`weft demo: starting etcd and ${nodes} nodes x ${pods} pods in network namespaces...`);
+      const cluster = await Cluster.create({ nodes, podsPerNode: pods });
+      let stopping = false;
+      const stop = async (): Promise<void> => {
+        if (stopping) return;
+        stopping = true;
+        console.log("\nweft demo: removing the cluster (agents, etcd, namespaces)...");
+        await cluster.destroy();
+        console.log("weft demo: done; nothing left behind");
+      };
+      const onSignal = (): void => void stop().then(() => process.exit(0));
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      const until = o.duration ? Date.now() + Number(o.duration) * 1000 : Infinity;
+      try {
+        while (!stopping && Date.now() < until) {
+          const text = await render(cluster);
+          if (process.stdout.isTTY) process.stdout.write("\x1b[2J\x1b[H");
+          console.log(text);
+          if (process.stdout.isTTY) console.log("Ctrl-C stops the demo and removes everything it created.");
+          await new Promise((r) => setTimeout(r, Number(o.interval) * 1000));
+        }
+      } finally {
+        await stop();
+      }
     });
 }
 
-/** Encapsulates one packet node A -> node B and decapsulates it on B: the core works end to end. */
-function selfCheck(): string {
-  const macA = parseMac("02:00:c0:00:02:01");
-  const macB = parseMac("02:00:c0:00:02:02");
-  const nodes = [
-    { underlay: parseIpv4("192.0.2.1"), vtepMac: macA, subnet: parseCidr("198.18.1.0/24") },
-    { underlay: parseIpv4("192.0.2.2"), vtepMac: macB, subnet: parseCidr("198.18.2.0/24") },
-  ];
-  const mk = (self: number): WasmCore => {
-    const c = WasmCore.create({ maxPeers: 4, maxRules: 16, slots: 2, maxBatch: 4 });
-    c.configure({ ...DEFAULT_TUNNEL, localIp: nodes[self]!.underlay, localMac: nodes[self]!.vtepMac });
-    nodes.forEach((n, i) => {
-      c.setPeer(i, { ...n, local: i === self });
-      c.lpmInsert(n.subnet, i);
+async function preflight(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new ConfigError("the demo creates network namespaces and needs root", { hint: "run it as root (sudo npm start)" });
+  for (const [cmd, pkg] of [["etcd", "etcd-server"], ["ip", "iproute2"], ["ping", "iputils-ping"], ["nft", "nftables"]] as const) {
+    await run(["sh", "-c", `command -v ${cmd}`]).catch(() => {
+      throw new ConfigError(`${cmd} is not installed`, { hint: `run \`npm run setup\` (it installs ${pkg})` });
     });
-    return c;
-  };
-  const a = mk(0);
-  const b = mk(1);
-  const pkt = new Uint8Array(84);
-  const v = new DataView(pkt.buffer);
-  v.setUint8(0, 0x45);
-  v.setUint16(2, pkt.length);
-  v.setUint8(8, 64);
-  v.setUint8(9, 1);
-  v.setUint32(12, parseIpv4("198.18.1.5"));
-  v.setUint32(16, parseIpv4("198.18.2.5"));
-  v.setUint16(10, inetChecksum(pkt, 0, 20));
-  a.setDesc(0, a.writeSlot(0, pkt), pkt.length);
-  const enc = a.encap(1, abi.ENCAP_MODE_PAYLOAD);
-  const d = a.desc(0);
-  const wire = a.bytes().slice(d.off, d.off + d.len);
-  b.setDesc(0, b.writeSlot(0, wire), wire.length, nodes[0]!.underlay);
-  const dec = b.decap(1);
-  const ok = enc === 1 && dec === 1 && b.desc(0).len === pkt.length;
-  return `WASM core self-check: encap ${enc}/1, decap ${dec}/1 -> ${ok ? "ok" : "FAILED"}`;
+  }
+  const stale = await sweepNamespaces();
+  if (stale.length > 0) console.log(`weft demo: removed ${stale.length} namespaces an earlier run left behind`);
+}
+
+/** The nodes table and the pod reachability matrix. */
+async function render(c: Cluster): Promise<string> {
+  const lines: string[] = [`weft demo  ${new Date().toISOString()}  network ${formatIpv4(c.network.addr)}/${c.network.len}  etcd ${c.etcd.endpoint}`, ""];
+  lines.push("node   underlay      subnet            backend  ready  peers  vtep mac");
+  for (const n of c.nodes) {
+    try {
+      const st = await c.status(n.index);
+      lines.push(`n${n.index}`.padEnd(7) + formatIpv4(n.underlay).padEnd(14) + (st.subnet ?? "-").padEnd(18) +
+        (st.backend ?? "-").padEnd(9) + (st.ready ? "yes" : "no").padEnd(7) + String(st.peers.length).padEnd(7) + (st.vtepMac ?? "-"));
+    } catch (e) {
+      lines.push(`n${n.index}`.padEnd(7) + formatIpv4(n.underlay).padEnd(14) + `agent not answering: ${(e as Error).message}`);
+    }
+  }
+  const pods = c.pods;
+  const ok = await Promise.all(pods.map((a) => Promise.all(pods.map((b) => (a === b ? Promise.resolve(true) : c.ping(a, b.addr, { waitSec: 1 }))))));
+  lines.push("", "pod-to-pod reachability (row pings column; . = self)");
+  lines.push("".padEnd(16) + pods.map((_, j) => String(j).padStart(3)).join(""));
+  pods.forEach((a, i) => {
+    lines.push(`${i} ${formatIpv4(a.addr)}`.padEnd(16) + pods.map((_, j) => (i === j ? "  ." : ok[i]?.[j] ? " ok" : "  X")).join(""));
+  });
+  const failed = ok.flat().filter((x) => !x).length;
+  lines.push("", failed === 0 ? `all ${pods.length * (pods.length - 1)} pod pairs reach each other` : `${failed} pod pairs cannot reach each other`);
+  return lines.join("\n");
 }

@@ -1,0 +1,74 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { run } from "../src/harness/exec.js";
+import { startEtcd } from "./helpers/etcd.js";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+let env: Awaited<ReturnType<typeof startEtcd>>;
+beforeAll(async () => {
+  env = await startEtcd();
+});
+afterAll(async () => {
+  await env?.close();
+});
+/** Async on purpose: etcd is reached through a forwarder that runs in this process's event loop. */
+function weft(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["bin/weft.js", ...args], { cwd: root });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+describe("weft network init/show against a real etcd", () => {
+  it("writes the config once, refuses to overwrite without --force, shows it", async () => {
+    const ep = ["--etcd-endpoints", env.etcd.localEndpoint, "--etcd-prefix", "/cli/network"];
+    let r = await weft("network", "init", ...ep, "--network", "198.18.0.0/16", "--subnet-len", "24", "--vni", "7");
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain('/cli/network/config = {"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":7,"Port":8472}}');
+    r = await weft("network", "init", ...ep, "--network", "198.19.0.0/16");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/already holds a config.*pass --force/);
+    r = await weft("network", "init", ...ep, "--network", "198.19.0.0/16", "--force");
+    expect(r.status).toBe(0);
+    r = await weft("network", "show", ...ep);
+    expect(r.stdout).toMatch(/"Network":"198.19.0.0\/16"/);
+    expect(r.stdout).toMatch(/"subnetLen":24/);
+  });
+
+  it.each([
+    [["--network", "198.18.0.1/16"], /has host bits set.*did you mean 198\.18\.0\.0\/16/],
+    [["--network", "198.18.0.0/16", "--subnet-len", "17"], /at least four subnets/],
+    [["--network", "nope"], /"nope" is not a prefix/],
+    [["--network", "198.18.0.0/16", "--vni", "x"], /--vni must be a whole number/],
+  ])("refuses %j with a clear message, writing nothing", async (args, msg) => {
+    const r = await weft("network", "init", "--etcd-endpoints", env.etcd.localEndpoint, "--etcd-prefix", "/cli2/network", ...(args as string[]));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(msg as RegExp);
+    expect((await weft("network", "show", "--etcd-endpoints", env.etcd.localEndpoint, "--etcd-prefix", "/cli2/network")).stderr).toMatch(/does not exist.*weft network init/);
+  });
+});
+
+describe("weft demo (npm start)", () => {
+  it("builds the cluster, shows every pod reaching every other, and removes everything on Ctrl-C", async () => {
+    const child = spawn(process.execPath, ["bin/weft.js", "demo", "--interval", "1"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const end = Date.now() + 90_000;
+    while (!/all 30 pod pairs reach each other/.test(out)) {
+      if (Date.now() > end || child.exitCode !== null) throw new Error(`demo did not converge: ${out.slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(out).toMatch(/n0 +192\.0\.2\.1 +198\.18\.\d+\.0\/24 +vxlan +yes +2 /);
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    expect(out).toMatch(/nothing left behind/);
+    expect((await run(["ip", "netns", "list"])).split("\n").filter((l) => l.startsWith("wft"))).toEqual([]);
+  }, 120_000);
+});
