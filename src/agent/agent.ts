@@ -23,6 +23,13 @@ export interface Readiness {
   readonly routesSynced: boolean;
 }
 
+export interface AgentCounters {
+  readonly ready: boolean;
+  readonly readiness: Readiness;
+  readonly routes: number;
+  readonly counters: Record<string, number>;
+}
+
 export interface AgentStatus {
   readonly ready: boolean;
   readonly readiness: Readiness;
@@ -57,7 +64,7 @@ export class Agent {
   private backendChoice = "";
   private readonly ready = { lease: false, dataPath: false, subnetFile: false, etcd: false };
   private applying: Promise<void> = Promise.resolve();
-  private readonly counters = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
+  private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
 
   constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
 
@@ -81,7 +88,7 @@ export class Agent {
     }, this.log);
     this.manager.on("lost", () => {
       this.ready.lease = false;
-      this.counters.reacquired++;
+      this.count.reacquired++;
       this.metrics.leaseReacquired.inc();
     });
     const lease = await this.acquireWithRetry();
@@ -167,7 +174,7 @@ export class Agent {
       const end = this.metrics.applySeconds.startTimer();
       try {
         await this.network?.apply(diff);
-        this.counters.diffs++;
+        this.count.diffs++;
         this.metrics.diffsApplied.inc();
       } catch (e) {
         this.log.error({ err: (e as Error).message }, "applying a route change failed; the next reconcile retries");
@@ -188,7 +195,7 @@ export class Agent {
     try {
       await this.applying;
       const fixed = await (this.network as Network).reconcile(this.table.all());
-      this.counters.reconcileFixes += fixed;
+      this.count.reconcileFixes += fixed;
       this.metrics.reconcileFixes.inc(fixed);
       const l = this.manager?.lease;
       if (this.opts.ipMasq && l && !(await masqPresent())) {
@@ -210,7 +217,7 @@ export class Agent {
   private etcdError(e: unknown): void {
     if (this.ready.etcd) this.log.warn({ err: (e as Error).message }, "etcd unreachable; the data path keeps working");
     this.ready.etcd = false;
-    this.counters.etcdErrors++;
+    this.count.etcdErrors++;
     this.metrics.etcdErrors.inc();
   }
 
@@ -220,6 +227,17 @@ export class Agent {
 
   isReady(): boolean {
     return Object.values(this.readiness()).every(Boolean);
+  }
+
+  /** Readiness and counters without the peer list (cheap enough to poll). */
+  counters(): AgentCounters {
+    const ns = this.network?.status();
+    return {
+      ready: this.isReady(),
+      readiness: this.readiness(),
+      routes: this.table.size,
+      counters: { ...this.count, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
+    };
   }
 
   status(): AgentStatus {
@@ -245,7 +263,7 @@ export class Agent {
       device: ns?.device,
       mtu: ns?.mtu,
       peers: this.table.all().map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.attrs.publicIp), vtepMac: formatMac(p.attrs.vtepMac) })),
-      counters: { ...this.counters, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
+      counters: this.counters().counters,
     };
   }
 

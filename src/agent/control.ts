@@ -2,7 +2,7 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server } from "node:net";
 import { dirname } from "node:path";
 import { WeftError } from "../common/errors.js";
-import type { Agent, AgentStatus } from "./agent.js";
+import type { Agent, AgentCounters, AgentStatus } from "./agent.js";
 
 /** The agent's local control socket is missing or does not answer. */
 export class AgentUnreachableError extends WeftError {
@@ -11,7 +11,8 @@ export class AgentUnreachableError extends WeftError {
 
 /**
  * A unix socket (mode 0600: root only) on which the agent answers one JSON
- * line per request line. Requests: "status".
+ * line per request line. Requests: "status" (everything, peers included) and
+ * "counters" (small: readiness and counters, for frequent polling).
  */
 export async function startControlSocket(agent: Agent, path: string): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true });
@@ -24,7 +25,9 @@ export async function startControlSocket(agent: Agent, path: string): Promise<Se
       while ((nl = buf.indexOf("\n")) >= 0) {
         const req = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
-        const reply = req === "status" ? { ok: true, status: agent.status() } : { ok: false, error: `unknown request "${req}"; try "status"` };
+        const reply = req === "status" ? { ok: true, status: agent.status() }
+          : req === "counters" ? { ok: true, counters: agent.counters() }
+          : { ok: false, error: `unknown request "${req}"; try "status" or "counters"` };
         sock.write(`${JSON.stringify(reply)}\n`);
       }
     });
@@ -39,7 +42,16 @@ export async function startControlSocket(agent: Agent, path: string): Promise<Se
 }
 
 /** Asks a running agent for its status. */
-export function queryStatus(path: string, timeoutMs = 3000): Promise<AgentStatus> {
+export async function queryStatus(path: string, timeoutMs = 3000): Promise<AgentStatus> {
+  return (await query<{ status: AgentStatus }>(path, "status", timeoutMs)).status;
+}
+
+/** Asks a running agent for its readiness and counters only. */
+export async function queryCounters(path: string, timeoutMs = 3000): Promise<AgentCounters> {
+  return (await query<{ counters: AgentCounters }>(path, "counters", timeoutMs)).counters;
+}
+
+function query<T>(path: string, request: string, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = "";
@@ -48,15 +60,15 @@ export function queryStatus(path: string, timeoutMs = 3000): Promise<AgentStatus
       reject(new AgentUnreachableError(`no agent answers on ${path}: ${why}`, { hint: "is `weft agent` running? pass --control-socket if it uses another path" }));
     };
     const t = setTimeout(() => fail("timed out"), timeoutMs);
-    sock.on("connect", () => sock.write("status\n"));
+    sock.on("connect", () => sock.write(`${request}\n`));
     sock.on("data", (d) => {
       buf += d.toString();
       const nl = buf.indexOf("\n");
       if (nl < 0) return;
       clearTimeout(t);
       sock.end();
-      const reply = JSON.parse(buf.slice(0, nl)) as { ok: boolean; status?: AgentStatus; error?: string };
-      if (reply.ok && reply.status) resolve(reply.status);
+      const reply = JSON.parse(buf.slice(0, nl)) as { ok: boolean; error?: string } & T;
+      if (reply.ok) resolve(reply);
       else fail(reply.error ?? "bad reply");
     });
     sock.on("error", (e) => {

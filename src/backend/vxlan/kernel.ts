@@ -11,7 +11,7 @@
 import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
 import { run } from "../../harness/exec.js";
 import type { Lease } from "../../subnet/lease.js";
-import { batch, bridgeJson, ipJson } from "../netlink.js";
+import { batch, bridgeJson, ipJson, type BatchRunner } from "../netlink.js";
 
 export interface DeviceSpec {
   readonly name: string;
@@ -82,16 +82,20 @@ export async function ensureDevice(spec: DeviceSpec, mac: Uint8Array, onRecreate
   }
 }
 
-/** Puts `<subnet network>/32` on the device and removes other addresses of the cluster network from it. */
+/**
+ * Puts `<subnet network>/32` on the device, then removes other addresses of
+ * the cluster network from it. In that order: removing a device's last
+ * address makes the kernel flush the routes through it.
+ */
 export async function setDeviceAddress(name: string, subnet: Ipv4Prefix, network: Ipv4Prefix): Promise<void> {
   const want = formatIpv4(subnet.addr);
+  await run(["ip", "addr", "replace", `${want}/32`, "dev", name]);
   const addrs = await ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }>(["addr", "show", "dev", name]);
   for (const a of addrs[0]?.addr_info ?? []) {
     if (a.family !== "inet" || (a.local === want && a.prefixlen === 32)) continue;
     const ip = parseIpv4(a.local);
     if (((ip & maskOf(network.len)) >>> 0) === network.addr) await run(["ip", "addr", "del", `${a.local}/${a.prefixlen}`, "dev", name]);
   }
-  await run(["ip", "addr", "replace", `${want}/32`, "dev", name]);
 }
 
 /** The commands that program (or remove) one peer. */
@@ -115,7 +119,7 @@ export function peerLines(l: Lease, dev: string, direct: string | undefined, op:
 }
 
 /** Applies per-peer lines in flannel's order (neigh, fdb, route; removal in reverse); returns the indexes of peers that failed. */
-export async function programPeers(lines: readonly PeerLines[], op: "add" | "del"): Promise<Map<number, string>> {
+export async function programPeers(lines: readonly PeerLines[], op: "add" | "del", runner: BatchRunner = batch): Promise<Map<number, string>> {
   const failed = new Map<number, string>();
   const stage = async (tool: "ip" | "bridge", pick: (p: PeerLines) => string | undefined): Promise<void> => {
     const idx: number[] = [];
@@ -127,7 +131,7 @@ export async function programPeers(lines: readonly PeerLines[], op: "add" | "del
         cmds.push(c);
       }
     });
-    const r = await batch(tool, cmds);
+    const r = await runner(tool, cmds);
     for (const f of r.failed) {
       const peer = idx[f.line];
       if (peer !== undefined) failed.set(peer, f.error);

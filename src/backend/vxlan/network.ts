@@ -4,7 +4,7 @@ import type { RouteDiff } from "../../routes/table.js";
 import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
-import { ipJson } from "../netlink.js";
+import { BatchSession, ipJson, type BatchRunner } from "../netlink.js";
 import {
   ensureDevice, peerLines, programPeers, readDevice, readPeers, setDeviceAddress, type DeviceSpec, type PeerLines,
 } from "./kernel.js";
@@ -23,7 +23,12 @@ export class VxlanNetwork implements Network {
   private readonly programmed = new Map<string, Lease>();
   private readonly failed = new Map<string, string>();
   private queue: Promise<unknown> = Promise.resolve();
+  /** Bumped by every change to the kernel objects (so a reconcile can tell its reading is stale). */
+  private generation = 0;
   recreated = 0;
+  /** One long-lived ip and one bridge process: a change costs netlink messages, not process starts. */
+  private readonly sessions = { ip: new BatchSession("ip"), bridge: new BatchSession("bridge") };
+  private readonly runner: BatchRunner = (tool, lines) => this.sessions[tool].run(lines);
 
   constructor(
     readonly spec: DeviceSpec,
@@ -60,15 +65,16 @@ export class VxlanNetwork implements Network {
   }
 
   private async applyNow(remove: readonly Lease[], add: readonly Lease[]): Promise<void> {
+    this.generation++;
     if (remove.length > 0) {
-      await programPeers(remove.map((l) => this.lines(l, "del")), "del");
+      await programPeers(remove.map((l) => this.lines(l, "del")), "del", this.runner);
       for (const l of remove) {
         this.programmed.delete(formatCidr(l.subnet));
         this.failed.delete(formatCidr(l.subnet));
       }
     }
     if (add.length === 0) return;
-    const failed = await programPeers(add.map((l) => this.lines(l, "add")), "add");
+    const failed = await programPeers(add.map((l) => this.lines(l, "add")), "add", this.runner);
     const undo: Lease[] = [];
     add.forEach((l, i) => {
       const k = formatCidr(l.subnet);
@@ -84,7 +90,7 @@ export class VxlanNetwork implements Network {
     });
     if (undo.length > 0) {
       this.log.error({ peers: undo.map((l) => formatCidr(l.subnet)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
-      await programPeers(undo.map((l) => this.lines(l, "del")), "del");
+      await programPeers(undo.map((l) => this.lines(l, "del")), "del", this.runner);
     }
   }
 
@@ -92,22 +98,45 @@ export class VxlanNetwork implements Network {
     return peerLines(l, this.spec.name, this.direct(l), op);
   }
 
-  reconcile(routes: readonly Lease[]): Promise<number> {
-    return this.serial(async () => {
-      const dev = await readDevice(this.spec.name);
-      if (!dev || !dev.flags?.includes("UP")) {
+  /**
+   * Recreates a missing device (in the queue), then compares the kernel with
+   * `routes` outside the queue (reading 3 x N objects takes a while at 5,000
+   * peers, and route changes must not wait behind it) and applies the
+   * differences in the queue, unless a change was applied meanwhile: then the
+   * reading is stale and it tries again.
+   */
+  async reconcile(routes: readonly Lease[]): Promise<number> {
+    const dev = await readDevice(this.spec.name);
+    if (!dev || !dev.flags?.includes("UP")) {
+      await this.serial(async () => {
         this.log.warn({ device: this.spec.name }, dev ? "vxlan device is down; bringing it up" : "vxlan device disappeared; recreating it");
         await ensureDevice(this.spec, this.leaseAttrs.vtepMac, () => undefined);
         if (this.local) await setDeviceAddress(this.spec.name, this.local.subnet, this.config.network);
+        // iproute2 caches interface indexes: a long-lived process would still use the old device's.
+        this.sessions.ip.close();
+        this.sessions.bridge.close();
         this.recreated++;
         this.programmed.clear();
-      }
-      return this.fixPeers(routes);
-    });
+        this.generation++;
+      });
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const gen = this.generation;
+      const { missing, stale } = await this.compare(routes);
+      if (missing.length === 0 && stale.length === 0) return 0;
+      const done = await this.serial(async () => {
+        if (gen !== this.generation) return false;
+        this.log.info({ missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
+        await this.applyNow(stale, missing);
+        return true;
+      });
+      if (done) return missing.length + stale.length;
+    }
+    return 0; // changes keep coming; the next reconcile looks again
   }
 
-  /** Adds what the kernel lacks, removes what it should not have; returns how many objects changed. */
-  private async fixPeers(routes: readonly Lease[]): Promise<number> {
+  /** What the kernel lacks and what it should not have, given `routes`. */
+  private async compare(routes: readonly Lease[]): Promise<{ missing: Lease[]; stale: Lease[] }> {
     const k = await readPeers(this.spec.name);
     const viaIface = await this.directRoutes();
     const want = new Map(routes.map((l) => [formatCidr(l.subnet), l]));
@@ -122,7 +151,7 @@ export class VxlanNetwork implements Network {
       const ok = k.neigh.get(gw) === mac && k.fdb.get(mac) === formatIpv4(l.attrs.publicIp) && k.routes.get(formatCidr(l.subnet)) === gw;
       if (!ok) missing.push(l);
     }
-    // Stale: routes on the device for subnets no lease names any more.
+    // Stale: routes on the device (or DirectRouting routes) for subnets no lease names any more.
     const stale: Lease[] = [];
     for (const [dst, gw] of k.routes) {
       if (want.has(dst)) continue;
@@ -132,10 +161,7 @@ export class VxlanNetwork implements Network {
     for (const [dst, gw] of viaIface) {
       if (!want.has(dst)) stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), "00:00:00:00:00:00", gw));
     }
-    if (missing.length === 0 && stale.length === 0) return 0;
-    this.log.info({ missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
-    await this.applyNow(stale, missing);
-    return missing.length + stale.length;
+    return { missing, stale };
   }
 
   /** DirectRouting routes on the underlay interface: cluster-network subnet -> gateway. */
@@ -164,6 +190,8 @@ export class VxlanNetwork implements Network {
   /** Stops nothing in the kernel: the device, neighbours, FDB and routes stay for traffic to keep flowing. */
   async close(): Promise<void> {
     await this.queue;
+    this.sessions.ip.close();
+    this.sessions.bridge.close();
   }
 }
 
