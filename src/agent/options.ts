@@ -25,7 +25,7 @@ export const agentOptionsSchema = z.object({
   subnetLeaseTtl: z.number().int().min(5, "must be at least 5 seconds").max(30 * 86400),
   subnetLeaseRenewMargin: z.number().int().min(1),
   reconcileInterval: z.number().min(0.2).max(3600),
-}).refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
+}).strict().refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
   message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
 });
 
@@ -65,6 +65,7 @@ export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
   const r = agentOptionsSchema.safeParse(input);
   if (!r.success) {
     const msgs = r.error.issues.map((i) => {
+      if (i.code === "unrecognized_keys") return `unknown option(s) ${i.keys.map((k) => FLAG[k] ?? `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(", ")}`;
       const key = String(i.path[0] ?? "");
       return `${FLAG[key] ?? key} ${JSON.stringify(raw[key])}: ${i.message}`;
     });
