@@ -1,9 +1,12 @@
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
+import { ExponentialBackoff } from "cockatiel";
 import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
 import { ConfigError, WeftError } from "../common/errors.js";
 import type { Ipv4Prefix } from "../common/ipv4.js";
 import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs } from "./lease.js";
+
+type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
 
 /** etcd could not be reached or refused a request; the caller retries. */
 export class RegistryUnavailableError extends WeftError {
@@ -67,6 +70,10 @@ export class SubnetRegistry {
       hosts: [...opts.endpoints],
       dialTimeout: timeout,
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      // The client's default watch backoff grows to 30 s: after an etcd outage the
+      // watch would stay away that long. Retry every 2 s at most instead.
+      // (etcd3 types this as a backoff instance but calls .next() on it, as on cockatiel's factory.)
+      faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
     };
     if (opts.certFile || opts.keyFile || opts.caFile) {
       if (!opts.certFile !== !opts.keyFile) {
@@ -246,10 +253,19 @@ export class SubnetRegistry {
    * Watches every lease key from `fromRevision`. Events are delivered in
    * order; `onError` is called once when the watch cannot go on (for
    * instance the revision was compacted): the caller re-lists and watches
-   * again. Stream reconnects are handled inside the client.
+   * again. Stream reconnects are handled inside the client and reported
+   * through `onConnection`.
    */
-  async watch(fromRevision: string, onEvent: (e: LeaseEvent, revision: string) => void, onError: (e: Error) => void): Promise<Watcher> {
+  async watch(
+    fromRevision: string,
+    onEvent: (e: LeaseEvent, revision: string) => void,
+    onError: (e: Error) => void,
+    onConnection: (connected: boolean) => void = () => undefined,
+  ): Promise<Watcher> {
     const w = await this.client.watch().prefix(this.subnetsPrefix).startRevision(fromRevision).create();
+    // The client resumes a broken stream from the last revision it saw; meanwhile events wait.
+    w.on("disconnected", () => onConnection(false));
+    w.on("connected", () => onConnection(true));
     w.on("data", (res) => {
       for (const ev of res.events) {
         const kv = ev.kv;

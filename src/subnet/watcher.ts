@@ -20,7 +20,7 @@ export class LeaseWatcher extends EventEmitter<{
   private watcher: Watcher | undefined;
   private closed = false;
   private readonly reported = new Set<string>();
-  /** True once a snapshot is applied and its watch is running. */
+  /** True once a snapshot is applied and its watch is connected (false while the stream reconnects). */
   synced = false;
   /** Snapshots taken (1 at start; more after compaction or watch failures). */
   resyncs = 0;
@@ -47,7 +47,13 @@ export class LeaseWatcher extends EventEmitter<{
         this.emit("snapshot", snap.leases);
         const next = (BigInt(snap.revision) + 1n).toString();
         await this.watcher?.cancel().catch(() => undefined);
-        this.watcher = await this.registry.watch(next, (e) => this.onEvent(e), (err) => this.onWatchError(err));
+        const w = await this.registry.watch(next, (e) => this.onEvent(e), (err) => this.onWatchError(err), (up) => {
+          if (this.watcher !== w || this.synced === up) return;
+          this.synced = up;
+          if (up) this.log.info("lease watch reconnected; it resumes where it stopped");
+          else this.log.warn("lease watch disconnected; reconnecting");
+        });
+        this.watcher = w;
         this.synced = true;
         return;
       } catch (e) {
