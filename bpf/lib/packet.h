@@ -1,0 +1,65 @@
+/* Packet access: bounds-checked header pointers and in-place rewrites. */
+#pragma once
+#include "common.h"
+
+/* Returns the IPv4 header of an Ethernet/IPv4 frame, or NULL when the frame
+ * is shorter than both headers or the IPv4 header is not well formed
+ * (version 4, IHL >= 5, total length covering the header and covered by the
+ * frame, as ip_rcv requires). The caller has checked that the EtherType is
+ * IPv4. The verifier needs the explicit `ip + 1 > end` comparison on the
+ * same pointer it later dereferences.
+ */
+static __always_inline struct iphdr *ipv4_hdr(struct __sk_buff *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+
+	if ((void *)(ip + 1) > end)
+		return NULL;
+	if (ip->version != 4 || ip->ihl < 5)
+		return NULL;
+	if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 || bpf_ntohs(ip->tot_len) > ctx->len - ETH_HLEN)
+		return NULL;
+	return ip;
+}
+
+static __always_inline struct ethhdr *eth_hdr(struct __sk_buff *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return NULL;
+	return eth;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+/* Decrements the TTL and fixes the header checksum, as a router does.
+ * Returns 0, or DROP_REDIRECT when a helper fails. Invalidates packet pointers. */
+static __always_inline int ttl_dec(struct __sk_buff *ctx, __u8 ttl)
+{
+	/* The checksum covers TTL and protocol as one 16-bit word: TTL is its high byte. */
+	__be16 old = bpf_htons((__u16)ttl << 8);
+	__be16 neu = bpf_htons((__u16)(ttl - 1) << 8);
+
+	if (bpf_l3_csum_replace(ctx, IP_CSUM_OFF, old, neu, sizeof(__u16)) < 0)
+		return DROP_REDIRECT;
+	ttl--;
+	if (bpf_skb_store_bytes(ctx, IP_TTL_OFF, &ttl, 1, 0) < 0)
+		return DROP_REDIRECT;
+	return 0;
+}
+
+/* Writes destination and source MACs. Returns 0 or DROP_REDIRECT. Invalidates packet pointers. */
+static __always_inline int set_macs(struct __sk_buff *ctx, const __u8 *dst, const __u8 *src)
+{
+	if (bpf_skb_store_bytes(ctx, 0, dst, ETH_ALEN, 0) < 0 || bpf_skb_store_bytes(ctx, ETH_ALEN, src, ETH_ALEN, 0) < 0)
+		return DROP_REDIRECT;
+	return 0;
+}
