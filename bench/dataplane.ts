@@ -7,6 +7,7 @@
  * (the machine is noisy); the best round of each is reported.
  *   direct: plain routing, no overlay (each node routes the other's pod subnet via its underlay address)
  *   vxlan:  two weft agents, kernel vxlan backend (flannel's data path)
+ *   ebpf:   two weft agents, ebpf backend (tc programs, collect_md VXLAN device)
  */
 import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
@@ -22,8 +23,8 @@ const backends = arg("--backends", "direct,vxlan").split(",").map((s) => s.trim(
 const seconds = Number(arg("--seconds", "5"));
 const rounds = Number(arg("--rounds", "2"));
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
-const BUILT = ["direct", "vxlan"];
-const LATER: Record<string, number> = { ebpf: 4, tun: 5 };
+const BUILT = ["direct", "vxlan", "ebpf"];
+const LATER: Record<string, number> = { tun: 5 };
 
 for (const b of backends) {
   if (!BUILT.includes(b)) {
@@ -33,7 +34,7 @@ for (const b of backends) {
 }
 
 async function topology(backend: string): Promise<Cluster> {
-  if (backend === "vxlan") return Cluster.create({ nodes: 2, podsPerNode: 1, agentArgs: ["--backend", "vxlan"] });
+  if (backend === "vxlan" || backend === "ebpf") return Cluster.create({ nodes: 2, podsPerNode: 1, backend });
   // direct: no agent; routes and pods by hand.
   const c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1] });
   for (const i of [0, 1]) {

@@ -48,7 +48,11 @@ pass:
 
 /* A host packet routed into the device (the cluster route points there):
  * give it the tunnel key and inner MACs of the node owning its destination.
- * A pod packet redirected here by forward() gets the same answer again. */
+ * A pod packet redirected here by forward() passes through this hook too; it
+ * already carries the key (which bpf_skb_get_tunnel_key cannot read back on
+ * transmit) and the node's MACs, which a host packet cannot have (the device
+ * does no ARP, so the kernel puts the device's own MAC there): those MACs
+ * tell the two apart and spare forward()'s packets a second rewrite. */
 static __always_inline int handle_to_overlay(struct __sk_buff *ctx)
 {
 	struct ethhdr *eth = eth_hdr(ctx);
@@ -73,6 +77,8 @@ static __always_inline int handle_to_overlay(struct __sk_buff *ctx)
 	node = bpf_map_lookup_elem(&weft_routes, &rk);
 	if (!node)
 		return DROP_NO_ROUTE;
+	if (mac_eq(eth->h_dest, node->vtep_mac) && mac_eq(eth->h_source, cfg->vtep_mac))
+		return TC_ACT_OK; /* forward() did it */
 	key.remote_ipv4 = bpf_ntohl(node->underlay);
 	key.tunnel_id = cfg->vni;
 	key.tunnel_ttl = 64;

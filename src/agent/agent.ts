@@ -2,7 +2,9 @@ import { ConfigError, NotBuiltError } from "../common/errors.js";
 import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
-import type { Backend, Network } from "../backend/types.js";
+import { ebpfBackend } from "../backend/ebpf/index.js";
+import { ebpfObstacles } from "../backend/ebpf/probe.js";
+import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
 import { vxlanBackend } from "../backend/vxlan/index.js";
 import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
 import type { Lease } from "../subnet/lease.js";
@@ -71,16 +73,16 @@ export class Agent {
   /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
   async start(): Promise<void> {
     const o = this.opts;
-    const backend = this.selectBackend();
+    const candidates = this.backendCandidates();
     this.registry = new SubnetRegistry({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
     });
     this.config = await this.waitForConfig();
     const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
     this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
-    this.network = await backend.register({ config: this.config, iface, stateDir: o.stateDir, log: this.log.child({ backend: backend.name }) });
+    const network = await this.register(candidates, iface);
 
-    this.manager = new SubnetManager(this.registry, this.config, this.network.leaseAttrs, {
+    this.manager = new SubnetManager(this.registry, this.config, network.leaseAttrs, {
       ttlSec: o.subnetLeaseTtl,
       renewMarginSec: o.subnetLeaseRenewMargin,
       retrySec: Math.min(60, Math.max(1, Math.floor(o.subnetLeaseRenewMargin / 4))),
@@ -109,17 +111,49 @@ export class Agent {
     await this.applying;
     this.ready.etcd = true;
     this.scheduleReconcile();
-    this.log.info({ subnet: formatCidr(lease.subnet), backend: backend.name, peers: this.table.size }, "agent ready");
+    this.log.info({ subnet: formatCidr(lease.subnet), backend: network.backend, peers: this.table.size }, "agent ready");
   }
 
-  private selectBackend(): Backend {
+  /**
+   * The backends to try, in order. auto: ebpf when this host allows it (else
+   * the reasons are logged), then vxlan. A named backend is the only one.
+   */
+  private backendCandidates(): Backend[] {
     const want = this.opts.backend;
-    if (want === "ebpf" || want === "tun") {
-      throw new NotBuiltError(`--backend ${want}: not built yet (issue ${want === "ebpf" ? 4 : 5})`, { hint: "use --backend vxlan or auto" });
+    if (want === "tun") throw new NotBuiltError("--backend tun: not built yet (issue 5)", { hint: "use --backend vxlan, ebpf or auto" });
+    if (want === "vxlan") return [vxlanBackend];
+    const obstacles = ebpfObstacles(this.opts.bpffs);
+    if (want === "ebpf") {
+      if (obstacles.length > 0) throw new ConfigError(`--backend ebpf cannot run here: ${obstacles.join("; ")}`, { hint: "fix those, or use --backend vxlan or auto" });
+      return [ebpfBackend];
     }
-    this.backendChoice = want === "auto" ? "auto: vxlan (the ebpf and tun backends are not built yet)" : "vxlan (asked for)";
-    this.log.info({ choice: this.backendChoice }, "backend selected");
-    return vxlanBackend;
+    if (obstacles.length > 0) {
+      this.log.info({ reasons: obstacles }, "auto: the ebpf backend cannot run here; using vxlan (tun is not built yet)");
+      return [vxlanBackend];
+    }
+    return [ebpfBackend, vxlanBackend];
+  }
+
+  /** Registers the first candidate that works; auto falls back and logs exactly why. */
+  private async register(candidates: Backend[], iface: ExternalInterface): Promise<Network> {
+    for (const [i, b] of candidates.entries()) {
+      try {
+        const net = await b.register({
+          config: this.config as NetworkConfig, iface, stateDir: this.opts.stateDir, bpffs: this.opts.bpffs, log: this.log.child({ backend: b.name }),
+        });
+        this.backendChoice = this.opts.backend === "auto"
+          ? `auto: ${b.name}${i > 0 ? ` (${candidates[0]?.name} failed to start)` : ""}`
+          : `${b.name} (asked for)`;
+        this.log.info({ choice: this.backendChoice }, "backend selected");
+        this.network = net;
+        return net;
+      } catch (e) {
+        const last = i === candidates.length - 1;
+        if (last) throw e;
+        this.log.warn({ backend: b.name, err: (e as Error).message }, "auto: backend failed to start; trying the next");
+      }
+    }
+    throw new ConfigError("no backend to start");
   }
 
   private async waitForConfig(): Promise<NetworkConfig> {
@@ -227,6 +261,16 @@ export class Agent {
 
   isReady(): boolean {
     return Object.values(this.readiness()).every(Boolean);
+  }
+
+  /** A local pod (from the CNI plugin or the harness). Backends that need nothing accept it silently. */
+  async addEndpoint(e: EndpointSpec): Promise<void> {
+    if (!this.network) throw new ConfigError("the agent is not ready for endpoints yet", { recoverable: true });
+    await this.network.addEndpoint?.(e);
+  }
+
+  async removeEndpoint(ip: number): Promise<boolean> {
+    return (await this.network?.removeEndpoint?.(ip)) ?? false;
   }
 
   /** Readiness and counters without the peer list (cheap enough to poll). */

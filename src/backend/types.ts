@@ -21,11 +21,22 @@ export interface ExternalInterface {
   readonly mtu: number;
 }
 
+/** A local pod, as the CNI side (or the harness) reports it. */
+export interface EndpointSpec {
+  readonly ip: number;
+  /** Host-side interface of the pod's veth pair. */
+  readonly ifname: string;
+  /** The pod's own MAC. */
+  readonly mac: Uint8Array;
+}
+
 export interface RegisterContext {
   readonly config: NetworkConfig;
   readonly iface: ExternalInterface;
   /** Where a backend keeps what must survive restarts (e.g. its VTEP MAC). */
   readonly stateDir: string;
+  /** A bpffs directory for pins that outlive the agent (ebpf backend). */
+  readonly bpffs: string;
   readonly log: Logger;
 }
 
@@ -62,6 +73,12 @@ export interface Network {
   configureLocal(lease: Lease): Promise<void>;
   /** Applies a diff of the other nodes' leases. */
   apply(diff: RouteDiff): Promise<void>;
+  /**
+   * A local pod appeared / went away. Backends whose pods sit on a bridge
+   * the kernel routes for (vxlan) need nothing and leave these out.
+   */
+  addEndpoint?(e: EndpointSpec): Promise<void>;
+  removeEndpoint?(ip: number): Promise<boolean>;
   /**
    * Makes the data path match `routes` exactly: recreates a deleted device,
    * adds what is missing, removes what is stale. Returns what it fixed.

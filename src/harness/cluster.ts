@@ -4,12 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
 import { projectRoot } from "../common/paths.js";
-import { queryStatus } from "../agent/control.js";
+import { queryStatus, requestEndpoint } from "../agent/control.js";
 import type { AgentStatus } from "../agent/agent.js";
 import { SubnetRegistry } from "../subnet/registry.js";
 import { formatNetworkConfig } from "../subnet/network-config.js";
 import { EtcdServer } from "./etcd.js";
 import { NS_PREFIX, Netns, sweepNamespaces, uniqueTag, veth } from "./netns.js";
+import { run } from "./exec.js";
 
 const WEFT_BIN = join(projectRoot(), "bin", "weft.js");
 
@@ -25,6 +26,8 @@ export interface ClusterOptions {
   readonly directRouting?: boolean;
   /** Leave out the agent of these node indexes (the test programs them itself). */
   readonly manualNodes?: readonly number[];
+  /** `weft agent --backend` for every node, or per node (default vxlan). */
+  readonly backend?: string | readonly string[];
 }
 
 export interface Pod {
@@ -66,6 +69,10 @@ export class Cluster {
   static async create(opts: ClusterOptions): Promise<Cluster> {
     const tag = uniqueTag();
     const dir = mkdtempSync(join(tmpdir(), `weft-cluster-${tag}-`));
+    // A bpffs mounted here, in the caller's namespace, outlives every agent (`ip netns exec` gives its
+    // process a fresh /sys, and a bpffs mounted in there would vanish with it).
+    mkdirSync(join(dir, "bpffs"));
+    await run(["mount", "-t", "bpf", "bpf", join(dir, "bpffs")]);
     const hub = await Netns.create("hub", tag);
     let etcd: EtcdServer | undefined;
     try {
@@ -89,6 +96,7 @@ export class Cluster {
     } catch (e) {
       await etcd?.close().catch(() => undefined);
       await sweepNamespaces(`${NS_PREFIX}${tag}`);
+      await run(["umount", "-l", join(dir, "bpffs")]).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
@@ -135,18 +143,29 @@ export class Cluster {
   }
 
   /** Paths of a node's agent files. */
-  files(i: number): { subnetFile: string; socket: string; log: string; stateDir: string } {
+  files(i: number): { subnetFile: string; socket: string; log: string; stateDir: string; bpffs: string } {
     const d = this.node(i).dir;
-    return { subnetFile: join(d, "subnet.env"), socket: join(d, "agent.sock"), log: join(d, "agent.log"), stateDir: join(d, "state") };
+    return {
+      subnetFile: join(d, "subnet.env"), socket: join(d, "agent.sock"), log: join(d, "agent.log"), stateDir: join(d, "state"),
+      bpffs: join(this.dir, "bpffs", `n${i}`),
+    };
+  }
+
+  /** The --backend node i runs with. */
+  backendOf(i: number): string {
+    const b = this.opts.backend;
+    return (typeof b === "string" ? b : b?.[i]) ?? "vxlan";
   }
 
   /** Starts node i's agent (its log goes to <dir>/n<i>/agent.log). */
   startAgent(i: number, extra: readonly string[] = []): ChildProcess {
     const n = this.node(i);
     const f = this.files(i);
+    mkdirSync(f.bpffs, { recursive: true });
     const child = n.ns.spawn([process.execPath, WEFT_BIN, "agent",
       "--etcd-endpoints", this.etcd.endpoint, "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
       "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
+      "--backend", this.backendOf(i), "--bpffs", f.bpffs,
       ...(this.opts.agentArgs ?? []), ...extra]);
     const out = createWriteStream(f.log, { flags: "a" });
     child.stdout?.pipe(out);
@@ -212,7 +231,17 @@ export class Cluster {
       await ns.ip("addr", "add", `${formatIpv4(addr)}/${subnet.len}`, "dev", "eth0");
       await ns.ip("route", "add", "default", "via", formatIpv4(subnet.addr + 1));
       n.pods.push({ ns, node: n.index, addr });
+      if (n.agent) await this.registerPod(n.index, j);
     }
+  }
+
+  /** Tells node i's agent about its pod j (as the CNI plugin will): address, host-side veth, MAC. */
+  async registerPod(i: number, j: number): Promise<void> {
+    const n = this.node(i);
+    const pod = n.pods[j];
+    if (!pod) throw new Error(`node ${i} has no pod ${j}`);
+    const [link] = JSON.parse(await pod.ns.ip("-json", "link", "show", "dev", "eth0")) as { address: string }[];
+    await requestEndpoint(this.files(i).socket, "endpoint-add", { ip: formatIpv4(pod.addr), ifname: `p${j}`, mac: link?.address ?? "" });
   }
 
   private mtuOf(i: number): number {
@@ -260,6 +289,7 @@ export class Cluster {
       await n.ns.destroy();
     }
     await this.hub.destroy();
+    await run(["umount", "-l", join(this.dir, "bpffs")]).catch(() => undefined);
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -106,11 +106,10 @@ function bind(): Lib {
   return lib;
 }
 
-/** libbpf returns -errno (or -1 with errno set, for the low-level calls). */
+/** libbpf 1.x returns -errno from every call that returns an int. */
 function check(rc: number, what: string, hint?: string): number {
   if (rc >= 0) return rc;
-  const e = rc === -1 ? koffi.errno() : -rc;
-  throw new BpfError(what, e, hint === undefined ? {} : { hint });
+  throw new BpfError(what, -rc, hint === undefined ? {} : { hint });
 }
 
 /** A loaded BPF object (programs + maps). */
@@ -183,9 +182,8 @@ export const bpf = {
   get(path: string): number {
     const fd = bind().objGet(path);
     if (fd >= 0) return fd;
-    const e = koffi.errno();
-    if (e === 2) return -1;
-    throw new BpfError(`opening the pin ${path}`, e);
+    if (fd === -2) return -1; // ENOENT
+    throw new BpfError(`opening the pin ${path}`, -fd);
   },
   update(fd: number, key: Buffer, value: Buffer, what: string): void {
     check(bind().update(fd, key, value, BPF_ANY), what);
@@ -194,17 +192,15 @@ export const bpf = {
   lookup(fd: number, key: Buffer, value: Buffer): boolean {
     const rc = bind().lookup(fd, key, value);
     if (rc >= 0) return true;
-    const e = rc === -1 ? koffi.errno() : -rc;
-    if (e === 2) return false;
-    throw new BpfError("map lookup", e);
+    if (rc === -2) return false;
+    throw new BpfError("map lookup", -rc);
   },
   /** True when it existed. */
   delete(fd: number, key: Buffer): boolean {
     const rc = bind().del(fd, key);
     if (rc >= 0) return true;
-    const e = rc === -1 ? koffi.errno() : -rc;
-    if (e === 2) return false;
-    throw new BpfError("map delete", e);
+    if (rc === -2) return false;
+    throw new BpfError("map delete", -rc);
   },
   /** Every key of a map (keySize bytes each). */
   keys(fd: number, keySize: number): Buffer[] {

@@ -39,7 +39,8 @@ export const vxlanBackend: Backend = {
   },
 };
 
-function storedMac(path: string): Uint8Array | undefined {
+/** The VTEP MAC a backend kept in the state dir, if any. */
+export function storedMac(path: string): Uint8Array | undefined {
   try {
     return parseMac(readFileSync(path, "utf8"));
   } catch {

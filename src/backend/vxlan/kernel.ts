@@ -22,12 +22,13 @@ export interface DeviceSpec {
   readonly mtu: number;
 }
 
-interface LinkJson {
+export interface LinkJson {
+  ifindex: number;
   ifname: string;
   address?: string;
   mtu?: number;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean } };
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean; external?: boolean } };
 }
 
 /** The device as the kernel has it, or undefined. */

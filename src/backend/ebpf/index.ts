@@ -1,0 +1,42 @@
+import { join } from "node:path";
+import { formatMac } from "../../common/ipv4.js";
+import { writeFileAtomic } from "../../subnet/subnet-file.js";
+import type { Backend, Network, RegisterContext } from "../types.js";
+import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";
+import { deleteDevice, ensureExternalDevice } from "./device.js";
+import { Datapath } from "./loader.js";
+import { EbpfNetwork } from "./network.js";
+
+/**
+ * The ebpf backend: tc programs move pod traffic in the kernel (pod veth ->
+ * collect_md VXLAN device -> wire, and back straight into the pod), VXLAN
+ * on the wire exactly as the vxlan backend and flannel send it.
+ * Registration: load (reusing pinned maps), the device, the VTEP MAC kept in
+ * the state dir, config and overlay programs. Work done before a failure is
+ * undone: a device created here is deleted, loaded programs are freed.
+ */
+export const ebpfBackend: Backend = {
+  name: "ebpf",
+  async register(ctx: RegisterContext): Promise<Network> {
+    const b = ctx.config.backend;
+    const dp = Datapath.load(ctx.bpffs, ctx.log);
+    let created: string | undefined;
+    try {
+      const spec = { name: `weft.${b.vni}`, port: b.port, mtu: (b.mtu ?? ctx.iface.mtu) - VXLAN_OVERHEAD };
+      const macFile = join(ctx.stateDir, `vtep-mac.${b.vni}`);
+      const dev = await ensureExternalDevice(spec, storedMac(macFile) ?? randomMac(), (why) =>
+        ctx.log.warn({ device: spec.name, why }, "existing device does not fit; recreating it"));
+      if (dev.created) created = spec.name;
+      writeFileAtomic(macFile, `${formatMac(dev.mac)}\n`);
+      const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: dev.mac };
+      const net = new EbpfNetwork(dp, spec, dev.ifindex, attrs, ctx.config, join(ctx.stateDir, "endpoints.json"), ctx.log);
+      await net.start();
+      ctx.log.info({ device: spec.name, mac: formatMac(dev.mac), mtu: spec.mtu }, "ebpf data path ready");
+      return net;
+    } catch (e) {
+      if (created) await deleteDevice(created);
+      dp.close();
+      throw e;
+    }
+  },
+};
