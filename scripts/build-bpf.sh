@@ -20,3 +20,4 @@ for prog in from_pod from_overlay to_overlay; do
 done
 bpftool gen object "$out/weft.bpf.o" "${objs[@]}"
 clang "${CFLAGS[@]}" -c bpf/test/weft_test.bpf.c -o "$out/weft_test.bpf.o"
+clang "${CFLAGS[@]}" -c bpf/test/rejected.bpf.c -o "$out/rejected.bpf.o"

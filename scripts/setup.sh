@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # iproute2: namespaces, veth, vxlan devices, bridge fdb; iputils-ping: reachability;
 # tshark: the VXLAN dissector that judges the core's frames; etcd-server: the
 # store the agents (and their tests) use; nftables: --ip-masq; iperf3: the
-# data-plane benchmark.
-APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3)
+# data-plane benchmark; clang, llvm, libbpf-dev, bpftool: compiling the tc
+# programs (vmlinux.h from the kernel's BTF); libbpf1: loading them.
+APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -64,7 +64,7 @@ describe("weft demo (npm start)", () => {
       if (Date.now() > end || child.exitCode !== null) throw new Error(`demo did not converge: ${out.slice(-3000)}`);
       await new Promise((r) => setTimeout(r, 200));
     }
-    expect(out).toMatch(/n0 +192\.0\.2\.1 +198\.18\.\d+\.0\/24 +vxlan +yes +2 /);
+    expect(out).toMatch(/n0 +192\.0\.2\.1 +198\.18\.\d+\.0\/24 +ebpf +yes +2 /); // auto picks ebpf here
     const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
     child.kill("SIGINT");
     expect(await exited).toBe(0);

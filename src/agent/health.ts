@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:http";
+import { ConfigError } from "../common/errors.js";
 import type { Agent } from "./agent.js";
 
 /**
@@ -27,7 +28,9 @@ export async function startHealthServer(agent: Agent, listen: string): Promise<S
     })().catch((e: Error) => res.writeHead(500).end(e.message));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (e: NodeJS.ErrnoException) => reject(new ConfigError(`--health-listen ${listen}: ${e.code === "EADDRINUSE" ? "the address is in use" : e.message}`, {
+      hint: "choose another host:port, or off",
+    })));
     server.listen(port, host, () => resolve());
   });
   return server;

@@ -22,7 +22,7 @@ export const CAPABILITIES: readonly Capability[] = [
   { area: "control", name: "route table + kernel vxlan backend", status: "done", note: "flanneld's objects; DirectRouting; reconcile; ip-masq (nftables)" },
   { area: "control", name: "weft agent, health, metrics, status", status: "done", note: "/healthz /readyz /metrics; `weft status` over a unix socket" },
   { area: "control", name: "netns cluster harness + `npm start` demo", status: "done", note: "hub bridge, real etcd, agents per node, pods; live table" },
-  { area: "ebpf", name: "tc fast path (from-pod, from-overlay)", status: "not yet", note: "issue 4" },
+  { area: "ebpf", name: "tc fast path (from-pod, from-overlay, to-overlay)", status: "done", note: "collect_md VXLAN device, anti-spoofing, pinned maps + tcx links survive restarts; bulk TCP on par with kernel vxlan, lower RTT" },
   { area: "tun", name: "userspace TUN fallback", status: "not yet", note: "issue 5" },
   { area: "ipam", name: "per-node IPAM + CNI plugins", status: "not yet", note: "issue 6" },
   { area: "dns", name: "service registry + node-local DNS", status: "not yet", note: "issue 7" },

@@ -157,12 +157,15 @@ export class Cluster {
     return (typeof b === "string" ? b : b?.[i]) ?? "vxlan";
   }
 
-  /** Starts node i's agent (its log goes to <dir>/n<i>/agent.log). */
-  startAgent(i: number, extra: readonly string[] = []): ChildProcess {
+  /**
+   * Starts node i's agent (its log goes to <dir>/n<i>/agent.log). `wrap` is a
+   * command prefix inside the namespace (e.g. setpriv dropping capabilities).
+   */
+  startAgent(i: number, extra: readonly string[] = [], wrap: readonly string[] = []): ChildProcess {
     const n = this.node(i);
     const f = this.files(i);
     mkdirSync(f.bpffs, { recursive: true });
-    const child = n.ns.spawn([process.execPath, WEFT_BIN, "agent",
+    const child = n.ns.spawn([...wrap, process.execPath, WEFT_BIN, "agent",
       "--etcd-endpoints", this.etcd.endpoint, "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
       "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
       "--backend", this.backendOf(i), "--bpffs", f.bpffs,

@@ -76,3 +76,11 @@ export async function sweepNamespaces(prefix = NS_PREFIX): Promise<string[]> {
   }
   return names;
 }
+
+/** Unmounts bpffs mounts left under the temp dir by harness runs that were killed. */
+export async function sweepMounts(): Promise<string[]> {
+  const mounts = await run(["findmnt", "-rn", "-t", "bpf", "-o", "TARGET"]).catch(() => "");
+  const stale = mounts.split("\n").map((l) => l.trim()).filter((t) => /\/weft-cluster-[^/]+\/bpffs$/.test(t) || /\/weft-bpffs-[^/]+$/.test(t));
+  for (const t of stale) await run(["umount", "-l", t]).catch(() => undefined);
+  return stale;
+}

@@ -46,7 +46,7 @@ describe("3-node cluster, kernel vxlan backend", () => {
     });
     expect(out).toMatch(/^ready: +yes$/m);
     expect(out).toContain(`subnet: ${c.nodes[1]!.subnet!.addr >>> 24}.`);
-    expect(out).toMatch(/backend: +auto: vxlan .*device: weft\.1 +mtu: 1450/);
+    expect(out).toMatch(/backend: +vxlan \(asked for\) +device: weft\.1 +mtu: 1450/);
     expect(out).toMatch(/^peers: +2$/m);
     expect(out).toMatch(/counters: .*peersProgrammed=2/);
   });

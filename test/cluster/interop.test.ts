@@ -1,36 +1,29 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { formatIpv4, parseCidr } from "../../src/common/ipv4.js";
 import { Cluster } from "../../src/harness/cluster.js";
-import type { SubnetRegistry } from "../../src/subnet/registry.js";
 
 /**
- * Interop with flannel: node 2 runs no weft agent. The test programs it by
+ * Interop with flannel: one node runs no weft agent. The test programs it by
  * hand exactly as flanneld programs a vxlan node (device flannel.1, /32
  * address, permanent neighbour + FDB entry + onlink route per peer) and
  * writes its lease into etcd in flannel's format, reading the weft nodes'
  * leases with plain JSON.parse and flannel's field names. Traffic must flow
- * in every direction.
+ * in every direction, with weft nodes on the kernel vxlan backend, and in a
+ * mixed cluster of an ebpf node, a kernel-vxlan node and the flannel node.
  */
-let c: Cluster;
-let reg: SubnetRegistry;
 const FLANNEL_MAC = "02:f1:a0:00:00:03";
 const FLANNEL_SUBNET = "198.18.200.0/24";
-
-beforeAll(async () => {
-  c = await Cluster.create({ nodes: 3, podsPerNode: 1, manualNodes: [2] });
-  reg = c.registry();
-}, 120_000);
+const clusters: Cluster[] = [];
 
 afterAll(async () => {
-  reg?.close();
-  await c?.destroy();
+  for (const c of clusters) await c.destroy();
 });
 
-describe("weft nodes and a flannel-programmed node", () => {
-  it("exchange traffic both ways", async () => {
-    const n = c.node(2);
+async function programFlannelNode(c: Cluster, i: number): Promise<void> {
+  const reg = c.registry();
+  try {
+    const n = c.node(i);
     const pub = formatIpv4(n.underlay);
-    // The kernel side, as flanneld's vxlan backend does it.
     await n.ns.ip("link", "add", "flannel.1", "address", FLANNEL_MAC, "type", "vxlan", "id", "1", "local", pub,
       "dev", "eth0", "dstport", "8472", "nolearning");
     await n.ns.ip("link", "set", "flannel.1", "mtu", "1450", "up");
@@ -55,14 +48,44 @@ describe("weft nodes and a flannel-programmed node", () => {
     }
     n.subnet = parseCidr(FLANNEL_SUBNET);
     await c.addPods(n, n.subnet, 1450);
+  } finally {
+    reg.close();
+  }
+}
 
-    // The weft nodes pick the flannel lease up from their watch.
-    const end = Date.now() + 10_000;
-    while ((await c.status(0)).peers.length < 2 || (await c.status(1)).peers.length < 2) {
-      if (Date.now() > end) throw new Error("weft nodes did not program the flannel node");
+async function weftNodesSee(c: Cluster, nodes: number[], peers: number): Promise<void> {
+  const end = Date.now() + 10_000;
+  for (const i of nodes) {
+    while ((await c.status(i)).peers.length < peers) {
+      if (Date.now() > end) throw new Error(`node ${i} did not program the flannel node`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect((await c.status(0)).peers.find((p) => p.subnet === FLANNEL_SUBNET)?.vtepMac).toBe(FLANNEL_MAC);
+    expect((await c.status(i)).peers.find((p) => p.subnet === FLANNEL_SUBNET)?.vtepMac).toBe(FLANNEL_MAC);
+  }
+}
+
+describe("weft and flannel on one network", () => {
+  it("kernel-vxlan weft nodes and a flannel-programmed node exchange traffic both ways", async () => {
+    const c = await Cluster.create({ nodes: 3, podsPerNode: 1, manualNodes: [2] });
+    clusters.push(c);
+    await programFlannelNode(c, 2);
+    await weftNodesSee(c, [0, 1], 2);
     expect(await c.pingAll()).toEqual([]);
-  }, 60_000);
+  }, 120_000);
+
+  it("mixed: an ebpf node, a kernel-vxlan node and a flannel-programmed node reach each other in every direction", async () => {
+    const c = await Cluster.create({ nodes: 3, podsPerNode: 2, manualNodes: [2], backend: ["ebpf", "vxlan", "vxlan"] });
+    clusters.push(c);
+    expect((await c.status(0)).backend).toBe("ebpf");
+    expect((await c.status(1)).backend).toBe("vxlan");
+    await programFlannelNode(c, 2);
+    await weftNodesSee(c, [0, 1], 2);
+    expect(await c.pingAll()).toEqual([]);
+    // Hosts too: each weft node's own stack reaches every other node's pods.
+    for (const i of [0, 1]) {
+      for (const p of c.pods.filter((p) => p.node !== i)) {
+        await c.node(i).ns.exec(["ping", "-c", "1", "-W", "2", "-q", formatIpv4(p.addr)]);
+      }
+    }
+  }, 120_000);
 });

@@ -2,14 +2,15 @@ import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { formatIpv4 } from "../../common/ipv4.js";
 import { Cluster } from "../../harness/cluster.js";
-import { sweepNamespaces } from "../../harness/netns.js";
+import { sweepMounts, sweepNamespaces } from "../../harness/netns.js";
 import { run } from "../../harness/exec.js";
 
 /**
  * `weft demo` (`npm start`): the main job on the embedded default. A local
  * etcd, a netns cluster (3 nodes x 2 pods by default) with a weft agent per
- * node (backend auto), and a live table of nodes and pod-to-pod reachability
- * until Ctrl-C; then everything it created is removed.
+ * node (backend auto: ebpf where the host allows it), and a live table of
+ * nodes and pod-to-pod reachability until Ctrl-C; then everything it
+ * created is removed.
  */
 export function registerDemo(program: Command): void {
   program
@@ -26,7 +27,7 @@ export function registerDemo(program: Command): void {
       if (!Number.isInteger(pods) || pods < 1 || pods > 20) throw new ConfigError(`--pods ${o.pods}: give 1..20`);
       await preflight();
       console.log(`weft demo: starting etcd and ${nodes} nodes x ${pods} pods in network namespaces...`);
-      const cluster = await Cluster.create({ nodes, podsPerNode: pods });
+      const cluster = await Cluster.create({ nodes, podsPerNode: pods, backend: "auto" });
       let stopping = false;
       const stop = async (): Promise<void> => {
         if (stopping) return;
@@ -60,8 +61,8 @@ async function preflight(): Promise<void> {
       throw new ConfigError(`${cmd} is not installed`, { hint: `run \`npm run setup\` (it installs ${pkg})` });
     });
   }
-  const stale = await sweepNamespaces();
-  if (stale.length > 0) console.log(`weft demo: removed ${stale.length} namespaces an earlier run left behind`);
+  const stale = [...(await sweepNamespaces()), ...(await sweepMounts())];
+  if (stale.length > 0) console.log(`weft demo: removed ${stale.length} namespaces and mounts an earlier run left behind`);
 }
 
 /** The nodes table and the pod reachability matrix. */

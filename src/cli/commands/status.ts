@@ -27,6 +27,9 @@ export function registerStatus(program: Command): void {
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
       console.log(`peers:    ${st.peers.length}`);
       for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
-      console.log(`counters: ${Object.entries(st.counters).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+      const plain = Object.entries(st.counters).filter(([k]) => !k.startsWith("bpf_"));
+      const bpfCounters = Object.entries(st.counters).filter(([k]) => k.startsWith("bpf_"));
+      console.log(`counters: ${plain.map(([k, v]) => `${k}=${v}`).join(" ")}`);
+      if (bpfCounters.length > 0) console.log(`bpf packets by reason: ${bpfCounters.map(([k, v]) => `${k.slice(4)}=${v}`).join(" ")}`);
     });
 }
