@@ -9,6 +9,7 @@
  *   vxlan:  two weft agents, kernel vxlan backend (flannel's data path)
  *   ebpf:   two weft agents, ebpf backend (tc programs, collect_md VXLAN device)
  */
+import { readFileSync } from "node:fs";
 import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { start } from "../src/harness/exec.js";
@@ -47,32 +48,42 @@ async function topology(backend: string): Promise<Cluster> {
   return c;
 }
 
-async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number }> {
+/** Busy CPU time of the whole machine (user + nice + system + irq + softirq), in seconds. */
+function busyCpuSeconds(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
+  return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0)) / 100;
+}
+
+async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPerGb: number }> {
   const client = c.node(0).pods[0]!;
   const server = c.node(1).pods[0]!;
   const srv = start(["ip", "netns", "exec", server.ns.name, "iperf3", "-s", "-1", "-B", formatIpv4(server.addr)]);
   try {
     await new Promise((r) => setTimeout(r, 300));
+    const cpu0 = busyCpuSeconds();
     const out = await client.ns.exec(["iperf3", "-c", formatIpv4(server.addr), "-t", String(seconds), "-J"], { timeoutMs: (seconds + 20) * 1000 });
-    const doc = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+    const cpu = busyCpuSeconds() - cpu0;
+    const doc = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
     const ping = await client.ns.exec(["ping", "-c", "50", "-i", "0.01", "-q", formatIpv4(server.addr)]);
     const avgMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)?.[1] ?? NaN);
-    return { gbps: doc.end.sum_received.bits_per_second / 1e9, rttUs: avgMs * 1000 };
+    return { gbps: doc.end.sum_received.bits_per_second / 1e9, rttUs: avgMs * 1000, cpuPerGb: cpu / (doc.end.sum_received.bytes / 1e9) };
   } finally {
     srv.kill();
   }
 }
 
 const clusters = new Map<string, Cluster>();
-const best = new Map<string, { gbps: number; rttUs: number }>();
+const best = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number }>();
 try {
   for (const b of backends) clusters.set(b, await topology(b));
   for (let r = 0; r < rounds; r++) {
     for (const b of backends) {
       const m = await measure(clusters.get(b)!);
-      log(`round ${r + 1} ${b.padEnd(7)} ${m.gbps.toFixed(2)} Gbit/s  rtt ${m.rttUs.toFixed(0)} us`);
+      log(`round ${r + 1} ${b.padEnd(7)} ${m.gbps.toFixed(2)} Gbit/s  rtt ${m.rttUs.toFixed(0)} us  cpu ${m.cpuPerGb.toFixed(2)} s/GB`);
       const prev = best.get(b);
-      best.set(b, { gbps: Math.max(prev?.gbps ?? 0, m.gbps), rttUs: Math.min(prev?.rttUs ?? Infinity, m.rttUs) });
+      best.set(b, {
+        gbps: Math.max(prev?.gbps ?? 0, m.gbps), rttUs: Math.min(prev?.rttUs ?? Infinity, m.rttUs), cpuPerGb: Math.min(prev?.cpuPerGb ?? Infinity, m.cpuPerGb),
+      });
     }
   }
 } finally {
@@ -80,11 +91,14 @@ try {
 }
 
 const base = best.get("direct")?.gbps;
-log("\nbackend  Gbit/s (best)  rtt us (best)  vs direct");
+log("\nbackend  Gbit/s (best)  rtt us (best)  machine CPU s/GB (best)  vs direct");
 for (const b of backends) {
   const m = best.get(b)!;
-  log(`${b.padEnd(9)}${m.gbps.toFixed(2).padStart(13)}${m.rttUs.toFixed(0).padStart(15)}${base ? `${(m.gbps / base).toFixed(2)}x`.padStart(11) : ""}`);
+  log(`${b.padEnd(9)}${m.gbps.toFixed(2).padStart(13)}${m.rttUs.toFixed(0).padStart(15)}${m.cpuPerGb.toFixed(2).padStart(25)}${base ? `${(m.gbps / base).toFixed(2)}x`.padStart(11) : ""}`);
 }
 if (json) {
-  console.log(JSON.stringify({ results: backends.map((b) => ({ backend: b, gbps: +best.get(b)!.gbps.toFixed(2), rtt_us: Math.round(best.get(b)!.rttUs) })) }));
+  console.log(JSON.stringify({ results: backends.map((b) => {
+    const m = best.get(b)!;
+    return { backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2) };
+  }) }));
 }
