@@ -139,7 +139,7 @@ export class Agent {
     for (const [i, b] of candidates.entries()) {
       try {
         const net = await b.register({
-          config: this.config as NetworkConfig, iface, stateDir: this.opts.stateDir, bpffs: this.opts.bpffs, log: this.log.child({ backend: b.name }),
+          config: this.config as NetworkConfig, iface, stateDir: this.opts.stateDir, bpffs: this.opts.bpffs, bpfAttach: this.opts.bpfAttach, log: this.log.child({ backend: b.name }),
         });
         this.backendChoice = this.opts.backend === "auto"
           ? `auto: ${b.name}${i > 0 ? ` (${candidates[0]?.name} failed to start)` : ""}`

@@ -21,6 +21,7 @@ export const agentOptionsSchema = z.object({
   ipMasq: z.boolean(),
   stateDir: z.string().min(1),
   bpffs: z.string().min(1),
+  bpfAttach: z.enum(["auto", "tcx", "tc"]),
   healthListen: z.union([hostPort, z.literal("off")]),
   controlSocket: z.string().min(1),
   subnetLeaseTtl: z.number().int().min(5, "must be at least 5 seconds").max(30 * 86400),
@@ -39,6 +40,7 @@ export const AGENT_DEFAULTS = {
   subnetFile: "/run/weft/subnet.env",
   stateDir: "/var/lib/weft",
   bpffs: "/sys/fs/bpf",
+  bpfAttach: "auto",
   healthListen: "127.0.0.1:9099",
   controlSocket: "/run/weft/agent.sock",
   subnetLeaseTtl: "86400",
@@ -49,7 +51,7 @@ export const AGENT_DEFAULTS = {
 const FLAG: Record<string, string> = {
   etcdEndpoints: "--etcd-endpoints", etcdPrefix: "--etcd-prefix", etcdCafile: "--etcd-cafile", etcdCertfile: "--etcd-certfile",
   etcdKeyfile: "--etcd-keyfile", iface: "--iface", publicIp: "--public-ip", backend: "--backend", subnetFile: "--subnet-file",
-  ipMasq: "--ip-masq", stateDir: "--state-dir", bpffs: "--bpffs", healthListen: "--health-listen", controlSocket: "--control-socket",
+  ipMasq: "--ip-masq", stateDir: "--state-dir", bpffs: "--bpffs", bpfAttach: "--bpf-attach", healthListen: "--health-listen", controlSocket: "--control-socket",
   subnetLeaseTtl: "--subnet-lease-ttl", subnetLeaseRenewMargin: "--subnet-lease-renew-margin", reconcileInterval: "--reconcile-interval",
 };
 

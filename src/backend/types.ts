@@ -37,6 +37,8 @@ export interface RegisterContext {
   readonly stateDir: string;
   /** A bpffs directory for pins that outlive the agent (ebpf backend). */
   readonly bpffs: string;
+  /** How the ebpf backend attaches programs: tcx links, tc filters, or tcx when the kernel has it. */
+  readonly bpfAttach: "auto" | "tcx" | "tc";
   readonly log: Logger;
 }
 

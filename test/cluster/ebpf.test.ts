@@ -84,3 +84,27 @@ describe("ebpf backend cluster", () => {
     expect(await c.pingAll()).toEqual([]);
   });
 });
+
+describe("ebpf backend with tc filters (kernels without tcx)", () => {
+  let t: Cluster;
+  beforeAll(async () => {
+    t = await Cluster.create({ nodes: 2, podsPerNode: 1, backend: "ebpf", agentArgs: ["--bpf-attach", "tc"] });
+  }, 120_000);
+  afterAll(async () => {
+    await t?.destroy();
+  });
+
+  it("attaches with clsact filters, carries traffic, and survives an agent restart", async () => {
+    const filters = await t.node(0).ns.exec(["tc", "filter", "show", "dev", "p0", "ingress"]);
+    expect(filters).toMatch(/weft_from_pod/);
+    expect(await t.pingAll()).toEqual([]);
+    await t.stopAgent(0, "SIGKILL");
+    expect(await t.pingAll()).toEqual([]); // no agent: the filters still hold the programs
+    t.startAgent(0);
+    await t.waitReady(0);
+    expect(await t.pingAll()).toEqual([]);
+    // Replaced in place: still one filter, now holding the new agent's program.
+    const egress = JSON.parse(await t.node(0).ns.exec(["tc", "-json", "filter", "show", "dev", "weft.1", "egress"])) as { options?: { prog?: { name?: string } } }[];
+    expect(egress.filter((f) => f.options?.prog?.name?.startsWith("weft_to_overl"))).toHaveLength(1);
+  }, 60_000);
+});

@@ -19,7 +19,7 @@ export const ebpfBackend: Backend = {
   name: "ebpf",
   async register(ctx: RegisterContext): Promise<Network> {
     const b = ctx.config.backend;
-    const dp = Datapath.load(ctx.bpffs, ctx.log);
+    const dp = Datapath.load(ctx.bpffs, ctx.log, ctx.bpfAttach);
     let created: string | undefined;
     try {
       const spec = { name: `weft.${b.vni}`, port: b.port, mtu: (b.mtu ?? ctx.iface.mtu) - VXLAN_OVERHEAD };

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statfsSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../../common/log.js";
@@ -9,6 +10,11 @@ const BPF_FS_MAGIC = 0xcafe4a11;
 
 export type ProgName = "weft_from_pod" | "weft_from_overlay" | "weft_to_overlay";
 export type Hook = "ingress" | "egress";
+/** tcx: bpf_link per hook (Linux 6.6+). tc: a clsact filter with a pinned program (older kernels). */
+export type AttachMode = "auto" | "tcx" | "tc";
+
+/** Where each program runs. */
+const HOOK: Record<ProgName, Hook> = { weft_from_pod: "ingress", weft_from_overlay: "ingress", weft_to_overlay: "egress" };
 
 /** build/bpf/weft.bpf.o of this checkout (WEFT_BPF_OBJECT overrides). */
 export function objectPath(): string {
@@ -29,7 +35,10 @@ export function objectPath(): string {
  * it, and only then is the old pin replaced; until the swap, the running
  * programs keep using the old map, so traffic stops for no longer than the
  * atomic program replacement. Programs are replaced atomically with
- * bpf_link_update on the pinned tcx link.
+ * bpf_link_update on the pinned tcx link; on kernels without tcx, with
+ * `tc filter replace` of the same preference and handle (progs/<name> pins
+ * the program for tc). Switching a live node between the two leaves the old
+ * attachment in place until the node restarts.
  */
 export class Datapath {
   readonly maps: WeftMaps;
@@ -42,12 +51,13 @@ export class Datapath {
     fds: Record<MapName, number>,
     migrated: MapName[],
     private readonly log: Logger,
+    private mode: AttachMode,
   ) {
     this.maps = new WeftMaps(fds, possibleCpus(readFileSync("/sys/devices/system/cpu/possible", "utf8")));
     this.migrated = migrated;
   }
 
-  static load(bpffs: string, log: Logger): Datapath {
+  static load(bpffs: string, log: Logger, mode: AttachMode = "auto"): Datapath {
     ensureBpffs(bpffs);
     const root = join(bpffs, "weft");
     mkdirSync(join(root, "maps"), { recursive: true });
@@ -77,7 +87,7 @@ export class Datapath {
       if (reuse[name] === undefined && !migrated.includes(name)) bpf.pin(fds[name], pin);
     }
     log.info({ reused: Object.keys(reuse), migrated, root }, "BPF programs loaded");
-    return new Datapath(obj, root, fds, migrated, log);
+    return new Datapath(obj, root, fds, migrated, log, mode);
   }
 
   /** After the caller refilled migrated maps and attached: pin them in place of the old ones. */
@@ -100,6 +110,19 @@ export class Datapath {
    * bpffs. An existing pinned link gets the new program atomically.
    */
   attach(prog: ProgName, ifindex: number, hook: Hook): void {
+    if (this.mode === "tc") return this.attachTc(prog, ifindex, hook);
+    try {
+      this.attachTcx(prog, ifindex, hook);
+    } catch (e) {
+      const unsupported = e instanceof BpfError && [22, 95, 524].includes(e.errno);
+      if (this.mode !== "auto" || !unsupported) throw e;
+      this.log.warn({ err: (e as Error).message }, "this kernel has no tcx links; attaching with tc filters instead");
+      this.mode = "tc";
+      this.attachTc(prog, ifindex, hook);
+    }
+  }
+
+  private attachTcx(prog: ProgName, ifindex: number, hook: Hook): void {
     const fd = this.obj.progFd(prog);
     const pin = this.linkPin(prog, ifindex);
     const existing = bpf.get(pin);
@@ -123,8 +146,46 @@ export class Datapath {
     }
   }
 
-  /** Detaches by removing the pinned link (the last reference). */
+  private readonly pinnedProgs = new Set<ProgName>();
+
+  /** tc mode: the program pinned once per load, then a clsact filter replaced in place. */
+  private attachTc(prog: ProgName, ifindex: number, hook: Hook): void {
+    const pin = join(this.root, "progs", prog);
+    if (!this.pinnedProgs.has(prog)) {
+      mkdirSync(join(this.root, "progs"), { recursive: true });
+      if (existsSync(pin)) unlinkSync(pin);
+      bpf.pin(this.obj.progFd(prog), pin);
+      this.pinnedProgs.add(prog);
+    }
+    const dev = ifname(ifindex);
+    execFileSync("tc", ["qdisc", "replace", "dev", dev, "clsact"], { stdio: "pipe" });
+    execFileSync("tc", ["filter", "replace", "dev", dev, hook, "pref", "1", "handle", "1", "bpf", "direct-action", "object-pinned", pin], { stdio: "pipe" });
+  }
+
+  /** tc mode: the program name (the kernel keeps 15 characters) of the bpf filter at pref 1 of a hook, if any. */
+  private tcFilter(ifindex: number, hook: Hook): string | undefined {
+    try {
+      const out = execFileSync("tc", ["-json", "filter", "show", "dev", ifname(ifindex), hook], { encoding: "utf8", stdio: "pipe" });
+      const filters = JSON.parse(out || "[]") as { pref?: number; options?: { prog?: { name?: string } } }[];
+      return filters.find((f) => f.pref === 1 && f.options?.prog?.name)?.options?.prog?.name;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private tcOwns(prog: ProgName, ifindex: number): boolean {
+    const name = this.tcFilter(ifindex, HOOK[prog]);
+    return name !== undefined && name.length > 0 && prog.startsWith(name);
+  }
+
+  /** Detaches by removing the pinned link (the last reference), or the tc filter. */
   detach(prog: ProgName, ifindex: number): boolean {
+    if (this.mode === "tc") {
+      const hook = HOOK[prog];
+      if (!this.tcOwns(prog, ifindex)) return false;
+      execFileSync("tc", ["filter", "del", "dev", ifname(ifindex), hook, "pref", "1", "handle", "1", "bpf"], { stdio: "pipe" });
+      return true;
+    }
     const pin = this.linkPin(prog, ifindex);
     if (!existsSync(pin)) return false;
     unlinkSync(pin);
@@ -140,6 +201,7 @@ export class Datapath {
   }
 
   isAttached(prog: ProgName, ifindex: number): boolean {
+    if (this.mode === "tc") return this.tcOwns(prog, ifindex);
     return existsSync(this.linkPin(prog, ifindex));
   }
 
@@ -147,6 +209,13 @@ export class Datapath {
   close(): void {
     this.obj.close();
   }
+}
+
+function ifname(ifindex: number): string {
+  const links = JSON.parse(execFileSync("ip", ["-json", "link", "show"], { encoding: "utf8" })) as { ifindex: number; ifname: string }[];
+  const l = links.find((x) => x.ifindex === ifindex);
+  if (!l) throw new BpfError(`no interface with index ${ifindex}`, 19);
+  return l.ifname;
 }
 
 /**
