@@ -8,6 +8,9 @@
  *   direct: plain routing, no overlay (each node routes the other's pod subnet via its underlay address)
  *   vxlan:  two weft agents, kernel vxlan backend (flannel's data path)
  *   ebpf:   two weft agents, ebpf backend (tc programs, collect_md VXLAN device)
+ *   tun:    two weft agents, tun backend (userspace: TUN device, WASM encap/decap, UDP sockets)
+ * Besides throughput and RTT it reports CPU seconds per GB: of the whole
+ * machine, and of the two agents (the tun backend's packet work is theirs).
  */
 import { readFileSync } from "node:fs";
 import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
@@ -24,8 +27,8 @@ const backends = arg("--backends", "direct,vxlan").split(",").map((s) => s.trim(
 const seconds = Number(arg("--seconds", "5"));
 const rounds = Number(arg("--rounds", "2"));
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
-const BUILT = ["direct", "vxlan", "ebpf"];
-const LATER: Record<string, number> = { tun: 5 };
+const BUILT = ["direct", "vxlan", "ebpf", "tun"];
+const LATER: Record<string, number> = {};
 
 for (const b of backends) {
   if (!BUILT.includes(b)) {
@@ -35,7 +38,7 @@ for (const b of backends) {
 }
 
 async function topology(backend: string): Promise<Cluster> {
-  if (backend === "vxlan" || backend === "ebpf") return Cluster.create({ nodes: 2, podsPerNode: 1, backend });
+  if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend });
   // direct: no agent; routes and pods by hand.
   const c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1] });
   for (const i of [0, 1]) {
@@ -54,35 +57,55 @@ function busyCpuSeconds(): number {
   return ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0)) / 100;
 }
 
-async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPerGb: number }> {
+/** CPU seconds (user + system) the agents of a cluster have used so far. */
+function agentCpuSeconds(c: Cluster): number {
+  let ticks = 0;
+  for (const n of c.nodes) {
+    const pid = n.agent?.pid;
+    if (pid === undefined) continue;
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+      ticks += Number(f[11] ?? 0) + Number(f[12] ?? 0); // utime, stime
+    } catch {
+      // the agent is gone
+    }
+  }
+  return ticks / 100;
+}
+
+async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPerGb: number; agentCpuPerGb: number }> {
   const client = c.node(0).pods[0]!;
   const server = c.node(1).pods[0]!;
   const srv = start(["ip", "netns", "exec", server.ns.name, "iperf3", "-s", "-1", "-B", formatIpv4(server.addr)]);
   try {
     await new Promise((r) => setTimeout(r, 300));
     const cpu0 = busyCpuSeconds();
+    const agent0 = agentCpuSeconds(c);
     const out = await client.ns.exec(["iperf3", "-c", formatIpv4(server.addr), "-t", String(seconds), "-J"], { timeoutMs: (seconds + 20) * 1000 });
     const cpu = busyCpuSeconds() - cpu0;
+    const agentCpu = agentCpuSeconds(c) - agent0;
     const doc = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
     const ping = await client.ns.exec(["ping", "-c", "50", "-i", "0.01", "-q", formatIpv4(server.addr)]);
     const avgMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)?.[1] ?? NaN);
-    return { gbps: doc.end.sum_received.bits_per_second / 1e9, rttUs: avgMs * 1000, cpuPerGb: cpu / (doc.end.sum_received.bytes / 1e9) };
+    const gb = doc.end.sum_received.bytes / 1e9;
+    return { gbps: doc.end.sum_received.bits_per_second / 1e9, rttUs: avgMs * 1000, cpuPerGb: cpu / gb, agentCpuPerGb: agentCpu / gb };
   } finally {
     srv.kill();
   }
 }
 
 const clusters = new Map<string, Cluster>();
-const best = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number }>();
+const best = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number; agentCpuPerGb: number }>();
 try {
   for (const b of backends) clusters.set(b, await topology(b));
   for (let r = 0; r < rounds; r++) {
     for (const b of backends) {
       const m = await measure(clusters.get(b)!);
-      log(`round ${r + 1} ${b.padEnd(7)} ${m.gbps.toFixed(2)} Gbit/s  rtt ${m.rttUs.toFixed(0)} us  cpu ${m.cpuPerGb.toFixed(2)} s/GB`);
+      log(`round ${r + 1} ${b.padEnd(7)} ${m.gbps.toFixed(2)} Gbit/s  rtt ${m.rttUs.toFixed(0)} us  cpu ${m.cpuPerGb.toFixed(2)} s/GB  agents ${m.agentCpuPerGb.toFixed(2)} s/GB`);
       const prev = best.get(b);
       best.set(b, {
         gbps: Math.max(prev?.gbps ?? 0, m.gbps), rttUs: Math.min(prev?.rttUs ?? Infinity, m.rttUs), cpuPerGb: Math.min(prev?.cpuPerGb ?? Infinity, m.cpuPerGb),
+        agentCpuPerGb: Math.min(prev?.agentCpuPerGb ?? Infinity, m.agentCpuPerGb),
       });
     }
   }
@@ -91,14 +114,16 @@ try {
 }
 
 const base = best.get("direct")?.gbps;
-log("\nbackend  Gbit/s (best)  rtt us (best)  machine CPU s/GB (best)  vs direct");
+const vx = best.get("vxlan")?.gbps;
+log("\nbackend  Gbit/s (best)  rtt us (best)  machine CPU s/GB  agents CPU s/GB  vs direct  vs vxlan");
 for (const b of backends) {
   const m = best.get(b)!;
-  log(`${b.padEnd(9)}${m.gbps.toFixed(2).padStart(13)}${m.rttUs.toFixed(0).padStart(15)}${m.cpuPerGb.toFixed(2).padStart(25)}${base ? `${(m.gbps / base).toFixed(2)}x`.padStart(11) : ""}`);
+  log(`${b.padEnd(9)}${m.gbps.toFixed(2).padStart(13)}${m.rttUs.toFixed(0).padStart(15)}${m.cpuPerGb.toFixed(2).padStart(18)}${m.agentCpuPerGb.toFixed(2).padStart(17)}` +
+    `${base ? `${(m.gbps / base).toFixed(2)}x`.padStart(11) : "".padStart(11)}${vx ? `${(m.gbps / vx).toFixed(2)}x`.padStart(10) : ""}`);
 }
 if (json) {
   console.log(JSON.stringify({ results: backends.map((b) => {
     const m = best.get(b)!;
-    return { backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2) };
+    return { backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2), agent_cpu_s_per_gb: +m.agentCpuPerGb.toFixed(2) };
   }) }));
 }

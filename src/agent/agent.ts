@@ -1,9 +1,10 @@
-import { ConfigError, NotBuiltError } from "../common/errors.js";
+import { ConfigError } from "../common/errors.js";
 import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
 import { ebpfBackend } from "../backend/ebpf/index.js";
 import { ebpfObstacles } from "../backend/ebpf/probe.js";
+import { tunBackend, tunObstacles } from "../backend/tun/index.js";
 import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
 import { vxlanBackend } from "../backend/vxlan/index.js";
 import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
@@ -120,18 +121,25 @@ export class Agent {
    */
   private backendCandidates(): Backend[] {
     const want = this.opts.backend;
-    if (want === "tun") throw new NotBuiltError("--backend tun: not built yet (issue 5)", { hint: "use --backend vxlan, ebpf or auto" });
     if (want === "vxlan") return [vxlanBackend];
+    if (want === "tun") {
+      const why = tunObstacles();
+      if (why.length > 0) throw new ConfigError(`--backend tun cannot run here: ${why.join("; ")}`);
+      return [tunBackend];
+    }
     const obstacles = ebpfObstacles(this.opts.bpffs);
     if (want === "ebpf") {
-      if (obstacles.length > 0) throw new ConfigError(`--backend ebpf cannot run here: ${obstacles.join("; ")}`, { hint: "fix those, or use --backend vxlan or auto" });
+      if (obstacles.length > 0) throw new ConfigError(`--backend ebpf cannot run here: ${obstacles.join("; ")}`, { hint: "fix those, or use --backend vxlan, tun or auto" });
       return [ebpfBackend];
     }
+    // auto: ebpf, else the userspace path (restricted hosts), else the kernel vxlan device.
+    const tunWhy = tunObstacles();
     if (obstacles.length > 0) {
-      this.log.info({ reasons: obstacles }, "auto: the ebpf backend cannot run here; using vxlan (tun is not built yet)");
-      return [vxlanBackend];
+      this.log.info({ reasons: obstacles }, `auto: the ebpf backend cannot run here; using ${tunWhy.length === 0 ? "tun" : "vxlan"}`);
+      if (tunWhy.length > 0) this.log.info({ reasons: tunWhy }, "auto: the tun backend cannot run here either");
+      return tunWhy.length === 0 ? [tunBackend, vxlanBackend] : [vxlanBackend];
     }
-    return [ebpfBackend, vxlanBackend];
+    return tunWhy.length === 0 ? [ebpfBackend, tunBackend, vxlanBackend] : [ebpfBackend, vxlanBackend];
   }
 
   /** Registers the first candidate that works; auto falls back and logs exactly why. */

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# npm run build:native: the shim the userspace (TUN) data path calls through
+# koffi. Output: build/native/libweft_shim.so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build/native
+cc -O2 -Wall -Wextra -Werror -fPIC -shared -o build/native/libweft_shim.so native/weft_shim.c

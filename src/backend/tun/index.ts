@@ -1,0 +1,79 @@
+import { accessSync, constants } from "node:fs";
+import { join } from "node:path";
+import { formatMac } from "../../common/ipv4.js";
+import { run } from "../../harness/exec.js";
+import { writeFileAtomic } from "../../subnet/subnet-file.js";
+import type { Backend, Network, RegisterContext } from "../types.js";
+import { readDevice } from "../vxlan/kernel.js";
+import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";
+import { ShimError, checked, loadShim, shimPath } from "./shim.js";
+import { TunNetwork } from "./network.js";
+
+/** Sockets the sender spreads flows over (each has its own source port). */
+const TX_SOCKETS = 8;
+const SOCKET_BUFFER = 8 << 20;
+
+/**
+ * The tun backend, for hosts where eBPF is not allowed: the kernel routes
+ * the cluster network into a TUN device, two worker threads move packets
+ * between it and UDP sockets, encapsulating and decapsulating in the WASM
+ * core. VXLAN on the wire, exactly as the kernel sends it, so it talks to
+ * kernel-vxlan, ebpf and flannel nodes. Registration undoes its work if a
+ * step fails (sockets closed, a device it created deleted).
+ */
+export const tunBackend: Backend = {
+  name: "tun",
+  async register(ctx: RegisterContext): Promise<Network> {
+    const shim = loadShim();
+    const b = ctx.config.backend;
+    const device = `weft.${b.vni}`;
+    const mtu = (b.mtu ?? ctx.iface.mtu) - VXLAN_OVERHEAD;
+    const existing = await readDevice(device);
+    if (existing && existing.linkinfo?.info_kind !== "tun") {
+      ctx.log.warn({ device, kind: existing.linkinfo?.info_kind }, "a non-TUN device has our name (another backend ran here); replacing it");
+      await run(["ip", "link", "del", "dev", device]);
+    }
+    const fds: number[] = [];
+    try {
+      const tunFd = checked(shim.tunOpen(device), `opening the TUN device ${device} (/dev/net/tun, CAP_NET_ADMIN)`);
+      fds.push(tunFd);
+      const rxFd = checked(shim.udpOpen(ctx.iface.addr, b.port, SOCKET_BUFFER, SOCKET_BUFFER), `binding UDP port ${b.port}`);
+      fds.push(rxFd);
+      const txFds: number[] = [];
+      for (let i = 0; i < TX_SOCKETS; i++) {
+        const fd = checked(shim.udpOpen(ctx.iface.addr, 0, SOCKET_BUFFER, SOCKET_BUFFER), "opening a sending UDP socket");
+        fds.push(fd);
+        txFds.push(fd);
+      }
+      // The TUN device's MAC does not exist (layer 3); the VTEP MAC others put on frames to us is ours to choose.
+      const macFile = join(ctx.stateDir, `vtep-mac.${b.vni}`);
+      const mac = storedMac(macFile) ?? randomMac();
+      writeFileAtomic(macFile, `${formatMac(mac)}\n`);
+      await run(["ip", "link", "set", "dev", device, "mtu", String(mtu), "up"]);
+      const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 64, slotSize: 2048 }, attrs, ctx.config, ctx.iface, ctx.log);
+      net.start();
+      ctx.log.info({ device, mtu, port: b.port, txPorts: txFds.map((fd) => shim.udpPort(fd)) }, "tun data path ready");
+      return net;
+    } catch (e) {
+      for (const fd of fds) shim.close(fd);
+      throw e;
+    }
+  },
+};
+
+/** Why the tun backend cannot run here (empty: it can). */
+export function tunObstacles(): string[] {
+  const out: string[] = [];
+  try {
+    accessSync("/dev/net/tun", constants.R_OK | constants.W_OK);
+  } catch {
+    out.push("/dev/net/tun is not available");
+  }
+  try {
+    loadShim();
+  } catch (e) {
+    out.push(e instanceof ShimError ? e.message : `${shimPath()} cannot be loaded`);
+  }
+  return out;
+}

@@ -1,0 +1,190 @@
+import { MessageChannel, Worker } from "node:worker_threads";
+import { formatCidr, formatIpv4 } from "../../common/ipv4.js";
+import type { Logger } from "../../common/log.js";
+import { run } from "../../harness/exec.js";
+import type { RouteDiff } from "../../routes/table.js";
+import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
+import type { NetworkConfig } from "../../subnet/network-config.js";
+import { ipJson } from "../netlink.js";
+import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
+import { setDeviceAddress } from "../vxlan/kernel.js";
+import { loadShim } from "./shim.js";
+import type { WorkerControl, WorkerInit, WorkerReport } from "./worker.js";
+
+const WORKER = new URL("./worker.js", import.meta.url);
+/** Peer index 0 is this node (its subnet is delivered by the kernel, never encapsulated). */
+const SELF = 0;
+
+export interface TunSetup {
+  readonly device: string;
+  readonly mtu: number;
+  readonly tunFd: number;
+  readonly txFds: number[];
+  readonly rxFd: number;
+  readonly maxBatch: number;
+  readonly slotSize: number;
+}
+
+interface Running {
+  readonly worker: Worker;
+  readonly port: MessageChannel["port1"];
+}
+
+/**
+ * The tun backend's event loop on the main thread: it owns the TUN device
+ * and the sockets, runs the two packet workers, and turns route-table diffs
+ * into peer and route messages for them. A worker that dies is started again
+ * with the whole current state.
+ */
+export class TunNetwork implements Network {
+  readonly backend = "tun" as const;
+  readonly mtu: number;
+  private local: Lease | undefined;
+  /** subnet -> (peer index, lease) */
+  private readonly peers = new Map<string, { idx: number; lease: Lease }>();
+  private readonly freeIdx: number[] = [];
+  private nextIdx = 1;
+  private readonly workers: { tx?: Running; rx?: Running } = {};
+  private readonly reports: { tx?: WorkerReport; rx?: WorkerReport } = {};
+  private stopping = false;
+  recreated = 0;
+  workerRestarts = 0;
+
+  constructor(
+    private setup: TunSetup,
+    readonly leaseAttrs: LeaseAttrs,
+    private readonly config: NetworkConfig,
+    private readonly iface: ExternalInterface,
+    private readonly log: Logger,
+  ) {
+    this.mtu = setup.mtu;
+  }
+
+  start(): void {
+    this.spawn("tx");
+    this.spawn("rx");
+  }
+
+  private spawn(mode: "tx" | "rx"): void {
+    const { port1, port2 } = new MessageChannel();
+    const init: WorkerInit = {
+      mode, tunFd: this.setup.tunFd, sockFds: mode === "tx" ? this.setup.txFds : [this.setup.rxFd],
+      vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
+      dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize,
+    };
+    const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
+    this.workers[mode] = { worker, port: port1 };
+    worker.on("message", (m: WorkerReport | { t: "error"; error: string }) => {
+      if (m.t === "counters") this.reports[mode] = m;
+      else this.log.warn({ worker: mode, err: m.error }, "packet worker reported an error");
+    });
+    worker.on("error", (e) => this.log.error({ worker: mode, err: e.message }, "packet worker failed"));
+    worker.on("exit", (code) => {
+      if (this.stopping) return;
+      this.log.error({ worker: mode, code }, "packet worker exited; starting it again");
+      this.workerRestarts++;
+      this.spawn(mode);
+    });
+    for (const m of this.replay(mode)) port1.postMessage(m);
+  }
+
+  /** Everything a fresh worker needs to know. */
+  private replay(mode: "tx" | "rx"): WorkerControl[] {
+    const out: WorkerControl[] = [];
+    if (this.local) out.push(...this.peerMsgs(SELF, this.local, true, mode));
+    for (const { idx, lease } of this.peers.values()) out.push(...this.peerMsgs(idx, lease, false, mode));
+    return out;
+  }
+
+  private peerMsgs(idx: number, l: Lease, local: boolean, mode: "tx" | "rx"): WorkerControl[] {
+    const peer: WorkerControl = {
+      t: "peer", idx, underlay: l.attrs.publicIp, mac: [...l.attrs.vtepMac], subnet: l.subnet.addr, len: l.subnet.len, local,
+    };
+    // Only the sending side routes; the receiving side checks peers (anti-spoofing).
+    return mode === "tx" ? [peer, { t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx }] : [peer];
+  }
+
+  private send(mode: "tx" | "rx", m: WorkerControl): void {
+    this.workers[mode]?.port.postMessage(m);
+  }
+
+  async configureLocal(lease: Lease): Promise<void> {
+    if (this.local) {
+      this.send("tx", { t: "unroute", addr: this.local.subnet.addr, len: this.local.subnet.len });
+    }
+    this.local = lease;
+    for (const mode of ["tx", "rx"] as const) for (const m of this.peerMsgs(SELF, lease, true, mode)) this.send(mode, m);
+    await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
+    await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+  }
+
+  async apply(diff: RouteDiff): Promise<void> {
+    for (const l of [...diff.removed, ...diff.changed.map((c) => c.before)]) {
+      const k = formatCidr(l.subnet);
+      const p = this.peers.get(k);
+      if (!p) continue;
+      this.peers.delete(k);
+      this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
+      this.send("tx", { t: "unpeer", idx: p.idx });
+      this.send("rx", { t: "unpeer", idx: p.idx });
+      this.freeIdx.push(p.idx);
+    }
+    for (const l of [...diff.added, ...diff.changed.map((c) => c.after)]) {
+      const idx = this.freeIdx.pop() ?? this.nextIdx++;
+      this.peers.set(formatCidr(l.subnet), { idx, lease: l });
+      for (const mode of ["tx", "rx"] as const) for (const m of this.peerMsgs(idx, l, false, mode)) this.send(mode, m);
+    }
+  }
+
+  /** The TUN device is back if someone deleted it (the workers get the new fd), with its address and route. */
+  async reconcile(_routes: readonly Lease[]): Promise<number> {
+    const [dev] = await ipJson<{ flags?: string[] }>(["link", "show", "dev", this.setup.device]).catch(() => []);
+    if (dev && dev.flags?.includes("UP")) return 0;
+    this.log.warn({ device: this.setup.device }, dev ? "TUN device is down; bringing it up" : "TUN device disappeared; recreating it");
+    if (!dev) {
+      const shim = loadShim();
+      const old = this.setup.tunFd;
+      const fd = shim.tunOpen(this.setup.device);
+      if (fd < 0) throw new Error(`reopening ${this.setup.device}: errno ${-fd}`);
+      this.setup = { ...this.setup, tunFd: fd };
+      this.send("tx", { t: "tun", fd });
+      this.send("rx", { t: "tun", fd });
+      setTimeout(() => shim.close(old), 500).unref(); // after the workers moved on
+    }
+    await run(["ip", "link", "set", "dev", this.setup.device, "mtu", String(this.mtu), "up"]);
+    if (this.local) await this.configureLocal(this.local);
+    this.recreated++;
+    return 1;
+  }
+
+  status(): NetworkStatus {
+    const counters: Record<string, number> = { device_recreated: this.recreated, worker_restarts: this.workerRestarts };
+    for (const mode of ["tx", "rx"] as const) {
+      const r = this.reports[mode];
+      if (!r) continue;
+      counters[`tun_${mode}_batches`] = r.batches;
+      for (const [k, v] of Object.entries(r.counters)) if (v !== "0" || k === "ok") counters[`tun_${mode}_${k}`] = Number(v);
+    }
+    return { backend: "tun", device: this.setup.device, mtu: this.mtu, peers: { programmed: this.peers.size, failed: 0 }, counters };
+  }
+
+  /**
+   * Stops the workers and closes the sockets and our TUN fd. The device is
+   * persistent, so its address and routes stay for the next agent; packets
+   * wait for it (no userspace, no forwarding).
+   */
+  async close(): Promise<void> {
+    this.stopping = true;
+    const shim = loadShim();
+    await Promise.all((["tx", "rx"] as const).map(async (mode) => {
+      const w = this.workers[mode];
+      if (!w) return;
+      w.port.postMessage({ t: "stop" } satisfies WorkerControl);
+      const exited = new Promise((r) => w.worker.once("exit", r));
+      const t = setTimeout(() => void w.worker.terminate(), 1000);
+      await exited;
+      clearTimeout(t);
+    }));
+    for (const fd of [...this.setup.txFds, this.setup.rxFd, this.setup.tunFd]) shim.close(fd);
+  }
+}

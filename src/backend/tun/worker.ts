@@ -1,0 +1,125 @@
+/**
+ * A packet loop of the userspace data path, one worker thread per direction:
+ *   tx: TUN device -> WASM encap (in place) -> sendmmsg over UDP
+ *   rx: recvmmsg -> WASM decap (in place) -> TUN device
+ * Each worker owns a WASM core (its own memory and tables). Packets are read
+ * and written straight into the core's linear memory by the native shim;
+ * one shim call and one WASM call handle a whole batch, so JavaScript does
+ * nothing per packet. Route and peer changes arrive on a MessagePort and
+ * are applied between batches (receiveMessageOnPort: no event-loop turn),
+ * so the loop never stops for them; an idle loop wakes every 50 ms to look.
+ */
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
+import * as abi from "../../../asm/abi.js";
+import { WasmCore } from "../../dataplane/core/wasm-core.js";
+import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
+import { loadShim } from "./shim.js";
+
+export type WorkerControl =
+  | { readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean }
+  | { readonly t: "unpeer"; readonly idx: number }
+  | { readonly t: "route"; readonly addr: number; readonly len: number; readonly nh: number }
+  | { readonly t: "unroute"; readonly addr: number; readonly len: number }
+  | { readonly t: "tun"; readonly fd: number }
+  | { readonly t: "stop" };
+
+export interface WorkerInit {
+  readonly mode: "tx" | "rx";
+  readonly tunFd: number;
+  /** tx: the sending sockets (flows spread over them); rx: the receiving socket. */
+  readonly sockFds: number[];
+  readonly vni: number;
+  readonly localIp: number;
+  readonly localMac: number[];
+  readonly dstPort: number;
+  readonly hashSeed: number;
+  readonly ctl: MessagePort;
+  readonly maxBatch: number;
+  readonly slotSize: number;
+}
+
+export interface WorkerReport {
+  readonly t: "counters";
+  readonly mode: "tx" | "rx";
+  readonly counters: Record<string, string>;
+  readonly batches: number;
+}
+
+const HEADROOM = 64;
+const POLL_MS = 50;
+
+function main(init: WorkerInit): void {
+  const shim = loadShim();
+  const core = WasmCore.create({ maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM });
+  core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
+  const slot0 = core.slot(0);
+  const room = init.slotSize - HEADROOM;
+  const fds = Int32Array.from(init.sockFds);
+  let tun = init.tunFd;
+  let batches = 0;
+  let lastReport = 0;
+  const dir = init.mode === "tx" ? abi.DIR_ENCAP : abi.DIR_DECAP;
+
+  const apply = (m: WorkerControl): boolean => {
+    switch (m.t) {
+      case "peer":
+        core.setPeer(m.idx, { underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local });
+        return true;
+      case "unpeer":
+        core.clearPeer(m.idx);
+        return true;
+      case "route":
+        core.lpmInsert({ addr: m.addr, len: m.len }, m.nh);
+        return true;
+      case "unroute":
+        core.lpmDelete({ addr: m.addr, len: m.len });
+        return true;
+      case "tun":
+        tun = m.fd;
+        return true;
+      case "stop":
+        return false;
+    }
+  };
+
+  for (;;) {
+    for (let msg = receiveMessageOnPort(init.ctl); msg; msg = receiveMessageOnPort(init.ctl)) {
+      try {
+        if (!apply(msg.message as WorkerControl)) return;
+      } catch (e) {
+        parentPort?.postMessage({ t: "error", mode: init.mode, error: (e as Error).message });
+      }
+    }
+    const mem = core.bytes().buffer as ArrayBuffer;
+    if (init.mode === "tx") {
+      const n = shim.tunReadBatch(tun, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
+      if (n > 0) {
+        core.encap(n, abi.ENCAP_MODE_PAYLOAD);
+        shim.udpSendBatch(fds, fds.length, mem, core.descBase, n);
+        batches++;
+      } else if (n < 0 && n !== -9) {
+        // EBADF (-9): the device is being replaced; anything else is worth knowing
+        parentPort?.postMessage({ t: "error", mode: init.mode, error: `reading the TUN device: errno ${-n}` });
+      }
+    } else {
+      const n = shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
+      if (n > 0) {
+        core.decap(n);
+        shim.tunWriteBatch(tun, mem, core.descBase, n);
+        batches++;
+      }
+    }
+    const now = Date.now();
+    if (now - lastReport >= 500) {
+      lastReport = now;
+      const c = core.counters(dir);
+      const report: WorkerReport = {
+        t: "counters", mode: init.mode, batches,
+        counters: Object.fromEntries(Object.entries(c).map(([k, v]) => [k, v.toString()])),
+      };
+      parentPort?.postMessage(report);
+    }
+  }
+}
+
+if (parentPort && workerData) main(workerData as WorkerInit);
