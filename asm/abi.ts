@@ -6,7 +6,7 @@
 // checks the compiled module's own copy (`abi_version`, `layout`) at load time.
 
 /** Bump whenever any layout or code below changes meaning. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 // ---------------------------------------------------------------------------
 // Descriptors: one per packet, DESC_SIZE bytes, in the descriptor region.
@@ -109,4 +109,38 @@ export const L_NH_BASE = 7; // lookup scratch: MAX_BATCH i32 results out
 export const L_MAX_PEERS = 8;
 export const L_MAX_RULES = 9;
 export const L_HEADROOM = 10; // bytes reserved in front of each slot's packet
-export const L_COUNT = 11;
+export const L_UNIT_BASE = 11; // tun path: unit table, then MAX_UNITS x 2 iovecs, then the header arena
+export const L_MAX_UNITS = 12; // 0 when the core was made without tun regions
+export const L_COUNT = 13;
+
+// ---------------------------------------------------------------------------
+// Units (tun path). tun_tx_batch / tun_rx_batch turn descriptors into units:
+// what one sendmsg (UDP_SEGMENT) or one writev (to the TUN device) sends.
+//   +0  u32 iov   first entry in the iovec table (IOV_SIZE bytes each: u32 offset, u32 length)
+//   +4  u32 niov  iovec entries
+//   +8  u32 addr  tx: the peer's underlay address
+//   +12 u16 sport tx: UDP source port (flow hash)
+//   +14 u16 dport tx: UDP destination port
+//   +16 u16 gso   tx: datagram size for UDP_SEGMENT (0: one datagram)
+//   +18 u16 segs  tx: datagrams; rx: TCP segments coalesced
+//   +20 i32 res   peer index, or R_* < 0 (nothing to send)
+// The iovec table holds 2 x MAX_UNITS entries; the header arena ARENA_BLOCK
+// bytes per unit (segment headers written by TSO).
+// ---------------------------------------------------------------------------
+export const UNIT_SIZE = 32;
+export const UNIT_IOV = 0;
+export const UNIT_NIOV = 4;
+export const UNIT_ADDR = 8;
+export const UNIT_SPORT = 12;
+export const UNIT_DPORT = 14;
+export const UNIT_GSO = 16;
+export const UNIT_SEGS = 18;
+export const UNIT_RES = 20;
+export const IOV_SIZE = 8;
+export const ARENA_BLOCK = 160;
+/** struct virtio_net_hdr in front of every packet read from / written to the TUN device. */
+export const VNET_HLEN = 10;
+/** Datagrams in one UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS floor). */
+export const UDP_MAX_SEGS = 64;
+/** tun_rx: the receive descriptor's DESC_SPORT field carries the UDP_GRO segment size (0: one datagram). */
+export const DESC_GSO = 16;

@@ -17,6 +17,20 @@ import { csum_replace16, sum16 } from "./checksum";
 import { H_LOCAL_MAC, H_VNI, bump, descBase, hdrBase, inPackets, maxBatch } from "./layout";
 import { P_MASK, P_SUBNET, peerAt, peerByUnderlay } from "./peers";
 
+let vni: u32 = 0;
+let macHi: u16 = 0;
+let macLo: u32 = 0;
+
+/** Reads our VNI and VTEP MAC once per batch. */
+export function loadDecapConfig(): void {
+  vni = load<u32>(hdrBase + H_VNI);
+  macHi = load<u16>(hdrBase + H_LOCAL_MAC);
+  macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
+}
+
+/** Total length of the inner IPv4 packet decapPacket() accepted (it starts at p + 22). */
+export let decTot: u32 = 0;
+
 /**
  * Decapsulates descriptors [0, n): each names a UDP payload (off, len) and the
  * outer source address and TOS it arrived with. On success the descriptor
@@ -25,15 +39,19 @@ import { P_MASK, P_SUBNET, peerAt, peerByUnderlay } from "./peers";
  */
 export function decap_batch(n: u32): i32 {
   if (hdrBase == 0 || n > maxBatch) return E_INVALID;
-  const vni = load<u32>(hdrBase + H_VNI);
-  const macHi = load<u16>(hdrBase + H_LOCAL_MAC);
-  const macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
+  loadDecapConfig();
   let ok: i32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const d = descBase + <usize>i * <usize>DESC_SIZE;
     const off = load<u32>(d, DESC_OFF);
     const len = load<u32>(d, DESC_LEN);
-    const res = decapOne(d, off, len, vni, macHi, macLo);
+    const res = inPackets(off, len, 0)
+      ? decapPacket(<usize>off, len, load<u32>(d, DESC_ADDR), <u32>load<u8>(d, DESC_TOS))
+      : R_BAD_DESC;
+    if (res >= 0) {
+      store<u32>(d, off + 22, DESC_OFF);
+      store<u32>(d, decTot, DESC_LEN);
+    }
     store<i32>(d, res, DESC_RES);
     if (res >= 0) {
       ok++;
@@ -45,9 +63,12 @@ export function decap_batch(n: u32): i32 {
   return ok;
 }
 
-@inline function decapOne(d: usize, off: u32, len: u32, vni: u32, macHi: u16, macLo: u32): i32 {
-  if (!inPackets(off, len, 0)) return R_BAD_DESC;
-  const p = <usize>off;
+/**
+ * One VXLAN payload at p (len bytes) from underlay address `outer` with outer
+ * TOS `outerTos`: the sending peer's index (decTot set, inner IPv4 at p + 22,
+ * ECN applied), or an R_* code.
+ */
+export function decapPacket(p: usize, len: u32, outer: u32, outerTos: u32): i32 {
   // ---- VXLAN header (vxlan_rcv: header present, I flag, VNI, then leftovers)
   if (len < 8) return R_TRUNCATED;
   const flags = bswap<u32>(load<u32>(p));
@@ -72,13 +93,13 @@ export function decap_batch(n: u32): i32 {
   if (ihl < 20 || tot < ihl || tot > avail) return R_MALFORMED;
   if (sum16(ip, ihl, 0) != 0xffff) return R_BAD_CSUM;
   // ---- anti-spoofing: a known node, sending from inside its own subnet
-  const idx = peerByUnderlay(load<u32>(d, DESC_ADDR));
+  const idx = peerByUnderlay(outer);
   if (idx < 0) return R_UNKNOWN_PEER;
   const peer = peerAt(<u32>idx);
   const src = bswap<u32>(load<u32>(ip, 12));
   if ((src & load<u32>(peer + P_MASK)) != load<u32>(peer + P_SUBNET)) return R_SPOOFED;
   // ---- ECN (RFC 6040): outer CE on not-ECT inner drops; on ECT marks the inner CE
-  if ((<u32>load<u8>(d, DESC_TOS) & 3) == 3) {
+  if ((outerTos & 3) == 3) {
     const tos = <u32>load<u8>(ip, 1);
     if ((tos & 3) == 0) return R_ECN;
     if ((tos & 3) != 3) {
@@ -89,7 +110,6 @@ export function decap_batch(n: u32): i32 {
       store<u16>(ip, bswap<u16>(<u16>csum_replace16(check, oldWord, newWord)), 10);
     }
   }
-  store<u32>(d, <u32>ip, DESC_OFF);
-  store<u32>(d, tot, DESC_LEN);
+  decTot = tot;
   return idx;
 }

@@ -33,6 +33,89 @@ import { P_FLAGS, P_MAC, P_UNDERLAY, peerAt } from "./peers";
   return ecn == 3 ? 2 : ecn;
 }
 
+// The tunnel parameters of the batch being processed (loadConfig()).
+let vniWord: u32 = 0;
+let macHi: u16 = 0;
+let macLo: u32 = 0;
+let cfgDport: u32 = 0;
+let pmin: u32 = 0;
+let pmax: u32 = 0;
+let seed: u32 = 0;
+let cfgFlags: u32 = 0;
+
+/** Reads the tunnel parameters from the header once per batch. */
+export function loadConfig(): void {
+  vniWord = bswap<u32>(load<u32>(hdrBase + H_VNI) << 8);
+  macHi = load<u16>(hdrBase + H_LOCAL_MAC);
+  macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
+  cfgDport = <u32>load<u16>(hdrBase + H_DPORT);
+  pmin = <u32>load<u16>(hdrBase + H_PORT_MIN);
+  pmax = <u32>load<u16>(hdrBase + H_PORT_MAX);
+  seed = load<u32>(hdrBase + H_SEED);
+  cfgFlags = load<u32>(hdrBase + H_FLAGS);
+}
+
+// What routePacket() found for the packet it accepted.
+export let rtPeer: usize = 0;
+export let rtUnderlay: u32 = 0;
+export let rtSport: u32 = 0;
+export let rtTos: u32 = 0;
+export let rtTot: u32 = 0;
+export let rtIhl: u32 = 0;
+
+/**
+ * Validates the inner IPv4 packet at p (len bytes available) and routes it:
+ * returns the peer index (and sets rt*: peer slot, underlay, source port,
+ * outer TOS, total and header length), or an R_* code. `front` is the
+ * encapsulation overhead the caller will add (for the 64 KiB limit).
+ */
+export function routePacket(p: usize, len: u32, front: u32): i32 {
+  if (len < 20) return R_TRUNCATED;
+  const vihl = <u32>load<u8>(p);
+  const ihl = (vihl & 15) << 2;
+  const tot = <u32>bswap<u16>(load<u16>(p, 2));
+  if (vihl >> 4 != 4) return R_NOT_IPV4;
+  if (ihl < 20 || tot < ihl || tot > len) return R_MALFORMED;
+  if (tot + front > 0xffff) return R_TOO_BIG;
+  const dst = bswap<u32>(load<u32>(p, 16));
+  const nh = lookup(dst);
+  if (nh == LPM_MISS) return R_NO_ROUTE;
+  const peer = peerAt(<u32>nh);
+  const pf = <u32>load<u8>(peer + P_FLAGS);
+  if ((pf & PEER_VALID) == 0) return R_NO_ROUTE;
+  if (pf & PEER_LOCAL) return R_LOCAL;
+  // Flow hash -> source port (fragments hash without ports, so they stay together).
+  const src = bswap<u32>(load<u32>(p, 12));
+  const proto = <u32>load<u8>(p, 9);
+  const fragBits = <u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff;
+  let ports: u32 = 0;
+  if (fragBits == 0 && hasPorts(proto) && ihl + 4 <= tot) ports = bswap<u32>(load<u32>(p + <usize>ihl));
+  rtSport = flow_sport(flow_hash(src, dst, ports, proto, seed), pmin, pmax);
+  rtTos = ecnEncap(<u32>load<u8>(p, 1));
+  rtUnderlay = load<u32>(peer + P_UNDERLAY);
+  rtPeer = peer;
+  rtTot = tot;
+  rtIhl = ihl;
+  return nh;
+}
+
+/** Writes the VXLAN header and the inner Ethernet header (22 bytes) at vx, for the peer at `peer`. */
+@inline export function writeVxlanEth(vx: usize, peer: usize): void {
+  store<u32>(vx, 0x00000008); // flags word 0x08000000: I
+  store<u32>(vx, vniWord, 4); // VNI << 8
+  const eth = vx + 8; // dst = the peer's VTEP MAC, src = ours, type IPv4
+  store<u16>(eth, load<u16>(peer + P_MAC));
+  store<u32>(eth, load<u32>(peer + P_MAC, 2), 2);
+  store<u16>(eth, macHi, 6);
+  store<u32>(eth, macLo, 8);
+  store<u16>(eth, 0x0008, 12);
+}
+
+/** The configured UDP destination port. */
+@inline export function dport(): u32 {
+  return cfgDport;
+}
+
 /**
  * Encapsulates descriptors [0, n) of the descriptor region. `mode` is
  * ENCAP_MODE_PAYLOAD or ENCAP_MODE_FRAME. Returns how many packets were
@@ -42,81 +125,28 @@ export function encap_batch(n: u32, mode: u32): i32 {
   if (hdrBase == 0 || n > maxBatch || mode > <u32>ENCAP_MODE_FRAME) return E_INVALID;
   const frame = mode == <u32>ENCAP_MODE_FRAME;
   const front: u32 = frame ? <u32>ENCAP_FRAME_OVERHEAD : <u32>ENCAP_PAYLOAD_OVERHEAD;
-  const vniWord = bswap<u32>(load<u32>(hdrBase + H_VNI) << 8);
-  const macHi = load<u16>(hdrBase + H_LOCAL_MAC);
-  const macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
-  const dport = <u32>load<u16>(hdrBase + H_DPORT);
-  const pmin = <u32>load<u16>(hdrBase + H_PORT_MIN);
-  const pmax = <u32>load<u16>(hdrBase + H_PORT_MAX);
-  const seed = load<u32>(hdrBase + H_SEED);
-  const flags = load<u32>(hdrBase + H_FLAGS);
+  loadConfig();
   let ok: i32 = 0;
-
   for (let i: u32 = 0; i < n; i++) {
     const d = descBase + <usize>i * <usize>DESC_SIZE;
     const off = load<u32>(d, DESC_OFF);
     const len = load<u32>(d, DESC_LEN);
-    let res: i32 = 0;
-    // ---- validate the inner IPv4 header
-    if (!inPackets(off, len, front)) res = R_BAD_DESC;
-    else if (len < 20) res = R_TRUNCATED;
-    else {
+    const res = inPackets(off, len, front) ? routePacket(<usize>off, len, front) : R_BAD_DESC;
+    if (res >= 0) {
       const p = <usize>off;
-      const vihl = <u32>load<u8>(p);
-      const ihl = (vihl & 15) << 2;
-      const tot = <u32>bswap<u16>(load<u16>(p, 2));
-      if (vihl >> 4 != 4) res = R_NOT_IPV4;
-      else if (ihl < 20 || tot < ihl || tot > len) res = R_MALFORMED;
-      else if (tot + front > 0xffff) res = R_TOO_BIG;
-      else {
-        // ---- route
-        const dst = bswap<u32>(load<u32>(p, 16));
-        const nh = lookup(dst);
-        if (nh == LPM_MISS) res = R_NO_ROUTE;
-        else {
-          const peer = peerAt(<u32>nh);
-          const pf = <u32>load<u8>(peer + P_FLAGS);
-          if ((pf & PEER_VALID) == 0) res = R_NO_ROUTE;
-          else if (pf & PEER_LOCAL) res = R_LOCAL;
-          else {
-            res = nh;
-            // ---- flow hash -> source port (fragments hash without ports)
-            const src = bswap<u32>(load<u32>(p, 12));
-            const proto = <u32>load<u8>(p, 9);
-            const fragBits = <u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff;
-            let ports: u32 = 0;
-            if (fragBits == 0 && hasPorts(proto) && ihl + 4 <= tot) {
-              ports = bswap<u32>(load<u32>(p + <usize>ihl));
-            }
-            const sport = flow_sport(flow_hash(src, dst, ports, proto, seed), pmin, pmax);
-            const tos = ecnEncap(<u32>load<u8>(p, 1));
-            const underlay = load<u32>(peer + P_UNDERLAY);
-            // ---- inner Ethernet: dst = peer VTEP MAC, src = ours, type IPv4
-            const eth = p - 14;
-            store<u16>(eth, load<u16>(peer + P_MAC));
-            store<u32>(eth, load<u32>(peer + P_MAC, 2), 2);
-            store<u16>(eth, macHi, 6);
-            store<u32>(eth, macLo, 8);
-            store<u16>(eth, 0x0008, 12);
-            // ---- VXLAN: flags word 0x08000000 (I), VNI << 8
-            const vx = eth - 8;
-            store<u32>(vx, 0x00000008);
-            store<u32>(vx, vniWord, 4);
-            let start = vx;
-            let outLen = tot + <u32>ENCAP_PAYLOAD_OVERHEAD;
-            if (frame) {
-              outLen = tot + <u32>ENCAP_FRAME_OVERHEAD;
-              start = writeOuter(p - <usize>ENCAP_FRAME_OVERHEAD, outLen, tos, underlay, sport, dport, flags);
-            }
-            store<u32>(d, <u32>start, DESC_OFF);
-            store<u32>(d, outLen, DESC_LEN);
-            store<u32>(d, underlay, DESC_ADDR);
-            store<u16>(d, <u16>sport, DESC_SPORT);
-            store<u16>(d, <u16>dport, DESC_DPORT);
-            store<u8>(d, <u8>tos, DESC_TOS);
-          }
-        }
+      writeVxlanEth(p - <usize>ENCAP_PAYLOAD_OVERHEAD, rtPeer);
+      let start = p - <usize>ENCAP_PAYLOAD_OVERHEAD;
+      let outLen = rtTot + <u32>ENCAP_PAYLOAD_OVERHEAD;
+      if (frame) {
+        outLen = rtTot + <u32>ENCAP_FRAME_OVERHEAD;
+        start = writeOuter(p - <usize>ENCAP_FRAME_OVERHEAD, outLen, rtTos, rtUnderlay, rtSport, cfgDport, cfgFlags);
       }
+      store<u32>(d, <u32>start, DESC_OFF);
+      store<u32>(d, outLen, DESC_LEN);
+      store<u32>(d, rtUnderlay, DESC_ADDR);
+      store<u16>(d, <u16>rtSport, DESC_SPORT);
+      store<u16>(d, <u16>cfgDport, DESC_DPORT);
+      store<u8>(d, <u8>rtTos, DESC_TOS);
     }
     store<i32>(d, res, DESC_RES);
     if (res >= 0) {

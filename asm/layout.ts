@@ -1,7 +1,8 @@
 // Linear-memory layout, fixed once by init().
 //
 //   [static data][header][descriptors][lookup scratch][peers][peer hash]
-//   [rule hash][L1 table][LPM work arrays][packet slots][LPM group pool ... grows]
+//   [rule hash][L1 table][LPM work arrays][tun units, iovecs, header arena]
+//   [packet slots][LPM group pool ... grows]
 //
 // Every region except the group pool is sized at init from its arguments and
 // never moves, so callers may keep views on it (re-created only when the pool
@@ -10,8 +11,8 @@
 // a cache of the header for the hot loops.
 import {
   ABI_VERSION, DESC_SIZE, L_ADDR_BASE, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
-  L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE,
-  E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD,
+  L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE, L_UNIT_BASE, L_MAX_UNITS,
+  E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD, UNIT_SIZE, IOV_SIZE, ARENA_BLOCK,
 } from "./abi";
 
 const MAGIC: u32 = 0x54464557; // "WEFT"
@@ -57,6 +58,11 @@ export let l1Base: usize = 0;
 /** Four 256 x u32 work arrays for LPM updates, then a 64-byte all-zero dummy group. */
 export let lpmWork: usize = 0;
 export let dummyGroup: usize = 0;
+/** tun path regions (maxUnits = 0: none). */
+export let unitBase: usize = 0;
+export let maxUnits: u32 = 0;
+export let iovBase: usize = 0;
+export let arenaBase: usize = 0;
 export let pktBase: usize = 0;
 export let pktEnd: usize = 0;
 export let poolBase: usize = 0;
@@ -84,7 +90,7 @@ export function ensureMemory(end: usize): bool {
  * out of range, E_NO_MEMORY that the engine refused to grow.
  */
 export function init(
-  peers: u32, rules: u32, batch: u32, slots: u32, slotSize: u32, headroom: u32,
+  peers: u32, rules: u32, batch: u32, slots: u32, slotSize: u32, headroom: u32, units: u32,
 ): i32 {
   if (hdrBase != 0) return E_INVALID; // already laid out
   if (peers < 1 || peers > 1 << 20) return E_INVALID;
@@ -94,6 +100,7 @@ export function init(
   if (slotSize < 64 || slotSize > 1 << 20 || (slotSize & 63) != 0) return E_INVALID;
   if (headroom < <u32>ENCAP_FRAME_OVERHEAD || headroom >= slotSize) return E_INVALID;
   if (<u64>slots * <u64>slotSize > 1 << 30) return E_INVALID;
+  if (units > 1 << 16) return E_INVALID;
 
   const hdr = alignUp(__heap_base, 64);
   const desc = alignUp(hdr + HDR_SIZE, 64);
@@ -106,7 +113,10 @@ export function init(
   const rh = alignUp(ph + <usize>phCap * 16, 64);
   const l1 = alignUp(rh + <usize>rhCap * 16, 64);
   const work = alignUp(l1 + 65536 * 4, 64);
-  const pkt = alignUp(work + 4 * 1024 + 64, 64);
+  const units0 = alignUp(work + 4 * 1024 + 64, 64);
+  const iovs0 = units0 + <usize>units * <usize>UNIT_SIZE;
+  const arena0 = iovs0 + <usize>units * 2 * <usize>IOV_SIZE;
+  const pkt = alignUp(arena0 + <usize>units * <usize>ARENA_BLOCK, 64);
   const pktSize = <usize>slots * <usize>slotSize;
   const pool = alignUp(pkt + pktSize, 64);
   if (!ensureMemory(pool)) return E_NO_MEMORY;
@@ -127,6 +137,8 @@ export function init(
   store<u32>(lay + (<usize>L_MAX_PEERS << 2), peers);
   store<u32>(lay + (<usize>L_MAX_RULES << 2), rules);
   store<u32>(lay + (<usize>L_HEADROOM << 2), headroom);
+  store<u32>(lay + (<usize>L_UNIT_BASE << 2), <u32>units0);
+  store<u32>(lay + (<usize>L_MAX_UNITS << 2), units);
   // Defaults until configure(): VNI 1, port 8472, kernel's local port range, TTL 64.
   store<u32>(hdr + H_VNI, 1);
   store<u16>(hdr + H_DPORT, 8472);
@@ -148,6 +160,10 @@ export function init(
   maxRules = rules;
   l1Base = l1;
   lpmWork = work;
+  unitBase = units0;
+  maxUnits = units;
+  iovBase = iovs0;
+  arenaBase = arena0;
   dummyGroup = work + 4 * 1024;
   pktBase = pkt;
   pktEnd = pkt + pktSize;

@@ -14,6 +14,8 @@ export interface CoreLimits {
   readonly slotSize: number;
   /** Free bytes kept in front of each slot's packet for the headers encap writes. */
   readonly headroom: number;
+  /** tun path: units per batch (0: the core has no unit, iovec and arena regions). */
+  readonly units: number;
 }
 
 /** This node's tunnel end: what encap writes and decap expects. */

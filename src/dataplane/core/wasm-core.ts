@@ -12,7 +12,7 @@ import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js
 interface CoreExports {
   memory: WebAssembly.Memory;
   abi_version(): number;
-  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number): number;
+  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number, units: number): number;
   layout(field: number): number;
   counters_base(dir: number): number;
   configure(vni: number, localIp: number, macHi: number, macLo: number, dport: number,
@@ -39,6 +39,9 @@ interface CoreExports {
   flow_sport(hash: number, min: number, max: number): number;
   encap_batch(n: number, mode: number): number;
   decap_batch(n: number): number;
+  tun_tx_batch(from: number, n: number): number;
+  tun_rx_batch(from: number, n: number): number;
+  tun_units(): number;
 }
 
 export const DEFAULT_LIMITS: CoreLimits = {
@@ -48,6 +51,7 @@ export const DEFAULT_LIMITS: CoreLimits = {
   slots: 256,
   slotSize: 2048,
   headroom: 64,
+  units: 0,
 };
 
 const limitsSchema = z.object({
@@ -57,6 +61,7 @@ const limitsSchema = z.object({
   slots: z.number().int().min(1).max(1 << 16),
   slotSize: z.number().int().min(64).max(1 << 20).refine((v) => v % 64 === 0, "must be a multiple of 64"),
   headroom: z.number().int().min(abi.ENCAP_FRAME_OVERHEAD),
+  units: z.number().int().min(0).max(1 << 16),
 }).refine((l) => l.headroom < l.slotSize, { message: "headroom must be smaller than slotSize", path: ["headroom"] })
   .refine((l) => l.slots * l.slotSize <= 1 << 30, { message: "slots x slotSize must be at most 1 GiB", path: ["slots"] });
 
@@ -118,6 +123,9 @@ export class WasmCore {
   readonly descBase: number;
   readonly addrBase: number;
   readonly nhBase: number;
+  /** tun path: unit table and iovec table (0 when made with units: 0). */
+  readonly unitBase: number;
+  readonly iovBase: number;
   private readonly x: CoreExports;
   private buf: ArrayBuffer;
   private u8: Uint8Array;
@@ -131,6 +139,8 @@ export class WasmCore {
     this.descBase = x.layout(abi.L_DESC_BASE);
     this.addrBase = x.layout(abi.L_ADDR_BASE);
     this.nhBase = x.layout(abi.L_NH_BASE);
+    this.unitBase = x.layout(abi.L_UNIT_BASE);
+    this.iovBase = this.unitBase + limits.units * abi.UNIT_SIZE;
     this.buf = x.memory.buffer;
     this.u8 = new Uint8Array(this.buf);
     this.dv = new DataView(this.buf);
@@ -151,7 +161,7 @@ export class WasmCore {
         hint: "rebuild it with `npm run build`",
       });
     }
-    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom), "laying out WASM memory",
+    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom, l.units), "laying out WASM memory",
       "lower the limits (maxRules, slots, slotSize)");
     return new WasmCore(x, l);
   }
@@ -344,6 +354,45 @@ export class WasmCore {
     const rc = this.x.decap_batch(n);
     check(rc, `decapsulating a batch of ${n}`, `at most ${this.limits.maxBatch} descriptors`);
     return rc;
+  }
+
+  /**
+   * tun path, transmit: descriptors [from, n) name [virtio_net_hdr][IPv4]
+   * packets read from the device; they become units (see asm/abi.ts).
+   * Returns the first descriptor not processed; tunUnits() the units made.
+   */
+  tunTx(from: number, n: number): number {
+    const rc = this.x.tun_tx_batch(from, n);
+    check(rc, `tun transmit batch [${from}, ${n})`, `make the core with more units (${this.limits.units})`);
+    return rc;
+  }
+
+  /** tun path, receive: descriptors [from, n) name (UDP_GRO) buffers of VXLAN datagrams. */
+  tunRx(from: number, n: number): number {
+    const rc = this.x.tun_rx_batch(from, n);
+    check(rc, `tun receive batch [${from}, ${n})`, `make the core with at least ${abi.UDP_MAX_SEGS} units`);
+    return rc;
+  }
+
+  tunUnits(): number {
+    return this.x.tun_units();
+  }
+
+  /** Unit i of the last tun batch, with its iovecs (tests and tools; the shim reads memory directly). */
+  unit(i: number): { res: number; addr: number; sport: number; dport: number; gso: number; segs: number; iovs: [number, number][] } {
+    const v = this.view();
+    const u = this.unitBase + i * abi.UNIT_SIZE;
+    const first = v.getUint32(u + abi.UNIT_IOV, true);
+    const n = v.getUint32(u + abi.UNIT_NIOV, true);
+    const iovs: [number, number][] = [];
+    for (let k = 0; k < n; k++) {
+      const q = this.iovBase + (first + k) * abi.IOV_SIZE;
+      iovs.push([v.getUint32(q, true), v.getUint32(q + 4, true)]);
+    }
+    return {
+      res: v.getInt32(u + abi.UNIT_RES, true), addr: v.getUint32(u + abi.UNIT_ADDR, true), sport: v.getUint16(u + abi.UNIT_SPORT, true),
+      dport: v.getUint16(u + abi.UNIT_DPORT, true), gso: v.getUint16(u + abi.UNIT_GSO, true), segs: v.getUint16(u + abi.UNIT_SEGS, true), iovs,
+    };
   }
 
   /** Per-result counters of a direction (abi.DIR_ENCAP or abi.DIR_DECAP). */
