@@ -182,8 +182,11 @@ function segment(p: usize, tot: u32, gsoSize: u32, tcp: bool, res: i32): i32 {
   const id0 = <u32>bswap<u16>(load<u16>(p, 4));
   const ps = pseudo(p, tcp ? 6 : 17);
   const dgram = OVERHEAD + hdrs + gsoSize;
+  // One UDP_SEGMENT send carries at most UDP_MAX_SEGS datagrams and 65507 bytes (a UDP payload's limit).
+  const fit: u32 = 65507 / dgram;
+  const perUnit: u32 = fit < <u32>UDP_MAX_SEGS ? (fit > 0 ? fit : 1) : <u32>UDP_MAX_SEGS;
   for (let k: u32 = 0; k < segs; ) {
-    const cnt: u32 = segs - k < <u32>UDP_MAX_SEGS ? segs - k : <u32>UDP_MAX_SEGS;
+    const cnt: u32 = segs - k < perUnit ? segs - k : perUnit;
     const u = openUnit(res, rtUnderlay, rtSport, dport(), cnt > 1 ? dgram : 0);
     for (let j: u32 = 0; j < cnt; j++) {
       const s = k + j;

@@ -33,25 +33,51 @@ static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); re
 static inline void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline int32_t rdi32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
 /* Opens (or re-attaches to) the persistent TUN device `name`: IFF_TUN |
- * IFF_NO_PI, non-blocking. Persistent, so its addresses and routes stay
- * while the agent restarts. Returns the fd or -errno. */
-int weft_tun_open(const char *name)
+ * IFF_NO_PI | IFF_VNET_HDR, non-blocking, with checksum, TSO4 and (where
+ * the kernel has it) USO4 offloads: every packet comes and goes behind a
+ * 10-byte virtio_net_hdr and may be a 64 KiB super-packet. Persistent, so
+ * its addresses and routes stay while the agent restarts. Returns the fd or
+ * -errno; *offloads gets the TUN_F_* flags in force. */
+int weft_tun_open(const char *name, int32_t *offloads)
 {
 	struct ifreq ifr;
+	int hdr = WEFT_VNET_HLEN;
+	/* USO is all or nothing: the kernel takes USO4 only together with USO6
+	 * (no IPv6 reaches this device, so the IPv6 half never applies). */
+	unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6;
 	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return -errno;
 	memset(&ifr, 0, sizeof(ifr));
-	ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+	ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
 	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0)
+		goto fail;
+	if (ioctl(fd, TUNSETOFFLOAD, want) < 0) {
+		want &= ~(TUN_F_USO4 | TUN_F_USO6); /* kernels before 6.2 */
+		if (ioctl(fd, TUNSETOFFLOAD, want) < 0)
+			goto fail;
 	}
+	*offloads = (int32_t)want;
 	return fd;
+fail: {
+	int e = errno;
+	close(fd);
+	return -e;
+}
 }
 
 /* Removes the persistent flag (the device goes when the last fd closes). */
@@ -99,27 +125,12 @@ int weft_tun_read_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, ui
 	return n;
 }
 
-/* Writes every packet whose descriptor result is >= 0 to the TUN device.
- * Returns how many were written. */
-int weft_tun_write_batch(int fd, uint8_t *base, uint32_t desc, int n)
-{
-	int written = 0;
-
-	for (int i = 0; i < n; i++) {
-		const uint8_t *d = base + desc + (uint32_t)i * WEFT_DESC_SIZE;
-
-		if (rdi32(d + WEFT_DESC_RES) < 0)
-			continue;
-		if (write(fd, base + rd32(d + WEFT_DESC_OFF), rd32(d + WEFT_DESC_LEN)) >= 0)
-			written++;
-	}
-	return written;
-}
-
 /* A UDP socket bound to bind_ip:port (host order; port 0 = any), with the
- * given buffer sizes (forced where allowed), zero outer checksums on send
- * (as Linux vxlan sends by default) and the received TOS reported. */
-int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf)
+ * given buffer sizes (forced where allowed), the received TOS reported, and
+ * (gro) equal datagrams of a flow coalesced into one receive (UDP_GRO).
+ * Outer checksums stay on: the kernel refuses UDP_SEGMENT on a socket with
+ * SO_NO_CHECK, and computes them with offload anyway. */
+int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf, int gro)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(bind_ip) };
 	int one = 1, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -130,14 +141,26 @@ int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-	setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof(one));
 	setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
+	if (gro)
+		setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)); /* best effort: without it, one datagram per receive */
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		int e = errno;
 		close(fd);
 		return -e;
 	}
 	return fd;
+}
+
+/* Is UDP_GRO on for this socket (1), off (0), or -errno. */
+int weft_udp_gro(int fd)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (getsockopt(fd, IPPROTO_UDP, UDP_GRO, &v, &l) < 0)
+		return -errno;
+	return v != 0;
 }
 
 /* The port a socket is bound to (host order), or -errno. */
@@ -151,14 +174,20 @@ int weft_udp_port(int fd)
 	return ntohs(a.sin_port);
 }
 
-static __thread struct mmsghdr msgs[MAX_BATCH];
-static __thread struct iovec iovs[MAX_BATCH];
-static __thread struct sockaddr_in addrs[MAX_BATCH];
-static __thread char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(int))];
+#define MAX_UNITS 2048
+#define MAX_IOVS (2 * MAX_UNITS)
+
+static __thread struct mmsghdr msgs[MAX_UNITS];
+static __thread struct iovec iovs[MAX_IOVS];
+static __thread struct sockaddr_in addrs[MAX_UNITS];
+/* Room for IP_TOS and UDP_GRO (receive) or UDP_SEGMENT (send). */
+static __thread char ctrl[MAX_UNITS][CMSG_SPACE(sizeof(int)) * 2];
 
 /* Receives up to `max` datagrams into consecutive slots and fills
- * descriptors [0, n): offset, length, source address (host order), TOS.
- * Waits up to timeout_ms for the first. Returns n or -errno. */
+ * descriptors [0, n): offset, length, source address (host order), TOS and,
+ * when UDP_GRO coalesced equal datagrams into one buffer, their size
+ * (DESC_GSO; 0 for one datagram). Waits up to timeout_ms for the first.
+ * Returns n or -errno. */
 int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
 {
 	int r = wait_readable(fd, timeout_ms);
@@ -184,11 +213,15 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, ui
 	for (int i = 0; i < r; i++) {
 		uint8_t *d = base + desc + (uint32_t)i * WEFT_DESC_SIZE;
 		uint8_t tos = 0;
+		int gso = 0;
 
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
 			if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS)
 				tos = *(uint8_t *)CMSG_DATA(c);
+			else if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO)
+				memcpy(&gso, CMSG_DATA(c), sizeof(gso));
 		}
+		wr16(d + WEFT_DESC_GSO, (uint16_t)gso);
 		wr32(d + WEFT_DESC_OFF, slot0 + (uint32_t)i * slot_size);
 		wr32(d + WEFT_DESC_LEN, msgs[i].msg_len);
 		wr32(d + WEFT_DESC_ADDR, ntohl(addrs[i].sin_addr.s_addr));
@@ -197,52 +230,125 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, ui
 	return r;
 }
 
-/* Sends every descriptor with result >= 0 to addr:dport. The source port
- * comes from the socket: descriptor i goes out of fds[sport % nfds], so
- * flows spread over the sockets' ports by their flow hash (WASM computed
- * sport). One sendmmsg per socket. Returns how many were sent. */
-int weft_udp_send_batch(const int32_t *fds, int nfds, uint8_t *base, uint32_t desc, int n)
+/* Send failures since the last call of weft_send_errors(), and the last errno. */
+static __thread int send_errors;
+static __thread int send_errno;
+
+int weft_send_errors(int32_t *last_errno)
+{
+	int n = send_errors;
+
+	*last_errno = send_errno;
+	send_errors = 0;
+	return n;
+}
+
+static inline const uint8_t *unit_at(const uint8_t *base, uint32_t units, int i)
+{
+	return base + units + (uint32_t)i * WEFT_UNIT_SIZE;
+}
+
+/* Fills iovecs from a unit's entries of the iovec table; returns how many. */
+static int unit_iovs(uint8_t *base, uint32_t iovtab, const uint8_t *u, struct iovec *out, int room)
+{
+	uint32_t first = rd32(u + WEFT_UNIT_IOV), n = rd32(u + WEFT_UNIT_NIOV);
+
+	if (n > (uint32_t)room)
+		return -1;
+	for (uint32_t k = 0; k < n; k++) {
+		const uint8_t *e = base + iovtab + (first + k) * WEFT_IOV_SIZE;
+
+		out[k].iov_base = base + rd32(e);
+		out[k].iov_len = rd32(e + 4);
+	}
+	return (int)n;
+}
+
+/* Sends units [0, n) (those with a result >= 0): each is one message whose
+ * iovecs the kernel splits into datagrams of UNIT_GSO bytes (UDP_SEGMENT)
+ * when that is not 0. A unit goes out of fds[sport % nfds], so flows spread
+ * over the sockets' source ports. One sendmmsg per socket. Returns how many
+ * units were sent. */
+int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t units, uint32_t iovtab, int n)
 {
 	int sent = 0;
 
-	if (n > MAX_BATCH)
-		n = MAX_BATCH;
+	if (n > MAX_UNITS)
+		n = MAX_UNITS;
 	for (int s = 0; s < nfds; s++) {
-		int m = 0;
+		int m = 0, used = 0;
 
 		for (int i = 0; i < n; i++) {
-			const uint8_t *d = base + desc + (uint32_t)i * WEFT_DESC_SIZE;
+			const uint8_t *u = unit_at(base, units, i);
+			uint16_t gso = rd16(u + WEFT_UNIT_GSO);
+			int k;
 
-			if (rdi32(d + WEFT_DESC_RES) < 0 || rd16(d + WEFT_DESC_SPORT) % nfds != s)
+			if (rdi32(u + WEFT_UNIT_RES) < 0 || rd16(u + WEFT_UNIT_SPORT) % nfds != s)
 				continue;
-			iovs[m].iov_base = base + rd32(d + WEFT_DESC_OFF);
-			iovs[m].iov_len = rd32(d + WEFT_DESC_LEN);
+			k = unit_iovs(base, iovtab, u, iovs + used, MAX_IOVS - used);
+			if (k <= 0)
+				continue;
 			addrs[m].sin_family = AF_INET;
-			addrs[m].sin_port = htons(rd16(d + WEFT_DESC_DPORT));
-			addrs[m].sin_addr.s_addr = htonl(rd32(d + WEFT_DESC_ADDR));
+			addrs[m].sin_port = htons(rd16(u + WEFT_UNIT_DPORT));
+			addrs[m].sin_addr.s_addr = htonl(rd32(u + WEFT_UNIT_ADDR));
 			memset(&msgs[m], 0, sizeof(msgs[m]));
-			msgs[m].msg_hdr.msg_iov = &iovs[m];
-			msgs[m].msg_hdr.msg_iovlen = 1;
+			msgs[m].msg_hdr.msg_iov = iovs + used;
+			msgs[m].msg_hdr.msg_iovlen = (size_t)k;
 			msgs[m].msg_hdr.msg_name = &addrs[m];
 			msgs[m].msg_hdr.msg_namelen = sizeof(addrs[m]);
+			if (gso) {
+				struct cmsghdr *c;
+
+				msgs[m].msg_hdr.msg_control = ctrl[m];
+				msgs[m].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+				c = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
+				c->cmsg_level = IPPROTO_UDP;
+				c->cmsg_type = UDP_SEGMENT;
+				c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+				memcpy(CMSG_DATA(c), &gso, sizeof(gso));
+			}
+			used += k;
 			m++;
 		}
 		for (int done = 0; done < m;) {
 			int r = sendmmsg(fds[s], msgs + done, (unsigned int)(m - done), 0);
 
 			if (r <= 0) {
-				if (r < 0 && errno == EAGAIN) {
+				if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
 					struct pollfd p = { .fd = fds[s], .events = POLLOUT };
 					poll(&p, 1, 10);
 					continue;
 				}
-				break; /* a hard error: the rest of this socket's batch is dropped */
+				send_errors++;
+				send_errno = r < 0 ? errno : 0;
+				done++; /* skip the message the kernel refused (e.g. EMSGSIZE) and go on */
+				continue;
 			}
 			done += r;
 			sent += r;
 		}
 	}
 	return sent;
+}
+
+/* Writes units [0, n) with a result >= 0 to the TUN device, one writev each
+ * ([virtio_net_hdr + packet] possibly followed by more payload). Returns how
+ * many were written. */
+int weft_tun_write_units(int fd, uint8_t *base, uint32_t units, uint32_t iovtab, int n)
+{
+	int written = 0;
+
+	for (int i = 0; i < n; i++) {
+		const uint8_t *u = unit_at(base, units, i);
+		int k;
+
+		if (rdi32(u + WEFT_UNIT_RES) < 0)
+			continue;
+		k = unit_iovs(base, iovtab, u, iovs, MAX_IOVS);
+		if (k > 0 && writev(fd, iovs, k) >= 0)
+			written++;
+	}
+	return written;
 }
 
 int weft_close(int fd)

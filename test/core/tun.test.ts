@@ -115,6 +115,15 @@ describe("tun transmit: super-packets from the device", () => {
     expect(a.counters(abi.DIR_ENCAP).ok).toBe(1n);
   });
 
+  it("a unit stops at 64 datagrams or 65507 bytes, whichever comes first", () => {
+    const a = coreAs(A, LIMITS);
+    const ip = ipv4({ src: podA, dst: podB, proto: 6, payload: tcpSuper(randBytes(rng(9), 65_000), 5, 0x10) });
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_TCPV4, 52, 1398, 20, 16), ip));
+    a.tunTx(0, 1);
+    const per = Math.floor(65507 / (22 + 52 + 1398)); // 44 datagrams of 1472 bytes
+    expect([a.tunUnits(), a.unit(0).segs, a.unit(1).segs]).toEqual([2, per, Math.ceil(65_000 / 1398) - per]);
+  });
+
   it("more than 64 segments are split over several units", () => {
     const a = coreAs(A, LIMITS);
     const payload = randBytes(rng(6), 65_000);

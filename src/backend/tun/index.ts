@@ -12,6 +12,8 @@ import { TunNetwork } from "./network.js";
 /** Sockets the sender spreads flows over (each has its own source port). */
 const TX_SOCKETS = 8;
 const SOCKET_BUFFER = 8 << 20;
+/** A slot: headroom 64 + virtio_net_hdr + 65535-byte packet, rounded up to 64. */
+const SLOT = 65664;
 
 /**
  * The tun backend, for hosts where eBPF is not allowed: the kernel routes
@@ -35,13 +37,14 @@ export const tunBackend: Backend = {
     }
     const fds: number[] = [];
     try {
-      const tunFd = checked(shim.tunOpen(device), `opening the TUN device ${device} (/dev/net/tun, CAP_NET_ADMIN)`);
+      const offloads = new Int32Array(1);
+      const tunFd = checked(shim.tunOpen(device, offloads), `opening the TUN device ${device} (/dev/net/tun, CAP_NET_ADMIN)`);
       fds.push(tunFd);
-      const rxFd = checked(shim.udpOpen(ctx.iface.addr, b.port, SOCKET_BUFFER, SOCKET_BUFFER), `binding UDP port ${b.port}`);
+      const rxFd = checked(shim.udpOpen(ctx.iface.addr, b.port, SOCKET_BUFFER, SOCKET_BUFFER, 1), `binding UDP port ${b.port}`);
       fds.push(rxFd);
       const txFds: number[] = [];
       for (let i = 0; i < TX_SOCKETS; i++) {
-        const fd = checked(shim.udpOpen(ctx.iface.addr, 0, SOCKET_BUFFER, SOCKET_BUFFER), "opening a sending UDP socket");
+        const fd = checked(shim.udpOpen(ctx.iface.addr, 0, SOCKET_BUFFER, SOCKET_BUFFER, 0), "opening a sending UDP socket");
         fds.push(fd);
         txFds.push(fd);
       }
@@ -51,9 +54,13 @@ export const tunBackend: Backend = {
       writeFileAtomic(macFile, `${formatMac(mac)}\n`);
       await run(["ip", "link", "set", "dev", device, "mtu", String(mtu), "up"]);
       const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
-      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 64, slotSize: 2048 }, attrs, ctx.config, ctx.iface, ctx.log);
+      // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT }, attrs, ctx.config, ctx.iface, ctx.log);
       net.start();
-      ctx.log.info({ device, mtu, port: b.port, txPorts: txFds.map((fd) => shim.udpPort(fd)) }, "tun data path ready");
+      ctx.log.info({
+        device, mtu, port: b.port, txPorts: txFds.map((fd) => shim.udpPort(fd)),
+        offloads: { csum: (offloads[0]! & 1) !== 0, tso4: (offloads[0]! & 2) !== 0, uso4: (offloads[0]! & 0x20) !== 0, udpGro: shim.udpGro(rxFd) === 1 },
+      }, "tun data path ready");
       return net;
     } catch (e) {
       for (const fd of fds) shim.close(fd);

@@ -144,7 +144,7 @@ export class TunNetwork implements Network {
     if (!dev) {
       const shim = loadShim();
       const old = this.setup.tunFd;
-      const fd = shim.tunOpen(this.setup.device);
+      const fd = shim.tunOpen(this.setup.device, new Int32Array(1));
       if (fd < 0) throw new Error(`reopening ${this.setup.device}: errno ${-fd}`);
       this.setup = { ...this.setup, tunFd: fd };
       this.send("tx", { t: "tun", fd });

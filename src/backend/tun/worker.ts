@@ -47,16 +47,21 @@ export interface WorkerReport {
 
 const HEADROOM = 64;
 const POLL_MS = 50;
+/** Units (and 2x iovecs, and header-arena blocks) per tun batch call: a few 64 KiB super-packets at the smallest MSS. */
+const UNITS = 2048;
 
 function main(init: WorkerInit): void {
   const shim = loadShim();
-  const core = WasmCore.create({ maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM });
+  const core = WasmCore.create({
+    maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
+  });
   core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;
   const fds = Int32Array.from(init.sockFds);
   let tun = init.tunFd;
   let batches = 0;
+  let sendErrors = 0;
   let lastReport = 0;
   const dir = init.mode === "tx" ? abi.DIR_ENCAP : abi.DIR_DECAP;
 
@@ -93,19 +98,22 @@ function main(init: WorkerInit): void {
     const mem = core.bytes().buffer as ArrayBuffer;
     if (init.mode === "tx") {
       const n = shim.tunReadBatch(tun, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
-      if (n > 0) {
-        core.encap(n, abi.ENCAP_MODE_PAYLOAD);
-        shim.udpSendBatch(fds, fds.length, mem, core.descBase, n);
+      for (let from = 0; from < n; ) {
+        const next = core.tunTx(from, n);
+        shim.udpSendUnits(fds, fds.length, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, core.tunUnits());
+        from = next;
         batches++;
-      } else if (n < 0 && n !== -9) {
+      }
+      if (n < 0 && n !== -9) {
         // EBADF (-9): the device is being replaced; anything else is worth knowing
         parentPort?.postMessage({ t: "error", mode: init.mode, error: `reading the TUN device: errno ${-n}` });
       }
     } else {
       const n = shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
-      if (n > 0) {
-        core.decap(n);
-        shim.tunWriteBatch(tun, mem, core.descBase, n);
+      for (let from = 0; from < n; ) {
+        const next = core.tunRx(from, n);
+        shim.tunWriteUnits(tun, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, core.tunUnits());
+        from = next;
         batches++;
       }
     }
@@ -113,9 +121,11 @@ function main(init: WorkerInit): void {
     if (now - lastReport >= 500) {
       lastReport = now;
       const c = core.counters(dir);
+      const errno = new Int32Array(1);
+      sendErrors += shim.sendErrors(errno);
       const report: WorkerReport = {
         t: "counters", mode: init.mode, batches,
-        counters: Object.fromEntries(Object.entries(c).map(([k, v]) => [k, v.toString()])),
+        counters: { ...Object.fromEntries(Object.entries(c).map(([k, v]) => [k, v.toString()])), ...(sendErrors > 0 ? { send_errors: String(sendErrors), send_errno: String(errno[0]) } : {}) },
       };
       parentPort?.postMessage(report);
     }
