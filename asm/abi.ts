@@ -6,7 +6,7 @@
 // checks the compiled module's own copy (`abi_version`, `layout`) at load time.
 
 /** Bump whenever any layout or code below changes meaning. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 // ---------------------------------------------------------------------------
 // Descriptors: one per packet, DESC_SIZE bytes, in the descriptor region.
@@ -76,7 +76,8 @@ export const R_BAD_CSUM = -12; // decap: inner IPv4 header checksum is wrong
 export const R_UNKNOWN_PEER = -13; // decap: outer source is not a known node
 export const R_SPOOFED = -14; // decap: inner source is outside the sending node's subnet
 export const R_ECN = -15; // decap: outer CE on a not-ECT inner packet (RFC 6040, as Linux)
-export const R_COUNT = 16;
+export const R_BAD_L4_CSUM = -16; // tun receive: inner TCP/UDP checksum wrong (and not left partial by the sender)
+export const R_COUNT = 17;
 
 /** Counter directions, for `counters_base(dir)`. */
 export const DIR_ENCAP = 0;

@@ -11,4 +11,4 @@ export { csum_replace16, csum_replace32, inet_csum, inet_sum } from "./checksum"
 export { flow_hash, flow_sport, jhash_3words } from "./flow";
 export { encap_batch } from "./encap";
 export { decap_batch } from "./decap";
-export { tun_rx_batch, tun_tx_batch, tun_units } from "./tun";
+export { tun_rx_batch, tun_set_mtu, tun_tx_batch, tun_units } from "./tun";

@@ -20,13 +20,13 @@
 // super-packet with a partial checksum.
 import {
   ARENA_BLOCK, DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, DIR_ENCAP, E_INVALID,
-  ENCAP_PAYLOAD_OVERHEAD, IOV_SIZE, R_BAD_DESC, R_MALFORMED, R_TOO_BIG, R_TRUNCATED, UDP_MAX_SEGS, UNIT_ADDR,
+  ENCAP_PAYLOAD_OVERHEAD, IOV_SIZE, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, R_TOO_BIG, R_TRUNCATED, UDP_MAX_SEGS, UNIT_ADDR,
   UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, VNET_HLEN,
 } from "./abi";
 import { sum16 } from "./checksum";
 import { decapPacket, decTot, loadDecapConfig } from "./decap";
 import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
-import { arenaBase, bump, descBase, hdrBase, inPackets, iovBase, maxBatch, maxUnits, unitBase } from "./layout";
+import { H_TUN_MTU, arenaBase, bump, descBase, hdrBase, inPackets, iovBase, maxBatch, maxUnits, unitBase } from "./layout";
 
 const NEEDS_CSUM: u32 = 1;
 const GSO_NONE: u32 = 0;
@@ -39,6 +39,13 @@ const TCP_RST: u32 = 0x04;
 const TCP_PSH: u32 = 0x08;
 const TCP_ACK: u32 = 0x10;
 const TCP_CWR: u32 = 0x80;
+
+/** Sets the TUN device's MTU (tun_rx_batch segments packets bigger than this). */
+export function tun_set_mtu(mtu: u32): i32 {
+  if (hdrBase == 0 || mtu < 576 || mtu > 65535) return E_INVALID;
+  store<u32>(hdrBase + H_TUN_MTU, mtu);
+  return 0;
+}
 
 let nUnits: u32 = 0;
 let nIovs: u32 = 0;
@@ -226,6 +233,8 @@ function segment(p: usize, tot: u32, gsoSize: u32, tcp: bool, res: i32): i32 {
 
 // -------------------------------------------------------------------- receive
 
+let mtu: u32 = 1450;
+
 // The unit being coalesced (valid while mergeable).
 let open: i32 = -1;
 let mergeable = false;
@@ -245,6 +254,8 @@ let mEndFlags: u32 = 0;
 export function tun_rx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits < <u32>UDP_MAX_SEGS || n > maxBatch || from > n) return E_INVALID;
   loadDecapConfig();
+  mtu = load<u32>(hdrBase + H_TUN_MTU);
+  if (mtu == 0) mtu = 1450;
   nUnits = 0;
   nIovs = 0;
   open = -1;
@@ -254,7 +265,10 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
     const off = load<u32>(d, DESC_OFF);
     const len = load<u32>(d, DESC_LEN);
     const gso = <u32>load<u16>(d, DESC_GSO);
-    const g: u32 = gso == 0 || gso > len ? len : gso;
+    let g: u32 = gso == 0 || gso > len ? len : gso;
+    // A tunnel GSO packet handed over whole (virtual underlays do that) can come with the
+    // inner MSS as its "GRO size": its first inner packet then claims more than g bytes.
+    if (g < len && len >= 26 && inPackets(off, len, 0) && <u32>bswap<u16>(load<u16>(<usize>off + 24)) + 22 > g) g = len;
     const count: u32 = len == 0 ? 1 : (len + g - 1) / g;
     if (nUnits + count > maxUnits || nIovs + count > 2 * maxUnits) break;
     if (!inPackets(off, len, 0) || count > 65536) {
@@ -268,12 +282,19 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       const q = <usize>off + <usize>j * <usize>g;
       const dl = len - j * g < g ? len - j * g : g;
       const r = decapPacket(q, dl, outer, tos);
-      bump(DIR_DECAP, r >= 0 ? 0 : <u32>-r);
       if (r < 0) {
+        bump(DIR_DECAP, <u32>-r);
         closeOpen();
         continue;
       }
       const ip = q + 22;
+      const l4 = checkL4(ip, decTot, decTot > mtu);
+      if (l4 < 0) {
+        bump(DIR_DECAP, <u32>-l4);
+        closeOpen();
+        continue;
+      }
+      bump(DIR_DECAP, 0);
       if (!merge(ip, decTot)) {
         closeOpen();
         start(ip, decTot, r);
@@ -284,12 +305,47 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
   return <i32>i;
 }
 
+/**
+ * Checks the inner TCP/UDP checksum before the packet goes to the device as
+ * complete (the device's kernel would verify it; coalesced ones it would
+ * not). A sender whose kernel left the checksum partial (CHECKSUM_PARTIAL
+ * travels unfinished between virtual devices: the field then holds the
+ * pseudo-header sum) gets it finished here; anything else that does not
+ * verify is R_BAD_L4_CSUM. Fragments and UDP without a checksum pass.
+ */
+function checkL4(ip: usize, tot: u32, keepPartial: bool): i32 {
+  const ihl = (<u32>load<u8>(ip) & 15) << 2;
+  const proto = <u32>load<u8>(ip, 9);
+  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return 0;
+  const l4 = ip + <usize>ihl;
+  const len = tot - ihl;
+  const at: u32 = proto == 6 ? 16 : 6;
+  if (len < (proto == 6 ? <u32>20 : <u32>8)) return R_MALFORMED;
+  const field = <u32>bswap<u16>(load<u16>(l4 + <usize>at));
+  if (proto == 17 && field == 0) return 0;
+  const ps = pseudo(ip, proto) + len;
+  if (sum16(l4, len, ps) == 0xffff) return 0;
+  let partial = (ps & 0xffff) + (ps >>> 16);
+  partial = (partial & 0xffff) + (partial >>> 16);
+  if (field != partial) return R_BAD_L4_CSUM;
+  if (keepPartial) return 0; // goes to the device as CHECKSUM_PARTIAL anyway
+  store<u16>(l4 + <usize>at, 0);
+  let c = ~sum16(l4, len, ps) & 0xffff;
+  if (c == 0 && proto == 17) c = 0xffff;
+  be16(l4 + <usize>at, c);
+  return 0;
+}
+
 /** Opens a unit with the packet at ip, and notes whether later segments may join it. */
 function start(ip: usize, tot: u32, res: i32): void {
   open = <i32>openUnit(res, 0, 0, 0, 0);
   memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
   addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
   mergeable = false;
+  if (tot > mtu) {
+    oversized(ip, tot);
+    return;
+  }
   const vihl = <u32>load<u8>(ip);
   const frag = <u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff;
   if (vihl != 0x45 || frag != 0 || <u32>load<u8>(ip, 9) != 6 || tot < 40) return;
@@ -305,6 +361,31 @@ function start(ip: usize, tot: u32, res: i32): void {
   mSegs = 1;
   mNextSeq = bswap<u32>(load<u32>(t, 4)) + mMss;
   mEndFlags = 0;
+}
+
+/**
+ * A TCP or UDP packet bigger than the device's MTU in one datagram (a peer
+ * on a virtual underlay sent its GSO packet whole): it goes to the device
+ * as a TSO/USO packet cut at the MTU, with a partial checksum.
+ */
+function oversized(ip: usize, tot: u32): void {
+  const ihl = (<u32>load<u8>(ip) & 15) << 2;
+  const proto = <u32>load<u8>(ip, 9);
+  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return; // the kernel fragments or refuses it
+  const l4 = ip + <usize>ihl;
+  const hdrs: u32 = ihl + (proto == 6 ? (<u32>load<u8>(l4, 12) >> 4) << 2 : 8);
+  if (hdrs + 8 > mtu || hdrs >= tot) return;
+  let s = pseudo(ip, proto) + (tot - ihl);
+  s = (s & 0xffff) + (s >>> 16);
+  s = (s & 0xffff) + (s >>> 16);
+  be16(l4 + (proto == 6 ? 16 : 6), s);
+  const v = ip - <usize>VNET_HLEN;
+  store<u8>(v, <u8>NEEDS_CSUM);
+  store<u8>(v, <u8>(proto == 6 ? GSO_TCPV4 : GSO_UDP_L4), 1);
+  store<u16>(v, <u16>hdrs, 2);
+  store<u16>(v, <u16>(mtu - hdrs), 4);
+  store<u16>(v, <u16>ihl, 6);
+  store<u16>(v, proto == 6 ? 16 : 6, 8);
 }
 
 /** Appends the TCP segment at ip to the open unit if it continues the same flow exactly. */

@@ -230,7 +230,7 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, ui
 	return r;
 }
 
-/* Send failures since the last call of weft_send_errors(), and the last errno. */
+/* Send (or TUN write) failures since the last call of weft_send_errors(), and the last errno. */
 static __thread int send_errors;
 static __thread int send_errno;
 
@@ -345,8 +345,14 @@ int weft_tun_write_units(int fd, uint8_t *base, uint32_t units, uint32_t iovtab,
 		if (rdi32(u + WEFT_UNIT_RES) < 0)
 			continue;
 		k = unit_iovs(base, iovtab, u, iovs, MAX_IOVS);
-		if (k > 0 && writev(fd, iovs, k) >= 0)
+		if (k <= 0)
+			continue;
+		if (writev(fd, iovs, k) >= 0) {
 			written++;
+		} else {
+			send_errors++;
+			send_errno = errno;
+		}
 	}
 	return written;
 }

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # tshark: the VXLAN dissector that judges the core's frames; etcd-server: the
 # store the agents (and their tests) use; nftables: --ip-masq; iperf3: the
 # data-plane benchmark; clang, llvm, libbpf-dev, bpftool: compiling the tc
-# programs (vmlinux.h from the kernel's BTF); libbpf1: loading them.
-APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool)
+# programs (vmlinux.h from the kernel's BTF); libbpf1: loading them; gcc,
+# libc6-dev: the native shim of the userspace (tun) data path.
+APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

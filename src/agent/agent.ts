@@ -7,12 +7,16 @@ import { ebpfObstacles } from "../backend/ebpf/probe.js";
 import { tunBackend, tunObstacles } from "../backend/tun/index.js";
 import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
 import { vxlanBackend } from "../backend/vxlan/index.js";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { RouteCache } from "../routes/cache.js";
 import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
 import type { Lease } from "../subnet/lease.js";
 import { SubnetManager, SubnetRangeFullError } from "../subnet/manager.js";
 import { parseNetworkConfig, type NetworkConfig } from "../subnet/network-config.js";
-import { RegistryUnavailableError, SubnetRegistry } from "../subnet/registry.js";
-import { readPreviousSubnet, writeSubnetFile } from "../subnet/subnet-file.js";
+import { RegistryUnavailableError } from "../subnet/errors.js";
+import type { SubnetRegistry } from "../subnet/registry.js";
+import { readPreviousSubnet, writeFileAtomic, writeSubnetFile } from "../subnet/subnet-file.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { chooseInterface } from "./iface.js";
 import { AgentMetrics } from "./metrics.js";
@@ -67,6 +71,7 @@ export class Agent {
   private backendChoice = "";
   private readonly ready = { lease: false, dataPath: false, subnetFile: false, etcd: false };
   private applying: Promise<void> = Promise.resolve();
+  private cache: RouteCache | undefined;
   private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
 
   constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
@@ -75,15 +80,40 @@ export class Agent {
   async start(): Promise<void> {
     const o = this.opts;
     const candidates = this.backendCandidates();
+    const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
+    this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
+    // A restart: the data path comes back from the state dir (network config and routes of the last
+    // run) before etcd is even asked, so a data path that lives in this process (tun) forwards again
+    // within a second. etcd then confirms or corrects both.
+    this.cache = new RouteCache(join(o.stateDir, "routes.json"), this.log);
+    const lastConfig = readCachedConfig(join(o.stateDir, "network.json"));
+    if (lastConfig) {
+      this.config = lastConfig.config;
+      await this.register(candidates, iface);
+      await this.applyCachedRoutes();
+    }
+    // etcd's client (gRPC, protobuf) is the slowest module to load: load it only now.
+    const { SubnetRegistry } = await import("../subnet/registry.js");
     this.registry = new SubnetRegistry({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
     });
-    this.config = await this.waitForConfig();
-    const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
-    this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
-    const network = await this.register(candidates, iface);
+    const fresh = await this.waitForConfig();
+    let restarted = false;
+    if (!lastConfig || fresh.text !== lastConfig.text) {
+      if (this.network) {
+        this.log.warn("the network config changed while the agent was away; starting the data path again with the new one");
+        await this.network.close();
+        this.network = undefined;
+        restarted = true;
+      }
+      writeFileAtomic(join(o.stateDir, "network.json"), fresh.text, 0o600);
+    }
+    this.config = fresh.config;
+    const network = this.network ?? (await this.register(candidates, iface));
+    if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
+    if (!lastConfig) await this.applyCachedRoutes();
 
-    this.manager = new SubnetManager(this.registry, this.config, network.leaseAttrs, {
+    this.manager = new SubnetManager(this.registry, fresh.config, network.leaseAttrs, {
       ttlSec: o.subnetLeaseTtl,
       renewMarginSec: o.subnetLeaseRenewMargin,
       retrySec: Math.min(60, Math.max(1, Math.floor(o.subnetLeaseRenewMargin / 4))),
@@ -164,12 +194,20 @@ export class Agent {
     throw new ConfigError("no backend to start");
   }
 
-  private async waitForConfig(): Promise<NetworkConfig> {
+  private async applyCachedRoutes(): Promise<void> {
+    const cached = this.cache?.load() ?? [];
+    if (cached.length === 0) return;
+    this.enqueue(() => this.table.replaceAll(cached));
+    await this.applying;
+    this.log.info({ routes: cached.length }, "applied the cached route table; etcd will correct it");
+  }
+
+  private async waitForConfig(): Promise<{ config: NetworkConfig; text: string }> {
     const reg = this.registry as SubnetRegistry;
     for (let i = 0; !this.stopped; i++) {
       try {
         const text = await reg.getNetworkConfig();
-        if (text !== undefined) return parseNetworkConfig(text); // a bad config is fatal: ConfigError
+        if (text !== undefined) return { config: parseNetworkConfig(text), text }; // a bad config is fatal: ConfigError
         if (i % 10 === 0) this.log.warn({ key: reg.configKey }, "network config not found in etcd; waiting (create it with `weft network init`)");
       } catch (e) {
         if (!(e instanceof RegistryUnavailableError)) throw e;
@@ -212,6 +250,7 @@ export class Agent {
     const diff = change();
     this.metrics.routes.set(this.table.size);
     if (isEmpty(diff)) return;
+    this.cache?.save(this.table.all());
     this.applying = this.applying.then(async () => {
       const end = this.metrics.applySeconds.startTimer();
       try {
@@ -327,7 +366,18 @@ export class Agent {
     await this.watcher?.close();
     await this.applying.catch(() => undefined);
     await this.network?.close();
+    this.cache?.flush();
     this.registry?.close();
+  }
+}
+
+/** The network config of the last run, if the state dir has a readable one. */
+function readCachedConfig(path: string): { config: NetworkConfig; text: string } | undefined {
+  try {
+    const text = readFileSync(path, "utf8");
+    return { config: parseNetworkConfig(text), text };
+  } catch {
+    return undefined;
   }
 }
 

@@ -22,6 +22,7 @@ export const RESULT_NAMES = [
   "unknown_peer",
   "spoofed",
   "ecn",
+  "bad_l4_csum",
 ] as const;
 
 export type ResultName = (typeof RESULT_NAMES)[number];

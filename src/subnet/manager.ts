@@ -4,7 +4,8 @@ import { formatCidr, formatIpv4, maskOf, type Ipv4Prefix } from "../common/ipv4.
 import type { Logger } from "../common/log.js";
 import { parseSubnetKey, sameAttrs, type Lease, type LeaseAttrs } from "./lease.js";
 import type { NetworkConfig } from "./network-config.js";
-import { RegistryUnavailableError, type LeaseSnapshot, type SubnetRegistry } from "./registry.js";
+import { RegistryUnavailableError } from "./errors.js";
+import type { LeaseSnapshot, SubnetRegistry } from "./registry.js";
 
 /** Every subnet of the range is leased or reserved. */
 export class SubnetRangeFullError extends WeftError {

@@ -2,19 +2,15 @@ import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { ExponentialBackoff } from "cockatiel";
 import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
-import { ConfigError, WeftError } from "../common/errors.js";
+import { ConfigError } from "../common/errors.js";
+import { RegistryUnavailableError } from "./errors.js";
+
+export { RegistryUnavailableError };
 import type { Ipv4Prefix } from "../common/ipv4.js";
 import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs } from "./lease.js";
 
 type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
 
-/** etcd could not be reached or refused a request; the caller retries. */
-export class RegistryUnavailableError extends WeftError {
-  readonly code = "WEFT_ETCD_UNAVAILABLE";
-  constructor(what: string, cause: unknown) {
-    super(`etcd: ${what} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { recoverable: true, cause });
-  }
-}
 
 export interface RegistryOptions {
   /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */

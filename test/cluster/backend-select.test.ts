@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Cluster } from "../../src/harness/cluster.js";
 
 /**
- * --backend auto picks ebpf when the host allows it and otherwise falls
- * back, logging exactly why. Tested for real: no bpffs, and CAP_BPF +
- * CAP_SYS_ADMIN taken away with setpriv.
+ * --backend auto picks ebpf when the host allows it and otherwise the
+ * userspace tun path, logging exactly why. Tested for real: no bpffs, and
+ * CAP_BPF + CAP_SYS_ADMIN taken away with setpriv (a restricted host).
  */
 let c: Cluster;
 beforeAll(async () => {
@@ -24,18 +24,18 @@ async function startWith(i: number, extra: string[], wrap: string[] = []): Promi
 }
 
 describe("--backend auto", () => {
-  it("uses ebpf where it can, and vxlan (saying why) where it cannot; the three nodes reach each other", async () => {
+  it("uses ebpf where it can, and tun (saying why) where it cannot; the three nodes reach each other", async () => {
     expect(await startWith(0, [])).toBe("auto: ebpf");
 
     const notBpffs = join(c.dir, "plain-dir");
     mkdirSync(notBpffs);
-    expect(await startWith(1, ["--bpffs", notBpffs])).toBe("auto: vxlan");
-    expect(c.agentLog(1)).toMatch(/"reasons":\["[^"]*plain-dir is not a bpffs[^"]*"\],"msg":"auto: the ebpf backend cannot run here; using vxlan/);
+    expect(await startWith(1, ["--bpffs", notBpffs])).toBe("auto: tun");
+    expect(c.agentLog(1)).toMatch(/"reasons":\["[^"]*plain-dir is not a bpffs[^"]*"\],"msg":"auto: the ebpf backend cannot run here; using tun/);
 
     // A restricted host: root, but without CAP_BPF and CAP_SYS_ADMIN.
     const drop = ["setpriv", "--bounding-set", "-bpf,-sys_admin", "--inh-caps", "-bpf,-sys_admin", "--"];
-    expect(await startWith(2, [], drop)).toBe("auto: vxlan");
-    expect(c.agentLog(2)).toMatch(/"reasons":\["neither CAP_BPF nor CAP_SYS_ADMIN is held[^"]*"\],"msg":"auto: the ebpf backend cannot run here/);
+    expect(await startWith(2, [], drop)).toBe("auto: tun");
+    expect(c.agentLog(2)).toMatch(/"reasons":\["neither CAP_BPF nor CAP_SYS_ADMIN is held[^"]*"\],"msg":"auto: the ebpf backend cannot run here; using tun/);
 
     expect(await c.pingAll()).toEqual([]);
   }, 90_000);

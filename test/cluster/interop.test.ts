@@ -9,7 +9,8 @@ import { Cluster } from "../../src/harness/cluster.js";
  * writes its lease into etcd in flannel's format, reading the weft nodes'
  * leases with plain JSON.parse and flannel's field names. Traffic must flow
  * in every direction, with weft nodes on the kernel vxlan backend, and in a
- * mixed cluster of an ebpf node, a kernel-vxlan node and the flannel node.
+ * mixed cluster of an ebpf node, a kernel-vxlan node, a tun node and the
+ * flannel node.
  */
 const FLANNEL_MAC = "02:f1:a0:00:00:03";
 const FLANNEL_SUBNET = "198.18.200.0/24";
@@ -73,16 +74,17 @@ describe("weft and flannel on one network", () => {
     expect(await c.pingAll()).toEqual([]);
   }, 120_000);
 
-  it("mixed: an ebpf node, a kernel-vxlan node and a flannel-programmed node reach each other in every direction", async () => {
-    const c = await Cluster.create({ nodes: 3, podsPerNode: 2, manualNodes: [2], backend: ["ebpf", "vxlan", "vxlan"] });
+  it("mixed: ebpf, kernel-vxlan and tun nodes and a flannel-programmed node reach each other in every direction", async () => {
+    const c = await Cluster.create({ nodes: 4, podsPerNode: 2, manualNodes: [3], backend: ["ebpf", "vxlan", "tun", "vxlan"] });
     clusters.push(c);
     expect((await c.status(0)).backend).toBe("ebpf");
     expect((await c.status(1)).backend).toBe("vxlan");
-    await programFlannelNode(c, 2);
-    await weftNodesSee(c, [0, 1], 2);
+    expect((await c.status(2)).backend).toBe("tun");
+    await programFlannelNode(c, 3);
+    await weftNodesSee(c, [0, 1, 2], 3);
     expect(await c.pingAll()).toEqual([]);
     // Hosts too: each weft node's own stack reaches every other node's pods.
-    for (const i of [0, 1]) {
+    for (const i of [0, 1, 2]) {
       for (const p of c.pods.filter((p) => p.node !== i)) {
         await c.node(i).ns.exec(["ping", "-c", "1", "-W", "2", "-q", formatIpv4(p.addr)]);
       }

@@ -251,4 +251,56 @@ describe("tun receive: datagrams coalesced for the device", () => {
     expect(c.tunUnits()).toBe(0);
     expect(c.counters(abi.DIR_DECAP).spoofed).toBe(3n);
   });
+
+  /** One VXLAN datagram from A carrying `inner` as-is (what a kernel peer on a virtual underlay may send). */
+  function raw(inner: Uint8Array): Uint8Array {
+    const dg = new Uint8Array(22 + inner.length);
+    const v = new DataView(dg.buffer);
+    v.setUint32(0, 0x08000000);
+    v.setUint32(4, 1 << 8);
+    dg.set(NODES[B].vtepMac, 8);
+    dg.set(NODES[A].vtepMac, 14);
+    v.setUint16(20, 0x0800);
+    dg.set(inner, 22);
+    return dg;
+  }
+
+  /** A TCP packet whose checksum field holds what CHECKSUM_PARTIAL leaves: the folded pseudo-header sum. */
+  function partialTcp(payloadLen: number): Uint8Array {
+    const ip = ipv4({ src: podA, dst: podB, proto: 6, payload: tcpSuper(randBytes(rng(payloadLen), payloadLen), 3, 0x10) });
+    let ps = (podA >>> 16) + (podA & 0xffff) + (podB >>> 16) + (podB & 0xffff) + 6 + (ip.length - 20);
+    ps = (ps & 0xffff) + (ps >>> 16);
+    new DataView(ip.buffer).setUint16(36, ps);
+    return ip;
+  }
+
+  it("finishes a checksum the sender left partial, and drops a wrong one", () => {
+    const b = coreAs(B, LIMITS);
+    receive(b, raw(partialTcp(500)), 0);
+    const [o, l] = b.unit(0).iovs[0]!;
+    expect(l4Valid(b.bytes().slice(o + 10, o + l))).toBe(true);
+    const bad = partialTcp(500);
+    bad[60]! ^= 0xff; // payload corrupted after the sender computed nothing
+    const c = coreAs(B, LIMITS);
+    const full = bad.slice();
+    new DataView(full.buffer).setUint16(36, 0x1234); // neither valid nor partial
+    receive(c, raw(full), 0);
+    expect(c.tunUnits()).toBe(0);
+    expect(c.counters(abi.DIR_DECAP).bad_l4_csum).toBe(1n);
+  });
+
+  it("a TCP packet bigger than the MTU in one datagram goes to the device as TSO cut at the MTU", () => {
+    const b = coreAs(B, LIMITS);
+    b.setTunMtu(1450);
+    const big = partialTcp(6_990);
+    // Whole, as one datagram, and also with a UDP_GRO size that is the inner MSS (as the kernel reports it).
+    for (const gso of [0, 1398]) {
+      receive(b, raw(big), gso);
+      expect(b.tunUnits()).toBe(1);
+      const [o] = b.unit(0).iovs[0]!;
+      const h = new DataView(b.bytes().buffer, o, 10);
+      expect([h.getUint8(0), h.getUint8(1), h.getUint16(2, true), h.getUint16(4, true)]).toEqual([NEEDS_CSUM, GSO_TCPV4, 52, 1450 - 52]);
+    }
+  });
 });
+

@@ -70,7 +70,7 @@ export class TunNetwork implements Network {
     const init: WorkerInit = {
       mode, tunFd: this.setup.tunFd, sockFds: mode === "tx" ? this.setup.txFds : [this.setup.rxFd],
       vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
-      dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize,
+      dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize, mtu: this.mtu,
     };
     const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
     this.workers[mode] = { worker, port: port1 };

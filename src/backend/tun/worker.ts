@@ -36,6 +36,7 @@ export interface WorkerInit {
   readonly ctl: MessagePort;
   readonly maxBatch: number;
   readonly slotSize: number;
+  readonly mtu: number;
 }
 
 export interface WorkerReport {
@@ -55,6 +56,7 @@ function main(init: WorkerInit): void {
   const core = WasmCore.create({
     maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
   });
+  core.setTunMtu(init.mtu);
   core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;

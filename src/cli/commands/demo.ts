@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { formatIpv4 } from "../../common/ipv4.js";
-import { Cluster } from "../../harness/cluster.js";
 import { sweepMounts, sweepNamespaces } from "../../harness/netns.js";
 import { run } from "../../harness/exec.js";
 
@@ -27,6 +26,7 @@ export function registerDemo(program: Command): void {
       if (!Number.isInteger(pods) || pods < 1 || pods > 20) throw new ConfigError(`--pods ${o.pods}: give 1..20`);
       await preflight();
       console.log(`weft demo: starting etcd and ${nodes} nodes x ${pods} pods in network namespaces...`);
+      const { Cluster } = await import("../../harness/cluster.js");
       const cluster = await Cluster.create({ nodes, podsPerNode: pods, backend: "auto" });
       let stopping = false;
       const stop = async (): Promise<void> => {
@@ -66,7 +66,7 @@ async function preflight(): Promise<void> {
 }
 
 /** The nodes table and the pod reachability matrix. */
-async function render(c: Cluster): Promise<string> {
+async function render(c: import("../../harness/cluster.js").Cluster): Promise<string> {
   const lines: string[] = [`weft demo  ${new Date().toISOString()}  network ${formatIpv4(c.network.addr)}/${c.network.len}  etcd ${c.etcd.endpoint}`, ""];
   lines.push("node   underlay      subnet            backend  ready  peers  vtep mac");
   for (const n of c.nodes) {

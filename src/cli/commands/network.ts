@@ -2,7 +2,6 @@ import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { parseCidr, parseIpv4 } from "../../common/ipv4.js";
 import { formatNetworkConfig, parseNetworkConfig } from "../../subnet/network-config.js";
-import { SubnetRegistry } from "../../subnet/registry.js";
 import { AGENT_DEFAULTS } from "../../agent/options.js";
 
 function intArg(v: string | undefined, name: string): number | undefined {
@@ -38,6 +37,7 @@ export function registerNetwork(program: Command): void {
         mtu: intArg(o["mtu"] as string | undefined, "--mtu"),
         directRouting: o["directRouting"] === true ? true : undefined,
       });
+      const { SubnetRegistry } = await import("../../subnet/registry.js");
       const reg = new SubnetRegistry({ endpoints: String(o["etcdEndpoints"]).split(","), prefix: String(o["etcdPrefix"]) });
       try {
         const wrote = await reg.putNetworkConfig(text, o["force"] === true);
@@ -53,6 +53,7 @@ export function registerNetwork(program: Command): void {
 
   common(net.command("show").description("print the network config and how it is read"))
     .action(async (o: Record<string, string>) => {
+      const { SubnetRegistry } = await import("../../subnet/registry.js");
       const reg = new SubnetRegistry({ endpoints: String(o["etcdEndpoints"]).split(","), prefix: String(o["etcdPrefix"]) });
       try {
         const text = await reg.getNetworkConfig();

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { z } from "zod";
 import * as abi from "../../../asm/abi.js";
 import { CoreError, type CoreErrorCode } from "../../common/errors.js";
 import { projectRoot } from "../../common/paths.js";
@@ -42,6 +41,7 @@ interface CoreExports {
   tun_tx_batch(from: number, n: number): number;
   tun_rx_batch(from: number, n: number): number;
   tun_units(): number;
+  tun_set_mtu(mtu: number): number;
 }
 
 export const DEFAULT_LIMITS: CoreLimits = {
@@ -54,16 +54,24 @@ export const DEFAULT_LIMITS: CoreLimits = {
   units: 0,
 };
 
-const limitsSchema = z.object({
-  maxPeers: z.number().int().min(1).max(1 << 20),
-  maxRules: z.number().int().min(1).max(1 << 22),
-  maxBatch: z.number().int().min(1).max(1 << 16),
-  slots: z.number().int().min(1).max(1 << 16),
-  slotSize: z.number().int().min(64).max(1 << 20).refine((v) => v % 64 === 0, "must be a multiple of 64"),
-  headroom: z.number().int().min(abi.ENCAP_FRAME_OVERHEAD),
-  units: z.number().int().min(0).max(1 << 16),
-}).refine((l) => l.headroom < l.slotSize, { message: "headroom must be smaller than slotSize", path: ["headroom"] })
-  .refine((l) => l.slots * l.slotSize <= 1 << 30, { message: "slots x slotSize must be at most 1 GiB", path: ["slots"] });
+/** Each limit: inclusive range. (Plain checks: the packet workers load this module, and start fast.) */
+const RANGES: Record<keyof CoreLimits, [number, number]> = {
+  maxPeers: [1, 1 << 20], maxRules: [1, 1 << 22], maxBatch: [1, 1 << 16], slots: [1, 1 << 16],
+  slotSize: [64, 1 << 20], headroom: [abi.ENCAP_FRAME_OVERHEAD, 1 << 20], units: [0, 1 << 16],
+};
+
+/** Why a set of limits cannot be laid out, one message per bad field; [] when they can. */
+export function limitProblems(l: CoreLimits): string[] {
+  const out: string[] = [];
+  for (const [k, [lo, hi]] of Object.entries(RANGES) as [keyof CoreLimits, [number, number]][]) {
+    const v = l[k];
+    if (!Number.isInteger(v) || v < lo || v > hi) out.push(`${k}: must be an integer in ${lo}..${hi}, got ${v}`);
+  }
+  if (l.slotSize % 64 !== 0) out.push("slotSize: must be a multiple of 64");
+  if (l.headroom >= l.slotSize) out.push("headroom: must be smaller than slotSize");
+  if (l.slots * l.slotSize > 1 << 30) out.push("slots: slots x slotSize must be at most 1 GiB");
+  return out;
+}
 
 let compiled: WebAssembly.Module | undefined;
 
@@ -148,12 +156,9 @@ export class WasmCore {
 
   /** Instantiates the core (the module is compiled once per process) and lays its memory out. */
   static create(limits: Partial<CoreLimits> = {}): WasmCore {
-    const parsed = limitsSchema.safeParse({ ...DEFAULT_LIMITS, ...limits });
-    if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-      throw new CoreError("WEFT_CORE_INVALID", `bad WASM core limits: ${issues}`);
-    }
-    const l = parsed.data;
+    const l: CoreLimits = { ...DEFAULT_LIMITS, ...limits };
+    const problems = limitProblems(l);
+    if (problems.length > 0) throw new CoreError("WEFT_CORE_INVALID", `bad WASM core limits: ${problems.join("; ")}`);
     const inst = new WebAssembly.Instance(compile(), {});
     const x = inst.exports as unknown as CoreExports;
     if (x.abi_version() !== abi.ABI_VERSION) {
@@ -376,6 +381,11 @@ export class WasmCore {
 
   tunUnits(): number {
     return this.x.tun_units();
+  }
+
+  /** The TUN device's MTU: tun receive cuts bigger TCP/UDP packets into TSO/USO packets of this size. */
+  setTunMtu(mtu: number): void {
+    check(this.x.tun_set_mtu(mtu), `setting the TUN MTU to ${mtu}`, "576..65535");
   }
 
   /** Unit i of the last tun batch, with its iovecs (tests and tools; the shim reads memory directly). */

@@ -1,0 +1,67 @@
+import { readFileSync } from "node:fs";
+import { formatCidr, formatIpv4, formatMac, parseCidr, parseIpv4, parseMac } from "../common/ipv4.js";
+import type { Logger } from "../common/log.js";
+import type { Lease } from "../subnet/lease.js";
+import { writeFileAtomic } from "../subnet/subnet-file.js";
+
+interface Stored {
+  subnet: string;
+  publicIp: string;
+  vni: number;
+  vtepMac: string;
+}
+
+/**
+ * The route table as last applied, kept in the state dir. A restarted agent
+ * applies it as soon as its data path exists, before etcd answers, so a data
+ * path that lives in the agent (tun) forwards again within a second; the
+ * first etcd snapshot then corrects whatever changed meanwhile (it is diffed
+ * against this). Writes are debounced and atomic.
+ */
+export class RouteCache {
+  private timer: NodeJS.Timeout | undefined;
+  private pending: readonly Lease[] | undefined;
+
+  constructor(private readonly path: string, private readonly log: Logger, private readonly delayMs = 200) {}
+
+  load(): Lease[] {
+    let text: string;
+    try {
+      text = readFileSync(this.path, "utf8");
+    } catch {
+      return [];
+    }
+    try {
+      return (JSON.parse(text) as Stored[]).map((s) => ({
+        subnet: parseCidr(s.subnet),
+        attrs: { publicIp: parseIpv4(s.publicIp), backendType: "vxlan", vni: s.vni, vtepMac: parseMac(s.vtepMac) },
+        leaseId: "0",
+        modRevision: "0",
+      }));
+    } catch (e) {
+      this.log.warn({ path: this.path, err: (e as Error).message }, "ignoring an unreadable route cache");
+      return [];
+    }
+  }
+
+  save(leases: readonly Lease[]): void {
+    this.pending = leases;
+    this.timer ??= setTimeout(() => this.flush(), this.delayMs).unref();
+  }
+
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const leases = this.pending;
+    if (!leases) return;
+    this.pending = undefined;
+    const doc: Stored[] = leases.map((l) => ({
+      subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vni: l.attrs.vni, vtepMac: formatMac(l.attrs.vtepMac),
+    }));
+    try {
+      writeFileAtomic(this.path, `${JSON.stringify(doc)}\n`, 0o600);
+    } catch (e) {
+      this.log.warn({ path: this.path, err: (e as Error).message }, "could not write the route cache");
+    }
+  }
+}

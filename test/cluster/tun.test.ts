@@ -1,0 +1,85 @@
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatIpv4 } from "../../src/common/ipv4.js";
+import { Cluster } from "../../src/harness/cluster.js";
+import { start } from "../../src/harness/exec.js";
+
+/**
+ * The userspace (tun) backend in a mixed cluster: node 0 tun, node 1 ebpf,
+ * node 2 kernel vxlan. Every pair talks both ways, iperf3 runs through the
+ * tun node, 100k broken datagrams hit its VXLAN port without harm, and an
+ * agent restart brings traffic back within a second.
+ */
+const flood = fileURLToPath(new URL("../helpers/udp-flood.mjs", import.meta.url));
+let c: Cluster;
+beforeAll(async () => {
+  c = await Cluster.create({ nodes: 3, podsPerNode: 1, backend: ["tun", "ebpf", "vxlan"] });
+}, 120_000);
+afterAll(async () => {
+  await c?.destroy();
+});
+
+const ip = formatIpv4;
+
+describe("tun backend in a mixed cluster", () => {
+  it("runs tun, ebpf and vxlan side by side; every pod reaches every other, and every host every pod", async () => {
+    expect([0, 1, 2].map((i) => i)).toHaveLength(3);
+    expect((await c.status(0)).backend).toBe("tun");
+    expect((await c.status(1)).backend).toBe("ebpf");
+    expect((await c.status(2)).backend).toBe("vxlan");
+    expect(await c.pingAll()).toEqual([]);
+    for (const i of [0, 1, 2]) {
+      for (const p of c.pods.filter((p) => p.node !== i)) await c.node(i).ns.exec(["ping", "-c", "1", "-W", "2", "-q", ip(p.addr)]);
+    }
+  });
+
+  it("carries iperf3 through the tun node in both directions", async () => {
+    for (const [from, to] of [[0, 2], [1, 0]] as const) {
+      const srv = c.node(to).pods[0]!;
+      const s = start(["ip", "netns", "exec", srv.ns.name, "iperf3", "-s", "-1"]);
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        const out = JSON.parse(await c.node(from).pods[0]!.ns.exec(["iperf3", "-c", ip(srv.addr), "-t", "2", "-J"], { timeoutMs: 30_000 })) as {
+          end: { sum_received: { bytes: number } };
+        };
+        expect(out.end.sum_received.bytes, `${from} -> ${to}`).toBeGreaterThan(50_000_000);
+      } finally {
+        s.kill();
+      }
+    }
+  });
+
+  it("survives 100k random and malformed datagrams on its VXLAN port: counters rise, traffic keeps flowing", async () => {
+    const before = (await c.status(0)).counters;
+    const mac = (await c.status(0)).vtepMac!.replace(/:/g, "");
+    const out = await c.node(1).ns.exec([process.execPath, flood, ip(c.node(0).underlay), "8472", "100000", "42", "1", mac], { timeoutMs: 120_000 });
+    expect(JSON.parse(out).sent).toBe(100000);
+    await new Promise((r) => setTimeout(r, 1200)); // a counter report
+    const after = (await c.status(0)).counters;
+    const drops = Object.entries(after).filter(([k]) => k.startsWith("tun_rx_") && !["tun_rx_ok", "tun_rx_batches"].includes(k))
+      .reduce((n, [k, v]) => n + v - (before[k] ?? 0), 0);
+    expect(drops).toBeGreaterThan(50_000);
+    expect(after["tun_rx_bad_flags"] ?? 0).toBeGreaterThan(before["tun_rx_bad_flags"] ?? 0);
+    expect(after["worker_restarts"]).toBe(0);
+    expect(c.node(0).agent?.exitCode).toBeNull();
+    expect(await c.pingAll()).toEqual([]);
+  }, 180_000);
+
+  it("an agent restart brings the device, its routes and traffic back within a second", async () => {
+    const from = c.node(2).pods[0]!;
+    const to = c.node(0).pods[0]!;
+    const pinging = from.ns.exec(["ping", "-D", "-i", "0.01", "-c", "600", "-W", "1", ip(to.addr)], { timeoutMs: 30_000 }).catch((e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 500));
+    await c.stopAgent(0, "SIGTERM");
+    const startedAt = Date.now() / 1000;
+    c.startAgent(0);
+    await c.waitReady(0);
+    const out = await pinging;
+    // Replies after the new agent started: the first one says when traffic resumed.
+    const times = [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((m) => Number(m[1]));
+    const resumed = times.find((t) => t > startedAt);
+    expect(resumed, out.slice(-500)).toBeDefined();
+    expect(resumed! - startedAt).toBeLessThan(1.0);
+    expect(await c.node(0).ns.exec(["ip", "route", "show", "dev", "weft.1"])).toMatch(/198\.18\.0\.0\/16/);
+  }, 60_000);
+});
