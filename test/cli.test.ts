@@ -28,7 +28,7 @@ describe("README and CLI", () => {
     }
   });
 
-  it.each([["cni"], ["install-cni"], ["ipam", "ls"], ["svc", "put"], ["agent", "--backend", "tun"]])(
+  it.each([["cni"], ["install-cni"], ["ipam", "ls"], ["svc", "put"]])(
     "`weft %j` says it is not built yet and exits 2", (...args) => {
       const r = weft(...args);
       expect(r.status).toBe(2);

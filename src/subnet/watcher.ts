@@ -46,7 +46,7 @@ export class LeaseWatcher extends EventEmitter<{
         this.resyncs++;
         this.emit("snapshot", snap.leases);
         const next = (BigInt(snap.revision) + 1n).toString();
-        await this.watcher?.cancel().catch(() => undefined);
+        await cancel(this.watcher);
         const w = await this.registry.watch(next, (e) => this.onEvent(e), (err) => this.onWatchError(err), (up) => {
           if (this.watcher !== w || this.synced === up) return;
           this.synced = up;
@@ -73,6 +73,7 @@ export class LeaseWatcher extends EventEmitter<{
   private onWatchError(err: Error): void {
     if (this.closed) return;
     this.synced = false;
+    this.watcher = undefined; // the server ended it: cancelling it again would wait for an answer that never comes
     this.log.warn({ err: err.message }, "lease watch ended; listing again");
     void this.resync();
   }
@@ -86,6 +87,12 @@ export class LeaseWatcher extends EventEmitter<{
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.watcher?.cancel().catch(() => undefined);
+    await cancel(this.watcher);
   }
+}
+
+/** Cancels a watch, giving up after a second (an unreachable etcd never answers). */
+async function cancel(w: Watcher | undefined): Promise<void> {
+  if (!w) return;
+  await Promise.race([w.cancel().catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
 }

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { formatCidr, parseCidr, parseIpv4, parseMac } from "../../src/common/ipv4.js";
-import { silentLogger } from "../../src/common/log.js";
+import { createLogger, silentLogger } from "../../src/common/log.js";
 import { RouteTable } from "../../src/routes/table.js";
 import { encodeLeaseAttrs, type LeaseAttrs } from "../../src/subnet/lease.js";
 import { SubnetManager, SubnetRangeFullError } from "../../src/subnet/manager.js";
@@ -138,7 +138,7 @@ describe("watching leases", () => {
     const { forwardTcpToUnix } = await import("../../src/harness/forward.js");
     const fwd = await forwardTcpToUnix(etcd.socket);
     const wreg = registry(`http://127.0.0.1:${fwd.port}`);
-    const w = new LeaseWatcher(wreg, silentLogger, 200);
+    const w = new LeaseWatcher(wreg, process.env["WEFT_TEST_LOG"] ? createLogger("watch-test") : silentLogger, 200);
     const table = new RouteTable();
     w.on("snapshot", (ls) => table.replaceAll(ls));
     w.on("put", (l) => table.put(l));
