@@ -20,6 +20,7 @@ import { readPreviousSubnet, writeFileAtomic, writeSubnetFile } from "../subnet/
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { chooseInterface } from "./iface.js";
 import { AgentMetrics } from "./metrics.js";
+import { PodService } from "./pods.js";
 import type { AgentOptions } from "./options.js";
 
 export interface Readiness {
@@ -73,6 +74,8 @@ export class Agent {
   private applying: Promise<void> = Promise.resolve();
   private cache: RouteCache | undefined;
   private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
+  /** IPAM and the CNI handlers (open from the start, so DEL works before etcd answers). */
+  pods: PodService | undefined;
 
   constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
 
@@ -86,6 +89,15 @@ export class Agent {
     // run) before etcd is even asked, so a data path that lives in this process (tun) forwards again
     // within a second. etcd then confirms or corrects both.
     this.cache = new RouteCache(join(o.stateDir, "routes.json"), this.log);
+    this.pods = await PodService.open({
+      stateDir: o.stateDir, subnetFile: o.subnetFile, registry: this.metrics.registry, log: this.log.child({ part: "pods" }),
+      reconcileIntervalSec: o.ipamReconcileInterval, releaseGraceSec: o.ipamReleaseGrace,
+      dataPath: {
+        notReady: () => this.podsNotReady(),
+        addEndpoint: (e) => this.addEndpoint(e),
+        removeEndpoint: (ip) => this.removeEndpoint(ip),
+      },
+    });
     const lastConfig = readCachedConfig(join(o.stateDir, "network.json"));
     if (lastConfig) {
       this.config = lastConfig.config;
@@ -121,6 +133,7 @@ export class Agent {
     }, this.log);
     this.manager.on("lost", () => {
       this.ready.lease = false;
+      this.pods?.bind(undefined);
       this.count.reacquired++;
       this.metrics.leaseReacquired.inc();
     });
@@ -142,6 +155,7 @@ export class Agent {
     await this.applying;
     this.ready.etcd = true;
     this.scheduleReconcile();
+    this.pods.startReconciler();
     this.log.info({ subnet: formatCidr(lease.subnet), backend: network.backend, peers: this.table.size }, "agent ready");
   }
 
@@ -243,6 +257,16 @@ export class Agent {
     if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
     writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
     this.ready.subnetFile = true;
+    this.pods?.bind(l.subnet);
+  }
+
+  /** Why a pod cannot be wired now, or undefined. */
+  private podsNotReady(): string | undefined {
+    if (!this.network) return "no data path yet";
+    if (!this.ready.lease || !this.manager?.lease) return "this node holds no subnet lease right now";
+    if ((this.manager.secondsLeft ?? 0) <= 0) return "the subnet lease has expired";
+    if (!this.ready.dataPath || !this.ready.subnetFile) return "the data path is still being set up";
+    return undefined;
   }
 
   /** Applies table changes to the data path in order, one at a time. */
@@ -366,6 +390,7 @@ export class Agent {
     await this.watcher?.close();
     await this.applying.catch(() => undefined);
     await this.network?.close();
+    await this.pods?.close();
     this.cache?.flush();
     this.registry?.close();
   }

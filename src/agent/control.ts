@@ -2,7 +2,11 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server } from "node:net";
 import { dirname } from "node:path";
 import { ConfigError, WeftError } from "../common/errors.js";
-import { parseIpv4, parseMac } from "../common/ipv4.js";
+import { contains, formatCidr, formatIpv4, parseIpv4, parseMac } from "../common/ipv4.js";
+import { versionOf, type Invocation } from "../cni/request.js";
+import { CNI_CODE, CniError } from "../cni/spec.js";
+import { isDead } from "../ipam/reconciler.js";
+import { encodeAllocation } from "../ipam/table.js";
 import type { Agent, AgentCounters, AgentStatus } from "./agent.js";
 
 /** The agent answered, but refused the request. */
@@ -31,7 +35,8 @@ export async function startControlSocket(agent: Agent, path: string): Promise<Se
       while ((nl = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
-        void handle(agent, line).then((reply) => sock.write(`${JSON.stringify(reply)}\n`));
+        if (line.startsWith("cni ")) void handleCniLine(agent, line.slice(4)).then((reply) => sock.write(reply));
+        else void handle(agent, line).then((reply) => sock.write(`${JSON.stringify(reply)}\n`));
       }
     });
     sock.on("error", () => undefined);
@@ -45,8 +50,33 @@ export async function startControlSocket(agent: Agent, path: string): Promise<Se
 }
 
 /**
+ * A CNI invocation from the plugin binary (native/weft_cni.c or `weft cni`):
+ * `cni {"role","env","stdin"}`. The reply is framed for a small C client
+ * rather than JSON: `cni-reply <exit code> <byte count>\n` and then exactly
+ * that many bytes, the plugin's stdout.
+ */
+async function handleCniLine(agent: Agent, json: string): Promise<string> {
+  let out: { exit: number; stdout: string };
+  try {
+    const inv = JSON.parse(json) as Invocation;
+    if ((inv.role !== "weft" && inv.role !== "weft-ipam") || typeof inv.env !== "object" || typeof inv.stdin !== "string") {
+      throw new Error("the request needs role (weft or weft-ipam), env and stdin");
+    }
+    if (!agent.pods) {
+      out = { exit: 1, stdout: JSON.stringify(new CniError(CNI_CODE.TRY_AGAIN_LATER, "the weft agent is starting").toJSON(versionOf(inv.stdin))) };
+    } else {
+      out = await agent.pods.handle(inv);
+    }
+  } catch (e) {
+    out = { exit: 1, stdout: JSON.stringify(new CniError(CNI_CODE.DECODE, `bad request from the plugin binary: ${(e as Error).message}`).toJSON("1.1.0")) };
+  }
+  return `cni-reply ${out.exit} ${Buffer.byteLength(out.stdout)}\n${out.stdout}`;
+}
+
+/**
  * One request line: `status`, `counters`, `endpoint-add {"ip","ifname","mac"}`,
- * `endpoint-del {"ip"}`. Replies {ok: true, ...} or {ok: false, error}.
+ * `endpoint-del {"ip"}`, `ipam-ls`, `ipam-show <address|container>`,
+ * `ipam-gc {"deadNow"}`. Replies {ok: true, ...} or {ok: false, error}.
  */
 async function handle(agent: Agent, line: string): Promise<Record<string, unknown>> {
   const sp = line.indexOf(" ");
@@ -66,8 +96,27 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
         await agent.addEndpoint({ ip, ifname: arg.ifname, mac: parseMac(arg.mac) });
         return { ok: true };
       }
+      case "ipam-ls":
+      case "ipam-show": {
+        const pods = agent.pods;
+        if (!pods) throw new ConfigError("the agent has not opened its IPAM state yet");
+        const subnet = pods.ipam.boundSubnet;
+        const q = sp < 0 ? "" : line.slice(sp + 1).trim();
+        const list = pods.ipam.list().filter((a) => verb === "ipam-ls" || formatIpv4(a.ip) === q || a.containerId.startsWith(q) || a.podName === q);
+        return {
+          ok: true, subnet: subnet ? formatCidr(subnet) : null, usage: pods.ipam.usage(), waitingForGrace: pods.reconciler.waiting,
+          allocations: list.map((a) => ({ ...encodeAllocation(a), dead: isDead(a), stale: !subnet || !contains(subnet, a.ip) })),
+        };
+      }
+      case "ipam-gc": {
+        const pods = agent.pods;
+        if (!pods) throw new ConfigError("the agent has not opened its IPAM state yet");
+        const arg = (sp < 0 ? {} : JSON.parse(line.slice(sp + 1))) as { deadNow?: boolean };
+        const released = await pods.reconciler.pass(Date.now(), arg.deadNow ? 0 : pods.reconciler.opts.graceMs);
+        return { ok: true, released, waitingForGrace: pods.reconciler.waiting };
+      }
       default:
-        return { ok: false, error: `unknown request "${verb}"; try status, counters, endpoint-add, endpoint-del` };
+        return { ok: false, error: `unknown request "${verb}"; try status, counters, endpoint-add, endpoint-del, ipam-ls, ipam-show, ipam-gc, cni` };
     }
   } catch (e) {
     return { ok: false, error: (e as Error).message };
@@ -87,6 +136,41 @@ export async function queryStatus(path: string, timeoutMs = 3000): Promise<Agent
 /** Asks a running agent for its readiness and counters only. */
 export async function queryCounters(path: string, timeoutMs = 3000): Promise<AgentCounters> {
   return (await query<{ counters: AgentCounters }>(path, "counters", timeoutMs)).counters;
+}
+
+/** Asks a running agent's IPAM (ipam-ls, ipam-show <q>, ipam-gc {...}). */
+export async function queryIpam<T>(path: string, request: string, timeoutMs = 10_000): Promise<T> {
+  return query<T>(path, request, timeoutMs);
+}
+
+/** Forwards a CNI invocation as the plugin binary does; resolves with the plugin's exit code and stdout. */
+export function requestCni(path: string, inv: Invocation, timeoutMs = 60_000): Promise<{ exit: number; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(path);
+    let buf = Buffer.alloc(0);
+    const fail = (why: string): void => {
+      sock.destroy();
+      reject(new AgentUnreachableError(`no agent answers on ${path}: ${why}`, { hint: "is `weft agent` running?" }));
+    };
+    const t = setTimeout(() => fail("timed out"), timeoutMs);
+    sock.on("connect", () => sock.write(`cni ${JSON.stringify(inv)}\n`));
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      const nl = buf.indexOf(10);
+      if (nl < 0) return;
+      const m = /^cni-reply (\d+) (\d+)$/.exec(buf.subarray(0, nl).toString());
+      if (!m) return fail("a malformed reply");
+      const len = Number(m[2]);
+      if (buf.length - nl - 1 < len) return;
+      clearTimeout(t);
+      sock.end();
+      resolve({ exit: Number(m[1]), stdout: buf.subarray(nl + 1, nl + 1 + len).toString() });
+    });
+    sock.on("error", (e) => {
+      clearTimeout(t);
+      fail(e.message);
+    });
+  });
 }
 
 function query<T>(path: string, request: string, timeoutMs: number): Promise<T> {

@@ -27,6 +27,8 @@ export const agentOptionsSchema = z.object({
   subnetLeaseTtl: z.number().int().min(5, "must be at least 5 seconds").max(30 * 86400),
   subnetLeaseRenewMargin: z.number().int().min(1),
   reconcileInterval: z.number().min(0.2).max(3600),
+  ipamReconcileInterval: z.number().min(0.2).max(86400),
+  ipamReleaseGrace: z.number().min(0).max(30 * 86400),
 }).strict().refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
   message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
 });
@@ -46,6 +48,8 @@ export const AGENT_DEFAULTS = {
   subnetLeaseTtl: "86400",
   subnetLeaseRenewMargin: "3600",
   reconcileInterval: "10",
+  ipamReconcileInterval: "60",
+  ipamReleaseGrace: "600",
 } as const;
 
 const FLAG: Record<string, string> = {
@@ -53,6 +57,7 @@ const FLAG: Record<string, string> = {
   etcdKeyfile: "--etcd-keyfile", iface: "--iface", publicIp: "--public-ip", backend: "--backend", subnetFile: "--subnet-file",
   ipMasq: "--ip-masq", stateDir: "--state-dir", bpffs: "--bpffs", bpfAttach: "--bpf-attach", healthListen: "--health-listen", controlSocket: "--control-socket",
   subnetLeaseTtl: "--subnet-lease-ttl", subnetLeaseRenewMargin: "--subnet-lease-renew-margin", reconcileInterval: "--reconcile-interval",
+  ipamReconcileInterval: "--ipam-reconcile-interval", ipamReleaseGrace: "--ipam-release-grace",
 };
 
 /** Raw CLI values (strings) to validated options; ConfigError names each bad flag. */
@@ -65,6 +70,8 @@ export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
     subnetLeaseTtl: num(raw["subnetLeaseTtl"]),
     subnetLeaseRenewMargin: num(raw["subnetLeaseRenewMargin"]),
     reconcileInterval: num(raw["reconcileInterval"]),
+    ipamReconcileInterval: num(raw["ipamReconcileInterval"]),
+    ipamReleaseGrace: num(raw["ipamReleaseGrace"]),
   };
   const r = agentOptionsSchema.safeParse(input);
   if (!r.success) {

@@ -2,6 +2,8 @@ import { Command, CommanderError } from "commander";
 import { WeftError } from "../common/errors.js";
 import { registerAgent } from "./commands/agent.js";
 import { registerBench } from "./commands/bench.js";
+import { registerCni } from "./commands/cni.js";
+import { registerIpam } from "./commands/ipam.js";
 import { registerNetwork } from "./commands/network.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerStatus } from "./commands/status.js";
@@ -23,12 +25,8 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerBench(program);
   registerNetwork(program);
-  program.command("cni").description("the CNI plugin entry point (weft, weft-ipam)")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("cni", "serve CNI ADD/DEL/CHECK/GC/STATUS/VERSION", 6));
-  program.command("install-cni").description("install the CNI plugins and config")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("install-cni", "install the weft and weft-ipam plugins", 6));
-  program.command("ipam").description("inspect and repair address allocations (ls, show, gc)")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("ipam", "list, show and collect pod address allocations", 6));
+  registerCni(program);
+  registerIpam(program);
   program.command("svc").description("publish and watch services in the registry (put, rm, ls, watch)")
     .allowUnknownOption().allowExcessArguments().action(notBuilt("svc", "publish, remove, list and watch services", 7));
   return program;

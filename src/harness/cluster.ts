@@ -222,6 +222,7 @@ export class Cluster {
   /** Pods on a cni0 bridge: gateway = first address, pods from the second on, MTU from the subnet file. */
   async addPods(n: ClusterNode, subnet = n.subnet, mtu = this.mtuOf(n.index)): Promise<void> {
     if (!subnet) throw new Error(`node ${n.index} has no subnet yet`);
+    if (this.opts.podsPerNode === 0) return; // pods come from the CNI plugin (which makes cni0 itself)
     await n.ns.ip("link", "add", "cni0", "type", "bridge");
     await n.ns.ip("addr", "add", `${formatIpv4(subnet.addr + 1)}/${subnet.len}`, "dev", "cni0");
     await n.ns.ip("link", "set", "cni0", "mtu", String(mtu), "up");

@@ -36,6 +36,8 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--subnet-lease-ttl <seconds>", "TTL of the etcd lease under our subnet key", AGENT_DEFAULTS.subnetLeaseTtl))
     .addOption(flag("--subnet-lease-renew-margin <seconds>", "renew this long before the lease expires", AGENT_DEFAULTS.subnetLeaseRenewMargin))
     .addOption(flag("--reconcile-interval <seconds>", "how often the kernel state is checked and repaired", AGENT_DEFAULTS.reconcileInterval))
+    .addOption(flag("--ipam-reconcile-interval <seconds>", "how often pod addresses are checked for a vanished network namespace", AGENT_DEFAULTS.ipamReconcileInterval))
+    .addOption(flag("--ipam-release-grace <seconds>", "how long a namespace must stay gone before its address is released", AGENT_DEFAULTS.ipamReleaseGrace))
     .action(async (raw: Record<string, unknown>) => {
       const opts = parseAgentOptions(raw);
       const log = createLogger("weft-agent");

@@ -1,0 +1,90 @@
+import { formatIpv4 } from "../common/ipv4.js";
+import { IpamError } from "../ipam/errors.js";
+import { checkAllocation, cmdAdd, cmdCheck, cmdDel } from "./pod.js";
+import { decode, versionOf, type CniRequest, type Invocation } from "./request.js";
+import { CNI_CODE, CniError, encodeResult, versionInfo, type CniResult } from "./spec.js";
+import type { CniHost, CniReply } from "./types.js";
+
+/**
+ * One handler contract for both plugins: an invocation in, the plugin's
+ * stdout and exit code out. Errors of every kind become the spec's error
+ * JSON with the code that says what went wrong.
+ */
+export async function handleCni(host: CniHost, inv: Invocation): Promise<CniReply> {
+  const started = process.hrtime.bigint();
+  let command = inv.env["CNI_COMMAND"] ?? "?";
+  let outcome = "ok";
+  try {
+    const d = decode(inv);
+    if (d.kind === "version") return { exit: 0, stdout: JSON.stringify(versionInfo(d.version)) };
+    command = d.req.command;
+    const out = await dispatch(host, d.req);
+    return { exit: 0, stdout: out === undefined ? "" : JSON.stringify(encodeResult(out, d.req.version)) };
+  } catch (e) {
+    const err = asCniError(e);
+    outcome = String(err.cniCode);
+    if (err.cniCode === CNI_CODE.KERNEL || err.cniCode === CNI_CODE.IO_FAILURE || err.cniCode === CNI_CODE.INTERNAL) host.log.error({ command, err: err.message }, "cni: request failed");
+    else host.log.info({ command, code: err.cniCode, err: err.message }, "cni: request refused");
+    return { exit: 1, stdout: JSON.stringify(err.toJSON(versionOf(inv.stdin))) };
+  } finally {
+    host.ipam.metrics?.cniSeconds.observe({ command, plugin: inv.role, result: outcome }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
+
+async function dispatch(host: CniHost, req: CniRequest): Promise<CniResult | undefined> {
+  if (req.role === "weft") {
+    switch (req.command) {
+      case "ADD":
+        return cmdAdd(host, req);
+      case "DEL":
+        await cmdDel(host, req);
+        return undefined;
+      case "CHECK":
+        await cmdCheck(host, req);
+        return undefined;
+      case "GC":
+        await host.ipam.gc(req.network, req.validAttachments ?? new Set(), req.ipam.gcMinAgeSeconds * 1000);
+        return undefined;
+      case "STATUS":
+        status(host, req, true);
+        return undefined;
+    }
+  }
+  switch (req.command) {
+    case "ADD": {
+      const g = await host.ipam.allocate({
+        network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, hostIf: "",
+        pod: { namespace: req.podNamespace, name: req.podName, labels: req.labels }, requested: req.requested, spec: req.ipam,
+      }, req.ipamKey);
+      return {
+        ips: [{ address: `${formatIpv4(g.allocation.ip)}/${g.plan.subnet.len}`, gateway: formatIpv4(g.plan.gateway) }],
+        routes: g.plan.routes,
+        ...(req.dns ? { dns: req.dns } : {}),
+      };
+    }
+    case "DEL":
+      await host.ipam.release(req.network, req.containerId, req.ifname, "del");
+      return undefined;
+    case "CHECK":
+      checkAllocation(host, req);
+      return undefined;
+    case "GC":
+      await host.ipam.gc(req.network, req.validAttachments ?? new Set(), req.ipam.gcMinAgeSeconds * 1000);
+      return undefined;
+    case "STATUS":
+      status(host, req, false);
+      return undefined;
+  }
+}
+
+/** STATUS: 50 when an ADD could not be served now (no lease, default pool exhausted, data path not ready). */
+function status(host: CniHost, req: CniRequest, main: boolean): void {
+  const why = (main ? host.notReady() : undefined) ?? host.ipam.unavailable(req.ipam, req.ipamKey);
+  if (why) throw new CniError(CNI_CODE.NOT_AVAILABLE, `weft cannot add pods now: ${why}`);
+}
+
+function asCniError(e: unknown): CniError {
+  if (e instanceof CniError) return e;
+  if (e instanceof IpamError) return new CniError(e.cniCode, e.message);
+  return new CniError(CNI_CODE.INTERNAL, `internal error: ${(e as Error).message ?? String(e)}`);
+}

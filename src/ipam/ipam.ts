@@ -1,0 +1,219 @@
+import { statSync } from "node:fs";
+import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import type { Logger } from "../common/log.js";
+import { checkRequested, DEFAULT_POOL, pickNext, poolOf, reservedFor, selectPool, usage, type PodIdentity, type PoolUsage } from "./allocator.js";
+import { planFor, type IpamPlan, type IpamSpec } from "./config.js";
+import { AddressUnavailableError, NoLeaseError } from "./errors.js";
+import type { IpamMetrics } from "./metrics.js";
+import type { IpamStore } from "./store.js";
+import { allocationKey, keyOf, type Allocation } from "./table.js";
+
+export interface AllocateRequest {
+  readonly network: string;
+  readonly containerId: string;
+  readonly ifname: string;
+  readonly netns: string;
+  readonly pod: PodIdentity;
+  /** An address asked for by the runtime, if any. */
+  readonly requested: number | undefined;
+  readonly spec: IpamSpec;
+  /** Host side of the veth the main plugin makes ("" for weft-ipam). */
+  readonly hostIf: string;
+}
+
+export interface Grant {
+  readonly allocation: Allocation;
+  readonly plan: IpamPlan;
+  /** The attachment already held this address (a repeated ADD). */
+  readonly existed: boolean;
+}
+
+export type ReleaseReason = "del" | "gc" | "reconcile" | "rollback" | "replaced";
+
+/**
+ * The node's IPAM: allocations from the subnet the node leases, kept in a
+ * crash-safe store. Operations on one attachment run one at a time;
+ * different attachments run concurrently and share disk syncs.
+ */
+export class IpamService {
+  private subnet: Ipv4Prefix | undefined;
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly plans = new Map<string, IpamPlan>();
+  /** The plan last used per network, for metrics and STATUS. */
+  readonly lastPlan = new Map<string, IpamPlan>();
+  /** Called after an allocation is released (the main plugin removes the pod's host-side objects). */
+  onReleased: ((a: Allocation, reason: ReleaseReason) => Promise<void>) | undefined;
+
+  constructor(readonly store: IpamStore, private readonly log: Logger, readonly metrics?: IpamMetrics) {
+    metrics?.attach(this);
+  }
+
+  /** The subnet the node holds now, or undefined while it holds none (then nothing is handed out). */
+  bind(subnet: Ipv4Prefix | undefined): void {
+    const was = this.subnet;
+    this.subnet = subnet;
+    if (subnet && was && (was.addr !== subnet.addr || was.len !== subnet.len)) {
+      const stale = this.store.table.all().filter((a) => !inSubnet(subnet, a.ip)).length;
+      this.log.warn({ from: formatCidr(was), to: formatCidr(subnet), stale }, "ipam: the node subnet changed; pods with addresses from the old one need restarting");
+    }
+    if (subnet) this.plans.clear();
+  }
+
+  get boundSubnet(): Ipv4Prefix | undefined {
+    return this.subnet;
+  }
+
+  /** The spec placed on the current subnet (cached); NoLeaseError without one. */
+  plan(spec: IpamSpec, cacheKey: string): IpamPlan {
+    const subnet = this.subnet;
+    if (!subnet) throw new NoLeaseError("this node holds no subnet lease right now, so it has no addresses to hand out");
+    const k = `${formatCidr(subnet)}|${cacheKey}`;
+    let p = this.plans.get(k);
+    if (!p) {
+      p = planFor(spec, subnet);
+      if (this.plans.size > 64) this.plans.clear();
+      this.plans.set(k, p);
+    }
+    return p;
+  }
+
+  /** Runs `fn` with no other operation on `key` in flight. */
+  private async serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.locks.set(key, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(key) === tail) this.locks.delete(key);
+    }
+  }
+
+  /**
+   * An address for the attachment, durable before this resolves. A repeated
+   * ADD for the same network, container and interface returns the address it
+   * already holds. Order: requested address, else the address reserved for
+   * this pod, else the next free one of the pod's pool.
+   */
+  allocate(req: AllocateRequest, cacheKey: string): Promise<Grant> {
+    const key = allocationKey(req.network, req.containerId, req.ifname);
+    return this.serial(key, async () => {
+      const plan = this.plan(req.spec, cacheKey);
+      this.lastPlan.set(req.network, plan);
+      const held = this.store.table.get(key);
+      if (held && inSubnet(plan.subnet, held.ip)) {
+        if (req.requested === undefined || req.requested === held.ip) return { allocation: held, plan, existed: true };
+        throw new AddressUnavailableError(`this attachment already holds ${formatIpv4(held.ip)}; DEL it before asking for ${formatIpv4(req.requested)}`);
+      }
+      if (held) await this.releaseNow(held, "replaced"); // an address from a subnet the node no longer holds
+      let ip: number;
+      let requested = false;
+      if (req.requested !== undefined) {
+        checkRequested(plan, this.store.table, req.requested, key);
+        ip = req.requested;
+        requested = true;
+      } else {
+        const pool = selectPool(plan, req.pod);
+        ip = (pool ? undefined : reservedFor(plan, this.store.table, req.pod)) ?? this.pick(plan, req.network, pool);
+        requested = ip !== undefined && plan.reserved.some((r) => ip >= r.first && ip <= r.last);
+      }
+      const a: Allocation = {
+        ip, network: req.network, containerId: req.containerId, ifname: req.ifname, pool: poolOf(plan, ip),
+        netns: req.netns, netnsInode: inodeOf(req.netns), podNamespace: req.pod.namespace, podName: req.pod.name,
+        hostIf: req.hostIf, created: Date.now(), requested,
+      };
+      await this.store.commit({ op: "add", a });
+      this.metrics?.allocated.inc({ pool: a.pool });
+      return { allocation: a, plan, existed: false };
+    });
+  }
+
+  private pick(plan: IpamPlan, network: string, pool: ReturnType<typeof selectPool>): number {
+    try {
+      return pickNext(plan, this.store.table, network, pool);
+    } catch (e) {
+      this.metrics?.exhausted.inc({ pool: pool?.name ?? DEFAULT_POOL });
+      throw e;
+    }
+  }
+
+  find(network: string, containerId: string, ifname: string): Allocation | undefined {
+    return this.store.table.get(allocationKey(network, containerId, ifname));
+  }
+
+  /** Releases the attachment's address; undefined when it held none (DEL is idempotent). */
+  release(network: string, containerId: string, ifname: string, reason: ReleaseReason = "del"): Promise<Allocation | undefined> {
+    const key = allocationKey(network, containerId, ifname);
+    return this.serial(key, async () => {
+      const a = this.store.table.get(key);
+      if (a) await this.releaseNow(a, reason);
+      return a;
+    });
+  }
+
+  private async releaseNow(a: Allocation, reason: ReleaseReason): Promise<void> {
+    await this.store.commit({ op: "del", key: keyOf(a) });
+    this.metrics?.released.inc({ reason });
+    this.log.info({ ip: formatIpv4(a.ip), container: a.containerId, ifname: a.ifname, reason }, "ipam: released");
+    await this.onReleased?.(a, reason).catch((e: Error) => this.log.warn({ err: e.message }, "ipam: cleaning up after a release failed"));
+  }
+
+  /**
+   * CNI GC: releases the network's allocations that are not among `valid`
+   * (keys "container/ifname"), except those younger than `minAgeMs` (an ADD
+   * that finished after the runtime listed its attachments must survive).
+   */
+  async gc(network: string, valid: ReadonlySet<string>, minAgeMs: number, now = Date.now()): Promise<Allocation[]> {
+    const doomed = this.store.table.all().filter((a) => a.network === network && !valid.has(`${a.containerId}/${a.ifname}`) && now - a.created >= minAgeMs);
+    const out: Allocation[] = [];
+    for (const a of doomed) {
+      const r = await this.release(a.network, a.containerId, a.ifname, "gc");
+      if (r) out.push(r);
+    }
+    return out;
+  }
+
+  /** Why ADD cannot be served for this spec now, or undefined when it can (CNI STATUS). */
+  unavailable(spec: IpamSpec, cacheKey: string): string | undefined {
+    if (!this.subnet) return "this node holds no subnet lease right now";
+    const plan = this.plan(spec, cacheKey);
+    const u = usage(plan, this.store.table, undefined);
+    if (u.used >= u.capacity - u.reserved) return `the default pool of ${formatCidr(plan.subnet)} is exhausted (${u.used} of ${u.capacity} in use)`;
+    return undefined;
+  }
+
+  /** Usage of every pool of every network seen since start. */
+  usage(): (PoolUsage & { network: string })[] {
+    const out: (PoolUsage & { network: string })[] = [];
+    for (const [network, plan] of this.lastPlan) {
+      if (!this.subnet || plan.subnet.addr !== this.subnet.addr) continue;
+      out.push({ ...usage(plan, this.store.table, undefined), network });
+      for (const p of plan.pools) out.push({ ...usage(plan, this.store.table, p), network });
+    }
+    return out;
+  }
+
+  list(): Allocation[] {
+    return this.store.table.all().sort((x, y) => x.ip - y.ip);
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}
+
+function inSubnet(s: Ipv4Prefix, ip: number): boolean {
+  const size = 2 ** (32 - s.len);
+  return ip >= s.addr && ip < s.addr + size;
+}
+
+/** The inode of a network namespace file (what identifies the namespace), 0 when it cannot be read. */
+export function inodeOf(path: string): number {
+  if (!path) return 0;
+  try {
+    return statSync(path).ino;
+  } catch {
+    return 0;
+  }
+}

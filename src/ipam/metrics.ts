@@ -1,0 +1,47 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { IpamService } from "./ipam.js";
+
+/** IPAM metrics on the agent's registry; pool usage is computed when scraped. */
+export class IpamMetrics {
+  readonly allocated: Counter<"pool">;
+  readonly released: Counter<"reason">;
+  readonly exhausted: Counter<"pool">;
+  readonly cniSeconds: Histogram<"command" | "plugin" | "result">;
+  private service: IpamService | undefined;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.allocated = new Counter({ name: "weft_ipam_allocations_total", help: "Addresses handed out, by pool", labelNames: ["pool"], registers });
+    this.released = new Counter({ name: "weft_ipam_releases_total", help: "Addresses released, by reason (del, gc, reconcile, rollback, replaced)", labelNames: ["reason"], registers });
+    this.exhausted = new Counter({ name: "weft_ipam_exhausted_total", help: "ADDs refused because the pool had no free address", labelNames: ["pool"], registers });
+    this.cniSeconds = new Histogram({
+      name: "weft_cni_request_seconds", help: "Time the agent spent on one CNI request",
+      labelNames: ["command", "plugin", "result"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers,
+    });
+    const self = this;
+    new Gauge({
+      name: "weft_ipam_pool_addresses", help: "Addresses of each pool by state (capacity, used, reserved, free)",
+      labelNames: ["network", "pool", "state"], registers,
+      collect() {
+        this.reset();
+        for (const u of self.service?.usage() ?? []) {
+          const l = { network: u.network, pool: u.pool };
+          this.set({ ...l, state: "capacity" }, u.capacity);
+          this.set({ ...l, state: "used" }, u.used);
+          this.set({ ...l, state: "reserved" }, u.reserved);
+          this.set({ ...l, state: "free" }, u.capacity - u.used - u.reserved);
+        }
+      },
+    });
+    new Gauge({
+      name: "weft_ipam_allocations", help: "Addresses held right now", registers,
+      collect() {
+        this.set(self.service?.store.table.size ?? 0);
+      },
+    });
+  }
+
+  attach(s: IpamService): void {
+    this.service = s;
+  }
+}

@@ -1,0 +1,84 @@
+import { formatIpv4 } from "../common/ipv4.js";
+import type { Logger } from "../common/log.js";
+import { statSync } from "node:fs";
+import type { IpamService } from "./ipam.js";
+import { keyOf, type Allocation } from "./table.js";
+
+/**
+ * Releases addresses whose pod is gone without a DEL (a runtime crash, a
+ * node reboot, a lost DEL). Evidence of death is the network namespace the
+ * ADD named: its file is gone, or it now is another namespace (another
+ * inode). Calico's rule applies: never free a live address. An allocation
+ * must look dead for a whole grace period, and is checked once more right
+ * before it is released. Allocations without a netns path are never
+ * touched.
+ */
+export class NetnsReconciler {
+  /** key → when it was first seen dead. */
+  private readonly suspects = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+
+  constructor(private readonly ipam: IpamService, private readonly log: Logger, readonly opts: { intervalMs: number; graceMs: number }) {}
+
+  start(): void {
+    const tick = (): void => {
+      this.timer = setTimeout(() => void this.pass().finally(() => this.timer && tick()), this.opts.intervalMs);
+      this.timer.unref();
+    };
+    tick();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One pass; returns how many were released. `graceMs` overrides the grace (0: `weft ipam gc --dead-now`). */
+  pass(now = Date.now(), graceMs = this.opts.graceMs): Promise<number> {
+    this.running ??= this.passNow(now, graceMs).finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async passNow(now: number, graceMs: number): Promise<number> {
+    const live = new Set<string>();
+    let released = 0;
+    for (const a of this.ipam.list()) {
+      const key = keyOf(a);
+      live.add(key);
+      if (!isDead(a)) {
+        this.suspects.delete(key);
+        continue;
+      }
+      const since = this.suspects.get(key) ?? now;
+      this.suspects.set(key, since);
+      if (now - since < graceMs) continue;
+      // Re-validate just before the release: the namespace may have come back (or the pod been re-added).
+      const current = this.ipam.find(a.network, a.containerId, a.ifname);
+      if (!current || current !== a || !isDead(current)) continue;
+      this.log.info({ ip: formatIpv4(a.ip), container: a.containerId, netns: a.netns, deadForMs: now - since }, "ipam: releasing the address of a pod whose network namespace is gone");
+      if (await this.ipam.release(a.network, a.containerId, a.ifname, "reconcile")) released++;
+      this.suspects.delete(key);
+    }
+    for (const k of this.suspects.keys()) if (!live.has(k)) this.suspects.delete(k);
+    return released;
+  }
+
+  /** How many allocations look dead and wait out their grace. */
+  get waiting(): number {
+    return this.suspects.size;
+  }
+}
+
+/** The ADD's namespace no longer exists (or is another one now). Unknown (no path) is never dead. */
+export function isDead(a: Allocation): boolean {
+  if (!a.netns) return false;
+  let ino: number;
+  try {
+    ino = statSync(a.netns).ino;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === "ENOENT" || code === "ENOTDIR"; // anything else (EACCES, EIO) proves nothing
+  }
+  return a.netnsInode !== 0 && ino !== a.netnsInode;
+}
