@@ -94,6 +94,7 @@ export class Agent {
       reconcileIntervalSec: o.ipamReconcileInterval, releaseGraceSec: o.ipamReleaseGrace,
       dataPath: {
         notReady: () => this.podsNotReady(),
+        leaseProblem: () => this.leaseProblem(),
         addEndpoint: (e) => this.addEndpoint(e),
         removeEndpoint: (ip) => this.removeEndpoint(ip),
       },
@@ -263,9 +264,20 @@ export class Agent {
   /** Why a pod cannot be wired now, or undefined. */
   private podsNotReady(): string | undefined {
     if (!this.network) return "no data path yet";
-    if (!this.ready.lease || !this.manager?.lease) return "this node holds no subnet lease right now";
-    if ((this.manager.secondsLeft ?? 0) <= 0) return "the subnet lease has expired";
+    const lease = this.leaseProblem();
+    if (lease) return `this node holds no subnet lease right now (${lease})`;
     if (!this.ready.dataPath || !this.ready.subnetFile) return "the data path is still being set up";
+    return undefined;
+  }
+
+  /**
+   * Why our subnet may not be handed out now. While etcd is unreachable the
+   * lease is still ours until it would have expired; after that another node
+   * may get the subnet, so not one more address comes from it.
+   */
+  private leaseProblem(): string | undefined {
+    if (!this.ready.lease || !this.manager?.lease) return "it was lost and is being acquired again";
+    if (this.manager.secondsLeft < 1) return "it expired while etcd was unreachable";
     return undefined;
   }
 

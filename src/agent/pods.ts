@@ -24,6 +24,8 @@ export interface PodServiceOptions {
   /** The agent's data path, as it is at the moment of the call. */
   readonly dataPath: {
     notReady(): string | undefined;
+    /** Why the node's subnet may not be handed out from now, or undefined. */
+    leaseProblem(): string | undefined;
     addEndpoint(e: EndpointSpec): Promise<void>;
     removeEndpoint(ip: number): Promise<boolean>;
   };
@@ -40,6 +42,7 @@ export class PodService implements CniHost {
 
   private constructor(readonly ipam: IpamService, private readonly opts: PodServiceOptions) {
     this.reconciler = new NetnsReconciler(ipam, opts.log, { intervalMs: opts.reconcileIntervalSec * 1000, graceMs: opts.releaseGraceSec * 1000 });
+    ipam.leaseProblem = () => opts.dataPath.leaseProblem();
     ipam.onReleased = async (a, reason) => {
       if (reason === "gc" || reason === "reconcile" || reason === "replaced") await cleanupReleased(this, a);
     };

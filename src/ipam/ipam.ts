@@ -41,6 +41,8 @@ export class IpamService {
   private readonly plans = new Map<string, IpamPlan>();
   /** The plan last used per network, for metrics and STATUS. */
   readonly lastPlan = new Map<string, IpamPlan>();
+  /** Why the bound subnet may not be used right now (e.g. its lease expired while etcd was unreachable), or undefined. */
+  leaseProblem: (() => string | undefined) | undefined;
   /** Called after an allocation is released (the main plugin removes the pod's host-side objects). */
   onReleased: ((a: Allocation, reason: ReleaseReason) => Promise<void>) | undefined;
 
@@ -67,6 +69,8 @@ export class IpamService {
   plan(spec: IpamSpec, cacheKey: string): IpamPlan {
     const subnet = this.subnet;
     if (!subnet) throw new NoLeaseError("this node holds no subnet lease right now, so it has no addresses to hand out");
+    const problem = this.leaseProblem?.();
+    if (problem) throw new NoLeaseError(`this node holds no subnet lease right now (${problem}), so it has no addresses to hand out`);
     const k = `${formatCidr(subnet)}|${cacheKey}`;
     let p = this.plans.get(k);
     if (!p) {
@@ -177,6 +181,8 @@ export class IpamService {
   /** Why ADD cannot be served for this spec now, or undefined when it can (CNI STATUS). */
   unavailable(spec: IpamSpec, cacheKey: string): string | undefined {
     if (!this.subnet) return "this node holds no subnet lease right now";
+    const problem = this.leaseProblem?.();
+    if (problem) return `this node holds no subnet lease right now (${problem})`;
     const plan = this.plan(spec, cacheKey);
     const u = usage(plan, this.store.table, undefined);
     if (u.used >= u.capacity - u.reserved) return `the default pool of ${formatCidr(plan.subnet)} is exhausted (${u.used} of ${u.capacity} in use)`;
