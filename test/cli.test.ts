@@ -1,5 +1,7 @@
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { capabilityTable } from "../src/cli/capabilities.js";
@@ -28,7 +30,7 @@ describe("README and CLI", () => {
     }
   });
 
-  it.each([["cni"], ["install-cni"], ["ipam", "ls"], ["svc", "put"]])(
+  it.each([["svc", "put"]])(
     "`weft %j` says it is not built yet and exits 2", (...args) => {
       const r = weft(...args);
       expect(r.status).toBe(2);
@@ -48,10 +50,52 @@ describe("README and CLI", () => {
     [["--subnet-lease-ttl", "60", "--subnet-lease-renew-margin", "90"], /--subnet-lease-renew-margin "90": must be shorter than --subnet-lease-ttl/],
     [["--health-listen", "9099"], /--health-listen "9099": must be host:port/],
     [["--reconcile-interval", "soon"], /--reconcile-interval "soon"/],
+    [["--ipam-release-grace", "-1"], /--ipam-release-grace "-1"/],
   ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
     const r = weft("agent", ...(args as string[]));
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(msg as RegExp);
+  });
+
+  it("install-cni writes both plugins and a conflist, refuses to clobber a different one, and validates --ipam", () => {
+    const dir = mkdtempSync(join(tmpdir(), "weft-install-"));
+    const args = ["install-cni", "--bin-dir", join(dir, "bin"), "--conf-dir", join(dir, "net.d")];
+    const r = weft(...args);
+    expect(r.status, r.stderr).toBe(0);
+    for (const p of ["weft", "weft-ipam"]) {
+      expect(statSync(join(dir, "bin", p)).mode & 0o777).toBe(0o755);
+      const v = spawnSync(join(dir, "bin", p), { env: { CNI_COMMAND: "VERSION" }, input: '{"cniVersion":"1.0.0"}', encoding: "utf8" });
+      expect(JSON.parse(v.stdout)).toMatchObject({ cniVersion: "1.0.0", supportedVersions: expect.arrayContaining(["1.1.0"]) });
+    }
+    const conf = JSON.parse(readFileSync(join(dir, "net.d", "10-weft.conflist"), "utf8")) as { name: string; plugins: { type: string }[] };
+    expect(conf).toMatchObject({ cniVersion: "1.1.0", name: "weft", plugins: [{ type: "weft", bridge: "cni0", capabilities: { ips: true } }] });
+    expect(weft(...args).status).toBe(0); // the same again: fine
+    const other = weft(...args, "--bridge", "br9");
+    expect(other.status).toBe(1);
+    expect(other.stderr).toMatch(/exists with other contents.*--force/);
+    expect(weft(...args, "--bridge", "br9", "--force").status).toBe(0);
+    const bad = weft(...args, "--force", "--ipam", '{"pools":[{"name":"p","range":"+64/31","namespaces":["a"]}]}');
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/--ipam: .*a pool needs at least 4/);
+    expect(weft(...args, "--ipam", "{nope").stderr).toMatch(/--ipam: not JSON/);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("`weft cni` speaks the plugin protocol: VERSION locally, code 11 without an agent", () => {
+    const env = { ...process.env, WEFT_CONTROL_SOCKET: "/tmp/weft-no-such-agent.sock" };
+    const v = spawnSync(process.execPath, ["bin/weft.js", "cni"], { cwd: root, encoding: "utf8", env: { ...env, CNI_COMMAND: "VERSION" }, input: "{}" });
+    expect(JSON.parse(v.stdout)).toMatchObject({ supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
+    const a = spawnSync(process.execPath, ["bin/weft.js", "cni", "--role", "weft-ipam"], {
+      cwd: root, encoding: "utf8", env: { ...env, CNI_COMMAND: "ADD" }, input: '{"cniVersion":"0.4.0","name":"n","type":"x","ipam":{"type":"weft-ipam"}}',
+    });
+    expect(a.status).toBe(1);
+    expect(JSON.parse(a.stdout)).toMatchObject({ cniVersion: "0.4.0", code: 11 });
+  });
+
+  it("`weft ipam ls` without a running agent says so", () => {
+    const r = weft("ipam", "ls", "--control-socket", "/tmp/weft-no-such-agent.sock");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/no agent answers on/);
   });
 
   it("flags can come from WEFT_* environment variables", () => {
