@@ -93,6 +93,8 @@ const reservation = z.union([
 
 const schema = z.object({
   type: z.string().optional(),
+  /** Read by the plugin binary (which agent to ask), not here. */
+  controlSocket: z.string().optional(),
   pools: z.array(z.object({
     name,
     range: z.string(),

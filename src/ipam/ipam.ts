@@ -159,7 +159,10 @@ export class IpamService {
   private async releaseNow(a: Allocation, reason: ReleaseReason): Promise<void> {
     await this.store.commit({ op: "del", key: keyOf(a) });
     this.metrics?.released.inc({ reason });
-    this.log.info({ ip: formatIpv4(a.ip), container: a.containerId, ifname: a.ifname, reason }, "ipam: released");
+    // A DEL is routine (debug); a release nobody asked for by DEL is worth a line.
+    const fields = { ip: formatIpv4(a.ip), container: a.containerId, ifname: a.ifname, reason };
+    if (reason === "del") this.log.debug(fields, "ipam: released");
+    else this.log.info(fields, "ipam: released");
     await this.onReleased?.(a, reason).catch((e: Error) => this.log.warn({ err: e.message }, "ipam: cleaning up after a release failed"));
   }
 

@@ -130,8 +130,17 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     if (l.leaseId === "0") return; // a reservation does not expire
     let ttl = this.opts.ttlSec;
     try {
-      const left = await this.registry.timeToLive(l.leaseId);
-      if (left > 0) ttl = left;
+      let left = await this.registry.timeToLive(l.leaseId);
+      // A reused key (agent restart) may be close to expiry: renew it now
+      // rather than hand out addresses from a subnet about to be free.
+      if (left <= this.opts.renewMarginSec) left = await this.registry.keepAlive(l.leaseId);
+      if (left <= 0) {
+        // It expired in between: renew() finds that out and acquires again.
+        this.expiresAt = Date.now();
+        this.setTimer(0);
+        return;
+      }
+      ttl = left;
     } catch (e) {
       this.log.warn({ err: (e as Error).message }, "could not read the lease TTL; assuming a full TTL");
     }

@@ -122,6 +122,20 @@ describe("acquiring a subnet lease in a real etcd", () => {
     expect((await reg.listLeases()).leases).toHaveLength(1);
   });
 
+  it("a restart that finds its own key close to expiry renews it at once (never serves a subnet about to be free)", async () => {
+    const reg = registry();
+    const first = manager(reg, attrs("192.0.2.1"), CONFIG, { ttlSec: 5, renewMarginSec: 3 });
+    const l = await first.acquire();
+    first.close(); // the old agent dies: its lease keeps ticking
+    await new Promise((r) => setTimeout(r, 3200));
+    expect(await reg.timeToLive(l.leaseId)).toBeLessThanOrEqual(2);
+    const m = manager(reg, attrs("192.0.2.1"), CONFIG, { ttlSec: 5, renewMarginSec: 3 });
+    const again = await m.acquire();
+    expect(again.leaseId).toBe(l.leaseId);
+    expect(m.secondsLeft).toBeGreaterThan(3);
+    expect(await reg.timeToLive(l.leaseId)).toBeGreaterThan(3);
+  });
+
   it("says clearly when etcd is unreachable", async () => {
     const reg = registry("http://127.0.0.1:9"); // nothing listens there
     await expect(manager(reg, attrs("192.0.2.1")).acquire()).rejects.toThrow(/etcd: listing .* failed/);

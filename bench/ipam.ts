@@ -1,0 +1,139 @@
+/**
+ * `npm run bench:ipam [-- --json] [-- --rounds N] [-- --allocs K]`
+ *
+ * Pod-start cost of address management, as a runtime pays it: the IPAM
+ * plugin exec'd with CNI_* in the environment and the config on stdin, ADD
+ * then DEL, for weft-ipam (the C client forwarding to a real agent on a
+ * netns node) and Debian's host-local (/usr/lib/cni, its own files) in the
+ * same run, interleaved so both see the same noise. Then the agent's own
+ * rate: K ADDs (and DELs) over its control socket from 64 concurrent
+ * clients, every one durable (fdatasync'd, group commit) before its reply.
+ *
+ * Last line with --json:
+ * {"weft_add_p50_ms","weft_add_p99_ms","hostlocal_add_p50_ms","hostlocal_add_p99_ms","agent_allocs_per_s"}
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { requestCni } from "../src/agent/control.js";
+import { formatCidr } from "../src/common/ipv4.js";
+import { installCni } from "../src/cni/install.js";
+import { Cluster } from "../src/harness/cluster.js";
+
+const args = process.argv.slice(2);
+const json = args.includes("--json");
+const opt = (name: string, def: number): number => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : def;
+};
+const ROUNDS = opt("--rounds", 300);
+const ALLOCS = opt("--allocs", 20_000);
+const log = (s: string): void => (json ? console.error(s) : console.log(s));
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+}
+const r2 = (x: number): number => Math.round(x * 100) / 100;
+
+/** One exec as a runtime does it; resolves with the wall time in ms. Throws on a non-zero exit. */
+function exec(bin: string, env: Record<string, string>, conf: string): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const p = spawn(bin, [], { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    p.on("error", reject);
+    p.stdin.on("error", () => undefined); // a plugin may exit without reading stdin (VERSION)
+    p.on("close", (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new Error(`${bin} ${env["CNI_COMMAND"]} exited ${code}: ${out}`))));
+    p.stdin.end(conf);
+  });
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "weft-bench-ipam-"));
+  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, network: "198.18.0.0/15", subnetLen: 17 });
+  try {
+    const bin = join(dir, "bin");
+    installCni({ binDir: bin, confDir: join(dir, "net.d"), networkName: "weft", confName: "10-weft.conflist", bridge: "cni0", controlSocket: undefined, ipam: undefined, force: false });
+    const socket = c.files(0).socket;
+    const subnet = c.node(0).subnet;
+    if (!subnet) throw new Error("the node has no subnet");
+    log(`node subnet ${formatCidr(subnet)}; ${ROUNDS} rounds of exec ADD+DEL per plugin, interleaved`);
+
+    const weftConf = JSON.stringify({ cniVersion: "1.0.0", name: "bench", type: "bridge", ipam: { type: "weft-ipam", controlSocket: socket } });
+    const hlConf = JSON.stringify({ cniVersion: "1.0.0", name: "bench", type: "bridge", ipam: { type: "host-local", subnet: "198.19.0.0/16", dataDir: join(dir, "host-local") } });
+    const base = { PATH: process.env["PATH"] ?? "/usr/bin:/bin", CNI_PATH: `${bin}:/usr/lib/cni`, CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0" };
+    const plugins = [
+      { name: "weft", path: join(bin, "weft-ipam"), conf: weftConf, add: [] as number[], del: [] as number[] },
+      { name: "hostlocal", path: "/usr/lib/cni/host-local", conf: hlConf, add: [] as number[], del: [] as number[] },
+    ];
+    // Warm-up: page cache, the agent's JIT.
+    for (const p of plugins) {
+      for (let i = 0; i < 20; i++) {
+        await exec(p.path, { ...base, CNI_COMMAND: "ADD", CNI_CONTAINERID: `warm${i}` }, p.conf);
+        await exec(p.path, { ...base, CNI_COMMAND: "DEL", CNI_CONTAINERID: `warm${i}` }, p.conf);
+      }
+    }
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const p of i % 2 === 0 ? plugins : [...plugins].reverse()) {
+        p.add.push(await exec(p.path, { ...base, CNI_COMMAND: "ADD", CNI_CONTAINERID: `c${i}` }, p.conf));
+        p.del.push(await exec(p.path, { ...base, CNI_COMMAND: "DEL", CNI_CONTAINERID: `c${i}` }, p.conf));
+      }
+    }
+    const version: Record<string, number[]> = { weft: [], hostlocal: [] };
+    for (let i = 0; i < 100; i++) {
+      for (const p of plugins) version[p.name]?.push(await exec(p.path, { ...base, CNI_COMMAND: "VERSION" }, "{}"));
+    }
+    for (const p of plugins) {
+      log(`${p.name.padEnd(9)} ADD p50 ${r2(pct(p.add, 50))} ms  p99 ${r2(pct(p.add, 99))} ms   DEL p50 ${r2(pct(p.del, 50))} ms  p99 ${r2(pct(p.del, 99))} ms   exec alone (VERSION) p50 ${r2(pct(version[p.name] ?? [], 50))} ms`);
+    }
+
+    // The agent's rate, without exec: 64 clients over the control socket.
+    const env = (cmd: string, id: string): Record<string, string> => ({ CNI_COMMAND: cmd, CNI_CONTAINERID: id, CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0" });
+    const ipamConf = JSON.stringify({ cniVersion: "1.1.0", name: "rate", type: "none", ipam: { type: "weft-ipam" } });
+    const run = async (cmd: string): Promise<number> => {
+      let next = 0;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: 64 }, async () => {
+        while (next < ALLOCS) {
+          const id = `r${next++}`;
+          const r = await requestCni(socket, { role: "weft-ipam", env: env(cmd, id), stdin: ipamConf });
+          if (r.exit !== 0) throw new Error(`${cmd} ${id}: ${r.stdout}`);
+        }
+      }));
+      return ALLOCS / ((performance.now() - t0) / 1000);
+    };
+    const allocsPerS = await run("ADD");
+    const releasesPerS = await run("DEL");
+    log(`agent: ${Math.round(allocsPerS)} allocations/s, ${Math.round(releasesPerS)} releases/s (${ALLOCS} each, 64 concurrent clients, each durable before its reply)`);
+
+    const w = plugins[0];
+    const h = plugins[1];
+    if (!w || !h) throw new Error("unreachable");
+    const result = {
+      weft_add_p50_ms: r2(pct(w.add, 50)), weft_add_p99_ms: r2(pct(w.add, 99)),
+      hostlocal_add_p50_ms: r2(pct(h.add, 50)), hostlocal_add_p99_ms: r2(pct(h.add, 99)),
+      agent_allocs_per_s: Math.round(allocsPerS),
+      weft_del_p50_ms: r2(pct(w.del, 50)), hostlocal_del_p50_ms: r2(pct(h.del, 50)),
+      weft_vs_hostlocal_add_p50: r2(pct(h.add, 50) / pct(w.add, 50)),
+      agent_releases_per_s: Math.round(releasesPerS),
+    };
+    log(`weft-ipam ADD p50 is ${result.weft_vs_hostlocal_add_p50}x faster than host-local's`);
+    if (json) {
+      const { weft_add_p50_ms, weft_add_p99_ms, hostlocal_add_p50_ms, hostlocal_add_p99_ms, agent_allocs_per_s, ...more } = result;
+      console.error(JSON.stringify(more));
+      console.log(JSON.stringify({ weft_add_p50_ms, weft_add_p99_ms, hostlocal_add_p50_ms, hostlocal_add_p99_ms, agent_allocs_per_s }));
+    }
+  } finally {
+    await c.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
