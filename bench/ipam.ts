@@ -7,7 +7,9 @@
  * netns node) and Debian's host-local (/usr/lib/cni, its own files) in the
  * same run, interleaved so both see the same noise. Then the agent's own
  * rate: K ADDs (and DELs) over its control socket from 64 concurrent
- * clients, every one durable (fdatasync'd, group commit) before its reply.
+ * clients, every one durable (fdatasync'd, group commit) before its reply;
+ * first on kept-open connections (the agent's own capacity), then with a new
+ * connection per request (what the plugin binary pays on top).
  *
  * Last line with --json:
  * {"weft_add_p50_ms","weft_add_p99_ms","hostlocal_add_p50_ms","hostlocal_add_p99_ms","agent_allocs_per_s"}
@@ -15,8 +17,10 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import { requestCni } from "../src/agent/control.js";
+import type { Invocation } from "../src/cni/request.js";
 import { formatCidr } from "../src/common/ipv4.js";
 import { installCni } from "../src/cni/install.js";
 import { Cluster } from "../src/harness/cluster.js";
@@ -91,24 +95,34 @@ async function main(): Promise<void> {
       log(`${p.name.padEnd(9)} ADD p50 ${r2(pct(p.add, 50))} ms  p99 ${r2(pct(p.add, 99))} ms   DEL p50 ${r2(pct(p.del, 50))} ms  p99 ${r2(pct(p.del, 99))} ms   exec alone (VERSION) p50 ${r2(pct(version[p.name] ?? [], 50))} ms`);
     }
 
-    // The agent's rate, without exec: 64 clients over the control socket.
+    // The agent's rate, without exec: 64 clients over the control socket,
+    // each a kept-open connection (requests in sequence on it), and then the
+    // same with a new connection per request as the plugin binary does.
     const env = (cmd: string, id: string): Record<string, string> => ({ CNI_COMMAND: cmd, CNI_CONTAINERID: id, CNI_NETNS: "/proc/self/ns/net", CNI_IFNAME: "eth0" });
     const ipamConf = JSON.stringify({ cniVersion: "1.1.0", name: "rate", type: "none", ipam: { type: "weft-ipam" } });
-    const run = async (cmd: string): Promise<number> => {
+    const run = async (cmd: string, prefix: string, perRequest: boolean): Promise<number> => {
       let next = 0;
       const t0 = performance.now();
       await Promise.all(Array.from({ length: 64 }, async () => {
-        while (next < ALLOCS) {
-          const id = `r${next++}`;
-          const r = await requestCni(socket, { role: "weft-ipam", env: env(cmd, id), stdin: ipamConf });
-          if (r.exit !== 0) throw new Error(`${cmd} ${id}: ${r.stdout}`);
+        const conn = perRequest ? undefined : await KeptConnection.open(socket);
+        try {
+          while (next < ALLOCS) {
+            const inv = { role: "weft-ipam" as const, env: env(cmd, `${prefix}${next++}`), stdin: ipamConf };
+            const r = conn ? await conn.request(inv) : await requestCni(socket, inv);
+            if (r.exit !== 0) throw new Error(`${cmd}: ${r.stdout}`);
+          }
+        } finally {
+          conn?.close();
         }
       }));
       return ALLOCS / ((performance.now() - t0) / 1000);
     };
-    const allocsPerS = await run("ADD");
-    const releasesPerS = await run("DEL");
-    log(`agent: ${Math.round(allocsPerS)} allocations/s, ${Math.round(releasesPerS)} releases/s (${ALLOCS} each, 64 concurrent clients, each durable before its reply)`);
+    const allocsPerS = await run("ADD", "k", false);
+    const releasesPerS = await run("DEL", "k", false);
+    const allocsPerConnS = await run("ADD", "c", true);
+    const releasesPerConnS = await run("DEL", "c", true);
+    log(`agent: ${Math.round(allocsPerS)} allocations/s, ${Math.round(releasesPerS)} releases/s (${ALLOCS} each, 64 clients on kept-open connections, each durable before its reply)`);
+    log(`agent: ${Math.round(allocsPerConnS)} allocations/s, ${Math.round(releasesPerConnS)} releases/s with a new connection per request (as the plugin binary connects)`);
 
     const w = plugins[0];
     const h = plugins[1];
@@ -120,6 +134,8 @@ async function main(): Promise<void> {
       weft_del_p50_ms: r2(pct(w.del, 50)), hostlocal_del_p50_ms: r2(pct(h.del, 50)),
       weft_vs_hostlocal_add_p50: r2(pct(h.add, 50) / pct(w.add, 50)),
       agent_releases_per_s: Math.round(releasesPerS),
+      agent_allocs_per_s_connection_per_request: Math.round(allocsPerConnS),
+      agent_releases_per_s_connection_per_request: Math.round(releasesPerConnS),
     };
     log(`weft-ipam ADD p50 is ${result.weft_vs_hostlocal_add_p50}x faster than host-local's`);
     if (json) {
@@ -130,6 +146,47 @@ async function main(): Promise<void> {
   } finally {
     await c.destroy();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A control-socket connection kept open, one framed CNI request at a time. */
+class KeptConnection {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiting: ((r: { exit: number; stdout: string }) => void) | undefined;
+
+  private constructor(private readonly sock: Socket) {
+    sock.on("data", (d: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      const nl = this.buf.indexOf(10);
+      if (nl < 0) return;
+      const m = /^cni-reply (\d+) (\d+)$/.exec(this.buf.subarray(0, nl).toString());
+      if (!m) throw new Error(`malformed reply: ${this.buf.toString()}`);
+      const end = nl + 1 + Number(m[2]);
+      if (this.buf.length < end) return;
+      const reply = { exit: Number(m[1]), stdout: this.buf.subarray(nl + 1, end).toString() };
+      this.buf = this.buf.subarray(end);
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.(reply);
+    });
+  }
+
+  static open(path: string): Promise<KeptConnection> {
+    return new Promise((resolve, reject) => {
+      const sock = createConnection(path, () => resolve(new KeptConnection(sock)));
+      sock.once("error", reject);
+    });
+  }
+
+  request(inv: Invocation): Promise<{ exit: number; stdout: string }> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.sock.write(`cni ${JSON.stringify(inv)}\n`);
+    });
+  }
+
+  close(): void {
+    this.sock.end();
   }
 }
 
