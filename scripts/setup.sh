@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 # store the agents (and their tests) use; nftables: --ip-masq; iperf3: the
 # data-plane benchmark; clang, llvm, libbpf-dev, bpftool: compiling the tc
 # programs (vmlinux.h from the kernel's BTF); libbpf1: loading them; gcc,
-# libc6-dev: the native shim of the userspace (tun) data path.
-APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev)
+# libc6-dev: the native shim of the userspace (tun) data path and the static CNI
+# plugin client; containernetworking-plugins: bridge, ptp and host-local, the
+# standard plugins weft-ipam is tested under and benchmarked against.
+APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
