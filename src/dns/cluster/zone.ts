@@ -1,0 +1,236 @@
+import { isIP } from "node:net";
+import { FLAG, RCODE, TYPE } from "../wire/constants.js";
+import { keyToName, nameToKey } from "../wire/query.js";
+import { prebuilt, type Prebuilt } from "../wire/prebuilt.js";
+import { encodeMessage, type Record_ } from "../wire/writer.js";
+import { addressRecord, dashed, reverseName, type ZoneEndpoint, type ZoneService } from "./records.js";
+
+export interface ZoneOptions {
+  /** e.g. "cluster.local". */
+  readonly domain: string;
+  readonly ttl: number;
+  /** Pod records a-b-c-d.<ns>.pod.<zone>: none, any address, or only addresses an endpoint of that namespace has. */
+  readonly pods: "disabled" | "insecure" | "verified";
+}
+
+/** What a name in the cluster zone resolves to. */
+export type ZoneAnswer =
+  | { readonly kind: "wire"; readonly response: Prebuilt }
+  /** ExternalName: answer with this CNAME, then what the upstream says for `target`. */
+  | { readonly kind: "cname"; readonly cname: Record_; readonly target: string }
+  /** Not ours after all (a reverse name we know nothing about): forward it. */
+  | { readonly kind: "forward" };
+
+interface Node {
+  readonly records: Map<number, Record_[]>;
+  /** Glue for SRV answers: the targets' address records. */
+  readonly glue: Record_[];
+  /** ExternalName services: every type answers with this CNAME. */
+  cname?: { record: Record_; target: string };
+}
+
+/**
+ * The cluster zone (Kubernetes DNS specification 1.1.0) built from the
+ * registry's view: every name and its records in a table, answers encoded
+ * once per (name, type) when first asked and kept until the next rebuild.
+ * Responses are authoritative; names that exist without the asked type get
+ * NODATA (NOERROR + SOA), others NXDOMAIN + SOA, the SOA's minimum = TTL.
+ */
+export class ClusterZone {
+  readonly zoneKey: string;
+  private readonly nodes = new Map<string, Node>();
+  /** Names that exist (with records or as an empty non-terminal), lower-cased dotted. */
+  private readonly exists = new Set<string>();
+  /** Reverse names we answer; others under in-addr.arpa / ip6.arpa are forwarded. */
+  private readonly reverse = new Map<string, Record_[]>();
+  private readonly encoded = new Map<string, Map<number, Prebuilt>>();
+  private readonly soa: Record_;
+  /** Namespace → addresses of its endpoints (verified pod records). */
+  private readonly podIps = new Map<string, Set<string>>();
+
+  constructor(readonly opts: ZoneOptions, services: Iterable<ZoneService>, endpointsOf: (ns: string, name: string) => readonly ZoneEndpoint[], readonly serial = 1) {
+    const z = opts.domain.toLowerCase().replace(/\.$/, "");
+    this.zoneKey = nameToKey(z);
+    this.soa = {
+      name: z, type: TYPE.SOA, ttl: opts.ttl,
+      data: { soa: { mname: `ns.dns.${z}`, rname: `hostmaster.${z}`, serial: serial >>> 0, refresh: 7200, retry: 1800, expire: 86400, minimum: opts.ttl } },
+    };
+    this.add(z, this.soa);
+    this.add(z, { name: z, type: TYPE.NS, ttl: opts.ttl, data: { target: `ns.dns.${z}` } });
+    this.add(`dns-version.${z}`, { name: `dns-version.${z}`, type: TYPE.TXT, ttl: opts.ttl, data: { txt: ["1.1.0"] } });
+    this.touch(`svc.${z}`);
+    if (opts.pods !== "disabled") this.touch(`pod.${z}`);
+    for (const s of services) this.addService(s, endpointsOf(s.namespace, s.name), z);
+  }
+
+  private addService(s: ZoneService, eps: readonly ZoneEndpoint[], z: string): void {
+    const ttl = this.opts.ttl;
+    const base = `${s.name}.${s.namespace}.svc.${z}`;
+    this.touch(`${s.namespace}.svc.${z}`);
+    for (const e of eps) {
+      let set = this.podIps.get(e.namespace);
+      if (!set) this.podIps.set(e.namespace, (set = new Set()));
+      for (const a of e.addresses) set.add(a);
+    }
+    if (s.type === "ExternalName") {
+      const target = (s.externalName ?? "").replace(/\.$/, "");
+      this.node(base).cname = { record: { name: base, type: TYPE.CNAME, ttl, data: { target } }, target };
+      return;
+    }
+    if (s.type === "ClusterIP") {
+      for (const ip of s.clusterIPs) {
+        const r = addressRecord(base, ip, ttl);
+        this.add(base, r);
+        this.addReverse(ip, base);
+      }
+      for (const p of s.ports) {
+        if (!p.name) continue;
+        const srvName = `_${p.name}._${p.protocol.toLowerCase()}.${base}`;
+        this.add(srvName, { name: srvName, type: TYPE.SRV, ttl, data: { srv: { priority: 0, weight: 100, port: p.port, target: base } } });
+        for (const ip of s.clusterIPs) this.node(srvName).glue.push(addressRecord(base, ip, ttl));
+      }
+      return;
+    }
+    // Headless: one record per ready endpoint address (all of them with publishNotReadyAddresses).
+    const live = eps.filter((e) => e.ready || s.publishNotReadyAddresses);
+    if (live.length === 0 || !live.some((e) => e.addresses.length > 0)) return; // NXDOMAIN: nothing to point at
+    const targets: { host: string; ep: ZoneEndpoint }[] = [];
+    for (const e of live) {
+      for (const ip of e.addresses) {
+        this.add(base, addressRecord(base, ip, ttl));
+        const host = `${e.hostname ?? dashed(ip)}.${base}`;
+        this.add(host, addressRecord(host, ip, ttl));
+        if (e.hostname) this.addReverse(ip, host);
+        targets.push({ host, ep: e });
+      }
+    }
+    for (const p of s.ports) {
+      if (!p.name) continue;
+      const srvName = `_${p.name}._${p.protocol.toLowerCase()}.${base}`;
+      const weight = Math.max(1, Math.floor(100 / targets.length));
+      const seen = new Set<string>();
+      for (const t of targets) {
+        const port = t.ep.ports.find((q) => q.name === p.name && q.protocol === p.protocol)?.port ?? p.port;
+        if (seen.has(`${t.host}:${port}`)) continue;
+        seen.add(`${t.host}:${port}`);
+        this.add(srvName, { name: srvName, type: TYPE.SRV, ttl, data: { srv: { priority: 0, weight, port, target: t.host } } });
+        for (const a of t.ep.addresses) this.node(srvName).glue.push(addressRecord(t.host, a, ttl));
+      }
+    }
+  }
+
+  private addReverse(ip: string, target: string): void {
+    const name = reverseName(ip);
+    const list = this.reverse.get(name) ?? [];
+    if (!list.some((r) => "target" in r.data && r.data.target === target)) list.push({ name, type: TYPE.PTR, ttl: this.opts.ttl, data: { target } });
+    this.reverse.set(name, list);
+  }
+
+  private node(name: string): Node {
+    let n = this.nodes.get(name);
+    if (!n) {
+      n = { records: new Map(), glue: [] };
+      this.nodes.set(name, n);
+      this.touch(name);
+    }
+    return n;
+  }
+
+  private add(name: string, r: Record_): void {
+    const n = this.node(name);
+    const list = n.records.get(r.type) ?? [];
+    list.push(r);
+    n.records.set(r.type, list);
+  }
+
+  /** Marks a name and its ancestors (down to the zone) as existing. */
+  private touch(name: string): void {
+    for (let n = name; n.length > 0 && !this.exists.has(n); n = n.slice(n.indexOf(".") + 1 || n.length)) {
+      this.exists.add(n);
+      if (n.indexOf(".") < 0) break;
+    }
+  }
+
+  /** Whether the wire-form key lies in the cluster zone (label-aligned suffix). */
+  inZone(key: string): boolean {
+    if (key.length < this.zoneKey.length || !key.endsWith(this.zoneKey)) return false;
+    const cut = key.length - this.zoneKey.length;
+    for (let p = 0; p < key.length; p += key.charCodeAt(p) + 1) if (p === cut) return true;
+    return false;
+  }
+
+  /** Whether we answer this reverse name. */
+  hasReverse(key: string): boolean {
+    return this.reverse.has(keyToName(key));
+  }
+
+  /** The already-encoded answer for (key, qtype), if any: the hot path. */
+  cached(key: string, qtype: number): Prebuilt | undefined {
+    return this.encoded.get(key)?.get(qtype);
+  }
+
+  /** Answers a name in the zone (or a known reverse name); encodes it once. */
+  answer(key: string, qtype: number): ZoneAnswer {
+    const hit = this.cached(key, qtype);
+    if (hit) return { kind: "wire", response: hit };
+    const name = keyToName(key);
+    const ptr = this.reverse.get(name);
+    if (!this.inZone(key)) {
+      if (!ptr) return { kind: "forward" };
+      return { kind: "wire", response: this.remember(key, qtype, qtype === TYPE.PTR || qtype === TYPE.ANY ? this.msg(name, qtype, RCODE.NOERROR, ptr) : this.msg(name, qtype, RCODE.NOERROR, [], [this.soa])) };
+    }
+    const node = this.nodes.get(name);
+    if (node?.cname && qtype !== TYPE.CNAME) return { kind: "cname", cname: node.cname.record, target: node.cname.target };
+    let rrs: Record_[] | undefined;
+    let glue: Record_[] = [];
+    if (node?.cname) rrs = [node.cname.record];
+    else if (node) {
+      rrs = qtype === TYPE.ANY ? [...node.records.values()].flat() : node.records.get(qtype);
+      if (qtype === TYPE.SRV) glue = node.glue;
+    }
+    let exists = this.exists.has(name);
+    if (!exists) {
+      const pod = this.podRecord(name);
+      if (pod) {
+        exists = true;
+        if (qtype === pod.type || qtype === TYPE.ANY) rrs = [pod];
+      }
+    }
+    const msg = rrs?.length
+      ? this.msg(name, qtype, RCODE.NOERROR, rrs, [], glue)
+      : this.msg(name, qtype, exists ? RCODE.NOERROR : RCODE.NXDOMAIN, [], [this.soa]);
+    return { kind: "wire", response: this.remember(key, qtype, msg) };
+  }
+
+  /** a-b-c-d.<ns>.pod.<zone>, by the pods mode. */
+  private podRecord(name: string): Record_ | undefined {
+    if (this.opts.pods === "disabled") return undefined;
+    const m = /^([0-9a-f-]+)\.([a-z0-9-]+)\.pod\./.exec(name);
+    if (!m || name !== `${m[1]}.${m[2]}.pod.${this.soa.name}`) return undefined;
+    const label = m[1]!;
+    const ip = /^\d+-\d+-\d+-\d+$/.test(label) ? label.replace(/-/g, ".") : label.replace(/-/g, ":");
+    if (!isIP(ip)) return undefined;
+    if (this.opts.pods === "verified" && !this.podIps.get(m[2]!)?.has(ip)) return undefined;
+    return addressRecord(name, ip, this.opts.ttl);
+  }
+
+  private msg(name: string, qtype: number, rcode: number, answer: Record_[], authority: Record_[] = [], additional: Record_[] = []): Prebuilt {
+    return prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode, question: { name, type: qtype }, answer, authority, additional }));
+  }
+
+  private remember(key: string, qtype: number, p: Prebuilt): Prebuilt {
+    let m = this.encoded.get(key);
+    if (!m) {
+      // Bounded: random names (NXDOMAIN floods) are encoded but not kept past a limit.
+      if (this.encoded.size >= 50_000) return p;
+      this.encoded.set(key, (m = new Map()));
+    }
+    m.set(qtype, p);
+    return p;
+  }
+
+  /** Number of names with records (for metrics and tests). */
+  get size(): number {
+    return this.nodes.size;
+  }
+}
