@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # programs (vmlinux.h from the kernel's BTF); libbpf1: loading them; gcc,
 # libc6-dev: the native shim of the userspace (tun) data path and the static CNI
 # plugin client; containernetworking-plugins: bridge, ptp and host-local, the
-# standard plugins weft-ipam is tested under and benchmarked against.
-APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins)
+# standard plugins weft-ipam is tested under and benchmarked against; unbound,
+# dnsperf, dnsutils: the upstream resolver of the DNS tests, the DNS benchmark's
+# load generator and baseline, and dig.
+APT_PACKAGES=(iproute2 iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -20,6 +20,7 @@ import { readPreviousSubnet, writeFileAtomic, writeSubnetFile } from "../subnet/
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { chooseInterface } from "./iface.js";
 import { AgentMetrics } from "./metrics.js";
+import { NodeDns } from "./dns.js";
 import { PodService } from "./pods.js";
 import type { AgentOptions } from "./options.js";
 
@@ -29,6 +30,8 @@ export interface Readiness {
   readonly subnetFile: boolean;
   readonly etcd: boolean;
   readonly routesSynced: boolean;
+  /** The service registry has been listed (DNS answers the cluster zone); absent with --dns-listen off. */
+  readonly registrySynced?: boolean;
 }
 
 export interface AgentCounters {
@@ -76,6 +79,8 @@ export class Agent {
   private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
   /** IPAM and the CNI handlers (open from the start, so DEL works before etcd answers). */
   pods: PodService | undefined;
+  /** The service registry and the node-local DNS server (undefined with --dns-listen off). */
+  dns: NodeDns | undefined;
 
   constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
 
@@ -122,6 +127,7 @@ export class Agent {
       writeFileAtomic(join(o.stateDir, "network.json"), fresh.text, 0o600);
     }
     this.config = fresh.config;
+    this.dns = await NodeDns.start(o, fresh.config, this.metrics.registry, this.log.child({ part: "dns" }));
     const network = this.network ?? (await this.register(candidates, iface));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
     if (!lastConfig) await this.applyCachedRoutes();
@@ -339,7 +345,8 @@ export class Agent {
   }
 
   readiness(): Readiness {
-    return { ...this.ready, routesSynced: this.watcher?.synced ?? false };
+    const r = { ...this.ready, routesSynced: this.watcher?.synced ?? false };
+    return this.opts.dnsListen === "off" ? r : { ...r, registrySynced: this.dns?.synced ?? false };
   }
 
   isReady(): boolean {
@@ -403,6 +410,7 @@ export class Agent {
     await this.applying.catch(() => undefined);
     await this.network?.close();
     await this.pods?.close();
+    await this.dns?.close();
     this.cache?.flush();
     this.registry?.close();
   }

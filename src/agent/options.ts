@@ -29,6 +29,15 @@ export const agentOptionsSchema = z.object({
   reconcileInterval: z.number().min(0.2).max(3600),
   ipamReconcileInterval: z.number().min(0.2).max(86400),
   ipamReleaseGrace: z.number().min(0).max(30 * 86400),
+  registryPrefix: z.string().regex(/^\/\S*$/, "must start with /"),
+  dnsListen: z.union([z.literal("off"), z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$/, "each must be an address with an optional port, e.g. 169.254.20.10:53 or [::1]:53")).min(1)]),
+  clusterDomain: z.string().regex(/^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a lower-case DNS name such as cluster.local"),
+  dnsTtl: z.number().int().min(0).max(3600),
+  dnsPods: z.enum(["disabled", "insecure", "verified"]),
+  dnsUpstream: z.union([z.literal("resolv.conf"), z.literal("none"), z.array(z.string().min(1)).min(1)]),
+  dnsPolicy: z.enum(["random", "round_robin", "sequential"]),
+  dnsAllow: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|::\/0)$/, "each must be an IPv4 prefix like 192.0.2.0/24 (or ::/0)")),
+  dnsCacheSize: z.number().int().min(0).max(10_000_000),
 }).strict().refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
   message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
 });
@@ -50,6 +59,15 @@ export const AGENT_DEFAULTS = {
   reconcileInterval: "10",
   ipamReconcileInterval: "60",
   ipamReleaseGrace: "600",
+  registryPrefix: "/weft/registry",
+  dnsListen: "169.254.20.10:53",
+  clusterDomain: "cluster.local",
+  dnsTtl: "5",
+  dnsPods: "insecure",
+  dnsUpstream: "resolv.conf",
+  dnsPolicy: "random",
+  dnsAllow: "",
+  dnsCacheSize: "10000",
 } as const;
 
 const FLAG: Record<string, string> = {
@@ -58,10 +76,15 @@ const FLAG: Record<string, string> = {
   ipMasq: "--ip-masq", stateDir: "--state-dir", bpffs: "--bpffs", bpfAttach: "--bpf-attach", healthListen: "--health-listen", controlSocket: "--control-socket",
   subnetLeaseTtl: "--subnet-lease-ttl", subnetLeaseRenewMargin: "--subnet-lease-renew-margin", reconcileInterval: "--reconcile-interval",
   ipamReconcileInterval: "--ipam-reconcile-interval", ipamReleaseGrace: "--ipam-release-grace",
+  registryPrefix: "--registry-prefix", dnsListen: "--dns-listen", clusterDomain: "--cluster-domain", dnsTtl: "--dns-ttl", dnsPods: "--dns-pods",
+  dnsUpstream: "--dns-upstream", dnsPolicy: "--dns-policy", dnsAllow: "--dns-allow", dnsCacheSize: "--dns-cache-size",
 };
 
 /** Raw CLI values (strings) to validated options; ConfigError names each bad flag. */
 export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
+  /** A comma-separated list (or one of the keywords as is). */
+  const list = (v: unknown, ...keywords: string[]): unknown =>
+    typeof v === "string" ? (keywords.includes(v) ? v : v.split(",").map((x) => x.trim()).filter(Boolean)) : v;
   const num = (v: unknown): unknown => (typeof v === "string" && v.trim() !== "" && !Number.isNaN(Number(v)) ? Number(v) : v);
   const input = {
     ...raw,
@@ -72,6 +95,11 @@ export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
     reconcileInterval: num(raw["reconcileInterval"]),
     ipamReconcileInterval: num(raw["ipamReconcileInterval"]),
     ipamReleaseGrace: num(raw["ipamReleaseGrace"]),
+    dnsListen: list(raw["dnsListen"], "off"),
+    dnsUpstream: list(raw["dnsUpstream"], "resolv.conf", "none"),
+    dnsAllow: list(raw["dnsAllow"]) ?? [],
+    dnsTtl: num(raw["dnsTtl"]),
+    dnsCacheSize: num(raw["dnsCacheSize"]),
   };
   const r = agentOptionsSchema.safeParse(input);
   if (!r.success) {

@@ -7,6 +7,7 @@ import { registerIpam } from "./commands/ipam.js";
 import { registerNetwork } from "./commands/network.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerStatus } from "./commands/status.js";
+import { registerSvc } from "./commands/svc.js";
 import { notBuilt } from "./not-built.js";
 
 /** Exit codes: 0 ok, 1 failure, 2 not built yet, 64 usage error. */
@@ -27,8 +28,7 @@ export function buildProgram(): Command {
   registerNetwork(program);
   registerCni(program);
   registerIpam(program);
-  program.command("svc").description("publish and watch services in the registry (put, rm, ls, watch)")
-    .allowUnknownOption().allowExcessArguments().action(notBuilt("svc", "publish, remove, list and watch services", 7));
+  registerSvc(program);
   return program;
 }
 

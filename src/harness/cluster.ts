@@ -169,6 +169,7 @@ export class Cluster {
       "--etcd-endpoints", this.etcd.endpoint, "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
       "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
       "--backend", this.backendOf(i), "--bpffs", f.bpffs,
+      "--dns-upstream", "none", // tests never send queries past the namespaces they create
       ...(this.opts.agentArgs ?? []), ...extra]);
     const out = createWriteStream(f.log, { flags: "a" });
     child.stdout?.pipe(out);

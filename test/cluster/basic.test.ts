@@ -27,7 +27,7 @@ describe("3-node cluster, kernel vxlan backend", () => {
     expect(await get(0, "/healthz")).toEqual({ status: 200, body: "ok\n" });
     const ready = await get(0, "/readyz");
     expect(ready.status).toBe(200);
-    expect(JSON.parse(ready.body)).toEqual({ ready: true, lease: true, dataPath: true, subnetFile: true, etcd: true, routesSynced: true });
+    expect(JSON.parse(ready.body)).toEqual({ ready: true, lease: true, dataPath: true, subnetFile: true, etcd: true, routesSynced: true, registrySynced: true });
     const m = (await get(0, "/metrics")).body;
     expect(m).toMatch(/^weft_ready 1$/m);
     expect(m).toMatch(/^weft_peers\{state="programmed"\} 2$/m);

@@ -38,6 +38,15 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--reconcile-interval <seconds>", "how often the kernel state is checked and repaired", AGENT_DEFAULTS.reconcileInterval))
     .addOption(flag("--ipam-reconcile-interval <seconds>", "how often pod addresses are checked for a vanished network namespace", AGENT_DEFAULTS.ipamReconcileInterval))
     .addOption(flag("--ipam-release-grace <seconds>", "how long a namespace must stay gone before its address is released", AGENT_DEFAULTS.ipamReleaseGrace))
+    .addOption(flag("--registry-prefix <prefix>", "etcd prefix of the service registry", AGENT_DEFAULTS.registryPrefix))
+    .addOption(flag("--dns-listen <addrs>", "node-local DNS addresses (comma-separated host[:port]; off to disable)", AGENT_DEFAULTS.dnsListen))
+    .addOption(flag("--cluster-domain <name>", "the cluster DNS zone", AGENT_DEFAULTS.clusterDomain))
+    .addOption(flag("--dns-ttl <seconds>", "TTL of cluster-zone answers", AGENT_DEFAULTS.dnsTtl))
+    .addOption(flag("--dns-pods <mode>", "pod records a-b-c-d.<ns>.pod.<zone>: disabled | insecure | verified", AGENT_DEFAULTS.dnsPods))
+    .addOption(flag("--dns-upstream <addrs>", "upstream resolvers (comma-separated ip[:port]), resolv.conf, or none", AGENT_DEFAULTS.dnsUpstream))
+    .addOption(flag("--dns-policy <policy>", "upstream choice: random | round_robin | sequential", AGENT_DEFAULTS.dnsPolicy))
+    .addOption(flag("--dns-allow <prefixes>", "extra client prefixes the DNS server answers (besides the cluster network, node addresses, loopback)", AGENT_DEFAULTS.dnsAllow))
+    .addOption(flag("--dns-cache-size <entries>", "DNS cache capacity", AGENT_DEFAULTS.dnsCacheSize))
     .action(async (raw: Record<string, unknown>) => {
       const opts = parseAgentOptions(raw);
       const log = createLogger("weft-agent");

@@ -1,5 +1,6 @@
 import { FLAG, HEADER_LEN, TYPE } from "./constants.js";
 import { skipName } from "./query.js";
+import type { Record_ } from "./writer.js";
 
 /** What the forwarder and the cache need to know about an upstream's response. */
 export interface ParsedResponse {
@@ -91,4 +92,74 @@ export function parseResponse(b: Buffer, len: number): ParsedResponse | string {
     arcountWithoutOpt: withoutOpt >= 0 ? ar - 1 : ar,
     optMisplaced,
   };
+}
+
+/** Reads a (possibly compressed) name at `o`; returns it dotted with the offset after it, or undefined when malformed. */
+export function readName(b: Buffer, o: number, len: number): { name: string; end: number } | undefined {
+  const labels: string[] = [];
+  let end = -1;
+  let jumps = 0;
+  let total = 0;
+  for (;;) {
+    if (o >= len) return undefined;
+    const l = b[o]!;
+    if (l === 0) {
+      if (end < 0) end = o + 1;
+      break;
+    }
+    if ((l & 0xc0) === 0xc0) {
+      if (o + 1 >= len || ++jumps > 32) return undefined;
+      if (end < 0) end = o + 2;
+      o = ((l & 0x3f) << 8) | b[o + 1]!;
+      continue;
+    }
+    if (l > 63 || o + 1 + l > len || (total += l + 1) > 255) return undefined;
+    labels.push(b.toString("latin1", o + 1, o + 1 + l));
+    o += l + 1;
+  }
+  return { name: labels.join("."), end };
+}
+
+/**
+ * The answer section's records, decoded (names decompressed) for the types a
+ * re-encoding can carry: A, AAAA, CNAME, PTR, NS, TXT, SRV. Others are left
+ * out. Used to follow an ExternalName's CNAME with the upstream's answer.
+ */
+export function decodeAnswers(b: Buffer, len: number): Record_[] {
+  const out: Record_[] = [];
+  const an = b.readUInt16BE(6);
+  let o = skipName(b, HEADER_LEN, len);
+  if (o < 0) return out;
+  o += 4;
+  for (let i = 0; i < an; i++) {
+    const n = readName(b, o, len);
+    if (!n || n.end + 10 > len) return out;
+    const type = b.readUInt16BE(n.end);
+    const ttl = b.readUInt32BE(n.end + 4);
+    const rdlen = b.readUInt16BE(n.end + 8);
+    const rd = n.end + 10;
+    if (rd + rdlen > len) return out;
+    o = rd + rdlen;
+    if (type === TYPE.A && rdlen === 4) out.push({ name: n.name, type, ttl, data: { a: `${b[rd]}.${b[rd + 1]}.${b[rd + 2]}.${b[rd + 3]}` } });
+    else if (type === TYPE.AAAA && rdlen === 16) {
+      const groups: string[] = [];
+      for (let g = 0; g < 8; g++) groups.push(b.readUInt16BE(rd + g * 2).toString(16));
+      out.push({ name: n.name, type, ttl, data: { aaaa: groups.join(":") } });
+    } else if (type === TYPE.CNAME || type === TYPE.PTR || type === TYPE.NS) {
+      const t = readName(b, rd, len);
+      if (t) out.push({ name: n.name, type, ttl, data: { target: t.name } });
+    } else if (type === TYPE.SRV && rdlen >= 7) {
+      const t = readName(b, rd + 6, len);
+      if (t) out.push({ name: n.name, type, ttl, data: { srv: { priority: b.readUInt16BE(rd), weight: b.readUInt16BE(rd + 2), port: b.readUInt16BE(rd + 4), target: t.name } } });
+    } else if (type === TYPE.TXT) {
+      const strings: string[] = [];
+      for (let p = rd; p < rd + rdlen;) {
+        const l = b[p]!;
+        strings.push(b.toString("utf8", p + 1, Math.min(p + 1 + l, rd + rdlen)));
+        p += l + 1;
+      }
+      out.push({ name: n.name, type, ttl, data: { txt: strings } });
+    }
+  }
+  return out;
 }

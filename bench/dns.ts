@@ -1,0 +1,265 @@
+/**
+ * `npm run bench:dns [-- --json] [-- --seconds 10] [-- --rounds 1] [-- --targets weft,unbound,dns2]
+ *   [-- --services 100] [-- --clients 4] [-- --outstanding 100] [-- --p99-qps 5000]`
+ *
+ * Node-local DNS throughput and latency, the same query file against each
+ * target on 127.0.0.1, measured with dnsperf (src/harness/dnsperf.ts):
+ *   weft:    weft's DNS server holding the cluster records, forwarding the
+ *            external names to an upstream unbound (auth zone) and caching them
+ *   unbound: unbound, num-threads 1, every record as local-data (the C baseline)
+ *   dns2:    a bare dns2 server (bench/dns2-server.mjs), every record in a Map
+ *            (the Node baseline)
+ * Queries: one A query per service name web-N.default.svc.cluster.local, some
+ * "external" names host-N.example.test, and a few names that do not exist
+ * (NXDOMAIN), shuffled; plain DNS over UDP, no EDNS (what glibc stub resolvers
+ * in pods send). Each target first answers a check (right address, NXDOMAIN)
+ * and gets a 1 s warm-up; then `rounds` rounds of `seconds` each, targets
+ * interleaved (alternating order), best round reported. p99 comes from a
+ * separate run at a fixed offered load (--p99-qps) per round, lowest reported.
+ *
+ * Last line with --json: {"weft_qps","unbound_qps","dns2_qps","weft_p99_ms"}
+ * (null for a target not run).
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { runDnsperf, type DnsperfResult } from "../src/harness/dnsperf.js";
+import { query } from "../src/harness/dnswire.js";
+import { start } from "../src/harness/exec.js";
+import { UnboundServer } from "../src/harness/unbound.js";
+
+const args = process.argv.slice(2);
+const json = args.includes("--json");
+const arg = (name: string, def: string): string => {
+  const i = args.indexOf(name);
+  return i >= 0 ? (args[i + 1] ?? def) : def;
+};
+const SECONDS = Number(arg("--seconds", "10"));
+const ROUNDS = Number(arg("--rounds", "1"));
+const SERVICES = Number(arg("--services", "100"));
+const CLIENTS = Number(arg("--clients", "4"));
+const OUTSTANDING = Number(arg("--outstanding", "100"));
+const P99_QPS = Number(arg("--p99-qps", "5000"));
+const EXTERNAL = 20;
+const TTL = 30;
+const ALL = ["weft", "unbound", "dns2"];
+const targets = arg("--targets", ALL.join(",")).split(",").map((s) => s.trim()).filter(Boolean);
+const log = (s: string): void => (json ? console.error(s) : console.log(s));
+const r2 = (x: number): number => Math.round(x * 100) / 100;
+
+for (const t of targets) {
+  if (!ALL.includes(t)) {
+    console.error(`bench:dns: unknown target "${t}"; choose from ${ALL.join(", ")}`);
+    process.exit(64);
+  }
+}
+
+/** One A record: absolute lower-case name, IPv4 address, TTL. */
+interface ARecord {
+  readonly name: string;
+  readonly address: string;
+  readonly ttl: number;
+}
+
+/** A DNS server under test, listening on host:port (UDP). */
+interface Target {
+  readonly host: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const cluster: ARecord[] = Array.from({ length: SERVICES }, (_, i) => ({
+  name: `web-${i + 1}.default.svc.cluster.local.`,
+  address: `10.96.${(i + 1) >> 8}.${(i + 1) & 255}`,
+  ttl: TTL,
+}));
+const external: ARecord[] = Array.from({ length: EXTERNAL }, (_, i) => ({ name: `host-${i + 1}.example.test.`, address: `192.0.2.${i + 1}`, ttl: TTL }));
+const missing = [...Array.from({ length: 5 }, (_, i) => `missing-${i + 1}.default.svc.cluster.local.`), "nope-1.example.test.", "nope-2.example.test."];
+
+/** The query file: every name once, shuffled with a fixed seed. */
+function queryLines(): string[] {
+  const lines = [...cluster.map((r) => r.name), ...external.map((r) => r.name), ...missing].map((n) => `${n.replace(/\.$/, "")} A`);
+  let seed = 12345;
+  for (let i = lines.length - 1; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    const j = seed % (i + 1);
+    const a = lines[i];
+    const b = lines[j];
+    if (a === undefined || b === undefined) continue;
+    lines[i] = b;
+    lines[j] = a;
+  }
+  return lines;
+}
+
+// ---------------------------------------------------------------------------
+// (c) weft's DNS server. TODO(lead): wire it in. It gets the cluster records
+// (to serve itself) and `upstream`, an unbound serving example.test.
+// authoritatively (the external names), to forward the rest to. It must
+// listen on 127.0.0.1 (UDP; a port of its choosing) and return {host, port,
+// close}.
+// ---------------------------------------------------------------------------
+async function startWeftDns(records: readonly ARecord[], upstream: { host: string; port: number }, dir: string): Promise<Target> {
+  void records;
+  void upstream;
+  void dir;
+  throw new Error("weft DNS server not wired yet");
+}
+
+/** (a) unbound, one thread, every record as local-data in static zones. */
+async function startUnbound(dir: string): Promise<Target> {
+  const u = await UnboundServer.start({
+    dir,
+    threads: 1,
+    localZones: [{ name: "cluster.local.", type: "static" }, { name: "example.test.", type: "static" }],
+    localData: [...cluster, ...external].map((r) => `${r.name} ${r.ttl} IN A ${r.address}`),
+    // A benchmark, not a debug session: no per-query work beyond answering.
+    extraConfig: "verbosity: 0\nstatistics-interval: 0",
+  });
+  return { ...u.address, close: () => u.close() };
+}
+
+/** (b) the dns2 baseline, a child process. */
+async function startDns2(): Promise<Target> {
+  const script = fileURLToPath(new URL("../../bench/dns2-server.mjs", import.meta.url));
+  const table = Object.fromEntries([...cluster, ...external].map((r) => [r.name, r.address]));
+  const child: ChildProcess = start([process.execPath, script, JSON.stringify(table), "0", String(TTL)], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  let err = "";
+  child.stderr?.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error(`dns2 server did not start in 10 s: ${err}`)), 10_000);
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /^ready (\d+)$/m.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`dns2 server exited ${code}: ${err}`));
+    });
+  });
+  return {
+    host: "127.0.0.1",
+    port,
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Refuses to benchmark a server that answers wrongly. */
+async function check(name: string, t: Target): Promise<void> {
+  const expect = async (qname: string, rcode: string, address?: string): Promise<void> => {
+    const r = await query(t.host, t.port, qname, "A", { timeoutMs: 3000 });
+    const got = r.answers.filter((a) => a.type === 1).map((a) => a.data);
+    if (r.rcodeName !== rcode || (address !== undefined && !got.includes(address))) {
+      throw new Error(`${name}: ${qname} A answered ${r.rcodeName} [${got.join(", ")}], expected ${rcode}${address ? ` ${address}` : ""}`);
+    }
+  };
+  const c = cluster[0];
+  const e = external[0];
+  if (c) await expect(c.name, "NOERROR", c.address);
+  if (e) await expect(e.name, "NOERROR", e.address);
+  await expect(missing[0] ?? "missing-1.default.svc.cluster.local.", "NXDOMAIN");
+}
+
+interface Row {
+  runs: DnsperfResult[];
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "weft-bench-dns-"));
+  const running = new Map<string, Target>();
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    for (const name of targets) {
+      try {
+        let t: Target;
+        if (name === "unbound") t = await startUnbound(join(dir, "unbound"));
+        else if (name === "dns2") t = await startDns2();
+        else {
+          const z = external.map((r) => `${r.name} ${r.ttl} IN A ${r.address}`);
+          const upstream = await UnboundServer.start({
+            dir: join(dir, "upstream"),
+            authZones: [{ name: "example.test.", zonefile: ["$TTL 30", "example.test. 3600 IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 30", "example.test. 3600 IN NS ns.example.test.", "ns.example.test. 30 IN A 127.0.0.1", ...z, ""].join("\n") }],
+          });
+          closers.push(() => upstream.close());
+          t = await startWeftDns(cluster, upstream.address, join(dir, "weft"));
+        }
+        closers.push(() => t.close());
+        await check(name, t);
+        running.set(name, t);
+        log(`${name.padEnd(8)} on ${t.host}:${t.port}`);
+      } catch (e) {
+        log(`${name.padEnd(8)} skipped: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    if (running.size === 0) throw new Error("no target could be started");
+
+    const queries = queryLines();
+    const nx = missing.length / queries.length;
+    log(`${queries.length} query lines (${SERVICES} services, ${EXTERNAL} external, ${missing.length} NXDOMAIN), dnsperf -c ${CLIENTS} -q ${OUTSTANDING}, ${SECONDS} s x ${ROUNDS} rounds; p99 at ${P99_QPS} q/s offered`);
+    const base = { queries, dir: join(dir, "dnsperf"), clients: CLIENTS, threads: 1, maxOutstanding: OUTSTANDING };
+    for (const [, t] of running) await runDnsperf({ ...base, server: t.host, port: t.port, seconds: 1, p99: false });
+
+    const rows = new Map<string, Row>([...running.keys()].map((n) => [n, { runs: [] }]));
+    const names = [...running.keys()];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const name of round % 2 === 0 ? names : [...names].reverse()) {
+        const t = running.get(name);
+        if (!t) continue;
+        const r = await runDnsperf({ ...base, server: t.host, port: t.port, seconds: SECONDS, p99: { qps: P99_QPS, seconds: Math.min(3, SECONDS) } });
+        rows.get(name)?.runs.push(r);
+        const bad = r.completed - (r.rcodes["NOERROR"] ?? 0) - (r.rcodes["NXDOMAIN"] ?? 0);
+        log(`round ${round + 1} ${name.padEnd(8)} ${Math.round(r.qps)} q/s, lost ${r.lost}/${r.sent}, avg ${r2(r.avgLatencyMs)} ms; p50 ${r2(r.p50LatencyMs ?? NaN)} ms p99 ${r2(r.p99LatencyMs ?? NaN)} ms at ${P99_QPS} q/s${bad > 0 ? `; ${bad} answers neither NOERROR nor NXDOMAIN: ${JSON.stringify(r.rcodes)}` : ""}`);
+        if (r.latency && r.latency.timeouts > r.latency.samples / 100) log(`  warning: ${name} left ${r.latency.timeouts} of ${r.latency.samples} queries unanswered at ${P99_QPS} q/s offered (above its capacity?): its p99 is the 2000 ms timeout`);
+        const nxShare = (r.rcodes["NXDOMAIN"] ?? 0) / Math.max(1, r.completed);
+        if (Math.abs(nxShare - nx) > 0.02) log(`  warning: ${name} NXDOMAIN share ${r2(nxShare * 100)}%, expected ${r2(nx * 100)}%`);
+      }
+    }
+
+    const best = (name: string): { qps: number; p50: number; p99: number; lostPct: number } | undefined => {
+      const runs = rows.get(name)?.runs ?? [];
+      if (runs.length === 0) return undefined;
+      const top = runs.reduce((a, b) => (b.qps > a.qps ? b : a));
+      return {
+        qps: top.qps,
+        p50: Math.min(...runs.map((r) => r.p50LatencyMs ?? Infinity)),
+        p99: Math.min(...runs.map((r) => r.p99LatencyMs ?? Infinity)),
+        lostPct: (100 * top.lost) / Math.max(1, top.sent),
+      };
+    };
+    log("");
+    log(`| target | q/s (best of ${ROUNDS}) | lost | p50 ms @${P99_QPS} q/s | p99 ms @${P99_QPS} q/s |`);
+    log("| --- | ---: | ---: | ---: | ---: |");
+    for (const name of ALL) {
+      const b = best(name);
+      log(b ? `| ${name} | ${Math.round(b.qps)} | ${r2(b.lostPct)}% | ${r2(b.p50)} | ${r2(b.p99)} |` : `| ${name} | not run | | | |`);
+    }
+    const w = best("weft");
+    const u = best("unbound");
+    const d = best("dns2");
+    if (w && u) log(`weft/unbound q/s: ${r2(w.qps / u.qps)}x`);
+    if (json) {
+      const qps = (b: ReturnType<typeof best>): number | null => (b ? Math.round(b.qps) : null);
+      console.error(JSON.stringify({ unbound_p99_ms: u ? r2(u.p99) : null, dns2_p99_ms: d ? r2(d.p99) : null, weft_p50_ms: w ? r2(w.p50) : null, p99_offered_qps: P99_QPS, seconds: SECONDS, rounds: ROUNDS }));
+      console.log(JSON.stringify({ weft_qps: qps(w), unbound_qps: qps(u), dns2_qps: qps(d), weft_p99_ms: w ? r2(w.p99) : null }));
+    }
+  } finally {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,36 @@
+import { isIPv4 } from "node:net";
+import { parseCidr, parseIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
+
+/**
+ * Which clients get answers: the cluster network, the node's own addresses,
+ * loopback and any extra prefixes (no open resolver). IPv6 clients are
+ * allowed only from loopback unless "::/0" is given. Decisions are cached per
+ * address string (bounded).
+ */
+export class ClientAcl {
+  private readonly v4: Ipv4Prefix[];
+  private readonly anyV6: boolean;
+  private readonly seen = new Map<string, boolean>();
+
+  constructor(prefixes: readonly string[], private readonly localAddrs: () => ReadonlySet<string>) {
+    this.v4 = [parseCidr("127.0.0.0/8"), ...prefixes.filter((p) => !p.includes(":")).map((p) => parseCidr(p))];
+    this.anyV6 = prefixes.includes("::/0");
+  }
+
+  allows(addr: string): boolean {
+    const hit = this.seen.get(addr);
+    if (hit !== undefined) return hit;
+    const ok = this.decide(addr);
+    if (this.seen.size > 10_000) this.seen.clear();
+    this.seen.set(addr, ok);
+    return ok;
+  }
+
+  private decide(raw: string): boolean {
+    const addr = raw.startsWith("::ffff:") ? raw.slice(7) : raw;
+    if (this.localAddrs().has(addr)) return true;
+    if (!isIPv4(addr)) return addr === "::1" || this.anyV6;
+    const a = parseIpv4(addr);
+    return this.v4.some((p) => p.len === 0 || (a >>> (32 - p.len)) === (p.addr >>> (32 - p.len)));
+  }
+}

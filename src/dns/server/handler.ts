@@ -1,0 +1,166 @@
+import type { Logger } from "../../common/log.js";
+import { cacheKey, STALE_TTL, type DnsCache } from "../cache/cache.js";
+import type { ClusterZone } from "../cluster/zone.js";
+import type { Answer, Forwarder } from "../forward/forwarder.js";
+import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
+import { errorResponse, prebuilt, serve, type Prebuilt } from "../wire/prebuilt.js";
+import { keyToName, newQuery, parseQuery, QueryProblem, type Query } from "../wire/query.js";
+import { decodeAnswers } from "../wire/response.js";
+import { encodeMessage, type Record_ } from "../wire/writer.js";
+import type { ClientAcl } from "./acl.js";
+import type { DnsCounters } from "./counters.js";
+
+export interface HandlerDeps {
+  /** The cluster zone; undefined until the registry has synced (SERVFAIL for its names meanwhile). */
+  readonly zone: () => ClusterZone | undefined;
+  /** The zone's wire-form key, to know our names before the zone exists. */
+  readonly zoneKey: string;
+  readonly cache: DnsCache;
+  readonly forwarder: Forwarder;
+  readonly acl: ClientAcl;
+  readonly counters: DnsCounters;
+  readonly log: Logger;
+}
+
+/** TCP answers may be this long; UDP ones are capped by the query's EDNS size. */
+const TCP_MAX = 65535;
+
+/**
+ * One query in, one response out. Cluster names and cache hits are answered
+ * synchronously from encoded bytes (a number: bytes written into `out`);
+ * what needs an upstream returns a promise of a fresh buffer. 0 / undefined:
+ * send nothing.
+ */
+export class DnsHandler {
+  private readonly q: Query = newQuery();
+
+  constructor(private readonly d: HandlerDeps) {}
+
+  handle(msg: Buffer, len: number, from: string, tcp: boolean, out: Buffer): number | Promise<Buffer | undefined> {
+    const q = this.q;
+    const c = this.d.counters;
+    const problem = parseQuery(msg, len, q);
+    if (problem === QueryProblem.Drop) {
+      c.dropped++;
+      return 0;
+    }
+    c.request(tcp, q.qtype);
+    if (!this.d.acl.allows(from)) {
+      c.refusedClients++;
+      return this.done(errorResponse(q, msg, out, RCODE.REFUSED), out);
+    }
+    if (problem === QueryProblem.FormErr) return this.done(errorResponse(q, msg, out, RCODE.FORMERR), out);
+    if (q.opcode !== 0) return this.done(errorResponse(q, msg, out, RCODE.NOTIMP), out);
+    if (q.ednsVersion > 0) return this.done(errorResponse(q, msg, out, RCODE.BADVERS), out);
+    if (q.qclass !== CLASS_IN || q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR || q.qtype === TYPE.OPT) {
+      return this.done(errorResponse(q, msg, out, RCODE.REFUSED), out);
+    }
+    const maxLen = tcp ? TCP_MAX : 0;
+    const zone = this.d.zone();
+    if (zone) {
+      const hit = zone.cached(q.key, q.qtype);
+      if (hit) {
+        c.zoneAnswers++;
+        return this.done(serve(hit, q, msg, out, 0, maxLen), out);
+      }
+      if (zone.inZone(q.key) || zone.hasReverse(q.key)) {
+        const a = zone.answer(q.key, q.qtype);
+        if (a.kind === "wire") {
+          c.zoneAnswers++;
+          return this.done(serve(a.response, q, msg, out, 0, maxLen), out);
+        }
+        if (a.kind === "cname") return this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen);
+      }
+    } else if (this.inZoneKey(q.key)) {
+      c.notSynced++;
+      return this.done(errorResponse(q, msg, out, RCODE.SERVFAIL), out);
+    }
+    if (this.d.forwarder.loopProbes.has(q.key)) {
+      this.d.forwarder.loopDetected(q.key);
+      return this.done(errorResponse(q, msg, out, RCODE.SERVFAIL), out);
+    }
+    const cd = (q.flags & FLAG.CD) !== 0;
+    const k = cacheKey(q.key, q.qtype, q.dnssecOk, cd);
+    const look = this.d.cache.lookup(k);
+    if (look?.state === "fresh") {
+      if (look.prefetch) void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      return this.done(serve(look.entry.response, q, msg, out, look.age, maxLen), out);
+    }
+    const stale = look?.state === "stale" ? look.entry.response : undefined;
+    return this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen);
+  }
+
+  private inZoneKey(key: string): boolean {
+    const z = this.d.zoneKey;
+    if (!key.endsWith(z)) return false;
+    const cut = key.length - z.length;
+    for (let p = 0; p < key.length; p += key.charCodeAt(p) + 1) if (p === cut) return true;
+    return cut === key.length;
+  }
+
+  private done(n: number, out: Buffer): number {
+    this.d.counters.response(out[3]! & 0xf);
+    return n;
+  }
+
+  private async forward(q: Query, msg: Buffer, k: string, cd: boolean, stale: Prebuilt | undefined, maxLen: number): Promise<Buffer | undefined> {
+    let a: Answer;
+    try {
+      a = await this.d.forwarder.resolve(q.key, q.qtype, q.dnssecOk, cd, k);
+    } catch (e) {
+      if (stale) {
+        this.d.cache.staleServed++;
+        return this.reply((out) => serve(stale, q, msg, out, 0, maxLen, STALE_TTL), stale.bytes.length);
+      }
+      this.d.log.debug({ name: keyToName(q.key), err: (e as Error).message }, "upstream failed");
+      return this.reply((out) => errorResponse(q, msg, out, RCODE.SERVFAIL), 0);
+    }
+    const entry = this.d.cache.store(k, a.bytes, a.parsed);
+    const p = entry?.response ?? uncachable(a);
+    if (!p) return this.reply((out) => errorResponse(q, msg, out, RCODE.SERVFAIL), 0);
+    return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
+  }
+
+  /** Prefetch: refresh a popular entry before it expires. */
+  private async refresh(k: string, key: string, qtype: number, dnssecOk: boolean, cd: boolean): Promise<void> {
+    try {
+      const a = await this.d.forwarder.resolve(key, qtype, dnssecOk, cd, k);
+      this.d.cache.store(k, a.bytes, a.parsed);
+      this.d.counters.prefetches++;
+    } catch {
+      // the entry stays; it expires or is served stale
+    }
+  }
+
+  /** ExternalName: our CNAME, then the upstream's answer for the target. */
+  private async externalName(q: Query, msg: Buffer, cname: Record_, target: string, maxLen: number): Promise<Buffer | undefined> {
+    const tkey = target === "" ? "" : target.toLowerCase().split(".").map((l) => String.fromCharCode(l.length) + l).join("");
+    let answers: ReturnType<typeof decodeAnswers> = [];
+    let rcode: number = RCODE.NOERROR;
+    try {
+      const a = await this.d.forwarder.resolve(tkey, q.qtype, q.dnssecOk, false, cacheKey(tkey, q.qtype, q.dnssecOk, false));
+      answers = decodeAnswers(a.bytes, a.bytes.length);
+      rcode = a.parsed.rcode & 0xf;
+    } catch {
+      // the CNAME alone: the client may chase it itself
+    }
+    const p = prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode, question: { name: keyToName(q.key), type: q.qtype }, answer: [cname, ...answers] }));
+    return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
+  }
+
+  private reply(write: (out: Buffer) => number, size: number): Buffer {
+    const out = Buffer.allocUnsafe(Math.max(size, 512) + 64);
+    const n = write(out);
+    this.d.counters.response(out[3]! & 0xf);
+    return out.subarray(0, n);
+  }
+}
+
+/** An upstream answer that may not be cached is still served once. */
+function uncachable(a: Answer): Prebuilt | undefined {
+  const r = a.parsed;
+  if (r.optMisplaced) return undefined;
+  const body = Buffer.from(a.bytes.subarray(0, r.withoutOptLength));
+  body.writeUInt16BE(r.arcountWithoutOpt, 10);
+  return { bytes: body, ttlOffsets: r.ttlOffsets, ttls: r.ttls, arcount: r.arcountWithoutOpt };
+}

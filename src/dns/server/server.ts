@@ -1,0 +1,117 @@
+import { createSocket, type Socket as UdpSocket } from "node:dgram";
+import { isIPv6 } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
+import type { Logger } from "../../common/log.js";
+import type { DnsHandler } from "./handler.js";
+
+export interface ListenAddr {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Parses "169.254.20.10:53", "127.0.0.1:5353", "[::1]:53" (port defaults to 53). */
+export function parseListen(text: string): ListenAddr {
+  const t = text.trim();
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
+  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : 53 };
+  const i = t.lastIndexOf(":");
+  if (i < 0) return { host: t, port: 53 };
+  return { host: t.slice(0, i), port: Number(t.slice(i + 1)) };
+}
+
+/**
+ * The DNS server's sockets: UDP (one datagram, one answer) and TCP (RFC 7766:
+ * length-prefixed messages, several per connection, answered as they
+ * complete; idle connections closed).
+ */
+export class DnsListener {
+  private readonly udp: UdpSocket[] = [];
+  private readonly tcp: Server[] = [];
+  private readonly out = Buffer.alloc(65535);
+  private conns = 0;
+
+  constructor(private readonly handler: DnsHandler, private readonly log: Logger, private readonly opts: { maxTcpConnections: number; tcpIdleMs: number } = { maxTcpConnections: 1000, tcpIdleMs: 10_000 }) {}
+
+  async listen(addrs: readonly ListenAddr[]): Promise<void> {
+    for (const a of addrs) {
+      const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
+      u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
+      u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
+      await new Promise<void>((res, rej) => {
+        u.once("error", rej);
+        u.bind(a.port, a.host, () => res());
+      });
+      this.udp.push(u);
+      const t = createServer((s) => this.onConnection(s));
+      await new Promise<void>((res, rej) => {
+        t.once("error", rej);
+        t.listen(a.port, a.host, () => res());
+      });
+      this.tcp.push(t);
+    }
+  }
+
+  private onDatagram(u: UdpSocket, m: Buffer, addr: string, port: number): void {
+    let r: number | Promise<Buffer | undefined>;
+    try {
+      r = this.handler.handle(m, m.length, addr, false, this.out);
+    } catch (e) {
+      this.log.error({ err: (e as Error).stack }, "DNS handler failed on a datagram");
+      return;
+    }
+    if (typeof r === "number") {
+      if (r > 0) u.send(Buffer.from(this.out.subarray(0, r)), port, addr);
+      return;
+    }
+    r.then((b) => b && u.send(b, port, addr), (e: unknown) => this.log.error({ err: (e as Error).stack }, "DNS handler failed"));
+  }
+
+  private onConnection(s: Socket): void {
+    if (this.conns >= this.opts.maxTcpConnections) {
+      s.destroy();
+      return;
+    }
+    this.conns++;
+    s.setTimeout(this.opts.tcpIdleMs, () => s.destroy());
+    s.on("close", () => this.conns--);
+    s.on("error", () => undefined);
+    let buf: Buffer = Buffer.alloc(0);
+    s.on("data", (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = Buffer.from(buf.subarray(2, 2 + len));
+        buf = buf.subarray(2 + len);
+        this.answerTcp(s, msg);
+      }
+    });
+  }
+
+  private answerTcp(s: Socket, msg: Buffer): void {
+    const send = (b: Buffer | undefined): void => {
+      if (!b || s.destroyed) return;
+      const frame = Buffer.allocUnsafe(2 + b.length);
+      frame.writeUInt16BE(b.length, 0);
+      b.copy(frame, 2);
+      s.write(frame);
+    };
+    try {
+      const r = this.handler.handle(msg, msg.length, s.remoteAddress ?? "", true, this.out);
+      if (typeof r === "number") send(r > 0 ? this.out.subarray(0, r) : undefined);
+      else r.then(send, (e: unknown) => this.log.error({ err: (e as Error).stack }, "DNS handler failed"));
+    } catch (e) {
+      this.log.error({ err: (e as Error).stack }, "DNS handler failed on a TCP message");
+    }
+  }
+
+  /** The bound UDP addresses (port 0 resolved). */
+  addresses(): ListenAddr[] {
+    return this.udp.map((u) => ({ host: u.address().address, port: u.address().port }));
+  }
+
+  close(): void {
+    for (const u of this.udp) u.close();
+    for (const t of this.tcp) t.close();
+  }
+}

@@ -1,0 +1,122 @@
+import { networkInterfaces } from "node:os";
+import type { Registry } from "prom-client";
+import type { Logger } from "../common/log.js";
+import { CACHE_DEFAULTS, DnsCache, type CacheOptions } from "./cache/cache.js";
+import { ClusterZone, type ZoneOptions } from "./cluster/zone.js";
+import type { ZoneEndpoint, ZoneService } from "./cluster/records.js";
+import { Forwarder } from "./forward/forwarder.js";
+import { UpstreamSet, withoutSelf, type Policy, type Upstream } from "./forward/upstreams.js";
+import { registerDnsMetrics } from "./metrics.js";
+import { ClientAcl } from "./server/acl.js";
+import { DnsCounters } from "./server/counters.js";
+import { DnsHandler } from "./server/handler.js";
+import { DnsListener, type ListenAddr } from "./server/server.js";
+import { nameToKey } from "./wire/query.js";
+
+/** What the zone is built from: the registry watcher (src/registry/watch.ts) fits. */
+export interface ServiceView {
+  readonly isSynced: boolean;
+  services(): ReadonlyMap<string, ZoneService>;
+  endpointsOf(namespace: string, name: string): readonly ZoneEndpoint[];
+  on(event: "synced", f: () => void): unknown;
+  on(event: "change", f: (c: unknown) => void): unknown;
+}
+
+export interface DnsOptions {
+  readonly listen: readonly ListenAddr[];
+  readonly zone: ZoneOptions;
+  readonly upstreams: Upstream[];
+  readonly policy: Policy;
+  /** Allowed client prefixes besides loopback and the node's addresses (the cluster network, ...). */
+  readonly allow: readonly string[];
+  readonly cache?: Partial<Omit<CacheOptions, "now">>;
+  readonly now?: () => number;
+  readonly maxConcurrent?: number;
+  readonly deadlineMs?: number;
+  readonly attemptMs?: number;
+  readonly healthCheckMs?: number;
+}
+
+function localAddresses(): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.add(a.address);
+  return out;
+}
+
+/**
+ * The node-local DNS server: the cluster zone rebuilt from the registry view
+ * on every change (so answers follow the registry at once), a cache, the
+ * forwarder, and the UDP/TCP listeners.
+ */
+export class DnsService {
+  readonly counters = new DnsCounters();
+  readonly cache: DnsCache;
+  readonly forwarder: Forwarder;
+  private readonly listener: DnsListener;
+  private zone: ClusterZone | undefined;
+  private rebuildQueued = false;
+  private serial = 0;
+  readonly droppedUpstreams: string[];
+  private local = localAddresses();
+  private localRefresh: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: DnsOptions, private readonly view: ServiceView, private readonly log: Logger, metrics?: Registry) {
+    const now = opts.now ?? Date.now;
+    this.cache = new DnsCache({ ...CACHE_DEFAULTS, ...opts.cache, now });
+    const { kept, dropped } = withoutSelf(opts.upstreams, opts.listen, this.local);
+    this.droppedUpstreams = dropped;
+    if (dropped.length) log.warn({ dropped }, "DNS upstreams that are this server itself were left out (a forwarding loop)");
+    const fm = metrics ? registerDnsMetrics(metrics, this.counters, this.cache) : undefined;
+    this.forwarder = new Forwarder({
+      upstreams: new UpstreamSet(kept, opts.policy), maxConcurrent: opts.maxConcurrent ?? 1000, deadlineMs: opts.deadlineMs ?? 2000,
+      attemptMs: opts.attemptMs ?? 700, healthCheckMs: opts.healthCheckMs ?? 1000, log, metrics: fm,
+    });
+    const handler = new DnsHandler({
+      zone: () => this.zone, zoneKey: nameToKey(opts.zone.domain), cache: this.cache, forwarder: this.forwarder,
+      acl: new ClientAcl(opts.allow, () => this.local), counters: this.counters, log,
+    });
+    this.listener = new DnsListener(handler, log);
+    view.on("synced", () => this.rebuild());
+    view.on("change", () => this.queueRebuild());
+    if (view.isSynced) this.rebuild();
+  }
+
+  async start(): Promise<void> {
+    await this.forwarder.start();
+    await this.listener.listen(this.opts.listen);
+    this.forwarder.probeLoops();
+    this.localRefresh = setInterval(() => (this.local = localAddresses()), 30_000);
+    this.localRefresh.unref();
+    this.log.info({ listen: this.listener.addresses(), upstreams: this.forwarder ? this.opts.upstreams.map((u) => u.label) : [] }, "DNS server listening");
+  }
+
+  /** True once the registry has synced and the zone exists. */
+  get ready(): boolean {
+    return this.zone !== undefined;
+  }
+
+  addresses(): ListenAddr[] {
+    return this.listener.addresses();
+  }
+
+  private queueRebuild(): void {
+    if (this.rebuildQueued || !this.view.isSynced) return;
+    this.rebuildQueued = true;
+    setImmediate(() => {
+      this.rebuildQueued = false;
+      this.rebuild();
+    });
+  }
+
+  private rebuild(): void {
+    const t0 = performance.now();
+    this.zone = new ClusterZone(this.opts.zone, this.view.services().values(), (ns, n) => this.view.endpointsOf(ns, n), ++this.serial);
+    this.log.debug({ names: this.zone.size, ms: Math.round((performance.now() - t0) * 100) / 100 }, "cluster zone rebuilt");
+  }
+
+  close(): void {
+    clearInterval(this.localRefresh);
+    this.listener.close();
+    this.forwarder.close();
+  }
+}
