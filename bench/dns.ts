@@ -29,6 +29,8 @@ import { runDnsperf, type DnsperfResult } from "../src/harness/dnsperf.js";
 import { query } from "../src/harness/dnswire.js";
 import { start } from "../src/harness/exec.js";
 import { UnboundServer } from "../src/harness/unbound.js";
+import { EtcdServer } from "../src/harness/etcd.js";
+import { ServiceRegistry } from "../src/registry/store.js";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");
@@ -72,7 +74,7 @@ interface Target {
 
 const cluster: ARecord[] = Array.from({ length: SERVICES }, (_, i) => ({
   name: `web-${i + 1}.default.svc.cluster.local.`,
-  address: `10.96.${(i + 1) >> 8}.${(i + 1) & 255}`,
+  address: `198.19.${(i + 1) >> 8}.${(i + 1) & 255}`,
   ttl: TTL,
 }));
 const external: ARecord[] = Array.from({ length: EXTERNAL }, (_, i) => ({ name: `host-${i + 1}.example.test.`, address: `192.0.2.${i + 1}`, ttl: TTL }));
@@ -94,18 +96,31 @@ function queryLines(): string[] {
   return lines;
 }
 
-// ---------------------------------------------------------------------------
-// (c) weft's DNS server. TODO(lead): wire it in. It gets the cluster records
-// (to serve itself) and `upstream`, an unbound serving example.test.
-// authoritatively (the external names), to forward the rest to. It must
-// listen on 127.0.0.1 (UDP; a port of its choosing) and return {host, port,
-// close}.
-// ---------------------------------------------------------------------------
+/**
+ * (c) weft's DNS server (bench/weft-dns-server.ts, a child process): the
+ * cluster records as services in a real etcd registry, and `upstream`, an
+ * unbound serving example.test. authoritatively, for the external names it
+ * forwards and caches.
+ */
 async function startWeftDns(records: readonly ARecord[], upstream: { host: string; port: number }, dir: string): Promise<Target> {
-  void records;
-  void upstream;
-  void dir;
-  throw new Error("weft DNS server not wired yet");
+  // The real path: services published in a real etcd, the server's zone built from the registry watch.
+  const etcd = await EtcdServer.start({ dir: join(dir, "etcd") });
+  const reg = new ServiceRegistry({ endpoints: [etcd.localEndpoint] });
+  try {
+    for (const r of records) {
+      const [name = "", ns = ""] = r.name.split(".");
+      await reg.putService(ns, name, { type: "ClusterIP", clusterIPs: [r.address], ports: [{ name: "http", protocol: "TCP", port: 80 }], publishNotReadyAddresses: false });
+    }
+  } finally {
+    reg.close();
+  }
+  const script = fileURLToPath(new URL("./weft-dns-server.js", import.meta.url));
+  try {
+    return await spawnReady("weft DNS server", [process.execPath, script, etcd.localEndpoint, "/weft/registry", `${upstream.host}:${upstream.port}`, "0"], () => etcd.close());
+  } catch (e) {
+    await etcd.close();
+    throw e;
+  }
 }
 
 /** (a) unbound, one thread, every record as local-data in static zones. */
@@ -125,13 +140,18 @@ async function startUnbound(dir: string): Promise<Target> {
 async function startDns2(): Promise<Target> {
   const script = fileURLToPath(new URL("../../bench/dns2-server.mjs", import.meta.url));
   const table = Object.fromEntries([...cluster, ...external].map((r) => [r.name, r.address]));
-  const child: ChildProcess = start([process.execPath, script, JSON.stringify(table), "0", String(TTL)], { stdio: ["ignore", "pipe", "pipe"] });
+  return spawnReady("dns2 server", [process.execPath, script, JSON.stringify(table), "0", String(TTL)]);
+}
+
+/** Spawns a server that prints "ready <port>" once it listens on 127.0.0.1. */
+async function spawnReady(label: string, argv: string[], also: () => Promise<void> = async () => undefined): Promise<Target> {
+  const child: ChildProcess = start(argv, { stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   let err = "";
   child.stderr?.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
-    const timer = setTimeout(() => reject(new Error(`dns2 server did not start in 10 s: ${err}`)), 10_000);
+    const timer = setTimeout(() => reject(new Error(`${label} did not start in 10 s: ${err}`)), 10_000);
     child.stdout?.on("data", (d: Buffer) => {
       out += d.toString();
       const m = /^ready (\d+)$/m.exec(out);
@@ -142,7 +162,7 @@ async function startDns2(): Promise<Target> {
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`dns2 server exited ${code}: ${err}`));
+      reject(new Error(`${label} exited ${code}: ${err}`));
     });
   });
   return {
@@ -151,6 +171,7 @@ async function startDns2(): Promise<Target> {
     close: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       await exited;
+      await also();
     },
   };
 }
