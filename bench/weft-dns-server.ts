@@ -25,6 +25,5 @@ const dns = new DnsService({
 await dns.start();
 console.log(`ready ${dns.addresses()[0]?.port ?? 0}`);
 process.on("SIGTERM", () => {
-  dns.close();
-  void watcher.close().finally(() => process.exit(0));
+  void dns.close().then(() => watcher.close()).finally(() => process.exit(0));
 });

@@ -39,7 +39,7 @@ export class NodeDns {
     await service.start();
     void watcher.start().catch((e: unknown) => log.error({ err: (e as Error).message }, "service registry watch failed"));
     return new NodeDns(service, async () => {
-      service.close();
+      await service.close();
       await watcher.close();
       registry.close();
     });

@@ -114,9 +114,9 @@ export class DnsService {
     this.log.debug({ names: this.zone.size, ms: Math.round((performance.now() - t0) * 100) / 100 }, "cluster zone rebuilt");
   }
 
-  close(): void {
+  async close(): Promise<void> {
     clearInterval(this.localRefresh);
-    this.listener.close();
+    await this.listener.close();
     this.forwarder.close();
   }
 }

@@ -17,6 +17,14 @@ export class ClientAcl {
     this.anyV6 = prefixes.includes("::/0");
   }
 
+  /** An IPv4 client as a host-order number (the batch path). */
+  allowsV4(a: number): boolean {
+    const v = a >>> 0;
+    if (v >>> 24 === 127) return true;
+    for (const p of this.v4) if (p.len === 0 || (v >>> (32 - p.len)) === (p.addr >>> (32 - p.len))) return true;
+    return this.allows(`${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`); // node addresses
+  }
+
   allows(addr: string): boolean {
     const hit = this.seen.get(addr);
     if (hit !== undefined) return hit;

@@ -36,7 +36,8 @@ export class DnsHandler {
 
   constructor(private readonly d: HandlerDeps) {}
 
-  handle(msg: Buffer, len: number, from: string, tcp: boolean, out: Buffer): number | Promise<Buffer | undefined> {
+  /** `from` is the client's address as text, or an IPv4 address as a host-order number (the batch path). */
+  handle(msg: Buffer, len: number, from: string | number, tcp: boolean, out: Buffer): number | Promise<Buffer | undefined> {
     const q = this.q;
     const c = this.d.counters;
     const problem = parseQuery(msg, len, q);
@@ -45,7 +46,7 @@ export class DnsHandler {
       return 0;
     }
     c.request(tcp, q.qtype);
-    if (!this.d.acl.allows(from)) {
+    if (!(typeof from === "number" ? this.d.acl.allowsV4(from) : this.d.acl.allows(from))) {
       c.refusedClients++;
       return this.done(errorResponse(q, msg, out, RCODE.REFUSED), out);
     }

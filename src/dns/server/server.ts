@@ -1,7 +1,8 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { isIPv6 } from "node:net";
+import { isIPv4, isIPv6 } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import type { Logger } from "../../common/log.js";
+import { BatchUdpListener } from "./batch.js";
 import type { DnsHandler } from "./handler.js";
 
 export interface ListenAddr {
@@ -20,35 +21,52 @@ export function parseListen(text: string): ListenAddr {
 }
 
 /**
- * The DNS server's sockets: UDP (one datagram, one answer) and TCP (RFC 7766:
+ * The DNS server's sockets: UDP — for IPv4 the native batch path
+ * (recvmmsg/sendmmsg, ./batch.ts), else Node's dgram — and TCP (RFC 7766:
  * length-prefixed messages, several per connection, answered as they
  * complete; idle connections closed).
  */
 export class DnsListener {
   private readonly udp: UdpSocket[] = [];
   private readonly tcp: Server[] = [];
+  private readonly batch: BatchUdpListener[] = [];
+  private readonly bound: ListenAddr[] = [];
   private readonly out = Buffer.alloc(65535);
   private conns = 0;
 
-  constructor(private readonly handler: DnsHandler, private readonly log: Logger, private readonly opts: { maxTcpConnections: number; tcpIdleMs: number } = { maxTcpConnections: 1000, tcpIdleMs: 10_000 }) {}
+  constructor(private readonly handler: DnsHandler, private readonly log: Logger, private readonly opts: { maxTcpConnections: number; tcpIdleMs: number; batch?: boolean } = { maxTcpConnections: 1000, tcpIdleMs: 10_000 }) {}
 
   async listen(addrs: readonly ListenAddr[]): Promise<void> {
     for (const a of addrs) {
-      const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
-      u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
-      u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
-      await new Promise<void>((res, rej) => {
-        u.once("error", rej);
-        u.bind(a.port, a.host, () => res());
-      });
-      this.udp.push(u);
+      let port = a.port;
+      const batch = this.opts.batch !== false && isIPv4(a.host) ? BatchUdpListener.open(a.host, a.port, this.handler, this.log) : undefined;
+      if (batch) {
+        this.batch.push(batch);
+        port = batch.port;
+      } else {
+        const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
+        u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
+        u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
+        await new Promise<void>((res, rej) => {
+          u.once("error", rej);
+          u.bind(a.port, a.host, () => res());
+        });
+        this.udp.push(u);
+        port = u.address().port;
+      }
+      this.bound.push({ host: a.host, port });
       const t = createServer((s) => this.onConnection(s));
       await new Promise<void>((res, rej) => {
         t.once("error", rej);
-        t.listen(a.port, a.host, () => res());
+        t.listen(port, a.host, () => res());
       });
       this.tcp.push(t);
     }
+  }
+
+  /** Batches taken by the native UDP path (0 when it is not in use). */
+  get batches(): number {
+    return this.batch.reduce((n, b) => n + b.batches, 0);
   }
 
   private onDatagram(u: UdpSocket, m: Buffer, addr: string, port: number): void {
@@ -105,13 +123,14 @@ export class DnsListener {
     }
   }
 
-  /** The bound UDP addresses (port 0 resolved). */
+  /** The bound addresses (port 0 resolved; UDP and TCP share it). */
   addresses(): ListenAddr[] {
-    return this.udp.map((u) => ({ host: u.address().address, port: u.address().port }));
+    return [...this.bound];
   }
 
-  close(): void {
+  async close(): Promise<void> {
     for (const u of this.udp) u.close();
     for (const t of this.tcp) t.close();
+    await Promise.all(this.batch.map((b) => b.close()));
   }
 }
