@@ -30,12 +30,11 @@ describe("README and CLI", () => {
     }
   });
 
-  it.each([["svc", "put"]])(
-    "`weft %j` says it is not built yet and exits 2", (...args) => {
-      const r = weft(...args);
-      expect(r.status).toBe(2);
-      expect(r.stderr).toMatch(/not built yet/);
-    });
+  it("`weft svc put` without what to put is a usage error naming the choices", () => {
+    const r = weft("svc", "put");
+    expect(r.status).toBe(64);
+    expect(r.stderr).toMatch(/service|endpoint/);
+  });
 
   it("`weft status` without a running agent says so and how to fix it", () => {
     const r = weft("status", "--control-socket", "/tmp/weft-no-such-agent.sock");

@@ -25,7 +25,7 @@ export const CAPABILITIES: readonly Capability[] = [
   { area: "ebpf", name: "tc fast path (from-pod, from-overlay, to-overlay)", status: "done", note: "collect_md VXLAN device, anti-spoofing, pinned maps + tcx links survive restarts; bulk TCP on par with kernel vxlan, lower RTT" },
   { area: "tun", name: "userspace TUN fallback", status: "done", note: "WASM encap/decap with TSO/GRO offloads, sendmmsg/UDP_SEGMENT, recvmmsg/UDP_GRO; 0.6x kernel vxlan" },
   { area: "ipam", name: "per-node IPAM + CNI plugins", status: "done", note: "crash-safe journal, pools by namespace/labels, GC + netns reconciler; `weft`, `weft-ipam` (CNI 1.1, C client); ADD p50 1.5x faster than host-local" },
-  { area: "dns", name: "service registry + node-local DNS", status: "not yet", note: "issue 7" },
+  { area: "dns", name: "service registry + node-local DNS", status: "done", note: "etcd registry + `weft svc` (put/rm/ls/watch); Kubernetes DNS spec zone, forwarder, cache with serve-stale; recvmmsg/sendmmsg batches, faster than unbound" },
 ];
 
 /** Renders the table as Markdown (the README embeds exactly this). */

@@ -8,7 +8,6 @@ import { registerNetwork } from "./commands/network.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerStatus } from "./commands/status.js";
 import { registerSvc } from "./commands/svc.js";
-import { notBuilt } from "./not-built.js";
 
 /** Exit codes: 0 ok, 1 failure, 2 not built yet, 64 usage error. */
 export const EXIT_NOT_BUILT = 2;

@@ -6,13 +6,15 @@ import { ConfigError, NotBuiltError } from "../../common/errors.js";
 
 const BUILT: Record<string, string> = {
   wasm: "../../../bench/wasm.js", control: "../../../bench/control.js", dataplane: "../../../bench/dataplane.js", ipam: "../../../bench/ipam.js",
+  dns: "../../../bench/dns.js",
 };
-const LATER: Record<string, number> = { dns: 7 };
+/** Benchmarks named in the CLI's shape before they exist: name → issue. */
+const LATER: Record<string, number> = {};
 
 export function registerBench(program: Command): void {
   program
     .command("bench")
-    .description("run a benchmark: wasm, control, dataplane, ipam; dns (a later issue)")
+    .description("run a benchmark: wasm, control, dataplane, ipam, dns")
     .argument("<name>", "which benchmark")
     .option("--json", "print one JSON document as the last line")
     .option("--seconds <s>", "measuring time per figure")
