@@ -43,6 +43,8 @@ const BATCH = 64;
 const IN_SLOT = 4096;
 /** An answer slot: the largest UDP answer we send (EDNS 1232 capped) with room to spare. */
 const OUT_SLOT = 2048;
+/** Batches answered in a row before the event loop gets a turn. */
+const YIELD_EVERY = 8;
 /** How long one receive waits before it returns (and `close` can finish). */
 const WAIT_MS = 200;
 
@@ -90,9 +92,22 @@ export class BatchUdpListener {
     });
   }
 
+  /**
+   * While queries keep coming, the main thread takes them itself with a
+   * non-blocking receive after each batch (no thread hop), yielding to the
+   * event loop every few batches so upstream replies, timers and TCP still
+   * run; once the socket is empty it waits on the threadpool again.
+   */
   private async loop(): Promise<void> {
+    let streak = 0;
     while (!this.closed) {
-      let n: number;
+      let n = this.s.recv(this.fd, this.inBuf, IN_SLOT, BATCH, this.inMeta, 0);
+      if (n > 0) {
+        this.answer(n);
+        if (++streak % YIELD_EVERY === 0) await new Promise<void>((r) => setImmediate(r));
+        continue;
+      }
+      streak = 0;
       try {
         n = await this.recv();
       } catch (e) {
