@@ -94,15 +94,17 @@ export class ClusterZone {
     // Headless: one record per ready endpoint address (all of them with publishNotReadyAddresses).
     const live = eps.filter((e) => e.ready || s.publishNotReadyAddresses);
     if (live.length === 0 || !live.some((e) => e.addresses.length > 0)) return; // NXDOMAIN: nothing to point at
-    const targets: { host: string; ep: ZoneEndpoint }[] = [];
+    // A target per endpoint hostname (all its addresses), or per address when it has none.
+    const targets: { host: string; ep: ZoneEndpoint; ips: readonly string[] }[] = [];
     for (const e of live) {
       for (const ip of e.addresses) {
         this.add(base, addressRecord(base, ip, ttl));
         const host = `${e.hostname ?? dashed(ip)}.${base}`;
         this.add(host, addressRecord(host, ip, ttl));
         if (e.hostname) this.addReverse(ip, host);
-        targets.push({ host, ep: e });
+        if (!e.hostname) targets.push({ host, ep: e, ips: [ip] });
       }
+      if (e.hostname && e.addresses.length) targets.push({ host: `${e.hostname}.${base}`, ep: e, ips: e.addresses });
     }
     for (const p of s.ports) {
       if (!p.name) continue;
@@ -114,7 +116,7 @@ export class ClusterZone {
         if (seen.has(`${t.host}:${port}`)) continue;
         seen.add(`${t.host}:${port}`);
         this.add(srvName, { name: srvName, type: TYPE.SRV, ttl, data: { srv: { priority: 0, weight, port, target: t.host } } });
-        for (const a of t.ep.addresses) this.node(srvName).glue.push(addressRecord(t.host, a, ttl));
+        for (const a of t.ips) this.node(srvName).glue.push(addressRecord(t.host, a, ttl));
       }
     }
   }
@@ -174,6 +176,10 @@ export class ClusterZone {
     const hit = this.cached(key, qtype);
     if (hit) return { kind: "wire", response: hit };
     const name = keyToName(key);
+    if (nameToKey(name) !== key) {
+      // A label with a "." in it: no such name here; the question is echoed byte for byte.
+      return { kind: "wire", response: prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode: RCODE.NXDOMAIN, question: { name, type: qtype, key }, authority: [this.soa] })) };
+    }
     const ptr = this.reverse.get(name);
     if (!this.inZone(key)) {
       if (!ptr) return { kind: "forward" };

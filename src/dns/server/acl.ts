@@ -4,8 +4,8 @@ import { parseCidr, parseIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 /**
  * Which clients get answers: the cluster network, the node's own addresses,
  * loopback and any extra prefixes (no open resolver). IPv6 clients are
- * allowed only from loopback unless "::/0" is given. Decisions are cached per
- * address string (bounded).
+ * allowed only from loopback unless "::/0" is given. Prefix decisions are
+ * cached per address string (bounded).
  */
 export class ClientAcl {
   private readonly v4: Ipv4Prefix[];
@@ -22,10 +22,16 @@ export class ClientAcl {
     const v = a >>> 0;
     if (v >>> 24 === 127) return true;
     for (const p of this.v4) if (p.len === 0 || (v >>> (32 - p.len)) === (p.addr >>> (32 - p.len))) return true;
-    return this.allows(`${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`); // node addresses
+    return this.localAddrs().has(`${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`);
   }
 
-  allows(addr: string): boolean {
+  /**
+   * The node's own addresses are asked every time (they change: the set is
+   * refreshed by the caller); only the prefix decision is cached.
+   */
+  allows(raw: string): boolean {
+    const addr = raw.startsWith("::ffff:") ? raw.slice(7) : raw;
+    if (this.localAddrs().has(addr)) return true;
     const hit = this.seen.get(addr);
     if (hit !== undefined) return hit;
     const ok = this.decide(addr);
@@ -34,9 +40,7 @@ export class ClientAcl {
     return ok;
   }
 
-  private decide(raw: string): boolean {
-    const addr = raw.startsWith("::ffff:") ? raw.slice(7) : raw;
-    if (this.localAddrs().has(addr)) return true;
+  private decide(addr: string): boolean {
     if (!isIPv4(addr)) return addr === "::1" || this.anyV6;
     const a = parseIpv4(addr);
     return this.v4.some((p) => p.len === 0 || (a >>> (32 - p.len)) === (p.addr >>> (32 - p.len)));

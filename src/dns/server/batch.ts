@@ -1,35 +1,38 @@
 import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import koffi from "koffi";
 import type { Logger } from "../../common/log.js";
 import { parseIpv4 } from "../../common/ipv4.js";
 import { shimPath } from "../../backend/tun/shim.js";
 import type { DnsHandler } from "./handler.js";
 
-interface AsyncFn {
-  async(...args: unknown[]): void;
-}
 interface DnsShim {
   open(ip: number, port: number, rcvbuf: number): number;
-  recv: AsyncFn & ((fd: number, buf: Buffer, slot: number, max: number, meta: Int32Array, timeoutMs: number) => number);
+  recv(fd: number, buf: Buffer, slot: number, max: number, meta: Int32Array, timeoutMs: number): number;
   send(fd: number, buf: Buffer, slot: number, n: number, meta: Int32Array): number;
   port(fd: number): number;
   close(fd: number): number;
+  /** weft_poll.node: readiness callbacks on the main event loop. */
+  poll: { watch(fd: number, cb: (status: number) => void): object; unwatch(handle: object): void };
 }
 
 let shim: DnsShim | undefined | null;
 
-/** The native batch functions (native/weft_dns.c), or undefined when the shim is not built. */
+/** The native batch functions (native/weft_dns.c) and the poll addon, or undefined when they are not built. */
 function loadDnsShim(): DnsShim | undefined {
   if (shim !== undefined) return shim ?? undefined;
   const path = shimPath();
-  if (!existsSync(path)) {
+  const addon = join(dirname(path), "weft_poll.node");
+  if (!existsSync(path) || !existsSync(addon)) {
     shim = null;
     return undefined;
   }
   const l = koffi.load(path);
   shim = {
+    poll: createRequire(import.meta.url)(addon) as DnsShim["poll"],
     open: l.func("int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)"),
-    recv: l.func("int weft_dns_recv(int fd, _Inout_ uint8_t *buf, uint32_t slot, int max, _Inout_ int32_t *meta, int timeout_ms)") as DnsShim["recv"],
+    recv: l.func("int weft_dns_recv(int fd, _Inout_ uint8_t *buf, uint32_t slot, int max, _Inout_ int32_t *meta, int timeout_ms)"),
     send: l.func("int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)"),
     port: l.func("int weft_udp_port(int fd)"),
     close: l.func("int weft_close(int fd)"),
@@ -43,17 +46,17 @@ const BATCH = 64;
 const IN_SLOT = 4096;
 /** An answer slot: the largest UDP answer we send (EDNS 1232 capped) with room to spare. */
 const OUT_SLOT = 2048;
-/** Batches answered in a row before the event loop gets a turn. */
+/** Batches answered per readiness callback before the event loop gets a turn (epoll is level-triggered: it calls again). */
 const YIELD_EVERY = 8;
-/** How long one receive waits before it returns (and `close` can finish). */
-const WAIT_MS = 200;
 
 /**
- * The UDP hot path for an IPv4 listen address: batches of queries arrive by
- * recvmmsg on a libuv threadpool thread (koffi async), are answered on the
- * main thread — cluster names and cache hits synchronously, into the answer
- * slots — and leave by one sendmmsg. Answers that need an upstream are sent
- * on their own when they are ready. Buffers are allocated once.
+ * The UDP hot path for an IPv4 listen address: when the socket is readable
+ * (a libuv poll handle on the main loop, native/weft_poll.c), batches of
+ * queries are taken by recvmmsg, answered — cluster names and cache hits
+ * synchronously, into the answer slots — and leave by one sendmmsg (koffi
+ * calls into native/weft_dns.c). Answers that need an upstream are sent on
+ * their own when they are ready. Buffers are allocated once; no thread is
+ * involved.
  */
 export class BatchUdpListener {
   private readonly inBuf = Buffer.alloc(BATCH * IN_SLOT);
@@ -62,7 +65,7 @@ export class BatchUdpListener {
   private readonly outMeta = new Int32Array(BATCH * 3);
   private readonly oneMeta = new Int32Array(3);
   private closed = false;
-  private running: Promise<void> | undefined;
+  private watch: object | undefined;
   batches = 0;
   sendDrops = 0;
 
@@ -78,7 +81,7 @@ export class BatchUdpListener {
       throw e;
     }
     const l = new BatchUdpListener(s, fd, handler, log);
-    l.running = l.loop();
+    l.watch = s.poll.watch(fd, (status) => l.onReadable(status));
     return l;
   }
 
@@ -86,42 +89,21 @@ export class BatchUdpListener {
     return this.s.port(this.fd);
   }
 
-  private recv(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.s.recv.async(this.fd, this.inBuf, IN_SLOT, BATCH, this.inMeta, WAIT_MS, (err: unknown, n: number) => (err ? reject(err as Error) : resolve(n)));
-    });
-  }
-
-  /**
-   * While queries keep coming, the main thread takes them itself with a
-   * non-blocking receive after each batch (no thread hop), yielding to the
-   * event loop every few batches so upstream replies, timers and TCP still
-   * run; once the socket is empty it waits on the threadpool again.
-   */
-  private async loop(): Promise<void> {
-    let streak = 0;
-    while (!this.closed) {
-      let n = this.s.recv(this.fd, this.inBuf, IN_SLOT, BATCH, this.inMeta, 0);
-      if (n > 0) {
-        this.answer(n);
-        if (++streak % YIELD_EVERY === 0) await new Promise<void>((r) => setImmediate(r));
-        continue;
-      }
-      streak = 0;
-      try {
-        n = await this.recv();
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, "DNS batch receive failed");
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
-      }
+  /** Up to YIELD_EVERY batches, then back to the event loop (which calls again while queries wait). */
+  private onReadable(status: number): void {
+    if (this.closed) return;
+    if (status < 0) {
+      this.log.error({ status }, "DNS socket poll failed");
+      return;
+    }
+    for (let k = 0; k < YIELD_EVERY; k++) {
+      const n = this.s.recv(this.fd, this.inBuf, IN_SLOT, BATCH, this.inMeta, 0);
       if (n < 0) {
-        if (this.closed) break;
         this.log.error({ errno: -n }, "DNS batch receive failed");
-        await new Promise((r) => setTimeout(r, 100));
-        continue;
+        return;
       }
-      if (n > 0) this.answer(n);
+      if (n === 0) return;
+      this.answer(n);
     }
   }
 
@@ -166,10 +148,11 @@ export class BatchUdpListener {
     if (this.s.send(this.fd, b, b.length, 1, this.oneMeta) < 1) this.sendDrops++;
   }
 
-  /** Stops receiving (within one wait) and closes the socket. */
+  /** Stops receiving and closes the socket. */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    await this.running;
+    if (this.watch) this.s.poll.unwatch(this.watch);
     this.s.close(this.fd);
   }
 }

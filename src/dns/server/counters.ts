@@ -10,8 +10,8 @@ const TYPE_INDEX = new Map<number, number>(TYPES.map((t, i) => [TYPE[t], i]));
 export class DnsCounters {
   /** [proto udp=0 tcp=1][type index, last = other] */
   readonly requests = [new Float64Array(TYPES.length + 1), new Float64Array(TYPES.length + 1)];
-  /** by rcode 0-15 */
-  readonly responses = new Float64Array(16);
+  /** by rcode 0-16 (16: BADVERS, an extended rcode) */
+  readonly responses = new Float64Array(17);
   dropped = 0;
   refusedClients = 0;
   notSynced = 0;
@@ -23,7 +23,7 @@ export class DnsCounters {
   }
 
   response(rcode: number): void {
-    this.responses[rcode]!++;
+    if (rcode >= 0 && rcode < this.responses.length) this.responses[rcode]!++;
   }
 
   static typeLabel(i: number): string {

@@ -45,16 +45,16 @@ export class DnsHandler {
       c.dropped++;
       return 0;
     }
-    c.request(tcp, q.qtype);
+    c.request(tcp, problem === 0 ? q.qtype : -1);
     if (!(typeof from === "number" ? this.d.acl.allowsV4(from) : this.d.acl.allows(from))) {
       c.refusedClients++;
-      return this.done(errorResponse(q, msg, out, RCODE.REFUSED), out);
+      return this.fail(q, msg, out, RCODE.REFUSED);
     }
-    if (problem === QueryProblem.FormErr) return this.done(errorResponse(q, msg, out, RCODE.FORMERR), out);
-    if (q.opcode !== 0) return this.done(errorResponse(q, msg, out, RCODE.NOTIMP), out);
-    if (q.ednsVersion > 0) return this.done(errorResponse(q, msg, out, RCODE.BADVERS), out);
+    if (problem === QueryProblem.FormErr) return this.fail(q, msg, out, RCODE.FORMERR);
+    if (q.opcode !== 0) return this.fail(q, msg, out, RCODE.NOTIMP);
+    if (q.ednsVersion > 0) return this.fail(q, msg, out, RCODE.BADVERS);
     if (q.qclass !== CLASS_IN || q.qtype === TYPE.AXFR || q.qtype === TYPE.IXFR || q.qtype === TYPE.OPT) {
-      return this.done(errorResponse(q, msg, out, RCODE.REFUSED), out);
+      return this.fail(q, msg, out, RCODE.REFUSED);
     }
     const maxLen = tcp ? TCP_MAX : 0;
     const zone = this.d.zone();
@@ -74,11 +74,11 @@ export class DnsHandler {
       }
     } else if (this.inZoneKey(q.key)) {
       c.notSynced++;
-      return this.done(errorResponse(q, msg, out, RCODE.SERVFAIL), out);
+      return this.fail(q, msg, out, RCODE.SERVFAIL);
     }
     if (this.d.forwarder.loopProbes.has(q.key)) {
       this.d.forwarder.loopDetected(q.key);
-      return this.done(errorResponse(q, msg, out, RCODE.SERVFAIL), out);
+      return this.fail(q, msg, out, RCODE.SERVFAIL);
     }
     const cd = (q.flags & FLAG.CD) !== 0;
     const k = cacheKey(q.key, q.qtype, q.dnssecOk, cd);
@@ -104,6 +104,12 @@ export class DnsHandler {
     return n;
   }
 
+  /** An answer without records; counted by its full rcode (BADVERS is 16, beyond the header's four bits). */
+  private fail(q: Query, msg: Buffer, out: Buffer, rcode: number): number {
+    this.d.counters.response(rcode);
+    return errorResponse(q, msg, out, rcode);
+  }
+
   private async forward(q: Query, msg: Buffer, k: string, cd: boolean, stale: Prebuilt | undefined, maxLen: number): Promise<Buffer | undefined> {
     let a: Answer;
     try {
@@ -115,6 +121,11 @@ export class DnsHandler {
       }
       this.d.log.debug({ name: keyToName(q.key), err: (e as Error).message }, "upstream failed");
       return this.reply((out) => errorResponse(q, msg, out, RCODE.SERVFAIL), 0);
+    }
+    if ((a.parsed.rcode === RCODE.SERVFAIL || a.parsed.rcode === RCODE.REFUSED) && stale) {
+      // RFC 8767: an upstream that fails to answer is like one that does not answer.
+      this.d.cache.staleServed++;
+      return this.reply((out) => serve(stale, q, msg, out, 0, maxLen, STALE_TTL), stale.bytes.length);
     }
     const entry = this.d.cache.store(k, a.bytes, a.parsed);
     const p = entry?.response ?? uncachable(a);

@@ -22,7 +22,8 @@ export interface MessageSpec {
   /** Flags word (QR, AA, RD, RA, ...) without the rcode. */
   readonly flags: number;
   readonly rcode: number;
-  readonly question: { readonly name: string; readonly type: number };
+  /** `key`: the name in wire form (Query.key), written as is — for names a dotted form cannot carry (a "." inside a label). */
+  readonly question: { readonly name: string; readonly type: number; readonly key?: string };
   readonly answer?: readonly Record_[];
   readonly authority?: readonly Record_[];
   readonly additional?: readonly Record_[];
@@ -53,7 +54,12 @@ export function encodeMessage(m: MessageSpec): Encoded {
   w.u16(answer.length);
   w.u16(authority.length);
   w.u16(additional.length);
-  w.name(m.question.name);
+  if (m.question.key !== undefined) {
+    w.bytes(Buffer.from(m.question.key, "latin1"));
+    w.bytes(Uint8Array.of(0));
+  } else {
+    w.name(m.question.name);
+  }
   w.u16(m.question.type);
   w.u16(CLASS_IN);
   const offsets: number[] = [];
