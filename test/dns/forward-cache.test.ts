@@ -27,6 +27,9 @@ const EXTRA = [
   `many.${U} 300 IN A 192.0.2.41`,
 ].join("\n");
 
+/** default/ext, ExternalName → the upstream's www. */
+const EXT_SERVICE = { namespace: "default", name: "ext", type: "ExternalName" as const, clusterIPs: [], externalName: uz.a.name.replace(/\.$/, ""), ports: [], publishNotReadyAddresses: false };
+
 let dir: string;
 let unbound: UnboundServer;
 let nowMs = 1_800_000_000_000; // a whole second: TTL arithmetic stays exact
@@ -40,7 +43,7 @@ async function service(upstreams: Upstream[], extra: Partial<DnsOptions> = {}, l
   const d = new DnsService({
     listen: [{ host: "127.0.0.1", port: p }], zone: { domain: "cluster.local", ttl: 30, pods: "disabled" },
     upstreams, policy: "sequential", allow: [], deadlineMs: 600, attemptMs: 250, healthCheckMs: 200, now: () => nowMs, ...extra,
-  }, new StaticView([WEB_SERVICE]), silentLogger, metrics);
+  }, new StaticView([WEB_SERVICE, EXT_SERVICE]), silentLogger, metrics);
   await d.start();
   return { dns: d, port: p };
 }
@@ -135,6 +138,19 @@ describe("cache", () => {
       await unbound.run();
     }
     await until(async () => (await dig(port, `deep.missing.${U}`, "A")).status === "NXDOMAIN", 10_000, 200, "upstream back");
+  });
+
+  it("an ExternalName's target answer is cached: the CNAME comes from the zone, the A from the cache", async () => {
+    const first = await dig(port, "ext.default.svc.cluster.local", "A");
+    const ttl = first.answer[1]?.ttl ?? -1; // www may be cached already by an earlier test: its TTL counts down
+    expect(ttl).toBeGreaterThan(10);
+    expect(first.answer.map(rr), first.text).toEqual([`ext.default.svc.cluster.local. 30 CNAME ${uz.a.name}`, `${uz.a.name} ${ttl} A ${uz.a.address}`]);
+    expect(first.flags).toContain("aa");
+    const before = ups();
+    nowMs += 4000;
+    const again = await dig(port, "ext.default.svc.cluster.local", "A");
+    expect(again.answer.map(rr)).toEqual([`ext.default.svc.cluster.local. 30 CNAME ${uz.a.name}`, `${uz.a.name} ${ttl - 4} A ${uz.a.address}`]);
+    expect(ups()).toBe(before);
   });
 
   it("coalesces 50 concurrent identical queries into one upstream query", async () => {

@@ -4,7 +4,7 @@ import type { ClusterZone } from "../cluster/zone.js";
 import type { Answer, Forwarder } from "../forward/forwarder.js";
 import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
 import { errorResponse, prebuilt, serve, type Prebuilt } from "../wire/prebuilt.js";
-import { keyToName, newQuery, parseQuery, QueryProblem, type Query } from "../wire/query.js";
+import { keyToName, nameToKey, newQuery, parseQuery, QueryProblem, type Query } from "../wire/query.js";
 import { decodeAnswers } from "../wire/response.js";
 import { encodeMessage, type Record_ } from "../wire/writer.js";
 import type { ClientAcl } from "./acl.js";
@@ -144,18 +144,30 @@ export class DnsHandler {
     }
   }
 
-  /** ExternalName: our CNAME, then the upstream's answer for the target. */
+  /**
+   * ExternalName: our CNAME (always current: it comes from the zone), then
+   * the answer for the target — from the cache, or the upstream (and cached).
+   */
   private async externalName(q: Query, msg: Buffer, cname: Record_, target: string, maxLen: number): Promise<Buffer | undefined> {
-    const tkey = target === "" ? "" : target.toLowerCase().split(".").map((l) => String.fromCharCode(l.length) + l).join("");
-    let answers: ReturnType<typeof decodeAnswers> = [];
-    let rcode: number = RCODE.NOERROR;
-    try {
-      const a = await this.d.forwarder.resolve(tkey, q.qtype, q.dnssecOk, false, cacheKey(tkey, q.qtype, q.dnssecOk, false));
-      answers = decodeAnswers(a.bytes, a.bytes.length);
-      rcode = a.parsed.rcode & 0xf;
-    } catch {
-      // the CNAME alone: the client may chase it itself
+    const tkey = nameToKey(target);
+    const k = cacheKey(tkey, q.qtype, q.dnssecOk, false);
+    const look = this.d.cache.lookup(k);
+    let bytes: Buffer | undefined;
+    let age = 0;
+    if (look?.state === "fresh") {
+      bytes = look.entry.response.bytes;
+      age = look.age;
+    } else {
+      try {
+        const a = await this.d.forwarder.resolve(tkey, q.qtype, q.dnssecOk, false, k);
+        bytes = this.d.cache.store(k, a.bytes, a.parsed)?.response.bytes ?? a.bytes;
+      } catch {
+        if (look?.state === "stale") bytes = look.entry.response.bytes;
+        // else the CNAME alone: the client may chase it itself
+      }
     }
+    const answers = bytes ? decodeAnswers(bytes, bytes.length).map((r) => ({ ...r, ttl: Math.max(0, r.ttl - age) })) : [];
+    const rcode = bytes ? bytes[3]! & 0xf : RCODE.NOERROR;
     const p = prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode, question: { name: keyToName(q.key), type: q.qtype }, answer: [cname, ...answers] }));
     return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
   }
