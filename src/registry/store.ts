@@ -1,8 +1,6 @@
-import { readFileSync } from "node:fs";
-import { rootCertificates } from "node:tls";
-import { ExponentialBackoff } from "cockatiel";
-import { Etcd3, type IKeyValue, type IOptions, type Lease, type Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
+import { createEtcdClient } from "../common/etcd-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { RegistryEntryError, RegistryUnavailableError, type EntryIssue } from "./errors.js";
 import {
@@ -11,7 +9,6 @@ import {
   type Endpoint, type EndpointInput, type EndpointSpec, type RegistryKey, type Service, type ServiceInput, type ServiceSpec,
 } from "./types.js";
 
-type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
 
 export interface ServiceRegistryOptions {
   /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
@@ -76,34 +73,9 @@ export class ServiceRegistry {
   private readonly handles = new Set<LeasedEndpoint>();
 
   constructor(readonly opts: ServiceRegistryOptions, readonly log: Logger = silentLogger) {
-    if (opts.endpoints.length === 0) throw new ConfigError("no etcd endpoints given", { hint: "pass --etcd-endpoints http://host:2379" });
-    for (const e of opts.endpoints) {
-      if (!/^https?:\/\/[^/\s]+$/.test(e)) throw new ConfigError(`etcd endpoint "${e}" is not a URL like http://host:2379`);
-    }
     this.prefix = normalizePrefix(opts.prefix ?? DEFAULT_REGISTRY_PREFIX);
     if (!this.prefix.startsWith("/")) throw new ConfigError(`registry prefix "${opts.prefix ?? ""}" must start with / (e.g. ${DEFAULT_REGISTRY_PREFIX})`);
-    const timeout = opts.requestTimeoutMs ?? 5000;
-    const options: IOptions = {
-      hosts: [...opts.endpoints],
-      dialTimeout: timeout,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
-      // Retry a broken watch every 2 s at most (the client's default grows to 30 s).
-      // (etcd3 types this as a backoff instance but calls .next() on it, as on cockatiel's factory.)
-      faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
-    };
-    if (opts.certFile || opts.keyFile || opts.caFile) {
-      if (!opts.certFile !== !opts.keyFile) {
-        throw new ConfigError("--etcd-certfile and --etcd-keyfile go together", { hint: "give both, or neither for server-only TLS with --etcd-cafile" });
-      }
-      const cert = readPem(opts.certFile, "--etcd-certfile");
-      const key = readPem(opts.keyFile, "--etcd-keyfile");
-      options.credentials = {
-        rootCertificate: readPem(opts.caFile, "--etcd-cafile") ?? Buffer.from(rootCertificates.join("\n")),
-        ...(cert ? { certChain: cert } : {}),
-        ...(key ? { privateKey: key } : {}),
-      };
-    }
-    this.client = new Etcd3(options);
+    this.client = createEtcdClient(opts);
   }
 
   /** Releases every endpoint handle still open (their leased keys expire with their TTL) and the client. */
@@ -373,11 +345,3 @@ function rangeEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
-function readPem(path: string | undefined, flag: string): Buffer | undefined {
-  if (!path) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new ConfigError(`${flag} ${path} cannot be read: ${(e as Error).message}`);
-  }
-}

@@ -1,15 +1,12 @@
-import { readFileSync } from "node:fs";
-import { rootCertificates } from "node:tls";
-import { ExponentialBackoff } from "cockatiel";
-import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
+import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
+import { createEtcdClient } from "../common/etcd-client.js";
 import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
 import type { Ipv4Prefix } from "../common/ipv4.js";
 import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs } from "./lease.js";
 
-type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
 
 
 export interface RegistryOptions {
@@ -53,38 +50,11 @@ export class SubnetRegistry {
   readonly subnetsPrefix: string;
 
   constructor(readonly opts: RegistryOptions) {
-    if (opts.endpoints.length === 0) throw new ConfigError("no etcd endpoints given", { hint: "pass --etcd-endpoints http://host:2379" });
-    for (const e of opts.endpoints) {
-      if (!/^https?:\/\/[^/]+$/.test(e)) throw new ConfigError(`etcd endpoint "${e}" is not a URL like http://host:2379`);
-    }
     const prefix = opts.prefix.replace(/\/+$/, "");
     if (!prefix.startsWith("/")) throw new ConfigError(`etcd prefix "${opts.prefix}" must start with /`);
     this.configKey = `${prefix}/config`;
     this.subnetsPrefix = `${prefix}/subnets/`;
-    const timeout = opts.requestTimeoutMs ?? 5000;
-    const options: IOptions = {
-      hosts: [...opts.endpoints],
-      dialTimeout: timeout,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
-      // The client's default watch backoff grows to 30 s: after an etcd outage the
-      // watch would stay away that long. Retry every 2 s at most instead.
-      // (etcd3 types this as a backoff instance but calls .next() on it, as on cockatiel's factory.)
-      faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
-    };
-    if (opts.certFile || opts.keyFile || opts.caFile) {
-      if (!opts.certFile !== !opts.keyFile) {
-        throw new ConfigError("--etcd-certfile and --etcd-keyfile go together", { hint: "give both, or neither for server-only TLS with --etcd-cafile" });
-      }
-      const cert = readPem(opts.certFile, "--etcd-certfile");
-      const key = readPem(opts.keyFile, "--etcd-keyfile");
-      options.credentials = {
-        // Without --etcd-cafile the server is checked against the system's CAs.
-        rootCertificate: readPem(opts.caFile, "--etcd-cafile") ?? Buffer.from(rootCertificates.join("\n")),
-        ...(cert ? { certChain: cert } : {}),
-        ...(key ? { privateKey: key } : {}),
-      };
-    }
-    this.client = new Etcd3(options);
+    this.client = createEtcdClient(opts);
   }
 
   close(): void {
@@ -284,11 +254,3 @@ export class SubnetRegistry {
   }
 }
 
-function readPem(path: string | undefined, flag: string): Buffer | undefined {
-  if (!path) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new ConfigError(`${flag} ${path} cannot be read: ${(e as Error).message}`);
-  }
-}
