@@ -54,13 +54,14 @@ describe("weft network init/show against a real etcd", () => {
 });
 
 describe("weft demo (npm start)", () => {
-  it("builds the cluster, shows every pod reaching every other, and removes everything on Ctrl-C", async () => {
+  it("builds the cluster, shows every pod reaching every other and resolving the others by name, and removes everything on Ctrl-C", async () => {
     const child = spawn(process.execPath, ["bin/weft.js", "demo", "--interval", "1"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     child.stderr.on("data", (d: Buffer) => (out += d.toString()));
     const end = Date.now() + 90_000;
-    while (!/all 30 pod pairs reach each other/.test(out)) {
+    // Converged: every pair pings, and every pod resolved the next pod by name through its node's DNS.
+    while (!/all 30 pod pairs reach each other\n\nservice discovery[^\n]*\n(\d+ [\d.]+ +pod-\d+\.pods\.default\.svc\.cluster\.local -> [\d.]+  ok\n){6}/.test(out)) {
       if (Date.now() > end || child.exitCode !== null) throw new Error(`demo did not converge: ${out.slice(-3000)}`);
       await new Promise((r) => setTimeout(r, 200));
     }

@@ -28,6 +28,7 @@ export function registerDemo(program: Command): void {
       console.log(`weft demo: starting etcd and ${nodes} nodes x ${pods} pods in network namespaces...`);
       const { Cluster } = await import("../../harness/cluster.js");
       const cluster = await Cluster.create({ nodes, podsPerNode: pods, backend: "auto" });
+      await publishDemoService(cluster);
       let stopping = false;
       const stop = async (): Promise<void> => {
         if (stopping) return;
@@ -56,13 +57,41 @@ export function registerDemo(program: Command): void {
 
 async function preflight(): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("the demo creates network namespaces and needs root", { hint: "run it as root (sudo npm start)" });
-  for (const [cmd, pkg] of [["etcd", "etcd-server"], ["ip", "iproute2"], ["ping", "iputils-ping"], ["nft", "nftables"]] as const) {
+  for (const [cmd, pkg] of [["etcd", "etcd-server"], ["ip", "iproute2"], ["ping", "iputils-ping"], ["nft", "nftables"], ["dig", "dnsutils"]] as const) {
     await run(["sh", "-c", `command -v ${cmd}`]).catch(() => {
       throw new ConfigError(`${cmd} is not installed`, { hint: `run \`npm run setup\` (it installs ${pkg})` });
     });
   }
   const stale = [...(await sweepNamespaces()), ...(await sweepMounts())];
   if (stale.length > 0) console.log(`weft demo: removed ${stale.length} namespaces and mounts an earlier run left behind`);
+}
+
+/** A headless service "pods" in the registry: one endpoint per pod, hostname pod-<i>. */
+async function publishDemoService(c: import("../../harness/cluster.js").Cluster): Promise<void> {
+  const { ServiceRegistry } = await import("../../registry/store.js");
+  const reg = new ServiceRegistry({ endpoints: [c.etcd.localEndpoint] });
+  try {
+    await reg.putService("default", "pods", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
+    for (const [i, p] of c.pods.entries()) {
+      await reg.putEndpoint("default", "pods", `pod-${i}`, { addresses: [formatIpv4(p.addr)], hostname: `pod-${i}`, ready: true, nodeName: `n${p.node}`, ports: [] });
+    }
+  } finally {
+    reg.close();
+  }
+}
+
+/** Each pod asks its node's DNS (169.254.20.10) for the next pod by name. */
+async function renderDns(c: import("../../harness/cluster.js").Cluster): Promise<string[]> {
+  const pods = c.pods;
+  const lines = ["", "service discovery: each pod asks its node-local DNS 169.254.20.10 for the next pod"];
+  const rows = await Promise.all(pods.map(async (a, i) => {
+    const j = (i + 1) % pods.length;
+    const name = `pod-${j}.pods.default.svc.cluster.local`;
+    const want = formatIpv4(pods[j]!.addr);
+    const got = (await a.ns.exec(["dig", "+short", "+time=1", "+tries=1", "@169.254.20.10", name]).catch(() => "")).trim();
+    return `${i} ${formatIpv4(a.addr)}`.padEnd(16) + `${name} -> ${got || "(no answer)"}${got === want ? "  ok" : "  X"}`;
+  }));
+  return [...lines, ...rows];
 }
 
 /** The nodes table and the pod reachability matrix. */
@@ -87,5 +116,6 @@ async function render(c: import("../../harness/cluster.js").Cluster): Promise<st
   });
   const failed = ok.flat().filter((x) => !x).length;
   lines.push("", failed === 0 ? `all ${pods.length * (pods.length - 1)} pod pairs reach each other` : `${failed} pod pairs cannot reach each other`);
+  lines.push(...(await renderDns(c)));
   return lines.join("\n");
 }
