@@ -63,7 +63,7 @@ describe("decap: what it drops", () => {
     { name: "reserved byte after the VNI", bytes: mod((b) => (b[7] = 0x01)), want: "bad_flags" },
     { name: "another VNI", bytes: mod((b) => (b[6] = 0x02)), want: "bad_vni" },
     { name: "VNI checked before reserved bits", bytes: mod((b) => { b[6] = 2; b[7] = 1; }), want: "bad_vni" },
-    { name: "inner dst MAC not ours", bytes: mod((b) => (b[13] ^= 1)), want: "bad_dst_mac" },
+    { name: "inner dst MAC not ours", bytes: mod((b) => (b[13] = b[13]! ^ 1)), want: "bad_dst_mac" },
     { name: "inner dst MAC broadcast", bytes: mod((b) => b.fill(0xff, 8, 14)), want: "bad_dst_mac" },
     { name: "inner src MAC is our own (a loop)", bytes: mod((b) => b.set(NODES[B].vtepMac, 14)), want: "looped" },
     { name: "inner ARP", bytes: mod((_b, v) => v.setUint16(20, 0x0806)), want: "not_ipv4" },
@@ -71,7 +71,7 @@ describe("decap: what it drops", () => {
     { name: "IPv4 EtherType, version 6", bytes: mod((b) => (b[22] = 0x65)), want: "not_ipv4" },
     { name: "IHL 4", bytes: mod((b, v) => { b[22] = 0x44; fixIpCsum(b, v); }), want: "malformed" },
     { name: "total length beyond the payload", bytes: mod((b, v) => { v.setUint16(24, b.length - 21); fixIpCsum(b, v); }), want: "malformed" },
-    { name: "bad inner header checksum", bytes: mod((b) => (b[33] ^= 0x40)), want: "bad_csum" },
+    { name: "bad inner header checksum", bytes: mod((b) => (b[33] = b[33]! ^ 0x40)), want: "bad_csum" },
     { name: "outer source is not a known node", bytes: good, from: parseIpv4("192.0.2.99"), want: "unknown_peer" },
     { name: "inner source outside A's subnet (spoofed as C's pod)", bytes: mod((b, v) => { v.setUint32(34, parseIpv4("198.18.3.3")); fixIpCsum(b, v); }), want: "spoofed" },
     { name: "C sends a packet from A's subnet", bytes: good, from: NODES[C].underlay, want: "spoofed" },
@@ -132,10 +132,13 @@ describe("decap equals the reference on random and corrupted payloads", () => {
         a.setDesc(0, a.writeSlot(0, inner), inner.length);
         a.encap(1);
         const d = a.desc(0);
-        let p = a.bytes().slice(d.off, d.off + d.len);
+        let p: Uint8Array = a.bytes().slice(d.off, d.off + d.len);
         const k = r();
         if (k < 0.2) p = p.subarray(0, randInt(r, 0, p.length));
-        else if (k < 0.5) for (let f = randInt(r, 1, 3); f > 0; f--) p[randInt(r, 0, Math.min(p.length - 1, 60))] ^= 1 << randInt(r, 0, 7);
+        else if (k < 0.5) for (let f = randInt(r, 1, 3); f > 0; f--) {
+          const at = randInt(r, 0, Math.min(p.length - 1, 60));
+          p[at] = p[at]! ^ (1 << randInt(r, 0, 7));
+        }
         else if (k < 0.55) p = randBytes(r, randInt(r, 0, 100));
         b.writeSlot(i, p);
         const from = [NODES[A].underlay, NODES[C].underlay, randInt(r, 0, 0xffffffff)][r() < 0.8 ? 0 : randInt(r, 1, 2)] ?? 0;

@@ -4,7 +4,7 @@ import { silentLogger, type Logger } from "../../src/common/log.js";
 import type { EtcdServer } from "../../src/harness/etcd.js";
 import { RegistryEntryError, RegistryUnavailableError } from "../../src/registry/errors.js";
 import { ServiceRegistry } from "../../src/registry/store.js";
-import { endpointKey, parseRegistryKey, serviceKey } from "../../src/registry/types.js";
+import { endpointKey, parseRegistryKey, serviceKey, type ServiceInput } from "../../src/registry/types.js";
 import { RegistryWatcher, type RegistryChange } from "../../src/registry/watch.js";
 import { startEtcd } from "../helpers/etcd.js";
 
@@ -49,7 +49,7 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 10_000): Promi
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-const WEB = { type: "ClusterIP", clusterIPs: ["198.18.255.10"], ports: [{ name: "http", protocol: "TCP", port: 80 }] } as const;
+const WEB: ServiceInput = { type: "ClusterIP", clusterIPs: ["198.18.255.10"], ports: [{ name: "http", protocol: "TCP", port: 80 }] };
 const EP = { addresses: ["198.18.1.5"], hostname: "web-0", nodeName: "node-1", ports: [{ name: "http", port: 8080 }] };
 
 describe("keys", () => {
