@@ -25,16 +25,16 @@ static __thread struct mmsghdr dmsgs[DNS_MAX_BATCH];
 static __thread struct iovec diovs[DNS_MAX_BATCH];
 static __thread struct sockaddr_in daddrs[DNS_MAX_BATCH];
 
-/* A UDP socket for queries on ip:port (host order), with SO_REUSEADDR so a
- * restarted agent binds again at once. */
+/* A UDP socket for queries on ip:port (host order). No SO_REUSEADDR: on UDP
+ * it would let a second server share the port silently (UDP has no
+ * TIME_WAIT, so a restarted agent binds again at once without it). */
 int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(ip) };
-	int one = 1, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
 	if (fd < 0)
 		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {

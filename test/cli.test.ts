@@ -50,6 +50,12 @@ describe("README and CLI", () => {
     [["--health-listen", "9099"], /--health-listen "9099": must be host:port/],
     [["--reconcile-interval", "soon"], /--reconcile-interval "soon"/],
     [["--ipam-release-grace", "-1"], /--ipam-release-grace "-1"/],
+    [["--dns-listen", "localhost:53"], /--dns-listen "localhost:53": each must be an address with an optional port/],
+    [["--dns-pods", "maybe"], /--dns-pods "maybe": Invalid option: expected one of "disabled"\|"insecure"\|"verified"/],
+    [["--dns-allow", "10.0.0.0"], /--dns-allow "10.0.0.0": each must be an IPv4 prefix/],
+    [["--cluster-domain", "Cluster_Local"], /--cluster-domain "Cluster_Local": must be a lower-case DNS name/],
+    [["--dns-upstream", "dns.example"], /--dns-upstream "dns.example": must be resolv.conf, none, or comma-separated addresses/],
+    [["--dns-ttl", "-5"], /--dns-ttl "-5"/],
   ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
     const r = weft("agent", ...(args as string[]));
     expect(r.status).toBe(1);

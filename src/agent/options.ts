@@ -34,7 +34,10 @@ export const agentOptionsSchema = z.object({
   clusterDomain: z.string().regex(/^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a lower-case DNS name such as cluster.local"),
   dnsTtl: z.number().int().min(0).max(3600),
   dnsPods: z.enum(["disabled", "insecure", "verified"]),
-  dnsUpstream: z.union([z.literal("resolv.conf"), z.literal("none"), z.array(z.string().min(1)).min(1)]),
+  dnsUpstream: z.union([z.literal("resolv.conf"), z.literal("none"), z.array(z.string().regex(
+    /^((\d{1,3}(\.\d{1,3}){3})(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?|[0-9a-fA-F]*:[0-9a-fA-F:]+)$/,
+    "must be resolv.conf, none, or comma-separated addresses with an optional port (198.51.100.1, 198.51.100.1:5353, [2001:db8::1]:53)",
+  )).min(1)]),
   dnsPolicy: z.enum(["random", "round_robin", "sequential"]),
   dnsAllow: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|::\/0)$/, "each must be an IPv4 prefix like 192.0.2.0/24 (or ::/0)")),
   dnsCacheSize: z.number().int().min(0).max(10_000_000),

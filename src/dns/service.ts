@@ -83,7 +83,14 @@ export class DnsService {
 
   async start(): Promise<void> {
     await this.forwarder.start();
-    await this.listener.listen(this.opts.listen);
+    try {
+      await this.listener.listen(this.opts.listen);
+    } catch (e) {
+      // Partial work undone: what was bound is closed again.
+      await this.listener.close();
+      this.forwarder.close();
+      throw e;
+    }
     this.forwarder.probeLoops();
     this.localRefresh = setInterval(() => (this.local = localAddresses()), 30_000);
     this.localRefresh.unref();

@@ -99,6 +99,21 @@ describe("health and limits", () => {
   }, 15_000);
 });
 
+describe("listen addresses", () => {
+  it("an address in use, or not on this node, is refused naming it; nothing stays bound", async () => {
+    const { port } = await service([]);
+    const again = new DnsService({ listen: [{ host: "127.0.0.1", port: await freeUdpTcpPort() }, { host: "127.0.0.1", port }], zone: { domain: "cluster.local", ttl: 5, pods: "disabled" }, upstreams: [], policy: "random", allow: [] }, new StaticView([]), silentLogger);
+    await expect(again.start()).rejects.toThrow(new RegExp(`--dns-listen 127\\.0\\.0\\.1:${port}: cannot listen: the address is in use.*--dns-listen off`));
+    expect(again.addresses()).toHaveLength(1); // the first address was bound, then closed again:
+    const first = again.addresses()[0]!;
+    const rebind = new DnsService({ listen: [first], zone: { domain: "cluster.local", ttl: 5, pods: "disabled" }, upstreams: [], policy: "random", allow: [] }, new StaticView([]), silentLogger);
+    await rebind.start(); // it can be had again
+    await rebind.close();
+    const away = new DnsService({ listen: [{ host: "192.0.2.77", port: 53 }], zone: { domain: "cluster.local", ttl: 5, pods: "disabled" }, upstreams: [], policy: "random", allow: [] }, new StaticView([]), silentLogger);
+    await expect(away.start()).rejects.toThrow(/--dns-listen 192\.0\.2\.77:53: cannot listen: no interface of this node has that address/);
+  });
+});
+
 describe("cache prefetch", () => {
   it("a popular entry close to expiry is refreshed in the background", async () => {
     const { dns, port } = await service([parseUpstream(`127.0.0.1:${unbound.port}`)], { cache: { prefetchHits: 2, prefetchPercent: 50 } });

@@ -1,6 +1,7 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { isIPv4, isIPv6 } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
+import { ConfigError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { BatchUdpListener } from "./batch.js";
 import type { DnsHandler } from "./handler.js";
@@ -36,32 +37,46 @@ export class DnsListener {
 
   constructor(private readonly handler: DnsHandler, private readonly log: Logger, private readonly opts: { maxTcpConnections: number; tcpIdleMs: number; batch?: boolean } = { maxTcpConnections: 1000, tcpIdleMs: 10_000 }) {}
 
+  /** Binds every address (UDP and TCP on the same port); throws ConfigError naming the address that cannot be had. */
   async listen(addrs: readonly ListenAddr[]): Promise<void> {
     for (const a of addrs) {
-      let port = a.port;
-      const batch = this.opts.batch !== false && isIPv4(a.host) ? BatchUdpListener.open(a.host, a.port, this.handler, this.log) : undefined;
-      if (batch) {
-        this.batch.push(batch);
-        port = batch.port;
-      } else {
-        const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
-        u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
-        u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
-        await new Promise<void>((res, rej) => {
-          u.once("error", rej);
-          u.bind(a.port, a.host, () => res());
+      try {
+        await this.listenOne(a);
+      } catch (e) {
+        const msg = (e as NodeJS.ErrnoException).code === "EADDRINUSE" || /errno 98/.test((e as Error).message) ? "the address is in use (another DNS server on this node?)"
+          : (e as NodeJS.ErrnoException).code === "EADDRNOTAVAIL" || /errno 99/.test((e as Error).message) ? "no interface of this node has that address"
+          : (e as Error).message;
+        throw new ConfigError(`--dns-listen ${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}: cannot listen: ${msg}`, {
+          hint: "choose another --dns-listen address, stop the other server, or --dns-listen off",
         });
-        this.udp.push(u);
-        port = u.address().port;
       }
-      this.bound.push({ host: a.host, port });
-      const t = createServer((s) => this.onConnection(s));
-      await new Promise<void>((res, rej) => {
-        t.once("error", rej);
-        t.listen(port, a.host, () => res());
-      });
-      this.tcp.push(t);
     }
+  }
+
+  private async listenOne(a: ListenAddr): Promise<void> {
+    let port = a.port;
+    const batch = this.opts.batch !== false && isIPv4(a.host) ? BatchUdpListener.open(a.host, a.port, this.handler, this.log) : undefined;
+    if (batch) {
+      this.batch.push(batch);
+      port = batch.port;
+    } else {
+      const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
+      u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
+      u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
+      await new Promise<void>((res, rej) => {
+        u.once("error", rej);
+        u.bind(a.port, a.host, () => res());
+      });
+      this.udp.push(u);
+      port = u.address().port;
+    }
+    const t = createServer((s) => this.onConnection(s));
+    await new Promise<void>((res, rej) => {
+      t.once("error", rej);
+      t.listen(port, a.host, () => res());
+    });
+    this.tcp.push(t);
+    this.bound.push({ host: a.host, port });
   }
 
   /** Batches taken by the native UDP path (0 when it is not in use). */
