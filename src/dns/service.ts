@@ -19,7 +19,8 @@ export interface ServiceView {
   services(): ReadonlyMap<string, ZoneService>;
   endpointsOf(namespace: string, name: string): readonly ZoneEndpoint[];
   on(event: "synced", f: () => void): unknown;
-  on(event: "change", f: (c: unknown) => void): unknown;
+  /** A service or one of its endpoints changed (`name`: the service's name). */
+  on(event: "change", f: (c: { readonly namespace: string; readonly name: string }) => void): unknown;
 }
 
 export interface DnsOptions {
@@ -55,6 +56,8 @@ export class DnsService {
   private readonly listener: DnsListener;
   private zone: ClusterZone | undefined;
   private rebuildQueued = false;
+  /** Services ("ns/name") changed since the last update of the zone. */
+  private readonly dirty = new Set<string>();
   private serial = 0;
   readonly droppedUpstreams: string[];
   private local = localAddresses();
@@ -77,7 +80,7 @@ export class DnsService {
     });
     this.listener = new DnsListener(handler, log);
     view.on("synced", () => this.rebuild());
-    view.on("change", () => this.queueRebuild());
+    view.on("change", (c) => this.queueUpdate(`${c.namespace}/${c.name}`));
     if (view.isSynced) this.rebuild();
   }
 
@@ -106,19 +109,32 @@ export class DnsService {
     return this.listener.addresses();
   }
 
-  private queueRebuild(): void {
-    if (this.rebuildQueued || !this.view.isSynced) return;
+  /** Changes of one turn of the event loop are applied together, each service once. */
+  private queueUpdate(key: string): void {
+    if (!this.view.isSynced) return; // the first list ends with "synced": a whole build
+    this.dirty.add(key);
+    if (this.rebuildQueued) return;
     this.rebuildQueued = true;
     setImmediate(() => {
       this.rebuildQueued = false;
-      this.rebuild();
+      const zone = this.zone;
+      if (!zone) return this.rebuild();
+      for (const k of this.dirty) {
+        const slash = k.indexOf("/");
+        const ns = k.slice(0, slash);
+        const name = k.slice(slash + 1);
+        zone.update(ns, name, this.view.services().get(k), this.view.endpointsOf(ns, name));
+      }
+      this.dirty.clear();
     });
   }
 
+  /** The whole zone from the view (after the first list). */
   private rebuild(): void {
     const t0 = performance.now();
+    this.dirty.clear();
     this.zone = new ClusterZone(this.opts.zone, this.view.services().values(), (ns, n) => this.view.endpointsOf(ns, n), ++this.serial);
-    this.log.debug({ names: this.zone.size, ms: Math.round((performance.now() - t0) * 100) / 100 }, "cluster zone rebuilt");
+    this.log.debug({ names: this.zone.size, ms: Math.round((performance.now() - t0) * 100) / 100 }, "cluster zone built");
   }
 
   async close(): Promise<void> {

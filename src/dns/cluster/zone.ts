@@ -22,11 +22,20 @@ export type ZoneAnswer =
   | { readonly kind: "forward" };
 
 interface Node {
+  /** The service ("ns/name") whose records these are; "" for the zone's own. */
+  readonly owner: string;
   readonly records: Map<number, Record_[]>;
   /** Glue for SRV answers: the targets' address records. */
   readonly glue: Record_[];
   /** ExternalName services: every type answers with this CNAME. */
   cname?: { record: Record_; target: string };
+}
+
+interface Owned {
+  readonly names: string[];
+  readonly touched: string[];
+  readonly reverse: string[];
+  readonly podIps: [string, string][];
 }
 
 /**
@@ -38,40 +47,106 @@ interface Node {
  */
 export class ClusterZone {
   readonly zoneKey: string;
+  private readonly zone: string;
   private readonly nodes = new Map<string, Node>();
-  /** Names that exist (with records or as an empty non-terminal), lower-cased dotted. */
-  private readonly exists = new Set<string>();
-  /** Reverse names we answer; others under in-addr.arpa / ip6.arpa are forwarded. */
-  private readonly reverse = new Map<string, Record_[]>();
+  /** Names that exist (with records or as an empty non-terminal), lower-cased dotted: how many names at or below each. */
+  private readonly exists = new Map<string, number>();
+  /** Reverse names we answer (others under in-addr.arpa / ip6.arpa are forwarded), with the service each PTR is for. */
+  private readonly reverse = new Map<string, { owner: string; record: Record_ }[]>();
   private readonly encoded = new Map<string, Map<number, Prebuilt>>();
-  private readonly soa: Record_;
-  /** Namespace → addresses of its endpoints (verified pod records). */
-  private readonly podIps = new Map<string, Set<string>>();
+  private soa: Record_;
+  /** Namespace → address → endpoints having it (verified pod records). */
+  private readonly podIps = new Map<string, Map<string, number>>();
+  /** What each service added, so that a change re-does only that service. */
+  private readonly owned = new Map<string, Owned>();
+  /** The service being added ("" while the zone's own records are). */
+  private owner = "";
+  private serialNow: number;
 
-  constructor(readonly opts: ZoneOptions, services: Iterable<ZoneService>, endpointsOf: (ns: string, name: string) => readonly ZoneEndpoint[], readonly serial = 1) {
+  constructor(readonly opts: ZoneOptions, services: Iterable<ZoneService>, endpointsOf: (ns: string, name: string) => readonly ZoneEndpoint[], serial = 1) {
     const z = opts.domain.toLowerCase().replace(/\.$/, "");
+    this.zone = z;
     this.zoneKey = nameToKey(z);
-    this.soa = {
-      name: z, type: TYPE.SOA, ttl: opts.ttl,
-      data: { soa: { mname: `ns.dns.${z}`, rname: `hostmaster.${z}`, serial: serial >>> 0, refresh: 7200, retry: 1800, expire: 86400, minimum: opts.ttl } },
-    };
+    this.serialNow = serial >>> 0;
+    this.soa = this.soaRecord();
     this.add(z, this.soa);
     this.add(z, { name: z, type: TYPE.NS, ttl: opts.ttl, data: { target: `ns.dns.${z}` } });
     this.add(`dns-version.${z}`, { name: `dns-version.${z}`, type: TYPE.TXT, ttl: opts.ttl, data: { txt: ["1.1.0"] } });
     this.touch(`svc.${z}`);
     if (opts.pods !== "disabled") this.touch(`pod.${z}`);
-    for (const s of services) this.addService(s, endpointsOf(s.namespace, s.name), z);
+    for (const s of services) this.addService(s, endpointsOf(s.namespace, s.name));
   }
 
-  private addService(s: ZoneService, eps: readonly ZoneEndpoint[], z: string): void {
+  private soaRecord(): Record_ {
+    const z = this.zone;
+    const ttl = this.opts.ttl;
+    return { name: z, type: TYPE.SOA, ttl, data: { soa: { mname: `ns.dns.${z}`, rname: `hostmaster.${z}`, serial: this.serialNow, refresh: 7200, retry: 1800, expire: 86400, minimum: ttl } } };
+  }
+
+  get serial(): number {
+    return this.serialNow;
+  }
+
+  /**
+   * One service changed (its entry or its endpoints; `svc` undefined: it is
+   * gone): its names are taken out and put back, the SOA serial moves on,
+   * and encoded answers are dropped (they are encoded again when asked).
+   * Costs what the one service costs, not the whole zone.
+   */
+  update(namespace: string, name: string, svc: ZoneService | undefined, eps: readonly ZoneEndpoint[]): void {
+    this.removeService(`${namespace}/${name}`);
+    if (svc) this.addService(svc, eps);
+    this.serialNow = (this.serialNow + 1) >>> 0;
+    const apex = this.nodes.get(this.zone);
+    const soa = this.soaRecord();
+    apex?.records.set(TYPE.SOA, [soa]);
+    this.soa = soa;
+    this.encoded.clear();
+  }
+
+  private removeService(key: string): void {
+    const o = this.owned.get(key);
+    if (!o) return;
+    for (const n of o.names) this.nodes.delete(n);
+    for (const t of o.touched) this.untouch(t);
+    for (const r of o.reverse) {
+      const left = (this.reverse.get(r) ?? []).filter((e) => e.owner !== key);
+      if (left.length) this.reverse.set(r, left);
+      else this.reverse.delete(r);
+    }
+    for (const [ns, ip] of o.podIps) {
+      const m = this.podIps.get(ns);
+      const c = (m?.get(ip) ?? 0) - 1;
+      if (c > 0) m?.set(ip, c);
+      else m?.delete(ip);
+    }
+    this.owned.delete(key);
+  }
+
+  private addService(s: ZoneService, eps: readonly ZoneEndpoint[]): void {
+    const z = this.zone;
     const ttl = this.opts.ttl;
     const base = `${s.name}.${s.namespace}.svc.${z}`;
-    this.touch(`${s.namespace}.svc.${z}`);
-    for (const e of eps) {
-      let set = this.podIps.get(e.namespace);
-      if (!set) this.podIps.set(e.namespace, (set = new Set()));
-      for (const a of e.addresses) set.add(a);
+    this.owner = `${s.namespace}/${s.name}`;
+    const o: Owned = { names: [], touched: [], reverse: [], podIps: [] };
+    this.owned.set(this.owner, o);
+    try {
+      this.touch(`${s.namespace}.svc.${z}`);
+      for (const e of eps) {
+        let m = this.podIps.get(e.namespace);
+        if (!m) this.podIps.set(e.namespace, (m = new Map()));
+        for (const a of e.addresses) {
+          m.set(a, (m.get(a) ?? 0) + 1);
+          o.podIps.push([e.namespace, a]);
+        }
+      }
+      this.addRecords(s, eps, base, ttl);
+    } finally {
+      this.owner = "";
     }
+  }
+
+  private addRecords(s: ZoneService, eps: readonly ZoneEndpoint[], base: string, ttl: number): void {
     if (s.type === "ExternalName") {
       const target = (s.externalName ?? "").replace(/\.$/, "");
       this.node(base).cname = { record: { name: base, type: TYPE.CNAME, ttl, data: { target } }, target };
@@ -124,15 +199,18 @@ export class ClusterZone {
   private addReverse(ip: string, target: string): void {
     const name = reverseName(ip);
     const list = this.reverse.get(name) ?? [];
-    if (!list.some((r) => "target" in r.data && r.data.target === target)) list.push({ name, type: TYPE.PTR, ttl: this.opts.ttl, data: { target } });
+    if (list.some((e) => "target" in e.record.data && e.record.data.target === target)) return;
+    list.push({ owner: this.owner, record: { name, type: TYPE.PTR, ttl: this.opts.ttl, data: { target } } });
     this.reverse.set(name, list);
+    this.owned.get(this.owner)?.reverse.push(name);
   }
 
   private node(name: string): Node {
     let n = this.nodes.get(name);
     if (!n) {
-      n = { records: new Map(), glue: [] };
+      n = { owner: this.owner, records: new Map(), glue: [] };
       this.nodes.set(name, n);
+      this.owned.get(this.owner)?.names.push(name);
       this.touch(name);
     }
     return n;
@@ -145,12 +223,28 @@ export class ClusterZone {
     n.records.set(r.type, list);
   }
 
-  /** Marks a name and its ancestors (down to the zone) as existing. */
+  /** Counts a name and its ancestors (up to the zone apex) as existing. */
   private touch(name: string): void {
-    for (let n = name; n.length > 0 && !this.exists.has(n); n = n.slice(n.indexOf(".") + 1 || n.length)) {
-      this.exists.add(n);
-      if (n.indexOf(".") < 0) break;
+    this.owned.get(this.owner)?.touched.push(name);
+    for (const n of this.chain(name)) this.exists.set(n, (this.exists.get(n) ?? 0) + 1);
+  }
+
+  private untouch(name: string): void {
+    for (const n of this.chain(name)) {
+      const c = (this.exists.get(n) ?? 0) - 1;
+      if (c > 0) this.exists.set(n, c);
+      else this.exists.delete(n);
     }
+  }
+
+  /** The name and its ancestors down to the zone apex. */
+  private chain(name: string): string[] {
+    const out: string[] = [];
+    for (let n = name; ; n = n.slice(n.indexOf(".") + 1)) {
+      out.push(n);
+      if (n === this.zone || n.indexOf(".") < 0) break;
+    }
+    return out;
   }
 
   /** Whether the wire-form key lies in the cluster zone (label-aligned suffix). */
@@ -180,7 +274,7 @@ export class ClusterZone {
       // A label with a "." in it: no such name here; the question is echoed byte for byte.
       return { kind: "wire", response: prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode: RCODE.NXDOMAIN, question: { name, type: qtype, key }, authority: [this.soa] })) };
     }
-    const ptr = this.reverse.get(name);
+    const ptr = this.reverse.get(name)?.map((e) => e.record);
     if (!this.inZone(key)) {
       if (!ptr) return { kind: "forward" };
       return { kind: "wire", response: this.remember(key, qtype, qtype === TYPE.PTR || qtype === TYPE.ANY ? this.msg(name, qtype, RCODE.NOERROR, ptr) : this.msg(name, qtype, RCODE.NOERROR, [], [this.soa])) };
@@ -194,7 +288,7 @@ export class ClusterZone {
       rrs = qtype === TYPE.ANY ? [...node.records.values()].flat() : node.records.get(qtype);
       if (qtype === TYPE.SRV) glue = node.glue;
     }
-    let exists = this.exists.has(name);
+    let exists = (this.exists.get(name) ?? 0) > 0;
     if (!exists) {
       const pod = this.podRecord(name);
       if (pod) {
@@ -216,7 +310,7 @@ export class ClusterZone {
     const label = m[1]!;
     const ip = /^\d+-\d+-\d+-\d+$/.test(label) ? label.replace(/-/g, ".") : label.replace(/-/g, ":");
     if (!isIP(ip)) return undefined;
-    if (this.opts.pods === "verified" && !this.podIps.get(m[2]!)?.has(ip)) return undefined;
+    if (this.opts.pods === "verified" && !(this.podIps.get(m[2]!)?.get(ip) ?? 0)) return undefined;
     return addressRecord(name, ip, this.opts.ttl);
   }
 

@@ -44,7 +44,8 @@ export interface Encoded {
  * records from validated registry entries.
  */
 export function encodeMessage(m: MessageSpec): Encoded {
-  const w = new Writer();
+  const w = shared;
+  w.reset();
   const answer = m.answer ?? [];
   const authority = m.authority ?? [];
   const additional = m.additional ?? [];
@@ -79,10 +80,16 @@ export function encodeMessage(m: MessageSpec): Encoded {
   return { bytes: Buffer.from(w.buf.subarray(0, w.pos)), ttlOffsets: Uint16Array.from(offsets), ttls: Uint32Array.from(ttls) };
 }
 
+/** One writer reused by every encode (single-threaded): no buffer allocated per message. */
 class Writer {
   buf = Buffer.alloc(4096);
   pos = 0;
   private readonly names = new Map<string, number>();
+
+  reset(): void {
+    this.pos = 0;
+    this.names.clear();
+  }
 
   private room(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -169,6 +176,8 @@ class Writer {
     }
   }
 }
+
+const shared = new Writer();
 
 /** The 16 bytes of an IPv6 address. */
 export function ipv6Bytes(s: string): Uint8Array {
