@@ -20,6 +20,7 @@ import { readPreviousSubnet, writeFileAtomic, writeSubnetFile } from "../subnet/
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { chooseInterface } from "./iface.js";
 import { AgentMetrics } from "./metrics.js";
+import type { DnsSummary } from "../dns/service.js";
 import { NodeDns } from "./dns.js";
 import { PodService } from "./pods.js";
 import type { AgentOptions } from "./options.js";
@@ -55,6 +56,8 @@ export interface AgentStatus {
   readonly mtu: number | undefined;
   readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
   readonly counters: Record<string, number>;
+  /** The node-local DNS server (absent with --dns-listen off). */
+  readonly dns?: DnsSummary | undefined;
 }
 
 /**
@@ -398,6 +401,7 @@ export class Agent {
       mtu: ns?.mtu,
       peers: this.table.all().map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.attrs.publicIp), vtepMac: formatMac(p.attrs.vtepMac) })),
       counters: this.counters().counters,
+      dns: this.dns?.service.summary(),
     };
   }
 

@@ -13,6 +13,17 @@ import { DnsHandler } from "./server/handler.js";
 import { DnsListener, type ListenAddr } from "./server/server.js";
 import { nameToKey } from "./wire/query.js";
 
+export interface DnsSummary {
+  readonly listen: string[];
+  readonly synced: boolean;
+  readonly zoneSerial: number;
+  readonly zoneNames: number;
+  readonly queries: number;
+  readonly answered: { noerror: number; nxdomain: number; servfail: number; refused: number };
+  readonly cache: { entries: number; hits: number; misses: number; stale: number };
+  readonly upstreams: { upstream: string; state: "up" | "down" | "loop" }[];
+}
+
 /** What the zone is built from: the registry watcher (src/registry/watch.ts) fits. */
 export interface ServiceView {
   readonly isSynced: boolean;
@@ -107,6 +118,21 @@ export class DnsService {
 
   addresses(): ListenAddr[] {
     return this.listener.addresses();
+  }
+
+  /** A summary for `weft status`. */
+  summary(): DnsSummary {
+    const r = this.counters.responses;
+    return {
+      listen: this.listener.addresses().map((a) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)),
+      synced: this.ready,
+      zoneSerial: this.zone?.serial ?? 0,
+      zoneNames: this.zone?.size ?? 0,
+      queries: this.counters.requests.reduce((n, a) => n + a.reduce((x, y) => x + y, 0), 0),
+      answered: { noerror: r[0] ?? 0, nxdomain: r[3] ?? 0, servfail: r[2] ?? 0, refused: r[5] ?? 0 },
+      cache: { entries: this.cache.size, hits: this.cache.hits, misses: this.cache.misses, stale: this.cache.staleServed },
+      upstreams: this.forwarder.upstreamStates(),
+    };
   }
 
   /** Changes of one turn of the event loop are applied together, each service once. */

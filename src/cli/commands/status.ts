@@ -31,5 +31,11 @@ export function registerStatus(program: Command): void {
       const bpfCounters = Object.entries(st.counters).filter(([k]) => k.startsWith("bpf_"));
       console.log(`counters: ${plain.map(([k, v]) => `${k}=${v}`).join(" ")}`);
       if (bpfCounters.length > 0) console.log(`bpf packets by reason: ${bpfCounters.map(([k, v]) => `${k.slice(4)}=${v}`).join(" ")}`);
+      const d = st.dns;
+      if (d) {
+        console.log(`dns:      ${d.listen.join(", ")}   registry ${d.synced ? "synced" : "not synced yet"}   zone serial ${d.zoneSerial}, ${d.zoneNames} names`);
+        console.log(`          queries ${d.queries} (noerror ${d.answered.noerror}, nxdomain ${d.answered.nxdomain}, servfail ${d.answered.servfail}, refused ${d.answered.refused})   cache ${d.cache.entries} entries, ${d.cache.hits} hits, ${d.cache.misses} misses, ${d.cache.stale} stale`);
+        console.log(`          upstreams ${d.upstreams.length ? d.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ") : "none (forwarding off)"}`);
+      }
     });
 }

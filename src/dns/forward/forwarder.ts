@@ -240,6 +240,11 @@ export class Forwarder {
     }
   }
 
+  /** Each upstream and whether it is used: up, down (health-checked), or a loop (never again). */
+  upstreamStates(): { upstream: string; state: "up" | "down" | "loop" }[] {
+    return this.opts.upstreams.list.map((u) => ({ upstream: u.label, state: u.loop ? "loop" : u.fails >= 2 ? "down" : "up" }));
+  }
+
   loopDetected(key: string): Upstream | undefined {
     const up = this.loopProbes.get(key);
     if (up && !up.loop) {
