@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { ExponentialBackoff } from "cockatiel";
-import { Etcd3, type IOptions } from "etcd3";
+import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
 import { ConfigError } from "./errors.js";
 
 type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
@@ -60,4 +60,34 @@ function readPem(path: string | undefined, flag: string): Buffer | undefined {
   } catch (e) {
     throw new ConfigError(`${flag} ${path} cannot be read: ${(e as Error).message}`);
   }
+}
+
+/**
+ * Watches every key under `prefix` from `fromRevision`, calling `onKv` for
+ * each event in order. The client resumes a broken stream from the last
+ * revision it saw (reported through `onConnection`); `onError` is called once
+ * when the watch cannot go on (the revision was compacted, the watch was
+ * cancelled): the caller lists again and watches anew.
+ */
+export async function watchPrefix(
+  client: Etcd3,
+  prefix: string,
+  fromRevision: string,
+  onKv: (kind: "put" | "delete", kv: IKeyValue) => void,
+  onError: (e: Error) => void,
+  onConnection: (connected: boolean) => void,
+): Promise<Watcher> {
+  const w = await client.watch().prefix(prefix).startRevision(fromRevision).create();
+  w.on("disconnected", () => onConnection(false));
+  w.on("connected", () => onConnection(true));
+  w.on("data", (res) => {
+    for (const ev of res.events) onKv(ev.type === "Delete" ? "delete" : "put", ev.kv);
+  });
+  let failed = false;
+  w.on("error", (e: Error) => {
+    if (failed) return;
+    failed = true;
+    onError(e);
+  });
+  return w;
 }

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
-import { createEtcdClient } from "../common/etcd-client.js";
+import { createEtcdClient, watchPrefix } from "../common/etcd-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { RegistryEntryError, RegistryUnavailableError, type EntryIssue } from "./errors.js";
 import {
@@ -224,33 +224,19 @@ export class ServiceRegistry {
     onError: (e: Error) => void,
     onConnection: (connected: boolean) => void = () => undefined,
   ): Promise<Watcher> {
-    let w: Watcher;
     try {
-      w = await this.client.watch().prefix(`${this.prefix}/`).startRevision(fromRevision).create();
-    } catch (e) {
-      throw this.unavailable(`watching ${this.prefix}/`, e);
-    }
-    w.on("disconnected", () => onConnection(false));
-    w.on("connected", () => onConnection(true));
-    w.on("data", (res) => {
-      for (const ev of res.events) {
-        const kv = ev.kv;
-        if (ev.type === "Delete") {
+      return await watchPrefix(this.client, `${this.prefix}/`, fromRevision, (kind, kv) => {
+        if (kind === "delete") {
           const k = classifyRegistryKey(this.prefix, kv.key.toString());
           if (!("reason" in k)) onEvent({ type: "delete", key: k }, kv.mod_revision);
-          continue;
+          return;
         }
         const d = this.decode(kv);
         onEvent("reason" in d ? { type: "skip", skipped: { key: d.key, reason: d.reason }, key: d.ref } : { type: "put", entry: d }, kv.mod_revision);
-      }
-    });
-    let failed = false;
-    w.on("error", (e: Error) => {
-      if (failed) return;
-      failed = true;
-      onError(e);
-    });
-    return w;
+      }, onError, onConnection);
+    } catch (e) {
+      throw this.unavailable(`watching ${this.prefix}/`, e);
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
-import { createEtcdClient } from "../common/etcd-client.js";
+import { createEtcdClient, watchPrefix } from "../common/etcd-client.js";
 import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
@@ -228,29 +228,15 @@ export class SubnetRegistry {
     onError: (e: Error) => void,
     onConnection: (connected: boolean) => void = () => undefined,
   ): Promise<Watcher> {
-    const w = await this.client.watch().prefix(this.subnetsPrefix).startRevision(fromRevision).create();
-    // The client resumes a broken stream from the last revision it saw; meanwhile events wait.
-    w.on("disconnected", () => onConnection(false));
-    w.on("connected", () => onConnection(true));
-    w.on("data", (res) => {
-      for (const ev of res.events) {
-        const kv = ev.kv;
-        if (ev.type === "Delete") {
-          const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
-          if (subnet) onEvent({ type: "delete", subnet }, kv.mod_revision);
-          continue;
-        }
-        const d = this.decode(kv);
-        onEvent("reason" in d ? { type: "skip", skipped: d } : { type: "put", lease: d }, kv.mod_revision);
+    return watchPrefix(this.client, this.subnetsPrefix, fromRevision, (kind, kv) => {
+      if (kind === "delete") {
+        const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
+        if (subnet) onEvent({ type: "delete", subnet }, kv.mod_revision);
+        return;
       }
-    });
-    let failed = false;
-    w.on("error", (e: Error) => {
-      if (failed) return;
-      failed = true;
-      onError(e);
-    });
-    return w;
+      const d = this.decode(kv);
+      onEvent("reason" in d ? { type: "skip", skipped: d } : { type: "put", lease: d }, kv.mod_revision);
+    }, onError, onConnection);
   }
 }
 
