@@ -47,6 +47,8 @@ export interface DnsOptions {
   readonly deadlineMs?: number;
   readonly attemptMs?: number;
   readonly healthCheckMs?: number;
+  /** false: Node's dgram for UDP even where the native batch path is available (it is the fallback when the shim is not built). */
+  readonly udpBatch?: boolean;
 }
 
 function localAddresses(): Set<string> {
@@ -89,7 +91,7 @@ export class DnsService {
       zone: () => this.zone, zoneKey: nameToKey(opts.zone.domain), cache: this.cache, forwarder: this.forwarder,
       acl: new ClientAcl(opts.allow, () => this.local), counters: this.counters, log,
     });
-    this.listener = new DnsListener(handler, log);
+    this.listener = new DnsListener(handler, log, { maxTcpConnections: 1000, tcpIdleMs: 10_000, batch: opts.udpBatch ?? true });
     view.on("synced", () => this.rebuild());
     view.on("change", (c) => this.queueUpdate(`${c.namespace}/${c.name}`));
     if (view.isSynced) this.rebuild();

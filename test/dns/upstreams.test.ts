@@ -11,7 +11,7 @@ import { silentLogger } from "../../src/common/log.js";
 import { parseUpstream, UpstreamSet, type Upstream } from "../../src/dns/forward/upstreams.js";
 import { DnsService, type DnsOptions } from "../../src/dns/service.js";
 import { freeUdpTcpPort, UnboundServer } from "../../src/harness/unbound.js";
-import { dig, StaticView, until, WEB_SERVICE } from "../helpers/dns.js";
+import { dig, digServer, StaticView, until, WEB_SERVICE, type DigResult } from "../helpers/dns.js";
 
 const uz = UnboundServer.testZone();
 let dir: string;
@@ -111,6 +111,28 @@ describe("listen addresses", () => {
     await rebind.close();
     const away = new DnsService({ listen: [{ host: "192.0.2.77", port: 53 }], zone: { domain: "cluster.local", ttl: 5, pods: "disabled" }, upstreams: [], policy: "random", allow: [] }, new StaticView([]), silentLogger);
     await expect(away.start()).rejects.toThrow(/--dns-listen 192\.0\.2\.77:53: cannot listen: no interface of this node has that address/);
+  });
+});
+
+describe("the UDP path without the native batch calls (the fallback) and over IPv6", () => {
+  it.each([
+    { label: "dgram, IPv4", host: "127.0.0.1", udpBatch: false },
+    { label: "IPv6 loopback", host: "::1", udpBatch: true },
+  ])("$label: cluster names, NXDOMAIN, forwarded names, TC and TCP all answer", async ({ host, udpBatch }) => {
+    const port = await freeUdpTcpPort();
+    const dns = new DnsService({
+      listen: [{ host, port }], zone: { domain: "cluster.local", ttl: 30, pods: "disabled" }, upstreams: [parseUpstream(`127.0.0.1:${unbound.port}`)],
+      policy: "random", allow: [], udpBatch,
+    }, new StaticView([WEB_SERVICE]), silentLogger);
+    await dns.start();
+    services.push(dns);
+    const ask = (...q: string[]): Promise<DigResult> => digServer(host, port, ...q);
+    expect((await ask("web.default.svc.cluster.local", "A")).answer.map((r) => r.data)).toEqual(["198.18.255.10"]);
+    expect((await ask("nope.default.svc.cluster.local", "A")).status).toBe("NXDOMAIN");
+    expect((await ask(uz.a.name, "A")).answer.map((r) => r.data)).toEqual([uz.a.address]);
+    const tc = await ask(uz.bigTxt.name, "TXT", "+noedns", "+ignore");
+    expect(tc.flags).toContain("tc");
+    expect((await ask(uz.bigTxt.name, "TXT", "+tcp")).answer.length).toBeGreaterThan(1);
   });
 });
 

@@ -96,8 +96,13 @@ export function parseDig(text: string): DigResult {
 
 /** Runs `dig @127.0.0.1 -p <port> +time=2 +tries=1 <args>` and parses what it printed (also when it exits non-zero). */
 export function dig(port: number, ...args: string[]): Promise<DigResult> {
+  return digServer("127.0.0.1", port, ...args);
+}
+
+/** The same against another loopback address (::1). */
+export function digServer(server: string, port: number, ...args: string[]): Promise<DigResult> {
   return new Promise((resolve) => {
-    execFile("dig", ["@127.0.0.1", "-p", String(port), "+time=2", "+tries=1", ...args], { timeout: 20_000 }, (_err, stdout, stderr) => {
+    execFile("dig", [`@${server}`, "-p", String(port), "+time=2", "+tries=1", ...args], { timeout: 20_000 }, (_err, stdout, stderr) => {
       resolve(parseDig(`${stdout}${stderr}`));
     });
   });
