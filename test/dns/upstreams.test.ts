@@ -136,6 +136,35 @@ describe("the UDP path without the native batch calls (the fallback) and over IP
   });
 });
 
+describe("serve-stale while every upstream is down", () => {
+  it("once the upstream is marked down, a stale answer comes at once, and the entry is refreshed when it is back", async () => {
+    const own = await UnboundServer.start({ dir: join(dir, "u3"), authZones: [{ name: uz.name, zonefile: uz.text }] });
+    extraUnbound.push(own);
+    const up = parseUpstream(`127.0.0.1:${own.port}`);
+    const { dns, port } = await service([up], { deadlineMs: 1500, attemptMs: 700 });
+    const name = uz.shortTtl.name; // TTL 30
+    expect((await dig(port, name, "A")).answer[0]?.ttl).toBe(30);
+    await own.stop();
+    nowMs += 40_000; // expired: stale from here on
+    const first = await dig(port, name, "A"); // the upstream is still thought up: two attempts time out, then the stale answer
+    expect([first.status, first.answer[0]?.ttl]).toEqual(["NOERROR", 30]);
+    expect(up.fails).toBeGreaterThanOrEqual(2);
+    const t0 = performance.now();
+    const second = await dig(port, name, "A");
+    expect([second.status, second.answer[0]?.ttl]).toEqual(["NOERROR", 30]);
+    expect(performance.now() - t0, "answered without waiting for an upstream attempt").toBeLessThan(700);
+    await own.run();
+    await until(() => up.fails === 0, 5000, 20, "the health check to find the upstream back");
+    // A fresh entry counts down on the clock; a stale answer always says 30.
+    await until(async () => {
+      await dig(port, name, "A");
+      nowMs += 5000;
+      return (await dig(port, name, "A")).answer[0]?.ttl === 25;
+    }, 5000, 50, "a fresh entry");
+    expect(dns.cache.size).toBeGreaterThan(0);
+  });
+});
+
 describe("cache prefetch", () => {
   it("a popular entry close to expiry is refreshed in the background", async () => {
     const { dns, port } = await service([parseUpstream(`127.0.0.1:${unbound.port}`)], { cache: { prefetchHits: 2, prefetchPercent: 50 } });

@@ -240,6 +240,11 @@ export class Forwarder {
     }
   }
 
+  /** Whether any upstream is up (not marked down by failures, not a loop). */
+  anyUpstreamUp(): boolean {
+    return this.opts.upstreams.healthy > 0;
+  }
+
   /** Each upstream and whether it is used: up, down (health-checked), or a loop (never again). */
   upstreamStates(): { upstream: string; state: "up" | "down" | "loop" }[] {
     return this.opts.upstreams.list.map((u) => ({ upstream: u.label, state: u.loop ? "loop" : u.fails >= 2 ? "down" : "up" }));

@@ -88,6 +88,13 @@ export class DnsHandler {
       return this.done(serve(look.entry.response, q, msg, out, look.age, maxLen), out);
     }
     const stale = look?.state === "stale" ? look.entry.response : undefined;
+    if (stale && !this.d.forwarder.anyUpstreamUp()) {
+      // Every upstream is down: the stale answer now (RFC 8767's client timeout at its
+      // shortest), and a refresh behind it that stores the answer once one is back.
+      this.d.cache.staleServed++;
+      void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
+    }
     return this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen);
   }
 
