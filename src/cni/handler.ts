@@ -32,26 +32,16 @@ export async function handleCni(host: CniHost, inv: Invocation): Promise<CniRepl
 }
 
 async function dispatch(host: CniHost, req: CniRequest): Promise<CniResult | undefined> {
-  if (req.role === "weft") {
-    switch (req.command) {
-      case "ADD":
-        return cmdAdd(host, req);
-      case "DEL":
-        await cmdDel(host, req);
-        return undefined;
-      case "CHECK":
-        await cmdCheck(host, req);
-        return undefined;
-      case "GC":
-        await host.ipam.gc(req.network, req.validAttachments ?? new Set(), req.ipam.gcMinAgeSeconds * 1000);
-        return undefined;
-      case "STATUS":
-        status(host, req, true);
-        return undefined;
-    }
-  }
+  const main = req.role === "weft";
   switch (req.command) {
+    case "GC":
+      await host.ipam.gc(req.network, req.validAttachments ?? new Set(), req.ipam.gcMinAgeSeconds * 1000);
+      return undefined;
+    case "STATUS":
+      status(host, req, main);
+      return undefined;
     case "ADD": {
+      if (main) return cmdAdd(host, req);
       const g = await host.ipam.allocate({
         network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, hostIf: "",
         pod: { namespace: req.podNamespace, name: req.podName, labels: req.labels }, requested: req.requested, spec: req.ipam,
@@ -63,16 +53,12 @@ async function dispatch(host: CniHost, req: CniRequest): Promise<CniResult | und
       };
     }
     case "DEL":
-      await host.ipam.release(req.network, req.containerId, req.ifname, "del");
+      if (main) await cmdDel(host, req);
+      else await host.ipam.release(req.network, req.containerId, req.ifname, "del");
       return undefined;
     case "CHECK":
-      checkAllocation(host, req);
-      return undefined;
-    case "GC":
-      await host.ipam.gc(req.network, req.validAttachments ?? new Set(), req.ipam.gcMinAgeSeconds * 1000);
-      return undefined;
-    case "STATUS":
-      status(host, req, false);
+      if (main) await cmdCheck(host, req);
+      else checkAllocation(host, req);
       return undefined;
   }
 }
