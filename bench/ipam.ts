@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
-import { requestCni } from "../src/agent/control.js";
+import { requestCni, takeCniReply } from "../src/agent/control.js";
 import type { Invocation } from "../src/cni/request.js";
 import { formatCidr } from "../src/common/ipv4.js";
 import { installCni } from "../src/cni/install.js";
@@ -157,17 +157,13 @@ class KeptConnection {
   private constructor(private readonly sock: Socket) {
     sock.on("data", (d: Buffer) => {
       this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      const nl = this.buf.indexOf(10);
-      if (nl < 0) return;
-      const m = /^cni-reply (\d+) (\d+)$/.exec(this.buf.subarray(0, nl).toString());
-      if (!m) throw new Error(`malformed reply: ${this.buf.toString()}`);
-      const end = nl + 1 + Number(m[2]);
-      if (this.buf.length < end) return;
-      const reply = { exit: Number(m[1]), stdout: this.buf.subarray(nl + 1, end).toString() };
-      this.buf = this.buf.subarray(end);
+      const r = takeCniReply(this.buf);
+      if (r === "malformed") throw new Error(`malformed reply: ${this.buf.toString()}`);
+      if (!r) return;
+      this.buf = this.buf.subarray(r.used);
       const w = this.waiting;
       this.waiting = undefined;
-      w?.(reply);
+      w?.(r.reply);
     });
   }
 

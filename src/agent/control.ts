@@ -143,6 +143,21 @@ export async function queryIpam<T>(path: string, request: string, timeoutMs = 10
   return query<T>(path, request, timeoutMs);
 }
 
+/**
+ * The first framed reply in `buf` (`cni-reply <exit> <len>\n` + len bytes):
+ * the reply and the bytes it took, undefined when it is not all there yet,
+ * or "malformed".
+ */
+export function takeCniReply(buf: Buffer): { reply: { exit: number; stdout: string }; used: number } | "malformed" | undefined {
+  const nl = buf.indexOf(10);
+  if (nl < 0) return undefined;
+  const m = /^cni-reply (\d+) (\d+)$/.exec(buf.subarray(0, nl).toString());
+  if (!m) return "malformed";
+  const end = nl + 1 + Number(m[2]);
+  if (buf.length < end) return undefined;
+  return { reply: { exit: Number(m[1]), stdout: buf.subarray(nl + 1, end).toString() }, used: end };
+}
+
 /** Forwards a CNI invocation as the plugin binary does; resolves with the plugin's exit code and stdout. */
 export function requestCni(path: string, inv: Invocation, timeoutMs = 60_000): Promise<{ exit: number; stdout: string }> {
   return new Promise((resolve, reject) => {
@@ -156,15 +171,12 @@ export function requestCni(path: string, inv: Invocation, timeoutMs = 60_000): P
     sock.on("connect", () => sock.write(`cni ${JSON.stringify(inv)}\n`));
     sock.on("data", (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
-      const nl = buf.indexOf(10);
-      if (nl < 0) return;
-      const m = /^cni-reply (\d+) (\d+)$/.exec(buf.subarray(0, nl).toString());
-      if (!m) return fail("a malformed reply");
-      const len = Number(m[2]);
-      if (buf.length - nl - 1 < len) return;
+      const r = takeCniReply(buf);
+      if (r === "malformed") return fail("a malformed reply");
+      if (!r) return;
       clearTimeout(t);
       sock.end();
-      resolve({ exit: Number(m[1]), stdout: buf.subarray(nl + 1, nl + 1 + len).toString() });
+      resolve(r.reply);
     });
     sock.on("error", (e) => {
       clearTimeout(t);
