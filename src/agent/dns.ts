@@ -1,10 +1,10 @@
-import { networkInterfaces } from "node:os";
 import type { Registry } from "prom-client";
 import { formatCidr } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { parseUpstream, upstreamsFromResolvConf, type Upstream } from "../dns/forward/upstreams.js";
-import { parseListen, type ListenAddr } from "../dns/server/server.js";
-import { DnsService } from "../dns/service.js";
+import { splitHostPort } from "../dns/hostport.js";
+import type { ListenAddr } from "../dns/server/server.js";
+import { DnsService, localAddresses } from "../dns/service.js";
 import type { NetworkConfig } from "../subnet/network-config.js";
 import { run } from "../harness/exec.js";
 import type { AgentOptions } from "./options.js";
@@ -22,7 +22,7 @@ export class NodeDns {
 
   static async start(o: AgentOptions, config: NetworkConfig, metrics: Registry, log: Logger): Promise<NodeDns | undefined> {
     if (o.dnsListen === "off") return undefined;
-    const listen = o.dnsListen.map(parseListen);
+    const listen = o.dnsListen.map((a) => splitHostPort(a));
     await ensureLocalAddresses(listen, log);
     const upstreams: Upstream[] = o.dnsUpstream === "none" ? [] : o.dnsUpstream === "resolv.conf" ? upstreamsFromResolvConf() : o.dnsUpstream.map(parseUpstream);
     // etcd's client loads slowly; this runs after the subnet part has it loaded.
@@ -55,7 +55,7 @@ export class NodeDns {
 }
 
 async function ensureLocalAddresses(listen: readonly ListenAddr[], log: Logger): Promise<void> {
-  const have = new Set(Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((a) => a.address)));
+  const have = localAddresses();
   const missing = listen.filter((l) => l.host.startsWith("169.254.") && !have.has(l.host));
   if (missing.length === 0) return;
   // A dummy device as NodeLocal DNSCache does; kernels without the dummy

@@ -11,6 +11,7 @@ import { ClientAcl } from "./server/acl.js";
 import { DnsCounters } from "./server/counters.js";
 import { DnsHandler } from "./server/handler.js";
 import { DnsListener, type ListenAddr } from "./server/server.js";
+import { formatHostPort } from "./hostport.js";
 import { nameToKey } from "./wire/query.js";
 
 export interface DnsSummary {
@@ -51,7 +52,8 @@ export interface DnsOptions {
   readonly udpBatch?: boolean;
 }
 
-function localAddresses(): Set<string> {
+/** Every address of this node's interfaces. */
+export function localAddresses(): Set<string> {
   const out = new Set<string>();
   for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) out.add(a.address);
   return out;
@@ -110,7 +112,7 @@ export class DnsService {
     this.forwarder.probeLoops();
     this.localRefresh = setInterval(() => (this.local = localAddresses()), 30_000);
     this.localRefresh.unref();
-    this.log.info({ listen: this.listener.addresses(), upstreams: this.forwarder ? this.opts.upstreams.map((u) => u.label) : [] }, "DNS server listening");
+    this.log.info({ listen: this.listener.addresses(), upstreams: this.forwarder.upstreamStates().map((u) => u.upstream) }, "DNS server listening");
   }
 
   /** True once the registry has synced and the zone exists. */
@@ -126,7 +128,7 @@ export class DnsService {
   summary(): DnsSummary {
     const r = this.counters.responses;
     return {
-      listen: this.listener.addresses().map((a) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)),
+      listen: this.listener.addresses().map((a) => formatHostPort(a.host, a.port)),
       synced: this.ready,
       zoneSerial: this.zone?.serial ?? 0,
       zoneNames: this.zone?.size ?? 0,

@@ -1,5 +1,5 @@
 import type { Prebuilt } from "../wire/prebuilt.js";
-import type { ParsedResponse } from "../wire/response.js";
+import { withoutOpt, type ParsedResponse } from "../wire/response.js";
 import { FLAG, RCODE } from "../wire/constants.js";
 
 export interface CacheOptions {
@@ -91,15 +91,15 @@ export class DnsCache {
    * TTL to go by, an OPT record that is not last).
    */
   store(k: string, bytes: Buffer, r: ParsedResponse): CacheEntry | undefined {
-    if (r.truncated || r.optMisplaced) return undefined;
+    if (r.truncated) return undefined;
     const negative = r.rcode === RCODE.NXDOMAIN || (r.rcode === RCODE.NOERROR && r.ancount === 0);
     if (!negative && r.rcode !== RCODE.NOERROR) return undefined;
     let ttl = negative ? r.negativeTtl : r.minAnswerTtl;
     if (ttl === undefined) return undefined; // RFC 2308: no SOA, no negative caching
     ttl = Math.max(this.opts.minTtl, Math.min(ttl, negative ? this.opts.maxNegativeTtl : this.opts.maxTtl));
     if (ttl <= 0) return undefined;
-    const body = Buffer.from(bytes.subarray(0, r.withoutOptLength));
-    body.writeUInt16BE(r.arcountWithoutOpt, 10);
+    const body = withoutOpt(bytes, r);
+    if (!body) return undefined;
     body[2] = body[2]! & ~(FLAG.AA >> 8); // we are not the authority
     body[3] = body[3]! | FLAG.RA;
     const ttls = Uint32Array.from(r.ttls, (t) => Math.min(t, ttl));

@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import { FLAG, RCODE, TYPE } from "../wire/constants.js";
-import { keyToName, nameToKey } from "../wire/query.js";
+import { isUnder, keyToName, nameToKey } from "../wire/query.js";
 import { prebuilt, type Prebuilt } from "../wire/prebuilt.js";
 import { encodeMessage, type Record_ } from "../wire/writer.js";
 import { addressRecord, dashed, reverseName, type ZoneEndpoint, type ZoneService } from "./records.js";
@@ -249,11 +249,9 @@ export class ClusterZone {
 
   /** Whether the wire-form key lies in the cluster zone (label-aligned suffix). */
   inZone(key: string): boolean {
-    if (key.length < this.zoneKey.length || !key.endsWith(this.zoneKey)) return false;
-    const cut = key.length - this.zoneKey.length;
-    for (let p = 0; p < key.length; p += key.charCodeAt(p) + 1) if (p === cut) return true;
-    return false;
+    return isUnder(key, this.zoneKey);
   }
+
 
   /** Whether we answer this reverse name. */
   hasReverse(key: string): boolean {

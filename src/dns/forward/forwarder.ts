@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { WeftError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { CLASS_IN, EDNS_DO, EDNS_UDP_SIZE, FLAG, TYPE } from "../wire/constants.js";
+import { nameToKey } from "../wire/query.js";
 import { parseResponse, type ParsedResponse } from "../wire/response.js";
 import type { Upstream, UpstreamSet } from "./upstreams.js";
 
@@ -55,6 +56,8 @@ const SOCKETS = 8;
  */
 export class Forwarder {
   private readonly socks: UdpSocket[] = [];
+  /** Each socket's family, known at creation (not asked of the socket per query). */
+  private readonly sockV6: boolean[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly inflight = new Map<string, Promise<Answer>>();
   private readonly ids = Buffer.alloc(4096);
@@ -72,6 +75,7 @@ export class Forwarder {
     for (let i = 0; i < SOCKETS; i++) {
       const family = this.opts.upstreams.list.some((u) => u.host.includes(":")) && i % 2 === 1 ? "udp6" : "udp4";
       const s = createSocket({ type: family });
+      this.sockV6.push(family === "udp6");
       s.on("message", (m, r) => this.onReply(i, m, r.address, r.port));
       s.on("error", (e) => this.opts.log.warn({ err: e.message }, "upstream socket error"));
       await new Promise<void>((res) => s.bind(0, () => res()));
@@ -170,7 +174,7 @@ export class Forwarder {
     const v6 = up.host.includes(":");
     for (let i = 0; i < SOCKETS; i++) {
       const j = (this.next++) % SOCKETS;
-      if ((this.socks[j]!.address().family === "IPv6") === v6) return j;
+      if (this.sockV6[j] === v6) return j;
     }
     return 0;
   }
@@ -234,7 +238,7 @@ export class Forwarder {
   probeLoops(): void {
     for (const up of this.opts.upstreams.list) {
       const name = `${randomBytes(6).toString("hex")}.${randomBytes(6).toString("hex")}.weft-loop-probe`;
-      const key = name.split(".").map((l) => String.fromCharCode(l.length) + l).join("");
+      const key = nameToKey(name);
       this.loopProbes.set(key, up);
       void this.udpAttempt(up, key, 13, false, false, 2000);
     }

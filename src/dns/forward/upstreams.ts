@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { ConfigError } from "../../common/errors.js";
+import { formatHostPort, splitHostPort } from "../hostport.js";
 
 export interface Upstream {
   readonly host: string;
@@ -17,21 +18,10 @@ export type Policy = "random" | "round_robin" | "sequential";
 
 /** Parses "198.51.100.1", "198.51.100.1:5353", "[2001:db8::1]:53". */
 export function parseUpstream(text: string): Upstream {
-  const t = text.trim();
-  let host = t;
-  let port = 53;
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
-  if (v6) {
-    host = v6[1]!;
-    if (v6[2]) port = Number(v6[2]);
-  } else if (t.split(":").length === 2) {
-    const [h, p] = t.split(":");
-    host = h!;
-    port = Number(p);
-  }
+  const { host, port } = splitHostPort(text);
   if (!isIP(host)) throw new ConfigError(`DNS upstream "${text}": "${host}" is not an IP address`, { hint: "write 198.51.100.1, 198.51.100.1:5353 or [2001:db8::1]:53" });
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`DNS upstream "${text}": port must be 1-65535`);
-  return { host, port, label: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`, fails: 0, loop: false };
+  return { host, port, label: formatHostPort(host, port), fails: 0, loop: false };
 }
 
 /** Nameservers of a resolv.conf (what the node itself uses). */
@@ -47,7 +37,7 @@ export function upstreamsFromResolvConf(path = "/etc/resolv.conf"): Upstream[] {
     const m = /^\s*nameserver\s+(\S+)/.exec(line);
     if (!m) continue;
     const host = m[1]!.replace(/%.*$/, ""); // a zone index (fe80::1%eth0) is not usable here
-    if (isIP(host)) out.push(parseUpstream(host.includes(":") ? `[${host}]:53` : host));
+    if (isIP(host)) out.push(parseUpstream(host));
   }
   return out;
 }

@@ -4,8 +4,8 @@ import type { ClusterZone } from "../cluster/zone.js";
 import type { Answer, Forwarder } from "../forward/forwarder.js";
 import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
 import { errorResponse, prebuilt, serve, type Prebuilt } from "../wire/prebuilt.js";
-import { keyToName, nameToKey, newQuery, parseQuery, QueryProblem, type Query } from "../wire/query.js";
-import { decodeAnswers } from "../wire/response.js";
+import { isUnder, keyToName, nameToKey, newQuery, parseQuery, QueryProblem, type Query } from "../wire/query.js";
+import { decodeAnswers, withoutOpt } from "../wire/response.js";
 import { encodeMessage, type Record_ } from "../wire/writer.js";
 import type { ClientAcl } from "./acl.js";
 import type { DnsCounters } from "./counters.js";
@@ -72,7 +72,7 @@ export class DnsHandler {
         }
         if (a.kind === "cname") return this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen);
       }
-    } else if (this.inZoneKey(q.key)) {
+    } else if (isUnder(q.key, this.d.zoneKey)) {
       c.notSynced++;
       return this.fail(q, msg, out, RCODE.SERVFAIL);
     }
@@ -98,13 +98,6 @@ export class DnsHandler {
     return this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen);
   }
 
-  private inZoneKey(key: string): boolean {
-    const z = this.d.zoneKey;
-    if (!key.endsWith(z)) return false;
-    const cut = key.length - z.length;
-    for (let p = 0; p < key.length; p += key.charCodeAt(p) + 1) if (p === cut) return true;
-    return cut === key.length;
-  }
 
   private done(n: number, out: Buffer): number {
     this.d.counters.response(out[3]! & 0xf);
@@ -118,24 +111,18 @@ export class DnsHandler {
   }
 
   private async forward(q: Query, msg: Buffer, k: string, cd: boolean, stale: Prebuilt | undefined, maxLen: number): Promise<Buffer | undefined> {
-    let a: Answer;
+    let a: Answer | undefined;
     try {
       a = await this.d.forwarder.resolve(q.key, q.qtype, q.dnssecOk, cd, k);
     } catch (e) {
-      if (stale) {
-        this.d.cache.staleServed++;
-        return this.reply((out) => serve(stale, q, msg, out, 0, maxLen, STALE_TTL), stale.bytes.length);
-      }
       this.d.log.debug({ name: keyToName(q.key), err: (e as Error).message }, "upstream failed");
-      return this.reply((out) => errorResponse(q, msg, out, RCODE.SERVFAIL), 0);
     }
-    if ((a.parsed.rcode === RCODE.SERVFAIL || a.parsed.rcode === RCODE.REFUSED) && stale) {
-      // RFC 8767: an upstream that fails to answer is like one that does not answer.
+    // RFC 8767: an upstream that fails to answer (SERVFAIL, REFUSED) is like one that does not answer.
+    if (stale && (!a || a.parsed.rcode === RCODE.SERVFAIL || a.parsed.rcode === RCODE.REFUSED)) {
       this.d.cache.staleServed++;
       return this.reply((out) => serve(stale, q, msg, out, 0, maxLen, STALE_TTL), stale.bytes.length);
     }
-    const entry = this.d.cache.store(k, a.bytes, a.parsed);
-    const p = entry?.response ?? uncachable(a);
+    const p = a && (this.d.cache.store(k, a.bytes, a.parsed)?.response ?? uncachable(a));
     if (!p) return this.reply((out) => errorResponse(q, msg, out, RCODE.SERVFAIL), 0);
     return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
   }
@@ -189,9 +176,6 @@ export class DnsHandler {
 
 /** An upstream answer that may not be cached is still served once. */
 function uncachable(a: Answer): Prebuilt | undefined {
-  const r = a.parsed;
-  if (r.optMisplaced) return undefined;
-  const body = Buffer.from(a.bytes.subarray(0, r.withoutOptLength));
-  body.writeUInt16BE(r.arcountWithoutOpt, 10);
-  return { bytes: body, ttlOffsets: r.ttlOffsets, ttls: r.ttls, arcount: r.arcountWithoutOpt };
+  const body = withoutOpt(a.bytes, a.parsed);
+  return body && { bytes: body, ttlOffsets: a.parsed.ttlOffsets, ttls: a.parsed.ttls, arcount: a.parsed.arcountWithoutOpt };
 }

@@ -3,22 +3,13 @@ import { isIPv4, isIPv6 } from "node:net";
 import { createServer, type Server, type Socket } from "node:net";
 import { ConfigError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
+import { formatHostPort } from "../hostport.js";
 import { BatchUdpListener } from "./batch.js";
 import type { DnsHandler } from "./handler.js";
 
 export interface ListenAddr {
   readonly host: string;
   readonly port: number;
-}
-
-/** Parses "169.254.20.10:53", "127.0.0.1:5353", "[::1]:53" (port defaults to 53). */
-export function parseListen(text: string): ListenAddr {
-  const t = text.trim();
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
-  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : 53 };
-  const i = t.lastIndexOf(":");
-  if (i < 0) return { host: t, port: 53 };
-  return { host: t.slice(0, i), port: Number(t.slice(i + 1)) };
 }
 
 /**
@@ -46,7 +37,7 @@ export class DnsListener {
         const msg = (e as NodeJS.ErrnoException).code === "EADDRINUSE" || /errno 98/.test((e as Error).message) ? "the address is in use (another DNS server on this node?)"
           : (e as NodeJS.ErrnoException).code === "EADDRNOTAVAIL" || /errno 99/.test((e as Error).message) ? "no interface of this node has that address"
           : (e as Error).message;
-        throw new ConfigError(`--dns-listen ${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}: cannot listen: ${msg}`, {
+        throw new ConfigError(`--dns-listen ${formatHostPort(a.host, a.port)}: cannot listen: ${msg}`, {
           hint: "choose another --dns-listen address, stop the other server, or --dns-listen off",
         });
       }

@@ -126,6 +126,15 @@ export function newQuery(): Query {
   return { id: 0, flags: 0, opcode: 0, key: "", qtype: 0, qclass: 0, qnameEnd: 0, questionEnd: 0, ednsSize: 0, ednsVersion: 0, dnssecOk: false, extra: false };
 }
 
+/** Whether the wire-form `key` is `zoneKey` or a name under it: a suffix that starts at a label boundary. */
+export function isUnder(key: string, zoneKey: string): boolean {
+  if (!key.endsWith(zoneKey)) return false;
+  const cut = key.length - zoneKey.length;
+  let p = 0;
+  while (p < cut) p += key.charCodeAt(p) + 1;
+  return p === cut;
+}
+
 /** Dotted form ("web.default.svc.cluster.local", root = "") of a wire-form key. */
 export function keyToName(key: string): string {
   const parts: string[] = [];

@@ -94,6 +94,18 @@ export function parseResponse(b: Buffer, len: number): ParsedResponse | string {
   };
 }
 
+/**
+ * A copy of the response without its OPT record (the last record: a client
+ * gets our own OPT instead), ARCOUNT adjusted. Undefined when the OPT record
+ * is not last (cutting it out would move the records after it).
+ */
+export function withoutOpt(bytes: Buffer, r: ParsedResponse): Buffer | undefined {
+  if (r.optMisplaced) return undefined;
+  const body = Buffer.from(bytes.subarray(0, r.withoutOptLength));
+  body.writeUInt16BE(r.arcountWithoutOpt, 10);
+  return body;
+}
+
 /** Reads a (possibly compressed) name at `o`; returns it dotted with the offset after it, or undefined when malformed. */
 export function readName(b: Buffer, o: number, len: number): { name: string; end: number } | undefined {
   const labels: string[] = [];
