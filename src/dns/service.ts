@@ -105,7 +105,7 @@ export class DnsService {
       await this.listener.listen(this.opts.listen);
     } catch (e) {
       // Partial work undone: what was bound is closed again.
-      await this.listener.close();
+      this.listener.close();
       this.forwarder.close();
       throw e;
     }
@@ -169,7 +169,7 @@ export class DnsService {
 
   async close(): Promise<void> {
     clearInterval(this.localRefresh);
-    await this.listener.close();
+    this.listener.close();
     this.forwarder.close();
   }
 }

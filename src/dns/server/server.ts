@@ -70,10 +70,6 @@ export class DnsListener {
     this.bound.push({ host: a.host, port });
   }
 
-  /** Batches taken by the native UDP path (0 when it is not in use). */
-  get batches(): number {
-    return this.batch.reduce((n, b) => n + b.batches, 0);
-  }
 
   private onDatagram(u: UdpSocket, m: Buffer, addr: string, port: number): void {
     let r: number | Promise<Buffer | undefined>;
@@ -134,9 +130,9 @@ export class DnsListener {
     return [...this.bound];
   }
 
-  async close(): Promise<void> {
+  close(): void {
     for (const u of this.udp) u.close();
     for (const t of this.tcp) t.close();
-    await Promise.all(this.batch.map((b) => b.close()));
+    for (const b of this.batch) b.close();
   }
 }
