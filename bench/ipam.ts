@@ -21,6 +21,7 @@ import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import { requestCni, takeCniReply } from "../src/agent/control.js";
 import type { Invocation } from "../src/cni/request.js";
+import type { CniReply } from "../src/cni/types.js";
 import { formatCidr } from "../src/common/ipv4.js";
 import { installCni } from "../src/cni/install.js";
 import { Cluster } from "../src/harness/cluster.js";
@@ -152,7 +153,7 @@ async function main(): Promise<void> {
 /** A control-socket connection kept open, one framed CNI request at a time. */
 class KeptConnection {
   private buf: Buffer = Buffer.alloc(0);
-  private waiting: ((r: { exit: number; stdout: string }) => void) | undefined;
+  private waiting: ((r: CniReply) => void) | undefined;
 
   private constructor(private readonly sock: Socket) {
     sock.on("data", (d: Buffer) => {
@@ -174,7 +175,7 @@ class KeptConnection {
     });
   }
 
-  request(inv: Invocation): Promise<{ exit: number; stdout: string }> {
+  request(inv: Invocation): Promise<CniReply> {
     return new Promise((resolve) => {
       this.waiting = resolve;
       this.sock.write(`cni ${JSON.stringify(inv)}\n`);

@@ -5,6 +5,7 @@ import { ConfigError, WeftError } from "../common/errors.js";
 import { contains, formatCidr, formatIpv4, parseIpv4, parseMac } from "../common/ipv4.js";
 import { versionOf, type Invocation } from "../cni/request.js";
 import { CNI_CODE, CniError } from "../cni/spec.js";
+import type { CniReply } from "../cni/types.js";
 import { isDead } from "../ipam/reconciler.js";
 import { encodeAllocation } from "../ipam/table.js";
 import type { Agent, AgentCounters, AgentStatus } from "./agent.js";
@@ -56,7 +57,7 @@ export async function startControlSocket(agent: Agent, path: string): Promise<Se
  * that many bytes, the plugin's stdout.
  */
 async function handleCniLine(agent: Agent, json: string): Promise<string> {
-  let out: { exit: number; stdout: string };
+  let out: CniReply;
   try {
     const inv = JSON.parse(json) as Invocation;
     if ((inv.role !== "weft" && inv.role !== "weft-ipam") || typeof inv.env !== "object" || typeof inv.stdin !== "string") {
@@ -148,7 +149,7 @@ export async function queryIpam<T>(path: string, request: string, timeoutMs = 10
  * the reply and the bytes it took, undefined when it is not all there yet,
  * or "malformed".
  */
-export function takeCniReply(buf: Buffer): { reply: { exit: number; stdout: string }; used: number } | "malformed" | undefined {
+export function takeCniReply(buf: Buffer): { reply: CniReply; used: number } | "malformed" | undefined {
   const nl = buf.indexOf(10);
   if (nl < 0) return undefined;
   const m = /^cni-reply (\d+) (\d+)$/.exec(buf.subarray(0, nl).toString());
@@ -159,7 +160,7 @@ export function takeCniReply(buf: Buffer): { reply: { exit: number; stdout: stri
 }
 
 /** Forwards a CNI invocation as the plugin binary does; resolves with the plugin's exit code and stdout. */
-export function requestCni(path: string, inv: Invocation, timeoutMs = 60_000): Promise<{ exit: number; stdout: string }> {
+export function requestCni(path: string, inv: Invocation, timeoutMs = 60_000): Promise<CniReply> {
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
     let buf = Buffer.alloc(0);
