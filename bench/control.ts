@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { queryCounters } from "../src/agent/control.js";
 import { formatIpv4 } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
-import { run } from "../src/harness/exec.js";
+import { run } from "../src/common/exec.js";
 import { Netns } from "../src/harness/netns.js";
 import { encodeLeaseAttrs } from "../src/subnet/lease.js";
 

@@ -15,7 +15,7 @@
 import { readFileSync } from "node:fs";
 import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
-import { start } from "../src/harness/exec.js";
+import { start } from "../src/common/exec.js";
 
 const args = process.argv.slice(2);
 const json = args.includes("--json");

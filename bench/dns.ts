@@ -27,7 +27,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runDnsperf, type DnsperfResult } from "../src/harness/dnsperf.js";
 import { query } from "../src/harness/dnswire.js";
-import { start } from "../src/harness/exec.js";
+import { start } from "../src/common/exec.js";
 import { UnboundServer } from "../src/harness/unbound.js";
 import { EtcdServer } from "../src/harness/etcd.js";
 import { ServiceRegistry } from "../src/registry/store.js";

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { run } from "../src/harness/exec.js";
+import { run } from "../src/common/exec.js";
 import { startEtcd } from "./helpers/etcd.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));

@@ -6,7 +6,7 @@ import { splitHostPort } from "../dns/hostport.js";
 import type { ListenAddr } from "../dns/server/server.js";
 import { DnsService, localAddresses } from "../dns/service.js";
 import type { NetworkConfig } from "../subnet/network-config.js";
-import { run } from "../harness/exec.js";
+import { run } from "../common/exec.js";
 import type { AgentOptions } from "./options.js";
 
 /** The dummy device holding the node-local DNS address, as NodeLocal DNSCache's nodelocaldns (lo when there is no dummy driver). */

@@ -1,7 +1,7 @@
 import { ConfigError } from "../common/errors.js";
 import { formatIpv4, parseIpv4 } from "../common/ipv4.js";
 import type { ExternalInterface } from "../backend/types.js";
-import { ipJson } from "../backend/netlink.js";
+import { ipJson } from "../common/iproute.js";
 
 interface AddrJson {
   ifindex: number;

@@ -1,5 +1,5 @@
 import { formatCidr, type Ipv4Prefix } from "../common/ipv4.js";
-import { run } from "../harness/exec.js";
+import { run } from "../common/exec.js";
 
 /**
  * --ip-masq: masquerade pod traffic that leaves the cluster network, with

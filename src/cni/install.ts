@@ -2,7 +2,7 @@ import { copyFileSync, chmodSync, existsSync, mkdirSync, readFileSync, renameSyn
 import { join } from "node:path";
 import { ConfigError } from "../common/errors.js";
 import { projectRoot } from "../common/paths.js";
-import { writeFileAtomic } from "../subnet/subnet-file.js";
+import { writeFileAtomic } from "../common/fs-atomic.js";
 import { parseIpamSpec } from "../ipam/config.js";
 import { IpamError } from "../ipam/errors.js";
 

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { formatIpv4 } from "../common/ipv4.js";
-import { BatchSession } from "../backend/netlink.js";
-import { CommandError, run } from "../harness/exec.js";
+import { BatchSession } from "../common/iproute.js";
+import { CommandError, run } from "../common/exec.js";
 import { CNI_CODE, CniError } from "./spec.js";
 
 /**

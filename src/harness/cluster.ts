@@ -10,7 +10,7 @@ import { SubnetRegistry } from "../subnet/registry.js";
 import { formatNetworkConfig } from "../subnet/network-config.js";
 import { EtcdServer } from "./etcd.js";
 import { NS_PREFIX, Netns, sweepNamespaces, uniqueTag, veth } from "./netns.js";
-import { run } from "./exec.js";
+import { run } from "../common/exec.js";
 
 const WEFT_BIN = join(projectRoot(), "bin", "weft.js");
 

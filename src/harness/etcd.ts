@@ -2,7 +2,7 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
-import { start } from "./exec.js";
+import { start } from "../common/exec.js";
 import { forwardTcpToUnix, type Forwarder } from "./forward.js";
 import type { Netns } from "./netns.js";
 

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { ChildProcess } from "node:child_process";
-import { run, start } from "./exec.js";
+import { run, start } from "../common/exec.js";
 
 /**
  * Network namespaces for tests, benchmarks and the demo cluster. Every name

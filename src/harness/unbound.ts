@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { query } from "./dnswire.js";
-import { start } from "./exec.js";
+import { start } from "../common/exec.js";
 
 export interface UnboundOptions {
   /** Directory for the config, the pidfile, the log and zonefiles; the caller owns (and removes) it. */

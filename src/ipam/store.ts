@@ -2,7 +2,7 @@ import { closeSync, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSyn
 import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../common/log.js";
-import { writeFileAtomic } from "../subnet/subnet-file.js";
+import { writeFileAtomic } from "../common/fs-atomic.js";
 import { IpamIoError, IpamStateError } from "./errors.js";
 import { AllocationTable, decodeAllocation, encodeAllocation, type Allocation, type Change } from "./table.js";
 

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { formatCidr, formatIpv4, formatMac, parseCidr, parseIpv4, parseMac } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import type { Lease } from "../subnet/lease.js";
-import { writeFileAtomic } from "../subnet/subnet-file.js";
+import { writeFileAtomic } from "../common/fs-atomic.js";
 
 interface Stored {
   subnet: string;

@@ -1,5 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
-import { dirname, join, basename } from "node:path";
+import { readFileSync } from "node:fs";
+import { writeFileAtomic } from "../common/fs-atomic.js";
 import { formatCidr, formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
 
 /**
@@ -30,27 +30,6 @@ export function formatSubnetFile(f: SubnetFile): string {
 
 export function writeSubnetFile(path: string, f: SubnetFile): void {
   writeFileAtomic(path, formatSubnetFile(f));
-}
-
-/** Writes `text` to `path` so that readers see the old or the new file, never a mix. */
-export function writeFileAtomic(path: string, text: string, mode = 0o644): void {
-  const dir = dirname(path);
-  mkdirSync(dir, { recursive: true });
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, "w", mode);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(dir, "r");
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
 }
 
 /** The subnet recorded in an existing file (FLANNEL_SUBNET), or undefined. */

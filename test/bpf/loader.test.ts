@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/common/log.js";
 import { projectRoot } from "../../src/common/paths.js";
-import { run } from "../../src/harness/exec.js";
+import { run } from "../../src/common/exec.js";
 import { BpfError, BpfObject, bpf } from "../../src/backend/ebpf/libbpf.js";
 import { Datapath } from "../../src/backend/ebpf/loader.js";
 import { MAP_LAYOUT } from "../../src/backend/ebpf/maps.js";

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatIpv4 } from "../../src/common/ipv4.js";
 import { Cluster } from "../../src/harness/cluster.js";
-import { start } from "../../src/harness/exec.js";
+import { start } from "../../src/common/exec.js";
 
 /**
  * A 3-node cluster on the ebpf backend: pod traffic moved by the tc

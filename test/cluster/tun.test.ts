@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatIpv4 } from "../../src/common/ipv4.js";
 import { Cluster } from "../../src/harness/cluster.js";
-import { start } from "../../src/harness/exec.js";
+import { start } from "../../src/common/exec.js";
 
 /**
  * The userspace (tun) backend in a mixed cluster: node 0 tun, node 1 ebpf,

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseIpv4 } from "../../src/common/ipv4.js";
 import { createLogger, silentLogger } from "../../src/common/log.js";
-import { run } from "../../src/harness/exec.js";
+import { run } from "../../src/common/exec.js";
 import { IpamIoError, IpamStateError } from "../../src/ipam/errors.js";
 import { IpamStore } from "../../src/ipam/store.js";
 import { encodeAllocation, type Allocation } from "../../src/ipam/table.js";

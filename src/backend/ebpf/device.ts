@@ -4,7 +4,7 @@
 // overlay, as on flannel's device), and one route for the whole cluster
 // network through it (host traffic; the egress program picks the node).
 import { formatCidr, formatIpv4, formatMac, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
-import { run } from "../../harness/exec.js";
+import { run } from "../../common/exec.js";
 
 export async function deleteDevice(name: string): Promise<void> {
   await run(["ip", "link", "del", "dev", name]).catch(() => undefined);

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { formatMac } from "../../common/ipv4.js";
-import { writeFileAtomic } from "../../subnet/subnet-file.js";
+import { writeFileAtomic } from "../../common/fs-atomic.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
 import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";
 import { deleteDevice, ensureExternalDevice } from "./device.js";

@@ -1,8 +1,8 @@
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { formatMac } from "../../common/ipv4.js";
-import { run } from "../../harness/exec.js";
-import { writeFileAtomic } from "../../subnet/subnet-file.js";
+import { run } from "../../common/exec.js";
+import { writeFileAtomic } from "../../common/fs-atomic.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
 import { readDevice } from "../vxlan/kernel.js";
 import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";

@@ -1,11 +1,11 @@
 import { MessageChannel, Worker } from "node:worker_threads";
 import { formatCidr, formatIpv4 } from "../../common/ipv4.js";
 import type { Logger } from "../../common/log.js";
-import { run } from "../../harness/exec.js";
+import { run } from "../../common/exec.js";
 import type { RouteDiff } from "../../routes/table.js";
 import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
-import { ipJson } from "../netlink.js";
+import { ipJson } from "../../common/iproute.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { setDeviceAddress } from "../vxlan/kernel.js";
 import { loadShim } from "./shim.js";

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { formatMac, parseMac } from "../../common/ipv4.js";
-import { writeFileAtomic } from "../../subnet/subnet-file.js";
+import { writeFileAtomic } from "../../common/fs-atomic.js";
 import type { Backend, RegisterContext, Network } from "../types.js";
 import { ensureDevice, type DeviceSpec } from "./kernel.js";
 import { VxlanNetwork } from "./network.js";

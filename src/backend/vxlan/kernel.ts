@@ -9,9 +9,9 @@
 //   with DirectRouting, for a node on our own L2 segment: only
 //     route   <remote subnet> via <remote PublicIP> dev <iface>
 import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
-import { run } from "../../harness/exec.js";
+import { run } from "../../common/exec.js";
 import type { Lease } from "../../subnet/lease.js";
-import { batch, bridgeJson, ipJson, type BatchRunner } from "../netlink.js";
+import { batch, bridgeJson, ipJson, type BatchRunner } from "../../common/iproute.js";
 
 export interface DeviceSpec {
   readonly name: string;

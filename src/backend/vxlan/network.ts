@@ -4,7 +4,7 @@ import type { RouteDiff } from "../../routes/table.js";
 import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
-import { BatchSession, ipJson, type BatchRunner } from "../netlink.js";
+import { BatchSession, ipJson, type BatchRunner } from "../../common/iproute.js";
 import {
   ensureDevice, peerLines, programPeers, readDevice, readPeers, setDeviceAddress, type DeviceSpec, type PeerLines,
 } from "./kernel.js";

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { formatIpv4 } from "../../common/ipv4.js";
 import { sweepMounts, sweepNamespaces } from "../../harness/netns.js";
-import { run } from "../../harness/exec.js";
+import { run } from "../../common/exec.js";
 
 /**
  * `weft demo` (`npm start`): the main job on the embedded default. A local

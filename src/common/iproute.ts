@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { run, CommandError } from "../harness/exec.js";
+import { run, CommandError } from "./exec.js";
 
 /**
  * Kernel objects through iproute2: `ip -json` to read, `ip -batch` /

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BatchSession, batch } from "../../src/backend/netlink.js";
+import { BatchSession, batch } from "../../src/common/iproute.js";
 import { Netns } from "../../src/harness/netns.js";
 
 let ns: Netns;
