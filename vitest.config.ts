@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",
+    // The fuzz targets measure heap growth after a full GC (test/fuzz/lib.ts).
+    execArgv: ["--expose-gc"],
     globalSetup: ["test/helpers/global-setup.ts"],
   },
 });

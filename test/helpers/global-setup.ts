@@ -1,12 +1,20 @@
 import { sweepMounts, sweepNamespaces } from "../../src/harness/netns.js";
 
-/** Namespaces left by a run that was killed are removed before and after the suite. */
+/**
+ * Namespaces left by a run that was killed are removed before and after the suite.
+ * WEFT_NO_SWEEP=1 skips that, for a run beside another run on the same machine
+ * (the sweep would remove the other run's namespaces).
+ */
+const sweep = process.env["WEFT_NO_SWEEP"] !== "1";
+
 export async function setup(): Promise<void> {
+  if (!sweep) return;
   await sweepNamespaces();
   await sweepMounts();
 }
 
 export async function teardown(): Promise<void> {
+  if (!sweep) return;
   const left = [...(await sweepNamespaces()), ...(await sweepMounts())];
   if (left.length > 0) console.warn(`removed namespaces a test left behind: ${left.join(", ")}`);
 }
