@@ -10,6 +10,7 @@ import { vxlanBackend } from "../backend/vxlan/index.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RouteCache } from "../routes/cache.js";
+import { policyOf, type Rejection } from "../routes/accept.js";
 import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
 import type { Lease } from "../subnet/lease.js";
 import { SubnetManager, SubnetRangeFullError } from "../subnet/manager.js";
@@ -56,6 +57,9 @@ export interface AgentStatus {
   readonly device: string | undefined;
   readonly mtu: number | undefined;
   readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
+  /** Lease keys not used, with the reason (at most 200; `rejectedLeaseCount` has the total). */
+  readonly rejectedLeases: Rejection[];
+  readonly rejectedLeaseCount: number;
   readonly counters: Record<string, number>;
   /** The node-local DNS server (absent with --dns-listen off). */
   readonly dns?: DnsSummary | undefined;
@@ -73,7 +77,12 @@ export class Agent {
   private network: Network | undefined;
   private manager: SubnetManager | undefined;
   private watcher: LeaseWatcher | undefined;
-  private readonly table = new RouteTable();
+  private readonly table = new RouteTable({
+    onReject: (r) => {
+      this.metrics.leasesRejected.inc({ reason: r.reason });
+      this.log.warn({ key: r.key, reason: r.reason, detail: r.detail }, "not using a lease: it fails validation (weft status lists it)");
+    },
+  });
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private backendChoice = "";
@@ -111,6 +120,7 @@ export class Agent {
     const lastConfig = readCachedConfig(join(o.stateDir, "network.json"));
     if (lastConfig) {
       this.config = lastConfig.config;
+      this.table.setPolicy(policyOf(lastConfig.config));
       await this.register(candidates, iface);
       await this.applyCachedRoutes();
     }
@@ -131,6 +141,7 @@ export class Agent {
       writeFileAtomic(join(o.stateDir, "network.json"), fresh.text, 0o600);
     }
     this.config = fresh.config;
+    this.enqueue(() => this.table.setPolicy(policyOf(fresh.config)));
     this.dns = await NodeDns.start(o, fresh.config, this.metrics.registry, this.log.child({ part: "dns" }));
     const network = this.network ?? (await this.register(candidates, iface));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
@@ -150,17 +161,24 @@ export class Agent {
     });
     const lease = await this.acquireWithRetry();
     await this.onAcquired(lease);
-    this.manager.on("acquired", (l) => void this.onAcquired(l)); // later re-acquisitions
+    this.manager.on("acquired", (l) => void this.retryAcquired(l)); // later re-acquisitions
 
     this.watcher = new LeaseWatcher(this.registry, this.log);
-    this.watcher.on("snapshot", (leases) => this.enqueue(() => this.table.replaceAll(leases)));
+    this.watcher.on("snapshot", (snap) => {
+      this.manager?.onSnapshot(snap);
+      this.enqueue(() => this.table.replaceAll(snap.leases, snap.skipped));
+    });
     this.watcher.on("put", (l) => {
       this.manager?.onKeyPut(l);
       this.enqueue(() => this.table.put(l));
     });
-    this.watcher.on("delete", (s) => {
-      this.manager?.onKeyDeleted(s);
-      this.enqueue(() => this.table.delete(s));
+    this.watcher.on("skip", (k) => {
+      this.manager?.onKeySkipped(k.key);
+      this.enqueue(() => this.table.skip(k));
+    });
+    this.watcher.on("delete", (key) => {
+      this.manager?.onKeyDeleted(key);
+      this.enqueue(() => this.table.delete(key));
     });
     await this.watcher.start();
     await this.applying;
@@ -262,13 +280,32 @@ export class Agent {
     const cfg = this.config as NetworkConfig;
     this.ready.lease = true;
     await net.configureLocal(l);
-    this.enqueue(() => this.table.setSelf(l.subnet));
+    this.enqueue(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp }));
     await this.applying;
     this.ready.dataPath = true;
     if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
     writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
     this.ready.subnetFile = true;
     this.pods?.bind(l.subnet);
+  }
+
+  /**
+   * onAcquired for a lease acquired again in the background: a failure (the
+   * subnet file cannot be written, the device cannot take the address) is
+   * logged and counted and the step retried while the lease is still ours,
+   * instead of an unhandled rejection ending the process.
+   */
+  private async retryAcquired(l: Lease): Promise<void> {
+    for (let delay = 1000; !this.stopped && this.manager?.lease?.key === l.key; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        await this.onAcquired(l);
+        return;
+      } catch (e) {
+        this.metrics.internalErrors.inc({ task: "lease-acquired" });
+        this.log.error({ err: (e as Error).message, retryInMs: delay }, "setting up the data path for the new lease failed; retrying");
+        await sleep(delay);
+      }
+    }
   }
 
   /** Why a pod cannot be wired now, or undefined. */
@@ -374,7 +411,7 @@ export class Agent {
       ready: this.isReady(),
       readiness: this.readiness(),
       routes: this.table.size,
-      counters: { ...this.count, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
+      counters: { ...this.count, leasesRejected: this.table.rejectedCount, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
     };
   }
 
@@ -382,6 +419,7 @@ export class Agent {
     const l = this.manager?.lease;
     const ns = this.network?.status();
     const left = this.manager?.secondsLeft;
+    const rejected = this.table.rejections();
     this.metrics.ready.set(this.isReady() ? 1 : 0);
     if (left !== undefined && Number.isFinite(left)) this.metrics.leaseSecondsLeft.set(left);
     if (ns) {
@@ -401,6 +439,8 @@ export class Agent {
       device: ns?.device,
       mtu: ns?.mtu,
       peers: this.table.all().map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.attrs.publicIp), vtepMac: formatMac(p.attrs.vtepMac) })),
+      rejectedLeases: rejected.slice(0, 200),
+      rejectedLeaseCount: rejected.length,
       counters: this.counters().counters,
       dns: this.dns?.service.summary(),
     };

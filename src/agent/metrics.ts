@@ -15,7 +15,15 @@ export class AgentMetrics {
   readonly etcdErrors = new Counter({ name: "weft_etcd_errors_total", help: "Failed etcd requests", registers: [this.registry] });
   readonly leaseReacquired = new Counter({ name: "weft_lease_reacquired_total", help: "Times our lease was lost and acquired again", registers: [this.registry] });
   readonly reconcileFixes = new Counter({ name: "weft_reconcile_fixes_total", help: "Kernel objects the periodic reconcile had to fix", registers: [this.registry] });
-  readonly skippedLeases = new Counter({ name: "weft_leases_skipped_total", help: "Lease keys skipped as unreadable or foreign", registers: [this.registry] });
+  readonly leasesRejected = new Counter({
+    name: "weft_leases_rejected_total", help: "Lease keys not used, once per key and reason (see weft status for the current list)", labelNames: ["reason"], registers: [this.registry],
+  });
+  readonly controlRefused = new Counter({
+    name: "weft_control_requests_refused_total", help: "Control-socket requests refused before handling, by reason", labelNames: ["reason"], registers: [this.registry],
+  });
+  readonly internalErrors = new Counter({
+    name: "weft_internal_errors_total", help: "Errors caught at the top of a background task (logged; the agent carries on)", labelNames: ["task"], registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "weft_" });

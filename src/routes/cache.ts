@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { formatCidr, formatIpv4, formatMac, parseCidr, parseIpv4, parseMac } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
-import type { Lease } from "../subnet/lease.js";
+import { subnetKey, type Lease } from "../subnet/lease.js";
 import { writeFileAtomic } from "../common/fs-atomic.js";
 
 interface Stored {
@@ -9,6 +9,9 @@ interface Stored {
   publicIp: string;
   vni: number;
   vtepMac: string;
+  /** The etcd key and its create revision (absent in caches written before weft judged conflicts by age). */
+  key?: string;
+  createRevision?: string;
 }
 
 /**
@@ -32,12 +35,18 @@ export class RouteCache {
       return [];
     }
     try {
-      return (JSON.parse(text) as Stored[]).map((s) => ({
-        subnet: parseCidr(s.subnet),
-        attrs: { publicIp: parseIpv4(s.publicIp), backendType: "vxlan", vni: s.vni, vtepMac: parseMac(s.vtepMac) },
-        leaseId: "0",
-        modRevision: "0",
-      }));
+      // The route table judges these like any lease (the network config may have changed since).
+      return (JSON.parse(text) as Stored[]).map((s) => {
+        const subnet = parseCidr(s.subnet);
+        return {
+          key: typeof s.key === "string" ? s.key : subnetKey(subnet),
+          subnet,
+          attrs: { publicIp: parseIpv4(s.publicIp), backendType: "vxlan", vni: s.vni, vtepMac: parseMac(s.vtepMac) },
+          leaseId: "0",
+          modRevision: "0",
+          createRevision: typeof s.createRevision === "string" && /^\d{1,20}$/.test(s.createRevision) ? s.createRevision : "0",
+        };
+      });
     } catch (e) {
       this.log.warn({ path: this.path, err: (e as Error).message }, "ignoring an unreadable route cache");
       return [];
@@ -57,6 +66,7 @@ export class RouteCache {
     this.pending = undefined;
     const doc: Stored[] = leases.map((l) => ({
       subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vni: l.attrs.vni, vtepMac: formatMac(l.attrs.vtepMac),
+      key: l.key, createRevision: l.createRevision,
     }));
     try {
       writeFileAtomic(this.path, `${JSON.stringify(doc)}\n`, 0o600);

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { WeftError } from "../common/errors.js";
-import { formatCidr, formatIpv4, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr, formatIpv4, formatMac, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { parseSubnetKey, sameAttrs, type Lease, type LeaseAttrs } from "./lease.js";
 import type { NetworkConfig } from "./network-config.js";
@@ -10,6 +10,15 @@ import type { LeaseSnapshot, SubnetRegistry } from "./registry.js";
 /** Every subnet of the range is leased or reserved. */
 export class SubnetRangeFullError extends WeftError {
   readonly code = "WEFT_SUBNET_RANGE_FULL";
+}
+
+/**
+ * Our PublicIP is in a live lease with another VTEP MAC: another machine has
+ * our address (or this machine lost its state dir). Taking the lease over
+ * would steal that machine's traffic, so the agent stops instead.
+ */
+export class PublicIpConflictError extends WeftError {
+  readonly code = "WEFT_PUBLIC_IP_CONFLICT";
 }
 
 /** Acquisition lost the creation race `attempts` times in a row. */
@@ -84,6 +93,13 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
   private async tryAcquire(snap: LeaseSnapshot, prev: Ipv4Prefix | undefined): Promise<Lease | undefined> {
     const mine = snap.leases.find((l) => l.attrs.publicIp === this.attrs.publicIp);
     if (mine) {
+      if (mine.leaseId !== "0" && formatMac(mine.attrs.vtepMac) !== formatMac(this.attrs.vtepMac)) {
+        throw new PublicIpConflictError(
+          `the live lease ${mine.key} holds this node's PublicIP ${formatIpv4(this.attrs.publicIp)} with VtepMAC ${formatMac(mine.attrs.vtepMac)}, ` +
+          `not ours (${formatMac(this.attrs.vtepMac)}): another machine has this address`,
+          { hint: "give this node another --public-ip; or, if that lease is this machine's own from before its state dir was lost, delete the key (etcdctl del <prefix>/subnets/" + mine.key + ") or wait for it to expire" },
+        );
+      }
       if (this.compatible(mine.subnet)) {
         if (sameAttrs(mine.attrs, this.attrs)) return mine;
         this.log.info({ subnet: formatCidr(mine.subnet) }, "reusing the lease of our PublicIP with new attributes");
@@ -93,7 +109,7 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
         this.log.error({ subnet: formatCidr(mine.subnet) }, "a reservation for our PublicIP does not fit the network config; ignoring it");
       } else {
         this.log.warn({ subnet: formatCidr(mine.subnet) }, "our old lease does not fit the network config; deleting it");
-        await this.registry.deleteSubnet(mine.subnet);
+        await this.registry.deleteLease(mine);
       }
     }
     // Keys we cannot read still hold their subnet: creation would fail on them anyway.
@@ -153,14 +169,23 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     this.setTimer(inSec);
   }
 
+  /**
+   * Renews in `sec` seconds. setTimeout cannot wait more than 2^31-1 ms
+   * (~24.8 days; longer fires at once), so a long wait is taken in steps.
+   */
   private setTimer(sec: number): void {
     clearTimeout(this.timer);
     if (this.closed) return;
-    this.timer = setTimeout(() => void this.renew(), sec * 1000);
-    this.timer.unref();
+    const due = Date.now() + sec * 1000;
+    const step = (): void => {
+      const left = due - Date.now();
+      this.timer = left > MAX_TIMER_MS ? setTimeout(step, MAX_TIMER_MS) : setTimeout(() => void this.renew(), Math.max(0, left));
+      this.timer.unref();
+    };
+    step();
   }
 
-  /** Renews now; on failure retries every retrySec; if the lease is gone, acquires again. */
+  /** Renews now; on failure retries every retrySec; if the lease is gone, acquires again. Never rejects. */
   async renew(): Promise<void> {
     const l = this.current;
     if (!l || this.closed) return;
@@ -171,10 +196,10 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
         this.armRenewal(ttl);
         return;
       }
-      await this.lost(l, "its etcd lease expired");
+      this.lost(l, "its etcd lease expired");
     } catch (e) {
-      if (!(e instanceof RegistryUnavailableError)) throw e;
-      this.log.warn({ err: e.message, retryInSec: this.opts.retrySec }, "lease renewal failed; retrying");
+      const expected = e instanceof RegistryUnavailableError;
+      this.log[expected ? "warn" : "error"]({ err: (e as Error).message, retryInSec: this.opts.retrySec }, "lease renewal failed; retrying");
       this.setTimer(this.opts.retrySec);
     }
   }
@@ -183,19 +208,45 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
    * Called with every lease event: if our key was deleted or taken over, we
    * acquire again (preferring the same subnet).
    */
-  onKeyDeleted(subnet: Ipv4Prefix): void {
+  onKeyDeleted(key: string): void {
     const l = this.current;
-    if (l && l.subnet.addr === subnet.addr && l.subnet.len === subnet.len) void this.lost(l, "its key was deleted");
+    if (l && l.key === key) this.lost(l, "its key was deleted");
   }
 
   onKeyPut(lease: Lease): void {
     const l = this.current;
-    if (!l || l.subnet.addr !== lease.subnet.addr || l.subnet.len !== lease.subnet.len) return;
-    if (lease.attrs.publicIp !== this.attrs.publicIp) void this.lost(l, `another node (${formatIpv4(lease.attrs.publicIp)}) wrote it`);
+    if (!l || l.key !== lease.key) return;
+    if (lease.attrs.publicIp !== this.attrs.publicIp) this.lost(l, `another node (${formatIpv4(lease.attrs.publicIp)}) wrote it`);
     else this.current = lease; // our own write or renewal
   }
 
-  private lost(l: Lease, reason: string): Promise<Lease> {
+  /** A key under our key's name that did not decode: someone overwrote our lease with something unusable. */
+  onKeySkipped(key: string): void {
+    const l = this.current;
+    if (l && l.key === key) this.lost(l, "its value was overwritten with one that cannot be read");
+  }
+
+  /**
+   * A full listing (after a compaction or a lost watch): events between the
+   * old watch and this list were never seen, so our key's deletion or
+   * takeover shows only here.
+   */
+  onSnapshot(snap: LeaseSnapshot): void {
+    const l = this.current;
+    if (!l || this.reacquiring) return;
+    const now = snap.leases.find((x) => x.key === l.key);
+    if (!now) this.lost(l, "its key was gone when the leases were listed again");
+    else this.onKeyPut(now);
+  }
+
+  /** Acquires again in the background (one run at a time); the outcome is logged, never thrown. */
+  private lost(l: Lease, reason: string): void {
+    this.reacquire(l, reason).catch((e: Error) => {
+      if (!this.closed) this.log.error({ err: e.message }, "acquiring the subnet again stopped");
+    });
+  }
+
+  private reacquire(l: Lease, reason: string): Promise<Lease> {
     if (this.reacquiring) return this.reacquiring;
     this.log.warn({ subnet: formatCidr(l.subnet), reason }, "our subnet lease was lost; acquiring again");
     this.current = undefined;
@@ -228,6 +279,9 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     clearTimeout(this.timer);
   }
 }
+
+/** The longest wait setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function overlaps(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
   const len = Math.min(a.len, b.len);

@@ -24,6 +24,8 @@ export interface NetworkConfig {
   /** First and last subnet addresses that may be leased (inclusive). */
   readonly subnetMin: number;
   readonly subnetMax: number;
+  /** Whether SubnetMin / SubnetMax were written in the config (other nodes' leases are held to them only then). */
+  readonly rangeSet?: { readonly min: boolean; readonly max: boolean };
   readonly backend: VxlanBackendConfig;
 }
 
@@ -84,15 +86,19 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   const size = 2 ** (32 - subnetLen);
   const last = network.addr + 2 ** (32 - network.len) - size;
 
-  const subnetMin = addr(obj, "SubnetMin") ?? network.addr + size;
-  const subnetMax = addr(obj, "SubnetMax") ?? last;
+  const minSet = addr(obj, "SubnetMin");
+  const maxSet = addr(obj, "SubnetMax");
+  const subnetMin = minSet ?? network.addr + size;
+  const subnetMax = maxSet ?? last;
   for (const [name, v] of [["SubnetMin", subnetMin], ["SubnetMax", subnetMax]] as const) {
     if (!contains(network, v)) throw new ConfigError(`${name} ${formatIpv4(v)} is not in the range of the Network ${formatCidr(network)}`);
     if ((v - network.addr) % size !== 0) throw new ConfigError(`${name} ${formatIpv4(v)} is not on a SubnetLen (/${subnetLen}) boundary`);
   }
   if (subnetMin > subnetMax) throw new ConfigError(`SubnetMin ${formatIpv4(subnetMin)} is above SubnetMax ${formatIpv4(subnetMax)}`);
 
-  return { network, subnetLen, subnetMin, subnetMax, backend: parseBackend(field(obj, "Backend")) };
+  return {
+    network, subnetLen, subnetMin, subnetMax, rangeSet: { min: minSet !== undefined, max: maxSet !== undefined }, backend: parseBackend(field(obj, "Backend")),
+  };
 }
 
 function parseBackend(v: unknown): VxlanBackendConfig {

@@ -5,7 +5,7 @@ import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
 import type { Ipv4Prefix } from "../common/ipv4.js";
-import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs } from "./lease.js";
+import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs, type LeaseDecodeReason } from "./lease.js";
 
 
 
@@ -21,10 +21,13 @@ export interface RegistryOptions {
   readonly requestTimeoutMs?: number;
 }
 
-/** A lease key whose value could not be used: reported and skipped. */
+/** A lease key whose name or value could not be used: reported and skipped. */
 export interface SkippedKey {
+  /** The key relative to the subnets prefix. */
   readonly key: string;
-  readonly reason: string;
+  readonly reason: LeaseDecodeReason;
+  /** What was wrong, for the log and `weft status`. */
+  readonly detail: string;
 }
 
 export interface LeaseSnapshot {
@@ -36,7 +39,8 @@ export interface LeaseSnapshot {
 
 export type LeaseEvent =
   | { readonly type: "put"; readonly lease: Lease }
-  | { readonly type: "delete"; readonly subnet: Ipv4Prefix }
+  /** A key was deleted (or expired with its etcd lease); `key` is relative to the subnets prefix. */
+  | { readonly type: "delete"; readonly key: string }
   | { readonly type: "skip"; readonly skipped: SkippedKey };
 
 /**
@@ -106,15 +110,22 @@ export class SubnetRegistry {
 
   /** A lease from a key-value, or why it is skipped. */
   decode(kv: IKeyValue): Lease | SkippedKey {
-    const key = kv.key.toString();
-    const subnet = parseSubnetKey(key.slice(this.subnetsPrefix.length));
-    if (!subnet) return { key, reason: "not a subnet key" };
+    const key = this.relative(kv);
+    const subnet = parseSubnetKey(key);
+    if (!subnet) return { key, reason: "bad_key", detail: "the key does not name a subnet (a.b.c.d-len)" };
     try {
-      return { subnet, attrs: parseLeaseAttrs(kv.value.toString()), leaseId: kv.lease, modRevision: kv.mod_revision };
+      return {
+        key, subnet, attrs: parseLeaseAttrs(kv.value.toString()), leaseId: kv.lease, modRevision: kv.mod_revision, createRevision: kv.create_revision,
+      };
     } catch (e) {
-      if (e instanceof LeaseFormatError) return { key, reason: e.message };
+      if (e instanceof LeaseFormatError) return { key, reason: e.reason, detail: e.message };
       throw e;
     }
+  }
+
+  /** A key relative to the subnets prefix; control characters escaped, so a hostile key cannot forge log lines. */
+  private relative(kv: IKeyValue): string {
+    return kv.key.toString().slice(this.subnetsPrefix.length).replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   }
 
   /**
@@ -133,7 +144,7 @@ export class SubnetRegistry {
         await this.revoke(id).catch(() => undefined);
         return undefined;
       }
-      return { subnet, attrs, leaseId: id, modRevision: r.header.revision };
+      return { key: subnetKey(subnet), subnet, attrs, leaseId: id, modRevision: r.header.revision, createRevision: r.header.revision };
     } catch (e) {
       if (id !== undefined) await this.revoke(id).catch(() => undefined);
       throw new RegistryUnavailableError(`creating ${key}`, e);
@@ -146,7 +157,7 @@ export class SubnetRegistry {
    * changed it since we read it (ModRevision unchanged). Undefined otherwise.
    */
   async rewrite(old: Lease, attrs: LeaseAttrs, ttlSec: number): Promise<Lease | undefined> {
-    const key = this.subnetsPrefix + subnetKey(old.subnet);
+    const key = this.subnetsPrefix + old.key;
     const reservation = old.leaseId === "0";
     let id: string | undefined;
     try {
@@ -158,19 +169,20 @@ export class SubnetRegistry {
         if (!reservation) await this.revoke(id).catch(() => undefined);
         return undefined;
       }
-      return { subnet: old.subnet, attrs, leaseId: id, modRevision: r.header.revision };
+      return { ...old, attrs, leaseId: id, modRevision: r.header.revision };
     } catch (e) {
       if (id !== undefined && !reservation) await this.revoke(id).catch(() => undefined);
       throw new RegistryUnavailableError(`rewriting ${key}`, e);
     }
   }
 
-  /** Deletes a subnet key (used to drop an incompatible lease of ours). */
-  async deleteSubnet(subnet: Ipv4Prefix): Promise<void> {
+  /** Deletes a lease key (used to drop an incompatible lease of ours), only if it is still the one we read. */
+  async deleteLease(l: Lease): Promise<void> {
+    const key = this.subnetsPrefix + l.key;
     try {
-      await this.client.delete().key(this.subnetsPrefix + subnetKey(subnet));
+      await this.client.if(key, "Mod", "==", l.modRevision).then(this.client.delete().key(key)).commit();
     } catch (e) {
-      throw new RegistryUnavailableError(`deleting ${subnetKey(subnet)}`, e);
+      throw new RegistryUnavailableError(`deleting ${l.key}`, e);
     }
   }
 
@@ -230,8 +242,7 @@ export class SubnetRegistry {
   ): Promise<Watcher> {
     return watchPrefix(this.client, this.subnetsPrefix, fromRevision, (kind, kv) => {
       if (kind === "delete") {
-        const subnet = parseSubnetKey(kv.key.toString().slice(this.subnetsPrefix.length));
-        if (subnet) onEvent({ type: "delete", subnet }, kv.mod_revision);
+        onEvent({ type: "delete", key: this.relative(kv) }, kv.mod_revision);
         return;
       }
       const d = this.decode(kv);

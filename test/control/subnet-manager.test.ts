@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { formatCidr, parseCidr, parseIpv4, parseMac } from "../../src/common/ipv4.js";
 import { createLogger, silentLogger } from "../../src/common/log.js";
+import { policyOf } from "../../src/routes/accept.js";
 import { RouteTable } from "../../src/routes/table.js";
 import { encodeLeaseAttrs, type LeaseAttrs } from "../../src/subnet/lease.js";
-import { SubnetManager, SubnetRangeFullError } from "../../src/subnet/manager.js";
+import { PublicIpConflictError, SubnetManager, SubnetRangeFullError } from "../../src/subnet/manager.js";
 import { parseNetworkConfig } from "../../src/subnet/network-config.js";
 import { SubnetRegistry } from "../../src/subnet/registry.js";
 import { LeaseWatcher } from "../../src/subnet/watcher.js";
@@ -57,15 +58,27 @@ describe("acquiring a subnet lease in a real etcd", () => {
     expect(ttl).toBeLessThanOrEqual(60);
   });
 
-  it("a restart with the same PublicIP gets the same subnet; new attributes are written", async () => {
+  it("a restart with the same PublicIP gets the same subnet", async () => {
     const reg = registry();
     const first = await manager(reg, attrs("192.0.2.1")).acquire();
     const again = await manager(reg, attrs("192.0.2.1")).acquire();
     expect(formatCidr(again.subnet)).toBe(formatCidr(first.subnet));
-    const moved = await manager(reg, attrs("192.0.2.1", "02:00:00:00:00:99")).acquire();
-    expect(formatCidr(moved.subnet)).toBe(formatCidr(first.subnet));
+    expect(again.key).toBe(first.key);
     expect((await reg.listLeases()).leases).toHaveLength(1);
-    expect((await reg.listLeases()).leases[0]?.attrs.vtepMac).toEqual(parseMac("02:00:00:00:00:99"));
+  });
+
+  it("a live lease holding our PublicIP with another VtepMAC is another machine's: the agent stops with a clear error, and takes nothing", async () => {
+    const reg = registry();
+    const other = await manager(reg, attrs("192.0.2.1", "02:00:00:00:00:01")).acquire();
+    const m = manager(reg, attrs("192.0.2.1", "02:00:00:00:00:99"));
+    await expect(m.acquire()).rejects.toThrow(PublicIpConflictError);
+    await expect(m.acquire()).rejects.toThrow(new RegExp(`live lease ${other.key.replace(/\./g, "\\.")} holds this node's PublicIP 192\\.0\\.2\\.1 with VtepMAC 02:00:00:00:00:01.*another machine.*etcdctl del`));
+    const leases = (await reg.listLeases()).leases;
+    expect(leases).toHaveLength(1);
+    expect(leases[0]?.attrs.vtepMac).toEqual(parseMac("02:00:00:00:00:01")); // untouched
+    // Once the other machine's lease is gone, the address is free to take.
+    await reg.revoke(other.leaseId);
+    expect(formatCidr((await m.acquire()).subnet)).toBeDefined();
   });
 
   it("prefers the subnet from the subnet file when it is free", async () => {
@@ -105,7 +118,7 @@ describe("acquiring a subnet lease in a real etcd", () => {
     const r = await manager(reg, attrs("192.0.2.50", "02:00:00:00:00:50"), cfg).acquire();
     expect(formatCidr(r.subnet)).toBe("198.18.0.4/30");
     expect(r.leaseId).toBe("0"); // still a reservation, now with the node's MAC
-    expect((await reg.listLeases()).skipped.map((s) => s.reason)).toEqual([expect.stringMatching(/not JSON/)]);
+    expect((await reg.listLeases()).skipped.map((s) => [s.key, s.reason, s.detail])).toEqual([["198.18.0.8-30", "bad_value", expect.stringMatching(/not JSON/)]]);
   });
 
   it("renews before expiry, and acquires again (same subnet) when its key is deleted", async () => {
@@ -115,8 +128,8 @@ describe("acquiring a subnet lease in a real etcd", () => {
     await new Promise((r) => setTimeout(r, 4500)); // renewal was due at 2 s
     expect(await reg.timeToLive(l.leaseId)).toBeGreaterThan(3);
     const again = new Promise((r) => m.once("acquired", r));
-    await reg.deleteSubnet(l.subnet);
-    m.onKeyDeleted(l.subnet);
+    await reg.deleteLease(l);
+    m.onKeyDeleted(l.key);
     await again;
     expect(formatCidr(m.lease!.subnet)).toBe(formatCidr(l.subnet));
     expect((await reg.listLeases()).leases).toHaveLength(1);
@@ -154,9 +167,11 @@ describe("watching leases", () => {
     const wreg = registry(`http://127.0.0.1:${fwd.port}`);
     const w = new LeaseWatcher(wreg, process.env["WEFT_TEST_LOG"] ? createLogger("watch-test") : silentLogger, 200);
     const table = new RouteTable();
-    w.on("snapshot", (ls) => table.replaceAll(ls));
+    table.setPolicy(policyOf(parseNetworkConfig(CONFIG)));
+    w.on("snapshot", (snap) => table.replaceAll(snap.leases, snap.skipped));
     w.on("put", (l) => table.put(l));
-    w.on("delete", (s) => table.delete(s));
+    w.on("skip", (k) => table.skip(k));
+    w.on("delete", (k) => table.delete(k));
     await w.start();
     expect(table.size).toBe(2);
     await manager(side, attrs("192.0.2.4")).acquire();
@@ -164,7 +179,7 @@ describe("watching leases", () => {
 
     fwd.pause(); // partition; meanwhile leases change and history is compacted away
     const gone = (await side.listLeases()).leases.find((l) => l.attrs.publicIp === parseIpv4("192.0.2.2"))!;
-    await side.deleteSubnet(gone.subnet);
+    await side.deleteLease(gone);
     await manager(side, attrs("192.0.2.5")).acquire();
     await side.client.put(`${prefix}/subnets/198.18.200.0-24`).value("not json"); // skipped on re-list
     const rev = (await side.listLeases()).revision;
@@ -173,6 +188,7 @@ describe("watching leases", () => {
     fwd.resume();
     await until(() => w.resyncs > before && table.size === 3, 20_000);
     expect(table.all().map((l) => l.attrs.publicIp).sort()).toEqual(["192.0.2.3", "192.0.2.4", "192.0.2.5"].map(parseIpv4).sort());
+    expect(table.rejections()).toEqual([{ key: "198.18.200.0-24", reason: "bad_value", detail: expect.stringMatching(/not JSON/) }]);
     await w.close();
     await fwd.close();
   }, 40_000);

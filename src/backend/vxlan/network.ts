@@ -1,7 +1,7 @@
 import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
 import type { Logger } from "../../common/log.js";
 import type { RouteDiff } from "../../routes/table.js";
-import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
+import { subnetKey, type Lease, type LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { BatchSession, ipJson, type BatchRunner } from "../../common/iproute.js";
@@ -204,9 +204,11 @@ function parsePrefix(dst: string): Ipv4Prefix {
 /** A lease rebuilt from kernel state alone, so that a stale entry can be removed. */
 function synthetic(subnet: Ipv4Prefix, mac: string, dst: string): Lease {
   return {
+    key: subnetKey(subnet),
     subnet,
     attrs: { publicIp: parseIpv4(dst), backendType: "vxlan", vni: 0, vtepMac: parseMac(mac) },
     leaseId: "0",
     modRevision: "0",
+    createRevision: "0",
   };
 }

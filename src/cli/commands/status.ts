@@ -27,6 +27,10 @@ export function registerStatus(program: Command): void {
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
       console.log(`peers:    ${st.peers.length}`);
       for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
+      if (st.rejectedLeaseCount > 0) {
+        console.log(`rejected: ${st.rejectedLeaseCount} lease keys not used${st.rejectedLeaseCount > st.rejectedLeases.length ? ` (first ${st.rejectedLeases.length} shown)` : ""}`);
+        for (const r of st.rejectedLeases) console.log(`  ${r.key.padEnd(18)} ${r.reason}: ${r.detail}`);
+      }
       const plain = Object.entries(st.counters).filter(([k]) => !k.startsWith("bpf_"));
       const bpfCounters = Object.entries(st.counters).filter(([k]) => k.startsWith("bpf_"));
       console.log(`counters: ${plain.map(([k, v]) => `${k}=${v}`).join(" ")}`);
