@@ -371,6 +371,7 @@ export class Agent {
     }
     try {
       await (this.registry as SubnetRegistry).getNetworkConfig();
+      await this.manager?.check(); // our key, in case a watch missed its deletion
       if (!this.ready.etcd) this.log.info("etcd reachable again");
       this.ready.etcd = true;
     } catch (e) {

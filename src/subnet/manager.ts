@@ -239,6 +239,22 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     else this.onKeyPut(now);
   }
 
+  /**
+   * Reads our key: true when it is still ours. A watch can miss a deletion
+   * (etcd compacted exactly at the deleting revision, which the resumed
+   * watch then starts from), so the agent calls this on every reconcile.
+   */
+  async check(): Promise<boolean> {
+    const l = this.current;
+    if (!l || this.reacquiring || this.closed) return true;
+    const now = await this.registry.getLease(l.key);
+    if (this.current !== l) return true;
+    if (!now) this.lost(l, "its key was gone when checked");
+    else if (now.attrs.publicIp !== this.attrs.publicIp) this.lost(l, `another node (${formatIpv4(now.attrs.publicIp)}) wrote it`);
+    else return true;
+    return false;
+  }
+
   /** Acquires again in the background (one run at a time); the outcome is logged, never thrown. */
   private lost(l: Lease, reason: string): void {
     this.reacquire(l, reason).catch((e: Error) => {

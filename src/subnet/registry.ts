@@ -108,6 +108,20 @@ export class SubnetRegistry {
     return { leases, skipped, revision: res.header.revision };
   }
 
+  /** One lease key (relative to the subnets prefix): the lease, undefined when absent or unreadable. */
+  async getLease(key: string): Promise<Lease | undefined> {
+    let res;
+    try {
+      res = await this.client.get(this.subnetsPrefix + key).exec();
+    } catch (e) {
+      throw new RegistryUnavailableError(`reading ${key}`, e);
+    }
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    const d = this.decode(kv);
+    return "reason" in d ? undefined : d;
+  }
+
   /** A lease from a key-value, or why it is skipped. */
   decode(kv: IKeyValue): Lease | SkippedKey {
     const key = this.relative(kv);

@@ -3,7 +3,7 @@ import { formatCidr, parseCidr, parseIpv4, parseMac } from "../../src/common/ipv
 import { createLogger, silentLogger } from "../../src/common/log.js";
 import { policyOf } from "../../src/routes/accept.js";
 import { RouteTable } from "../../src/routes/table.js";
-import { encodeLeaseAttrs, type LeaseAttrs } from "../../src/subnet/lease.js";
+import { encodeLeaseAttrs, type Lease, type LeaseAttrs } from "../../src/subnet/lease.js";
 import { PublicIpConflictError, SubnetManager, SubnetRangeFullError } from "../../src/subnet/manager.js";
 import { parseNetworkConfig } from "../../src/subnet/network-config.js";
 import { SubnetRegistry } from "../../src/subnet/registry.js";
@@ -149,6 +149,39 @@ describe("acquiring a subnet lease in a real etcd", () => {
     expect(await reg.timeToLive(l.leaseId)).toBeGreaterThan(3);
   });
 
+  it("a TTL past setTimeout's limit (~24.8 days) waits, instead of renewing in a tight loop", async () => {
+    const reg = registry();
+    let keepalives = 0;
+    const real = reg.keepAlive.bind(reg);
+    reg.keepAlive = (id: string) => (keepalives++, real(id)); // counts calls; etcd answers them for real
+    const m = manager(reg, attrs("192.0.2.1"), CONFIG, { ttlSec: 30 * 86400, renewMarginSec: 3600 });
+    await m.acquire();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(keepalives).toBe(0);
+    expect(m.secondsLeft).toBeGreaterThan(29 * 86400);
+  });
+
+  it("closing while acquiring again after a loss (etcd unreachable) ends quietly: no unhandled rejection", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    process.on("unhandledRejection", onUnhandled);
+    const { forwardTcpToUnix } = await import("../../src/harness/forward.js");
+    const fwd = await forwardTcpToUnix(etcd.socket);
+    try {
+      const m = manager(registry(`http://127.0.0.1:${fwd.port}`), attrs("192.0.2.1"));
+      const l = await m.acquire();
+      fwd.pause(); // every attempt to acquire again fails, and waits to retry
+      m.onKeyDeleted(l.key);
+      await new Promise((r) => setTimeout(r, 200));
+      m.close(); // the agent stops meanwhile
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+      await fwd.close();
+    }
+  });
+
   it("says clearly when etcd is unreachable", async () => {
     const reg = registry("http://127.0.0.1:9"); // nothing listens there
     await expect(manager(reg, attrs("192.0.2.1")).acquire()).rejects.toThrow(/etcd: listing .* failed/);
@@ -189,6 +222,44 @@ describe("watching leases", () => {
     await until(() => w.resyncs > before && table.size === 3, 20_000);
     expect(table.all().map((l) => l.attrs.publicIp).sort()).toEqual(["192.0.2.3", "192.0.2.4", "192.0.2.5"].map(parseIpv4).sort());
     expect(table.rejections()).toEqual([{ key: "198.18.200.0-24", reason: "bad_value", detail: expect.stringMatching(/not JSON/) }]);
+    await w.close();
+    await fwd.close();
+  }, 40_000);
+});
+
+describe("our own key, seen through the watch", () => {
+  it("a periodic check notices our key gone even when no event said so", async () => {
+    const reg = registry();
+    const m = manager(reg, attrs("192.0.2.1"));
+    const l = await m.acquire();
+    expect(await m.check()).toBe(true);
+    await reg.deleteLease(l);
+    const again = new Promise<Lease>((r) => m.once("acquired", r));
+    expect(await m.check()).toBe(false);
+    expect((await again).key).toBe(l.key);
+  });
+
+  it("deleted while the watch was cut off and history compacted: the re-list shows it gone, and the lease is acquired again", async () => {
+    const reg = registry();
+    const m = manager(reg, attrs("192.0.2.1"));
+    const l = await m.acquire();
+    const { forwardTcpToUnix } = await import("../../src/harness/forward.js");
+    const fwd = await forwardTcpToUnix(etcd.socket);
+    const w = new LeaseWatcher(registry(`http://127.0.0.1:${fwd.port}`), silentLogger, 200);
+    w.on("snapshot", (snap) => m.onSnapshot(snap));
+    w.on("put", (x) => m.onKeyPut(x));
+    w.on("delete", (k) => m.onKeyDeleted(k));
+    await w.start();
+    fwd.pause();
+    await reg.deleteLease(l); // no delete event can reach the watcher
+    await reg.client.put(`${prefix}/other`).value("x"); // history goes on past the deletion
+    const rev = (await reg.listLeases()).revision;
+    await reg.client.kv.compact({ revision: rev, physical: true });
+    const again = new Promise<Lease>((r) => m.once("acquired", r));
+    fwd.resume();
+    const got = await Promise.race([again, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20_000))]);
+    expect(got?.key).toBe(l.key); // the same subnet, acquired again
+    expect((await reg.listLeases()).leases.map((x) => x.key)).toEqual([l.key]);
     await w.close();
     await fwd.close();
   }, 40_000);
