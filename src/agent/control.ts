@@ -1,5 +1,5 @@
 import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createConnection, createServer, type Server } from "node:net";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { ConfigError, WeftError } from "../common/errors.js";
 import { contains, formatCidr, formatIpv4, parseIpv4, parseMac } from "../common/ipv4.js";
@@ -20,34 +20,116 @@ export class AgentUnreachableError extends WeftError {
   readonly code = "WEFT_AGENT_UNREACHABLE";
 }
 
+/** Longest request line: a CNI request carries the plugin's stdin (the C client takes at most 4 MiB) and env, JSON-escaped. */
+export const MAX_REQUEST_BYTES = 16 << 20;
+/** Bytes of unfinished request lines held across all connections; past it, the connection that grows is closed. */
+export const MAX_BUFFERED_BYTES = 64 << 20;
+/** Unanswered bytes a connection may have queued before the agent stops reading from it. */
+const MAX_UNSENT_BYTES = 1 << 20;
+export const MAX_CONNECTIONS = 256;
+
+export interface ControlSocketHooks {
+  /** A request refused before it was handled (too long, over the memory budget, too many connections). */
+  readonly onRefused?: (reason: "too_long" | "busy" | "too_many_connections") => void;
+}
+
 /**
  * A unix socket (mode 0600: root only) on which the agent answers one JSON
  * line per request line. Requests: "status" (everything, peers included) and
  * "counters" (small: readiness and counters, for frequent polling).
+ *
+ * The socket is created with umask 0177, so it is never reachable by others,
+ * not even between bind and chmod. Each connection's requests are answered
+ * one at a time, in order; a client that sends faster than it reads stops
+ * being read, a line longer than MAX_REQUEST_BYTES closes its connection, and
+ * all connections together hold at most MAX_BUFFERED_BYTES of partial lines.
  */
-export async function startControlSocket(agent: Agent, path: string): Promise<Server> {
+export async function startControlSocket(agent: Agent, path: string, hooks: ControlSocketHooks = {}): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true });
   rmSync(path, { force: true }); // a stale socket from a killed agent
+  let buffered = 0;
   const server = createServer((sock) => {
-    let buf = "";
-    sock.on("data", (d) => {
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        if (line.startsWith("cni ")) void handleCniLine(agent, line.slice(4)).then((reply) => sock.write(reply));
-        else void handle(agent, line).then((reply) => sock.write(`${JSON.stringify(reply)}\n`));
+    const parts: Buffer[] = [];
+    let partLen = 0;
+    const lines: string[] = [];
+    let busy = false;
+    const refuse = (reason: "too_long" | "busy", msg: string): void => {
+      hooks.onRefused?.(reason);
+      buffered -= partLen;
+      partLen = 0;
+      parts.length = 0;
+      sock.end(`${JSON.stringify({ ok: false, error: msg })}\n`);
+      sock.destroy();
+    };
+    const pump = async (): Promise<void> => {
+      if (busy) return;
+      busy = true;
+      try {
+        for (let line = lines.shift(); line !== undefined && !sock.destroyed; line = lines.shift()) {
+          const reply = line.startsWith("cni ") ? await handleCniLine(agent, line.slice(4)) : `${JSON.stringify(await handle(agent, line))}\n`;
+          if (!sock.destroyed) sock.write(reply);
+          if (sock.writableLength > MAX_UNSENT_BYTES) await drained(sock);
+        }
+      } catch {
+        sock.destroy(); // a reply that cannot be written: the client asks again
+      } finally {
+        busy = false;
+        if (!sock.destroyed && sock.isPaused()) sock.resume();
       }
+    };
+    sock.on("data", (d: Buffer) => {
+      let start = 0;
+      for (let nl = d.indexOf(10); nl >= 0; nl = d.indexOf(10, start)) {
+        parts.push(d.subarray(start, nl));
+        lines.push(Buffer.concat(parts).toString().trim());
+        buffered -= partLen;
+        partLen = 0;
+        parts.length = 0;
+        start = nl + 1;
+      }
+      const rest = d.length - start;
+      if (rest > 0) {
+        if (partLen + rest > MAX_REQUEST_BYTES) return refuse("too_long", `request longer than ${MAX_REQUEST_BYTES} bytes without a newline; refused`);
+        if (buffered + rest > MAX_BUFFERED_BYTES) return refuse("busy", "the agent holds too many unfinished requests; try again");
+        parts.push(d.subarray(start));
+        partLen += rest;
+        buffered += rest;
+      }
+      if (lines.length > 0) {
+        if (lines.length > 64) sock.pause(); // a client far ahead of its answers waits
+        void pump();
+      }
+    });
+    sock.on("close", () => {
+      buffered -= partLen;
+      partLen = 0;
     });
     sock.on("error", () => undefined);
   });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on("drop", () => hooks.onRefused?.("too_many_connections"));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(path, () => resolve());
+    const mask = process.umask(0o177);
+    try {
+      server.listen(path, () => resolve()); // bind(2) happens inside listen(), under the umask
+    } finally {
+      process.umask(mask);
+    }
   });
   chmodSync(path, 0o600);
   return server;
+}
+
+/** Resolves when `sock` can take more, or is gone. */
+function drained(sock: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      sock.off("drain", done).off("close", done);
+      resolve();
+    };
+    sock.on("drain", done).on("close", done);
+  });
 }
 
 /**
