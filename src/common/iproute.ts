@@ -66,11 +66,8 @@ const SENTINEL: Record<"ip" | "bridge", string> = { ip: "link show dev weft-sync
  * back to their lines. A session that dies is started again on next use.
  */
 export class BatchSession {
-  private child: ChildProcess | undefined;
-  private line = 0;
-  private errBuf = "";
-  private lastMsg = "";
-  private pending: { first: number; sentinel: number; failed: { line: number; error: string }[]; resolve: (r: BatchResult) => void; reject: (e: Error) => void } | undefined;
+  /** The running process and what belongs to it: line numbers, stderr, the batch waiting for its sentinel. */
+  private proc: Proc | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
   /** `netns`: run inside that namespace (tests); the agent runs in its node's own. */
@@ -82,75 +79,85 @@ export class BatchSession {
     return p;
   }
 
-  private spawn(): ChildProcess {
+  private spawn(): Proc {
     const argv = [...(this.netns ? ["ip", "netns", "exec", this.netns] : []), this.tool, "-force", "-batch", "-"];
     const child = spawn(argv[0] ?? this.tool, argv.slice(1), { stdio: ["pipe", "ignore", "pipe"] });
-    this.line = 0;
-    this.errBuf = "";
-    child.stderr?.on("data", (d: Buffer) => this.onStderr(d.toString()));
+    const proc: Proc = { child, line: 0, errBuf: "", lastMsg: "", pending: undefined };
+    // Everything below concerns this process only: an old process that exits or prints after the
+    // session moved on to a new one touches nothing of the new one's.
+    child.stderr?.on("data", (d: Buffer) => this.onStderr(proc, d.toString()));
     child.on("exit", () => {
-      if (this.child === child) this.child = undefined;
-      this.pending?.reject(new Error(`${this.tool} -batch exited`));
-      this.pending = undefined;
+      if (this.proc === proc) this.proc = undefined;
+      proc.pending?.reject(new Error(`${this.tool} -batch exited`));
+      proc.pending = undefined;
     });
     child.stdin?.on("error", () => undefined);
-    return child;
+    return proc;
   }
 
   private runNow(lines: readonly string[]): Promise<BatchResult> {
     if (lines.length === 0) return Promise.resolve({ failed: [] });
-    this.child ??= this.spawn();
-    const first = this.line + 1;
-    this.line += lines.length + 1;
-    const sentinel = this.line;
+    const proc = (this.proc ??= this.spawn());
+    const first = proc.line + 1;
+    proc.line += lines.length + 1;
+    const sentinel = proc.line;
     return new Promise<BatchResult>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending = undefined;
-        this.child?.kill();
+        proc.pending = undefined;
+        if (this.proc === proc) this.proc = undefined;
+        proc.child.kill();
         reject(new Error(`${this.tool} -batch did not finish ${lines.length} commands in 120 s`));
       }, 120_000);
-      this.pending = {
+      proc.pending = {
         first, sentinel, failed: [],
         resolve: (r) => { clearTimeout(timer); resolve(r); },
         reject: (e) => { clearTimeout(timer); reject(e); },
       };
-      this.child?.stdin?.write(`${lines.join("\n")}\n${SENTINEL[this.tool]}\n`);
+      proc.child.stdin?.write(`${lines.join("\n")}\n${SENTINEL[this.tool]}\n`);
     });
   }
 
-  private onStderr(text: string): void {
-    this.errBuf += text;
+  private onStderr(proc: Proc, text: string): void {
+    proc.errBuf += text;
     let nl: number;
-    while ((nl = this.errBuf.indexOf("\n")) >= 0) {
-      const l = this.errBuf.slice(0, nl);
-      this.errBuf = this.errBuf.slice(nl + 1);
+    while ((nl = proc.errBuf.indexOf("\n")) >= 0) {
+      const l = proc.errBuf.slice(0, nl);
+      proc.errBuf = proc.errBuf.slice(nl + 1);
       const m = /^Command failed -:(\d+)/.exec(l);
       if (!m) {
-        if (l.trim()) this.lastMsg = l.trim();
+        if (l.trim()) proc.lastMsg = l.trim();
         continue;
       }
       const n = Number(m[1]);
-      const p = this.pending;
+      const p = proc.pending;
       if (!p) continue;
       if (n === p.sentinel) {
-        this.pending = undefined;
+        proc.pending = undefined;
         // A device that went away and came back has a new index the process does not know: start afresh.
-        if (p.failed.some((f) => /unknown ifindex|Cannot find device/.test(f.error))) this.close();
+        if (p.failed.some((f) => /unknown ifindex|Cannot find device/.test(f.error)) && this.proc === proc) this.close();
         p.resolve({ failed: p.failed });
       } else if (n >= p.first) {
-        p.failed.push({ line: n - p.first, error: this.lastMsg });
+        p.failed.push({ line: n - p.first, error: proc.lastMsg });
       }
-      this.lastMsg = "";
+      proc.lastMsg = "";
     }
   }
 
   close(): void {
-    this.child?.stdin?.end();
-    this.child = undefined;
+    this.proc?.child.stdin?.end();
+    this.proc = undefined;
   }
 
   /** The running process (tests kill it to check the restart). */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.proc?.child.pid;
   }
+}
+
+interface Proc {
+  readonly child: ChildProcess;
+  line: number;
+  errBuf: string;
+  lastMsg: string;
+  pending: { first: number; sentinel: number; failed: { line: number; error: string }[]; resolve: (r: BatchResult) => void; reject: (e: Error) => void } | undefined;
 }

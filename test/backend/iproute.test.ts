@@ -39,4 +39,19 @@ describe("iproute2 batches", () => {
       s.close();
     }
   });
+
+  it("an old process that exits after the session moved on does not fail the next batch", async () => {
+    const s = new BatchSession("ip", ns.name);
+    try {
+      for (let i = 0; i < 30; i++) {
+        // "Cannot find device" makes the session start a new process; the old one exits meanwhile.
+        const r = await s.run(["link set nope-dev up"]);
+        expect(r.failed.map((f) => f.line)).toEqual([0]);
+        const next = await s.run(Array.from({ length: 50 }, () => "link show dev lo"));
+        expect(next.failed).toEqual([]);
+      }
+    } finally {
+      s.close();
+    }
+  });
 });

@@ -53,7 +53,7 @@ export function registerAgent(program: Command): void {
       const agent = new Agent(opts, log);
       const servers: (Server | NetServer)[] = [];
       if (opts.healthListen !== "off") servers.push(await startHealthServer(agent, opts.healthListen));
-      servers.push(await startControlSocket(agent, opts.controlSocket));
+      servers.push(await startControlSocket(agent, opts.controlSocket, { onRefused: (reason) => agent.metrics.controlRefused.inc({ reason }) }));
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
