@@ -279,6 +279,9 @@ export class Agent {
     const net = this.network as Network;
     const cfg = this.config as NetworkConfig;
     this.ready.lease = true;
+    // Ready again only once every step below is done for this lease.
+    this.ready.dataPath = false;
+    this.ready.subnetFile = false;
     await net.configureLocal(l);
     this.enqueue(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp }));
     await this.applying;
