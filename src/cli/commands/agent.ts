@@ -64,6 +64,12 @@ export function registerAgent(program: Command): void {
           process.exit(0);
         });
       };
+      // Every background task catches its own errors; this is the net below them. The data path and the
+      // state are reconciled periodically, so the agent logs loudly, counts, and carries on.
+      process.on("unhandledRejection", (e) => {
+        agent.metrics.internalErrors.inc({ task: "unhandled" });
+        log.error({ err: e instanceof Error ? e.stack ?? e.message : String(e) }, "unhandled rejection in a background task (a bug: please report it)");
+      });
       process.on("SIGTERM", () => stop("SIGTERM"));
       process.on("SIGINT", () => stop("SIGINT"));
       try {
