@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { formatCidr, formatIpv4, maskOf, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import { IpamConfigError } from "./errors.js";
 
 /**
@@ -164,16 +164,29 @@ export function parseIpamSpec(raw: unknown): IpamSpec {
     }
     seen.add(p.name);
   }
-  for (const route of c.routes) {
-    if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(route.dst)) throw new IpamConfigError(`ipam.routes: dst "${route.dst}" is not an IPv4 prefix`);
-  }
+  // Routes go into the result the runtime (and a main plugin such as bridge) acts on: only well-formed IPv4, re-formatted by weft.
+  const routes = c.routes.map((route, i) => {
+    let dst: string;
+    let gw: string | undefined;
+    try {
+      dst = formatCidr(parseCidr(route.dst));
+    } catch (e) {
+      throw new IpamConfigError(`ipam.routes[${i}].dst ${JSON.stringify(route.dst).slice(0, 64)} is not an IPv4 prefix: ${(e as Error).message}`, { hint: 'e.g. {"dst": "0.0.0.0/0"}' });
+    }
+    try {
+      gw = route.gw === undefined ? undefined : formatIpv4(parseIpv4(route.gw));
+    } catch (e) {
+      throw new IpamConfigError(`ipam.routes[${i}].gw ${JSON.stringify(route.gw).slice(0, 64)} is not an IPv4 address: ${(e as Error).message}`, { hint: "leave gw out to route via the node's gateway" });
+    }
+    return gw === undefined ? { dst } : { dst, gw };
+  });
   return {
     pools,
     exclude: c.exclude.map((e, i) => parseRange(e, `ipam.exclude[${i}]`)),
     reservations: c.reservations.map((r, i) => typeof r === "string"
       ? { range: parseRange(r, `ipam.reservations[${i}]`), pod: undefined }
       : { range: parseRange(r.ip, `ipam.reservations[${i}].ip`), pod: { namespace: r.podNamespace, name: r.podName } }),
-    routes: c.routes,
+    routes,
     gcMinAgeSeconds: c.gcMinAgeSeconds,
   };
 }
