@@ -14,14 +14,18 @@
  *   on " \t\r\n" with ' and " as quotes (makeargs); an unterminated quote
  *   makes the whole `ip -batch` process exit;
  * - the kernel expands a '%' in a new link's name as a template ("eth%d");
- * - control and non-ASCII bytes (0xa0 is in many UTF-8 sequences).
- * So: 1-15 bytes of printable ASCII other than / : ' " \ # %.
+ * - control and non-ASCII bytes (0xa0 is in many UTF-8 sequences);
+ * - and, as defence in depth, whatever a shell or another tool reading the
+ *   name could take for something else (; | & $ ` < > * ? ( ) and the like,
+ *   a leading "-" read as an option).
+ * So: 1-15 characters of letters, digits, "_", "." and "-", not starting
+ * with "." or "-" (the names runtimes use: eth0, net1, vlan.100, br-data).
  */
 
 /** Characters an iproute2 batch line interprets: whitespace, quotes, backslash, comment. */
 const BATCH_SPECIAL = /[\s'"\\#]/;
-/** Anything outside printable ASCII, and the characters named above. */
-const IFNAME_BAD = /[^\x21-\x7e]|[/:'"\\#%]/;
+/** A character outside the allowed set. */
+const IFNAME_BAD = /[^A-Za-z0-9_.-]/;
 const CONTROL = /[\x00-\x1f\x7f]/;
 /** CNI spec: a container ID starts with an alphanumeric, then alphanumerics, _ . - */
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -29,7 +33,7 @@ export const MAX_CONTAINER_ID = 256;
 /** PATH_MAX includes the terminating NUL. */
 const MAX_PATH = 4095;
 
-export const IFNAME_RULE = 'use 1-15 bytes of printable ASCII other than / : \' " \\ # %, and not "." or ".."';
+export const IFNAME_RULE = 'use 1-15 characters: letters, digits, "_", "." and "-", starting with a letter, digit or "_"';
 export const NETNS_RULE = "the runtime must pass the absolute path of the pod's network namespace file, e.g. /var/run/netns/cni-1234, without spaces, quotes, backslashes, '#' or control characters";
 
 /** A value as it can be shown in a message: quoted, escaped, and cut short. */
@@ -62,6 +66,7 @@ export function ifnameProblem(name: string): string | undefined {
   if (name === "." || name === "..") return `the kernel does not allow "${name}"`;
   const bad = IFNAME_BAD.exec(name);
   if (bad) return `it holds ${describeChar(bad[0])}`;
+  if (name.startsWith("-") || name.startsWith(".")) return `it starts with "${name[0]}"`;
   if (bytes > 15) return `it is ${bytes} bytes long, the kernel allows at most 15`;
   return undefined;
 }

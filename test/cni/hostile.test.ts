@@ -37,7 +37,7 @@ function weft(call: Partial<CniCall> & { command: string }): Promise<CniOut> {
 
 const nodeLinks = async (): Promise<string[]> =>
   (JSON.parse(await c.node(0).ns.ip("-json", "link", "show")) as { ifname: string }[]).map((l) => l.ifname).sort();
-const nodeAddrs = async (): Promise<string> => c.node(0).ns.ip("-o", "addr", "show");
+const nodeAddrs = async (): Promise<string> => c.node(0).ns.ip("-o", "addr", "show", "dev", "eth0");
 const podLinks = async (): Promise<string[]> =>
   (JSON.parse(await pod.ip("-json", "link", "show")) as { ifname: string }[]).map((l) => l.ifname).sort();
 const held = async (): Promise<string[]> =>
@@ -93,13 +93,16 @@ describe("no shell, no unchecked value in a batch line", () => {
     [":", "eth0:1"],
     ["/", "eth/0"],
     [".", "."],
+    ["a leading -", "-eth0"],
+    ["a shell pipe", "eth0|sh"],
+    ["@ (ip's name@peer)", "eth0@if2"],
     ["..", ".."],
     ["a control character", "eth\u00010"],
     ["DEL", "eth\u007f"],
     ["a no-break space (the kernel's isspace)", "eth\u00a0"],
   ])("CNI_IFNAME with %s is refused (code 4) and changes nothing", async (_what, ifname) => {
     const before = { links: await nodeLinks(), pod: await podLinks(), held: await held() };
-    refused(await weft({ command: "ADD", ifname, containerId: "h2" }), 4, /CNI_IFNAME .* is not a usable interface name.*1-15/);
+    refused(await weft({ command: "ADD", ifname, containerId: "h2" }), 4, /CNI_IFNAME .* is not a usable interface name.*1-15 characters/);
     expect(await nodeLinks()).toEqual(before.links);
     expect(await podLinks()).toEqual(before.pod);
     expect(await held()).toEqual(before.held);
@@ -214,7 +217,7 @@ describe("the rest of the CNI door", () => {
     const env = { CNI_COMMAND: "ADD", CNI_CONTAINERID: 7, CNI_IFNAME: "eth0", CNI_NETNS: podPath() } as unknown as Record<string, string>;
     const r = await requestCni(c.files(0).socket, { role: "weft-ipam", env, stdin: JSON.stringify({ ...conf, type: "none" }) });
     expect(r.exit).toBe(1);
-    expect(JSON.parse(r.stdout)).toMatchObject({ code: 4, msg: expect.stringContaining("CNI_CONTAINERID must be a string") });
+    expect(JSON.parse(r.stdout)).toMatchObject({ code: 4, msg: expect.stringContaining('"CNI_CONTAINERID" must be a string') });
     const bad = await requestCni(c.files(0).socket, { role: "weft-ipam", env: null, stdin: "{}" } as unknown as Parameters<typeof requestCni>[1]);
     expect(bad.exit).toBe(1);
     expect([4, 6]).toContain(JSON.parse(bad.stdout).code);
