@@ -28,6 +28,9 @@ export interface Grant {
   readonly existed: boolean;
 }
 
+/** Networks whose plans are kept for metrics and STATUS. */
+const MAX_NETWORKS = 64;
+
 export type ReleaseReason = "del" | "gc" | "reconcile" | "rollback" | "replaced";
 
 /**
@@ -113,7 +116,7 @@ export class IpamService {
     return this.serial(key, async () => {
       this.refuseIfUntrusted("add");
       const plan = this.plan(req.spec, cacheKey);
-      this.lastPlan.set(req.network, plan);
+      this.remember(req.network, plan);
       const held = this.store.table.get(key);
       if (held && inSubnet(plan.subnet, held.ip)) {
         if (req.requested === undefined || req.requested === held.ip) return { allocation: held, plan, existed: true };
@@ -140,6 +143,20 @@ export class IpamService {
       this.metrics?.allocated.inc({ pool: a.pool });
       return { allocation: a, plan, existed: false };
     });
+  }
+
+  /**
+   * Keeps the plan of `network` for metrics and STATUS. A runtime can name
+   * any number of networks, so at most MAX_NETWORKS are kept: those holding
+   * addresses first, then the most recently used.
+   */
+  private remember(network: string, plan: IpamPlan): void {
+    this.lastPlan.delete(network);
+    this.lastPlan.set(network, plan);
+    if (this.lastPlan.size <= MAX_NETWORKS) return;
+    const holding = new Set(this.store.table.all().map((a) => a.network));
+    for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && !holding.has(k) && k !== network) this.lastPlan.delete(k);
+    for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && k !== network) this.lastPlan.delete(k);
   }
 
   private pick(plan: IpamPlan, network: string, pool: ReturnType<typeof selectPool>): number {

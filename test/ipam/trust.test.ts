@@ -210,3 +210,23 @@ describe("the disk", () => {
     }
   });
 });
+
+describe("hostile volume", () => {
+  it("ADDs under hundreds of network names: the per-network plans kept for metrics and STATUS stay bounded, live networks stay listed", async () => {
+    const store = await IpamStore.open(fresh(), silentLogger);
+    const ipam = new IpamService(store, silentLogger);
+    ipam.bind(parseCidr("198.18.6.0/24"));
+    const spec = parseIpamSpec({});
+    const req = (network: string, id: string) => ({ network, containerId: id, ifname: "eth0", netns: "", hostIf: "", pod: { namespace: "", name: "", labels: {} }, requested: undefined, spec });
+    await ipam.allocate(req("keep", "k0"), "k");
+    for (let i = 0; i < 300; i++) {
+      await ipam.allocate(req(`n${i}`, "c"), "k");
+      await ipam.release(`n${i}`, "c", "eth0");
+    }
+    expect(ipam.lastPlan.size).toBeLessThanOrEqual(64);
+    const nets = new Set(ipam.usage().map((u) => u.network));
+    expect(nets.size).toBeLessThanOrEqual(64);
+    expect(nets.has("keep")).toBe(true);
+    await ipam.close();
+  });
+});
