@@ -37,7 +37,7 @@ function weft(call: Partial<CniCall> & { command: string }): Promise<CniOut> {
 
 const nodeLinks = async (): Promise<string[]> =>
   (JSON.parse(await c.node(0).ns.ip("-json", "link", "show")) as { ifname: string }[]).map((l) => l.ifname).sort();
-const nodeAddrs = async (): Promise<string> => c.node(0).ns.ip("-o", "addr", "show", "dev", "eth0");
+const nodeAddrs = async (): Promise<string> => c.node(0).ns.ip("-4", "-o", "addr", "show", "dev", "eth0");
 const podLinks = async (): Promise<string[]> =>
   (JSON.parse(await pod.ip("-json", "link", "show")) as { ifname: string }[]).map((l) => l.ifname).sort();
 const held = async (): Promise<string[]> =>
