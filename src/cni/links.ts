@@ -168,16 +168,17 @@ export class PodLinks {
     } catch {
       // no host end
     }
-    // Fixed lines: the pod's interface is picked out of the JSON, never named in the command.
-    const out = await this.gate.run(() => run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-json", "-batch", "-"], { input: "addr show\nroute show default\n" })).catch((e: Error) => {
+    // Two plain commands (no stdin: a child that exits before reading it, e.g. nsenter on a namespace that is gone,
+    // must not leave a write to a closed pipe behind); the pod's interface is picked out of the JSON, never named.
+    const look = (args: string[]): Promise<string> => this.gate.run(() => run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-json", ...args])).catch((e: Error) => {
       throw new CniError(CNI_CODE.CHECK_FAILED, `cannot look into ${netns}: ${e instanceof CommandError ? e.stderr.trim() : e.message}`);
     });
+    const [linkText, routeText] = [await look(["addr", "show"]), await look(["route", "show", "default"])];
     let links: { ifname?: string; addr_info?: { family: string; local: string; prefixlen: number }[] }[];
     let routes: { gateway?: string }[];
     try {
-      const [linkText = "[]", routeText = "[]"] = out.split("\n").filter((l) => l.trim());
-      links = JSON.parse(linkText) as typeof links;
-      routes = JSON.parse(routeText) as typeof routes;
+      links = JSON.parse(linkText.trim() || "[]") as typeof links;
+      routes = JSON.parse(routeText.trim() || "[]") as typeof routes;
     } catch (e) {
       throw new CniError(CNI_CODE.CHECK_FAILED, `cannot read what ip printed in ${netns}: ${(e as Error).message}`);
     }

@@ -161,6 +161,19 @@ describe("no shell, no unchecked value in a batch line", () => {
     expect(await held()).not.toContain("h6");
   });
 
+  it("CHECK with the pod's namespace gone, or a path that is no namespace, answers 103 and the agent keeps running", async () => {
+    const gone = await Netns.create("hgone", c.tag);
+    const add = await weft({ command: "ADD", containerId: "gone1", netns: `/run/netns/${gone.name}` });
+    expect(add.exit, add.stdout).toBe(0);
+    await gone.destroy();
+    for (const netns of [`/run/netns/${gone.name}`, "/etc/hostname", "/run/netns"]) {
+      const check = await weft({ command: "CHECK", containerId: "gone1", netns, conf: { ...conf, prevResult: add.json } });
+      refused(check, 103, /cannot look into/);
+      expect((await c.status(0)).ready).toBe(true);
+    }
+    expect((await weft({ command: "DEL", containerId: "gone1", netns: `/run/netns/${gone.name}` })).exit).toBe(0);
+  });
+
   it("a good ADD still works after all of it (the batch process was not killed), CHECK and DEL too", async () => {
     const add = await weft({ command: "ADD", containerId: "ok1" });
     expect(add.exit, add.stdout + c.agentLog(0).slice(-1500)).toBe(0);

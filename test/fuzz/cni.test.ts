@@ -282,6 +282,7 @@ describe("fuzz: cni through the plugin binary", () => {
         env: { ...Object.fromEntries(["CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS", "CNI_ARGS", "CNI_PATH"].map((k) => [k, undefined])), ...env },
       }, ctx);
       if (existsSync(join(process.cwd(), "x")) || existsSync(join(process.cwd(), "wftfz"))) throw new Error("a shell ran a command from the input");
+      if (/unreachable|closed the connection|timed out/.test(out.stdout)) throw new Error(`the agent no longer answers: ${out.stdout}\n${c.agentLog(0).slice(-3000)}`);
       return verdict({ exit: out.exit, stdout: out.stdout }, `${inv.role} ${JSON.stringify(env).slice(0, 300)} ${inv.stdin.slice(0, 200)}`);
     });
     expect(report.refused).toBeGreaterThan(10);
