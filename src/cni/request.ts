@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { parseIpamSpec, type IpamSpec } from "../ipam/config.js";
 import { IpamError } from "../ipam/errors.js";
 import { nestedDeeper, objectAt, parseCniArgs, parseDns, parseLabels, parsePrevResult, parseValidAttachments, requestedAddress, stringList, type PrevResult } from "./fields.js";
@@ -38,7 +39,7 @@ export interface CniRequest {
   /** An address asked for (CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips). */
   readonly requested: number | undefined;
   readonly ipam: IpamSpec;
-  /** The ipam section's JSON: the key under which its plan is cached. */
+  /** A hash of the ipam section's JSON: the key under which its plan is cached (bounded, whatever the config's size). */
   readonly ipamKey: string;
   /** weft main plugin: the bridge pods hang off (default cni0) and an MTU override. */
   readonly bridge: string;
@@ -175,7 +176,7 @@ export function decode(inv: Invocation): Decoded {
     req: {
       role: inv.role, command, version, network, containerId, netns, ifname,
       podNamespace: args.get("K8S_POD_NAMESPACE") ?? "", podName: args.get("K8S_POD_NAME") ?? "",
-      labels: parseLabels(cniArgs["labels"]), requested, ipam, ipamKey: JSON.stringify(ipamRaw ?? {}),
+      labels: parseLabels(cniArgs["labels"]), requested, ipam, ipamKey: createHash("sha256").update(JSON.stringify(ipamRaw ?? {})).digest("base64"),
       bridge: typeof bridge === "string" ? bridge : "cni0", mtu: mtu as number | undefined,
       dns: parseDns(conf["dns"]), prevResult: parsePrevResult(conf["prevResult"]),
       validAttachments,

@@ -84,26 +84,36 @@ function parseAddr(s: string, bad: (why: string) => never): number {
   }
 }
 
+/**
+ * Limits that keep what one config costs the agent bounded (every ADD scans
+ * pools, exclusions and reservations per address): far above what a real
+ * network needs; Kubernetes names are at most 253 characters, label keys 317.
+ */
+const text = (max: number) => z.string().max(max, `must be at most ${max} characters`);
+const list = <T extends z.ZodTypeAny>(item: T, max: number) => z.array(item).max(max, `must hold at most ${max} entries`);
+const RANGE = text(64);
+const K8S_NAME = text(253);
+
 const name = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be lowercase letters, digits and dashes (like a Kubernetes name)");
-const route = z.object({ dst: z.string(), gw: z.string().optional() }).strict();
+const route = z.object({ dst: RANGE, gw: RANGE.optional() }).strict();
 const reservation = z.union([
-  z.string(),
-  z.object({ ip: z.string(), podNamespace: z.string().optional(), podName: z.string() }).strict(),
+  RANGE,
+  z.object({ ip: RANGE, podNamespace: K8S_NAME.optional(), podName: K8S_NAME }).strict(),
 ]);
 
 const schema = z.object({
-  type: z.string().optional(),
+  type: text(256).optional(),
   /** Read by the plugin binary (which agent to ask), not here. */
-  controlSocket: z.string().optional(),
-  pools: z.array(z.object({
+  controlSocket: text(4096).optional(),
+  pools: list(z.object({
     name,
-    range: z.string(),
-    namespaces: z.array(z.string().min(1)).optional(),
-    podLabels: z.record(z.string(), z.string()).optional(),
-  }).strict()).default([]),
-  exclude: z.array(z.string()).default([]),
-  reservations: z.array(reservation).default([]),
-  routes: z.array(route).default([]),
+    range: RANGE,
+    namespaces: list(K8S_NAME.min(1), 256).optional(),
+    podLabels: z.record(text(317), text(253)).refine((r) => Object.keys(r).length <= 64, "must hold at most 64 labels").optional(),
+  }).strict(), 64).default([]),
+  exclude: list(RANGE, 256).default([]),
+  reservations: list(reservation, 1024).default([]),
+  routes: list(route, 64).default([]),
   gcMinAgeSeconds: z.number().min(0).max(86400).default(5),
 }).strict();
 
