@@ -223,7 +223,7 @@ describe("fuzz: cni", () => {
     };
     const netns = [`/run/netns/${pod.name}`, `/run/netns/${pod.name}`, "/run/netns/wft-fuzz-gone"];
     try {
-      const report = await fuzz("cni", { iterations: 15_000 }, async (rng, i) => {
+      const report = await fuzz("cni", { iterations: 10_000 }, async (rng, i) => {
         const inv = invocation(rng, netns, false);
         const reply: CniReply = await handleCni(host, inv);
         const out = verdict(reply, `${JSON.stringify(inv).slice(0, 300)}`);
@@ -274,7 +274,7 @@ describe("fuzz: cni through the plugin binary", () => {
     const eth0 = await c.node(0).ns.ip("-4", "-o", "addr", "show", "dev", "eth0");
     const routes = await c.node(0).ns.ip("route", "show", "default");
     const netns = [...pods.map((p) => `/run/netns/${p.name}`), "/run/netns/wft-fuzz-gone"];
-    const report = await fuzz("cni-plugin", { iterations: 250 }, async (rng) => {
+    const report = await fuzz("cni-plugin", { iterations: 200 }, async (rng) => {
       const inv = invocation(rng, netns, true);
       const env = inv.env as Record<string, string>;
       const out = await execPlugin(join(plugins.binDir, inv.role), {
