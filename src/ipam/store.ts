@@ -89,17 +89,20 @@ export class IpamStore {
     mkdirDurable(dir);
     const s = new IpamStore(dir, log, opts);
     s.lock = takeLock(dir);
-    try {
-      s.load();
-      if (!s.problem) {
-        const jPath = join(dir, "journal");
+    s.load();
+    if (!s.problem) {
+      const jPath = join(dir, "journal");
+      try {
         const created = !existsSync(jPath);
         s.fh = await open(jPath, "a", 0o600);
         if (created) fsyncDir(dir);
+      } catch (e) {
+        await s.fh?.close();
+        s.fh = undefined;
+        s.untrusted(new IpamStateError(`the IPAM journal ${jPath} cannot be opened for writing: ${(e as Error).message}`, {
+          hint: "check the disk under --state-dir (space, permissions), then restart the agent", cause: e,
+        }));
       }
-    } catch (e) {
-      s.lock.release();
-      throw e;
     }
     return s;
   }
@@ -132,10 +135,16 @@ export class IpamStore {
         }
       }
     } catch (e) {
-      if (!(e instanceof IpamStateError)) throw e;
-      this.problem = e;
-      this.log.error({ err: e.message, readable: this.table.size }, "ipam: the IPAM state cannot be trusted; no address is handed out until it is repaired");
+      // An I/O error reading the files (EIO, EACCES) is no better ground to hand out addresses on.
+      this.untrusted(e instanceof IpamStateError ? e : new IpamStateError(`the IPAM state in ${this.dir} cannot be read: ${(e as Error).message}; the files are left as they are`, {
+        hint: "check the disk under --state-dir, then restart the agent", cause: e,
+      }));
     }
+  }
+
+  private untrusted(e: IpamStateError): void {
+    this.problem = e;
+    this.log.error({ err: e.message, readable: this.table.size }, "ipam: the IPAM state cannot be trusted; no address is handed out until it is repaired");
   }
 
   private replay(c: Change, where: string): void {

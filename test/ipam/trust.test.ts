@@ -94,6 +94,28 @@ describe("damaged state is refused, never skipped", () => {
     expect(existsSync(join(dir, "journal"))).toBe(false);
   });
 
+  it("a journal that cannot be read (EISDIR) opens read-only too", async () => {
+    const dir = fresh();
+    mkdirSync(join(dir, "journal"), { recursive: true });
+    const s = await IpamStore.open(dir, silentLogger);
+    expect(s.problem?.message).toMatch(/IPAM state in .* cannot be read: EISDIR/);
+    await s.close();
+  });
+
+  it("a journal that cannot be created (a real tmpfs out of inodes) opens read-only, not a crash", async () => {
+    const dir = fresh();
+    mkdirSync(dir, { recursive: true });
+    await run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=2", "tmpfs", dir]); // the root directory and the lock file
+    try {
+      const s = await IpamStore.open(dir, silentLogger);
+      expect(s.problem?.message).toMatch(/journal .* cannot be opened for writing: ENOSPC.*check the disk/);
+      await expect(s.commit({ op: "add", a: a("198.18.5.9", "E") })).rejects.toThrow(IpamStateError);
+      await s.close();
+    } finally {
+      await run(["umount", dir]);
+    }
+  });
+
   it("the service on damaged state: ADD and GC refused (CNI code 5), DEL succeeds keeping the address, STATUS says why, the reconciler frees nothing", async () => {
     const dir = fresh();
     mkdirSync(dir, { recursive: true });
