@@ -112,6 +112,7 @@ export class PodLinks {
 
   /** The bridge exists, is a bridge, is up, carries the gateway address and the MTU. Cheap once it is so. */
   async ensureBridge(name: string, gateway: number, len: number, mtu: number): Promise<void> {
+    if (![gateway, len, mtu].every(Number.isInteger)) throw new CniError(CNI_CODE.INTERNAL, `bad gateway ${show(gateway)}/${show(len)} or MTU ${show(mtu)}`);
     const want = `${name}|${gateway}|${len}|${mtu}`;
     if (this.bridgeReady === want && linkExists(name)) return;
     if (!linkExists(dev(name))) {
