@@ -5,6 +5,7 @@ import { projectRoot } from "../common/paths.js";
 import { writeFileAtomic } from "../common/fs-atomic.js";
 import { parseIpamSpec } from "../ipam/config.js";
 import { IpamError } from "../ipam/errors.js";
+import { IFNAME_RULE, ifnameProblem, show } from "./names.js";
 
 export interface InstallOptions {
   readonly binDir: string;
@@ -25,6 +26,12 @@ export function pluginBinary(): string {
 
 /** The conflist `weft install-cni` writes. */
 export function conflist(o: Pick<InstallOptions, "networkName" | "bridge" | "controlSocket" | "ipam">): Record<string, unknown> {
+  // What the plugin would refuse at every ADD is refused here, once.
+  const bridgeWhy = ifnameProblem(o.bridge);
+  if (bridgeWhy) throw new ConfigError(`--bridge ${show(o.bridge)} is not a usable interface name: ${bridgeWhy}`, { hint: IFNAME_RULE });
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,255}$/.test(o.networkName)) {
+    throw new ConfigError(`--network-name ${show(o.networkName)} is not a network name`, { hint: "1-256 characters: a letter or digit, then letters, digits, _ . -" });
+  }
   let ipam: Record<string, unknown> | undefined;
   if (o.ipam !== undefined) {
     try {

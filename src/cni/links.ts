@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync, statSync } from "node:fs";
 import { formatIpv4 } from "../common/ipv4.js";
 import { BatchSession } from "../common/iproute.js";
 import { CommandError, run } from "../common/exec.js";
+import { batchSafe, ifnameProblem, NETNS_RULE, netnsProblem, show } from "./names.js";
 import { CNI_CODE, CniError } from "./spec.js";
 
 /**
@@ -11,7 +12,16 @@ import { CNI_CODE, CniError } from "./spec.js";
  * routing work unchanged), and per pod a veth pair with one end in the pod's
  * namespace. Host-side commands share one long-lived `ip -batch` process;
  * pod-side commands run as one `nsenter --net=<netns> ip -batch -` per pod.
+ *
+ * No shell anywhere: commands are argv arrays. Batch lines hold only
+ * keywords, numbers and addresses weft formats itself, and names and paths
+ * request.ts checked (names.ts); each is checked again here, where the line
+ * is built, and a device is always named after the "dev"/"name" keyword so
+ * that no name can be read as one of ip's keywords.
  */
+
+/** statfs(2) f_type of the namespace filesystem (linux/magic.h NSFS_MAGIC). */
+const NSFS_MAGIC = 0x6e736673;
 
 /** The host end's name, derived from the attachment, so DEL finds it without state: "wv" + 11 hex digits. */
 export function hostIfName(network: string, containerId: string, ifname: string): string {
@@ -24,15 +34,30 @@ export function podMac(ip: number): string {
 }
 
 export function linkExists(name: string): boolean {
-  return existsSync(`/sys/class/net/${name}`);
+  return !ifnameProblem(name) && existsSync(`/sys/class/net/${name}`);
 }
 
 export function linkMac(name: string): string | undefined {
+  if (ifnameProblem(name)) return undefined;
   try {
     return readFileSync(`/sys/class/net/${name}/address`, "utf8").trim();
   } catch {
     return undefined;
   }
+}
+
+/** A device name as it goes into a command; anything else is a bug upstream and is refused, not run. */
+function dev(name: string): string {
+  const why = ifnameProblem(name);
+  if (why) throw new CniError(CNI_CODE.INTERNAL, `refusing to name the device ${show(name)} in a command: ${why}`);
+  return name;
+}
+
+/** A namespace path as it goes into a batch line. */
+function nsPath(path: string): string {
+  const why = netnsProblem(path);
+  if (why || !batchSafe(path)) throw new CniError(CNI_CODE.INTERNAL, `refusing to put the path ${show(path)} into a command: ${why ?? "not one word"}`);
+  return path;
 }
 
 /** Limits concurrent child processes (200 pods starting at once must not fork 400 processes). */
@@ -64,33 +89,61 @@ export class PodLinks {
     if (f) throw new CniError(CNI_CODE.KERNEL, `${what} failed: ${f.error || "no message"} (ip ${lines[f.line] ?? "?"})`);
   }
 
-  /** The bridge exists, is up, carries the gateway address and the MTU. Cheap once it is so. */
+  /**
+   * CNI_NETNS names a network namespace, and not the node's own (the pod's
+   * end, its address and a default route would land on the node). Run
+   * before anything is created.
+   */
+  checkPodNetns(path: string): void {
+    const refuse = (why: string): never => {
+      throw new CniError(CNI_CODE.INVALID_ENV, `CNI_NETNS ${show(path)} ${why}`, NETNS_RULE, "netns");
+    };
+    let st: { dev: number; ino: number };
+    try {
+      st = statSync(nsPath(path));
+      if (statfsSync(path).type !== NSFS_MAGIC) refuse("is not a network namespace (not a file of the nsfs filesystem)");
+    } catch (e) {
+      if (e instanceof CniError) throw e;
+      return refuse(`cannot be opened: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const own = statSync("/proc/self/ns/net");
+    if (st.dev === own.dev && st.ino === own.ino) refuse("is the node's own network namespace; a pod needs a namespace of its own");
+  }
+
+  /** The bridge exists, is a bridge, is up, carries the gateway address and the MTU. Cheap once it is so. */
   async ensureBridge(name: string, gateway: number, len: number, mtu: number): Promise<void> {
+    if (![gateway, len, mtu].every(Number.isInteger)) throw new CniError(CNI_CODE.INTERNAL, `bad gateway ${show(gateway)}/${show(len)} or MTU ${show(mtu)}`);
     const want = `${name}|${gateway}|${len}|${mtu}`;
     if (this.bridgeReady === want && linkExists(name)) return;
-    if (!linkExists(name)) {
-      const r = await this.ip.run([`link add ${name} type bridge`]);
+    if (!linkExists(dev(name))) {
+      const r = await this.ip.run([`link add name ${dev(name)} type bridge`]);
       const err = r.failed[0]?.error ?? "";
       if (err && !/exists/i.test(err)) throw new CniError(CNI_CODE.KERNEL, `creating bridge ${name} failed: ${err}`);
     }
-    await this.host([`addr replace ${formatIpv4(gateway)}/${len} dev ${name}`, `link set ${name} mtu ${mtu} up`], `configuring bridge ${name}`);
+    // A device of another kind must not get the gateway address and the pods' MTU (e.g. "bridge": "eth0").
+    if (!existsSync(`/sys/class/net/${name}/bridge`)) {
+      throw new CniError(CNI_CODE.INVALID_CONFIG, `"bridge": ${name} exists and is not a bridge`, "name a bridge weft may create or own (default cni0)", "bridge");
+    }
+    await this.host([`addr replace ${formatIpv4(gateway)}/${len} dev ${dev(name)}`, `link set dev ${dev(name)} mtu ${mtu} up`], `configuring bridge ${name}`);
     this.bridgeReady = want;
   }
 
   /** The veth pair: host end on the bridge and up, pod end (named, addressed by MAC) moved into the namespace. */
   async createVeth(hostIf: string, podIf: string, netns: string, mtu: number, mac: string, bridge: string): Promise<void> {
+    if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(mac) || !Number.isInteger(mtu)) throw new CniError(CNI_CODE.INTERNAL, `bad MAC ${show(mac)} or MTU ${show(mtu)}`);
     await this.host([
-      `link add ${hostIf} mtu ${mtu} type veth peer name ${podIf} mtu ${mtu} address ${mac} netns ${netns}`,
+      `link add name ${dev(hostIf)} mtu ${mtu} type veth peer name ${dev(podIf)} mtu ${mtu} address ${mac} netns ${nsPath(netns)}`,
     ], `creating the veth pair ${hostIf}/${podIf}`);
-    await this.host([`link set ${hostIf} master ${bridge} up`], `attaching ${hostIf} to ${bridge}`);
+    await this.host([`link set dev ${dev(hostIf)} master ${dev(bridge)} up`], `attaching ${hostIf} to ${bridge}`);
   }
 
   /** Address, link up, default route via the gateway: inside the pod's namespace. */
   async configurePod(netns: string, podIf: string, cidr: string, gateway: number): Promise<void> {
-    const lines = [`addr replace ${cidr} dev ${podIf}`, `link set ${podIf} up`, `route replace default via ${formatIpv4(gateway)} dev ${podIf}`];
+    if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(cidr)) throw new CniError(CNI_CODE.INTERNAL, `bad address ${show(cidr)}`);
+    const lines = [`addr replace ${cidr} dev ${dev(podIf)}`, `link set dev ${dev(podIf)} up`, `route replace default via ${formatIpv4(gateway)} dev ${dev(podIf)}`];
     await this.gate.run(async () => {
       try {
-        await run(["nsenter", `--net=${netns}`, "ip", "-batch", "-"], { input: `${lines.join("\n")}\n`, timeoutMs: 30_000 });
+        await run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-batch", "-"], { input: `${lines.join("\n")}\n`, timeoutMs: 30_000 });
       } catch (e) {
         const msg = e instanceof CommandError ? e.stderr.trim() : (e as Error).message;
         throw new CniError(CNI_CODE.KERNEL, `configuring ${podIf} in ${netns} failed: ${msg}`);
@@ -101,7 +154,7 @@ export class PodLinks {
   /** Deletes the host end (the kernel deletes the pod end with it). Absent is fine: DEL is idempotent. */
   async deleteVeth(hostIf: string): Promise<void> {
     if (!linkExists(hostIf)) return;
-    const r = await this.ip.run([`link del ${hostIf}`]);
+    const r = await this.ip.run([`link del dev ${dev(hostIf)}`]);
     const err = r.failed[0]?.error ?? "";
     if (err && !/Cannot find device|does not exist/i.test(err)) throw new CniError(CNI_CODE.KERNEL, `deleting ${hostIf} failed: ${err}`);
   }
@@ -111,19 +164,28 @@ export class PodLinks {
     let master: string | undefined;
     let hostUp = false;
     try {
-      master = readFileSync(`/sys/class/net/${hostIf}/master/uevent`, "utf8").match(/INTERFACE=(\S+)/)?.[1];
+      master = readFileSync(`/sys/class/net/${dev(hostIf)}/master/uevent`, "utf8").match(/INTERFACE=(\S+)/)?.[1];
       hostUp = readFileSync(`/sys/class/net/${hostIf}/operstate`, "utf8").trim() !== "down";
     } catch {
       // no host end
     }
-    const out = await this.gate.run(() => run(["nsenter", `--net=${netns}`, "sh", "-c", `(ip -json addr show dev ${podIf} 2>/dev/null || echo '[]'); echo; ip -json route show default`])).catch((e: Error) => {
+    // Two plain commands (no stdin: a child that exits before reading it, e.g. nsenter on a namespace that is gone,
+    // must not leave a write to a closed pipe behind); the pod's interface is picked out of the JSON, never named.
+    const look = (args: string[]): Promise<string> => this.gate.run(() => run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-json", ...args])).catch((e: Error) => {
       throw new CniError(CNI_CODE.CHECK_FAILED, `cannot look into ${netns}: ${e instanceof CommandError ? e.stderr.trim() : e.message}`);
     });
-    const [addrText = "[]", routeText = "[]"] = out.split("\n").filter((l) => l.trim());
-    const addrs = (JSON.parse(addrText) as { addr_info?: { family: string; local: string; prefixlen: number }[] }[])
-      .flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`);
-    const route = (JSON.parse(routeText) as { gateway?: string }[])[0];
-    return { master, hostUp, addrs, defaultVia: route?.gateway };
+    const [linkText, routeText] = [await look(["addr", "show"]), await look(["route", "show", "default"])];
+    let links: { ifname?: string; addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+    let routes: { gateway?: string }[];
+    try {
+      links = JSON.parse(linkText.trim() || "[]") as typeof links;
+      routes = JSON.parse(routeText.trim() || "[]") as typeof routes;
+    } catch (e) {
+      throw new CniError(CNI_CODE.CHECK_FAILED, `cannot read what ip printed in ${netns}: ${(e as Error).message}`);
+    }
+    const addrs = links.filter((l) => l.ifname === podIf).flatMap((l) => l.addr_info ?? [])
+      .filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`);
+    return { master, hostUp, addrs, defaultVia: routes[0]?.gateway };
   }
 
   close(): void {

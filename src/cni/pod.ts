@@ -14,11 +14,12 @@ import type { CniHost } from "./types.js";
  */
 
 export async function cmdAdd(host: CniHost, req: CniRequest): Promise<CniResult> {
-  if (req.prevResult) throw new CniError(CNI_CODE.INVALID_CONFIG, "the weft plugin creates the pod's interface: put it first in the plugin list (it got a prevResult)");
+  if (req.prevResult) throw new CniError(CNI_CODE.INVALID_CONFIG, "the weft plugin creates the pod's interface: put it first in the plugin list (it got a prevResult)", undefined, "config");
   const why = host.notReady();
   if (why) throw new CniError(CNI_CODE.TRY_AGAIN_LATER, `the node's data path is not ready: ${why}`);
   const mtu = req.mtu ?? host.podMtu();
   if (!mtu) throw new CniError(CNI_CODE.TRY_AGAIN_LATER, "the node's subnet file has no MTU yet (the agent has not finished starting)");
+  host.links.checkPodNetns(req.netns);
   const hostIf = hostIfName(req.network, req.containerId, req.ifname);
   const undo: (() => Promise<unknown>)[] = [];
   try {
@@ -100,8 +101,7 @@ export async function cmdCheck(host: CniHost, req: CniRequest): Promise<void> {
 export function checkAllocation(host: CniHost, req: CniRequest): Allocation {
   const a = host.ipam.find(req.network, req.containerId, req.ifname);
   if (!a) throw new CniError(CNI_CODE.UNKNOWN_CONTAINER, `no address is allocated to ${req.containerId}/${req.ifname} on network ${req.network}`);
-  const ips = (req.prevResult?.["ips"] ?? []) as { address?: string }[];
-  const prev = ips.map((i) => i.address?.split("/")[0]).filter(Boolean);
+  const prev = req.prevResult?.ips ?? [];
   if (prev.length > 0 && !prev.includes(formatIpv4(a.ip))) {
     throw new CniError(CNI_CODE.CHECK_FAILED, `prevResult says ${prev.join(", ")} but ${req.containerId}/${req.ifname} holds ${formatIpv4(a.ip)}`);
   }

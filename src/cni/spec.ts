@@ -39,10 +39,20 @@ export const CNI_CODE = {
 } as const;
 export type CniCode = (typeof CNI_CODE)[keyof typeof CNI_CODE];
 
+/**
+ * Which input of an invocation a refusal was about: the `reason` label of
+ * weft_cni_refusals_total. A fixed set, so a hostile runtime cannot grow
+ * the metric's series.
+ */
+export type CniInput =
+  | "command" | "invocation" | "stdin" | "version" | "config" | "ipam" | "bridge" | "mtu" | "dns" | "prevResult"
+  | "args" | "requested" | "containerid" | "ifname" | "netns" | "attachments";
+
 /** An error a plugin reports: printed as the spec's error JSON on stdout, with a non-zero exit. */
 export class CniError extends Error {
   readonly code = "WEFT_CNI_ERROR";
-  constructor(readonly cniCode: CniCode, message: string, readonly details?: string) {
+  /** `input`: set when the request was refused for a bad input (counted by reason). */
+  constructor(readonly cniCode: CniCode, message: string, readonly details?: string, readonly input?: CniInput) {
     super(message);
     this.name = "CniError";
   }

@@ -1,19 +1,51 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { WeftError } from "./errors.js";
 
-/** Writes `text` to `path` so that readers see the old or the new file, never a mix. */
+/** A file could not be written in full; what was there before is unchanged. */
+export class FileWriteError extends WeftError {
+  readonly code = "WEFT_FILE_WRITE";
+}
+
+/**
+ * Writes `text` to `path` so that readers see the old or the new file, never
+ * a mix: a temporary file beside it, written in full (write(2) may write
+ * less than asked, e.g. on a nearly full disk, so it loops), fsync'd, then
+ * renamed over `path`, then the directory fsync'd so the rename survives a
+ * crash. Any failure removes the temporary file and throws FileWriteError;
+ * `path` is then as it was.
+ */
 export function writeFileAtomic(path: string, text: string, mode = 0o644): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, "w", mode);
+  const buf = Buffer.from(text, "utf8");
+  let written = 0;
   try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    const fd = openSync(tmp, "w", mode);
+    try {
+      while (written < buf.length) {
+        const n = writeSync(fd, buf, written, buf.length - written);
+        if (n <= 0) throw new Error("write(2) wrote nothing");
+        written += n;
+      }
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new FileWriteError(`writing ${path} failed after ${written} of ${buf.length} bytes: ${why}; the file was left as it was`, {
+      hint: `check the filesystem of ${dir} (free space: df ${dir}; permissions)`, recoverable: true, cause: e,
+    });
   }
-  renameSync(tmp, path);
+  fsyncDir(dir);
+}
+
+/** Makes the entries of `dir` (a file created, renamed or removed in it) durable. */
+export function fsyncDir(dir: string): void {
   const dfd = openSync(dir, "r");
   try {
     fsyncSync(dfd);
@@ -21,4 +53,3 @@ export function writeFileAtomic(path: string, text: string, mode = 0o644): void 
     closeSync(dfd);
   }
 }
-

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { formatCidr, formatIpv4, maskOf, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import { IpamConfigError } from "./errors.js";
 
 /**
@@ -84,26 +84,36 @@ function parseAddr(s: string, bad: (why: string) => never): number {
   }
 }
 
+/**
+ * Limits that keep what one config costs the agent bounded (every ADD scans
+ * pools, exclusions and reservations per address): far above what a real
+ * network needs; Kubernetes names are at most 253 characters, label keys 317.
+ */
+const text = (max: number) => z.string().max(max, `must be at most ${max} characters`);
+const list = <T extends z.ZodTypeAny>(item: T, max: number) => z.array(item).max(max, `must hold at most ${max} entries`);
+const RANGE = text(64);
+const K8S_NAME = text(253);
+
 const name = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be lowercase letters, digits and dashes (like a Kubernetes name)");
-const route = z.object({ dst: z.string(), gw: z.string().optional() }).strict();
+const route = z.object({ dst: RANGE, gw: RANGE.optional() }).strict();
 const reservation = z.union([
-  z.string(),
-  z.object({ ip: z.string(), podNamespace: z.string().optional(), podName: z.string() }).strict(),
+  RANGE,
+  z.object({ ip: RANGE, podNamespace: K8S_NAME.optional(), podName: K8S_NAME }).strict(),
 ]);
 
 const schema = z.object({
-  type: z.string().optional(),
+  type: text(256).optional(),
   /** Read by the plugin binary (which agent to ask), not here. */
-  controlSocket: z.string().optional(),
-  pools: z.array(z.object({
+  controlSocket: text(4096).optional(),
+  pools: list(z.object({
     name,
-    range: z.string(),
-    namespaces: z.array(z.string().min(1)).optional(),
-    podLabels: z.record(z.string(), z.string()).optional(),
-  }).strict()).default([]),
-  exclude: z.array(z.string()).default([]),
-  reservations: z.array(reservation).default([]),
-  routes: z.array(route).default([]),
+    range: RANGE,
+    namespaces: list(K8S_NAME.min(1), 256).optional(),
+    podLabels: z.record(text(317), text(253)).refine((r) => Object.keys(r).length <= 64, "must hold at most 64 labels").optional(),
+  }).strict(), 64).default([]),
+  exclude: list(RANGE, 256).default([]),
+  reservations: list(reservation, 1024).default([]),
+  routes: list(route, 64).default([]),
   gcMinAgeSeconds: z.number().min(0).max(86400).default(5),
 }).strict();
 
@@ -164,16 +174,29 @@ export function parseIpamSpec(raw: unknown): IpamSpec {
     }
     seen.add(p.name);
   }
-  for (const route of c.routes) {
-    if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(route.dst)) throw new IpamConfigError(`ipam.routes: dst "${route.dst}" is not an IPv4 prefix`);
-  }
+  // Routes go into the result the runtime (and a main plugin such as bridge) acts on: only well-formed IPv4, re-formatted by weft.
+  const routes = c.routes.map((route, i) => {
+    let dst: string;
+    let gw: string | undefined;
+    try {
+      dst = formatCidr(parseCidr(route.dst));
+    } catch (e) {
+      throw new IpamConfigError(`ipam.routes[${i}].dst ${JSON.stringify(route.dst).slice(0, 64)} is not an IPv4 prefix: ${(e as Error).message}`, { hint: 'e.g. {"dst": "0.0.0.0/0"}' });
+    }
+    try {
+      gw = route.gw === undefined ? undefined : formatIpv4(parseIpv4(route.gw));
+    } catch (e) {
+      throw new IpamConfigError(`ipam.routes[${i}].gw ${JSON.stringify(route.gw).slice(0, 64)} is not an IPv4 address: ${(e as Error).message}`, { hint: "leave gw out to route via the node's gateway" });
+    }
+    return gw === undefined ? { dst } : { dst, gw };
+  });
   return {
     pools,
     exclude: c.exclude.map((e, i) => parseRange(e, `ipam.exclude[${i}]`)),
     reservations: c.reservations.map((r, i) => typeof r === "string"
       ? { range: parseRange(r, `ipam.reservations[${i}]`), pod: undefined }
       : { range: parseRange(r.ip, `ipam.reservations[${i}].ip`), pod: { namespace: r.podNamespace, name: r.podName } }),
-    routes: c.routes,
+    routes,
     gcMinAgeSeconds: c.gcMinAgeSeconds,
   };
 }

@@ -48,8 +48,18 @@ export class IpamIoError extends IpamError {
   readonly cniCode = CNI_CODE.IO_FAILURE;
 }
 
-/** The state on disk cannot be read; the agent refuses to guess (that could hand an address out twice). */
+/**
+ * The state on disk cannot be read, or contradicts itself; the agent refuses
+ * to guess (that could hand an address out twice): no address is handed out
+ * and nothing is written until the state is repaired.
+ */
 export class IpamStateError extends IpamError {
   readonly code = "WEFT_IPAM_STATE";
   readonly cniCode = CNI_CODE.IO_FAILURE;
+}
+
+/** Another process holds the IPAM state directory's lock (one agent per --state-dir). */
+export class IpamLockedError extends IpamError {
+  readonly code = "WEFT_IPAM_LOCKED";
+  readonly cniCode = CNI_CODE.TRY_AGAIN_LATER;
 }

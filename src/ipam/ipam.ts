@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { statfsSync, statSync } from "node:fs";
 import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { checkRequested, DEFAULT_POOL, pickNext, poolOf, reservedFor, selectPool, usage, type PodIdentity, type PoolUsage } from "./allocator.js";
@@ -28,6 +28,9 @@ export interface Grant {
   readonly existed: boolean;
 }
 
+/** Networks whose plans are kept for metrics and STATUS. */
+const MAX_NETWORKS = 64;
+
 export type ReleaseReason = "del" | "gc" | "reconcile" | "rollback" | "replaced";
 
 /**
@@ -48,6 +51,14 @@ export class IpamService {
 
   constructor(readonly store: IpamStore, private readonly log: Logger, readonly metrics?: IpamMetrics) {
     metrics?.attach(this);
+  }
+
+  /** Throws the store's problem (state that cannot be trusted), counting the refused operation. */
+  private refuseIfUntrusted(op: "add" | "gc"): void {
+    const p = this.store.problem;
+    if (!p) return;
+    this.metrics?.stateRefused.inc({ op });
+    throw p;
   }
 
   /** The subnet the node holds now, or undefined while it holds none (then nothing is handed out). */
@@ -103,8 +114,9 @@ export class IpamService {
   allocate(req: AllocateRequest, cacheKey: string): Promise<Grant> {
     const key = allocationKey(req.network, req.containerId, req.ifname);
     return this.serial(key, async () => {
+      this.refuseIfUntrusted("add");
       const plan = this.plan(req.spec, cacheKey);
-      this.lastPlan.set(req.network, plan);
+      this.remember(req.network, plan);
       const held = this.store.table.get(key);
       if (held && inSubnet(plan.subnet, held.ip)) {
         if (req.requested === undefined || req.requested === held.ip) return { allocation: held, plan, existed: true };
@@ -133,6 +145,20 @@ export class IpamService {
     });
   }
 
+  /**
+   * Keeps the plan of `network` for metrics and STATUS. A runtime can name
+   * any number of networks, so at most MAX_NETWORKS are kept: those holding
+   * addresses first, then the most recently used.
+   */
+  private remember(network: string, plan: IpamPlan): void {
+    this.lastPlan.delete(network);
+    this.lastPlan.set(network, plan);
+    if (this.lastPlan.size <= MAX_NETWORKS) return;
+    const holding = new Set(this.store.table.all().map((a) => a.network));
+    for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && !holding.has(k) && k !== network) this.lastPlan.delete(k);
+    for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && k !== network) this.lastPlan.delete(k);
+  }
+
   private pick(plan: IpamPlan, network: string, pool: ReturnType<typeof selectPool>): number {
     try {
       return pickNext(plan, this.store.table, network, pool);
@@ -146,11 +172,22 @@ export class IpamService {
     return this.store.table.get(allocationKey(network, containerId, ifname));
   }
 
-  /** Releases the attachment's address; undefined when it held none (DEL is idempotent). */
+  /**
+   * Releases the attachment's address; undefined when it held none (DEL is
+   * idempotent). While the state cannot be trusted nothing is written: the
+   * address stays held (never handed out twice; GC or the reconciler frees
+   * it once the state is repaired), and DEL still succeeds, so that the
+   * runtime can finish removing the pod.
+   */
   release(network: string, containerId: string, ifname: string, reason: ReleaseReason = "del"): Promise<Allocation | undefined> {
     const key = allocationKey(network, containerId, ifname);
     return this.serial(key, async () => {
       const a = this.store.table.get(key);
+      if (this.store.problem) {
+        this.metrics?.stateRefused.inc({ op: reason === "reconcile" ? "reconcile" : reason === "gc" ? "gc" : "del" });
+        this.log.warn({ key, ip: a ? formatIpv4(a.ip) : undefined, reason, err: this.store.problem.message }, "ipam: not releasing (the IPAM state cannot be trusted); the address stays held");
+        return undefined;
+      }
       if (a) await this.releaseNow(a, reason);
       return a;
     });
@@ -172,6 +209,7 @@ export class IpamService {
    * that finished after the runtime listed its attachments must survive).
    */
   async gc(network: string, valid: ReadonlySet<string>, minAgeMs: number, now = Date.now()): Promise<Allocation[]> {
+    this.refuseIfUntrusted("gc");
     const doomed = this.store.table.all().filter((a) => a.network === network && !valid.has(`${a.containerId}/${a.ifname}`) && now - a.created >= minAgeMs);
     const out: Allocation[] = [];
     for (const a of doomed) {
@@ -183,6 +221,7 @@ export class IpamService {
 
   /** Why ADD cannot be served for this spec now, or undefined when it can (CNI STATUS). */
   unavailable(spec: IpamSpec, cacheKey: string): string | undefined {
+    if (this.store.problem) return this.store.problem.message;
     if (!this.subnet) return "this node holds no subnet lease right now";
     const problem = this.leaseProblem?.();
     if (problem) return `this node holds no subnet lease right now (${problem})`;
@@ -217,10 +256,20 @@ function inSubnet(s: Ipv4Prefix, ip: number): boolean {
   return ip >= s.addr && ip < s.addr + size;
 }
 
-/** The inode of a network namespace file (what identifies the namespace), 0 when it cannot be read. */
+/** statfs(2) f_type of the namespace filesystem (linux/magic.h NSFS_MAGIC). */
+const NSFS_MAGIC = 0x6e736673;
+
+/**
+ * The identity of the network namespace at `path` as this process sees it:
+ * the inode of a file of the namespace filesystem. 0 (identity unknown)
+ * when the path is empty, cannot be read from here (e.g. the plugin ran in
+ * another mount namespace) or is not a namespace file: the reconciler never
+ * frees such an allocation (reconciler.ts).
+ */
 export function inodeOf(path: string): number {
   if (!path) return 0;
   try {
+    if (statfsSync(path).type !== NSFS_MAGIC) return 0;
     return statSync(path).ino;
   } catch {
     return 0;

@@ -7,6 +7,8 @@ export class IpamMetrics {
   readonly released: Counter<"reason">;
   readonly exhausted: Counter<"pool">;
   readonly cniSeconds: Histogram<"command" | "plugin" | "result">;
+  readonly cniRefused: Counter<"reason">;
+  readonly stateRefused: Counter<"op">;
   private service: IpamService | undefined;
 
   constructor(registry: Registry) {
@@ -18,7 +20,21 @@ export class IpamMetrics {
       name: "weft_cni_request_seconds", help: "Time the agent spent on one CNI request",
       labelNames: ["command", "plugin", "result"], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers,
     });
+    this.cniRefused = new Counter({
+      name: "weft_cni_refusals_total", help: "CNI requests refused for a bad input, by the input (command, stdin, config, ipam, bridge, ifname, netns, containerid, args, ...)",
+      labelNames: ["reason"], registers,
+    });
+    this.stateRefused = new Counter({
+      name: "weft_ipam_state_refusals_total", help: "IPAM changes refused or deferred because the state on disk cannot be trusted, by operation (add, del, gc, reconcile)",
+      labelNames: ["op"], registers,
+    });
     const self = this;
+    new Gauge({
+      name: "weft_ipam_state_unreadable", help: "1 while the IPAM state on disk cannot be trusted (no address is handed out until it is repaired; see the agent's log)", registers,
+      collect() {
+        this.set(self.service?.store.problem ? 1 : 0);
+      },
+    });
     new Gauge({
       name: "weft_ipam_pool_addresses", help: "Addresses of each pool by state (capacity, used, reserved, free)",
       labelNames: ["network", "pool", "state"], registers,

@@ -6,12 +6,20 @@ import { keyOf, type Allocation } from "./table.js";
 
 /**
  * Releases addresses whose pod is gone without a DEL (a runtime crash, a
- * node reboot, a lost DEL). Evidence of death is the network namespace the
- * ADD named: its file is gone, or it now is another namespace (another
- * inode). Calico's rule applies: never free a live address. An allocation
- * must look dead for a whole grace period, and is checked once more right
- * before it is released. Allocations without a netns path are never
- * touched.
+ * node reboot, a lost DEL). Calico's rule applies: never free a live
+ * address. The rule:
+ *
+ * - Only an allocation whose namespace identity was established at ADD is
+ *   ever a candidate: the agent itself saw CNI_NETNS as a network namespace
+ *   file and recorded its inode (netnsInode != 0). Without it (no path; the
+ *   plugin ran in another mount namespace, so the path meant nothing here;
+ *   not a namespace file) the reconciler cannot tell a dead pod from one it
+ *   cannot see, and leaves the address to DEL and CNI GC.
+ * - Evidence of death: the path is gone (ENOENT, ENOTDIR), or it now is
+ *   another namespace (another inode). Any other error proves nothing.
+ * - It must look dead for a whole grace period, and is checked once more
+ *   right before it is released.
+ * - Nothing is released while the IPAM state cannot be trusted.
  */
 export class NetnsReconciler {
   /** key → when it was first seen dead. */
@@ -41,6 +49,7 @@ export class NetnsReconciler {
   }
 
   private async passNow(now: number, graceMs: number): Promise<number> {
+    if (this.ipam.store.problem) return 0;
     const live = new Set<string>();
     let released = 0;
     for (const a of this.ipam.list()) {
@@ -70,9 +79,9 @@ export class NetnsReconciler {
   }
 }
 
-/** The ADD's namespace no longer exists (or is another one now). Unknown (no path) is never dead. */
+/** The ADD's namespace no longer exists (or is another one now). Unknown (no path, or no identity recorded at ADD) is never dead. */
 export function isDead(a: Allocation): boolean {
-  if (!a.netns) return false;
+  if (!a.netns || a.netnsInode === 0) return false;
   let ino: number;
   try {
     ino = statSync(a.netns).ino;
@@ -80,5 +89,5 @@ export function isDead(a: Allocation): boolean {
     const code = (e as NodeJS.ErrnoException).code;
     return code === "ENOENT" || code === "ENOTDIR"; // anything else (EACCES, EIO) proves nothing
   }
-  return a.netnsInode !== 0 && ino !== a.netnsInode;
+  return ino !== a.netnsInode;
 }

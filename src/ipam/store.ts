@@ -1,14 +1,18 @@
-import { closeSync, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, ftruncateSync, mkdirSync, openSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { join } from "node:path";
+import { hostname } from "node:os";
+import { dirname, join } from "node:path";
+import { FileLock } from "../common/flock.js";
+import { fsyncDir, writeFileAtomic } from "../common/fs-atomic.js";
 import type { Logger } from "../common/log.js";
-import { writeFileAtomic } from "../common/fs-atomic.js";
-import { IpamIoError, IpamStateError } from "./errors.js";
-import { AllocationTable, decodeAllocation, encodeAllocation, type Allocation, type Change } from "./table.js";
+import { IpamIoError, IpamLockedError, IpamStateError } from "./errors.js";
+import { readJournal, readSnapshot } from "./replay.js";
+import { AllocationTable, encodeAllocation, keyOf, type Allocation, type Change } from "./table.js";
 
 /**
  * Crash-safe allocation state under <state-dir>/ipam:
  *
+ *   lock           flock(2)'d by the agent that owns the directory (common/flock.ts)
  *   snapshot.json  {"version":1,"seq":N,"allocations":[...],"cursors":{...}}
  *                  written atomically (temporary file, fsync, rename, fsync dir)
  *   journal        one JSON line per change since: {"s":seq,"op":"add","a":{...}}
@@ -27,6 +31,13 @@ import { AllocationTable, decodeAllocation, encodeAllocation, type Allocation, t
  * snapshot's seq are skipped on replay, so a crash between writing a snapshot
  * and truncating the journal replays nothing twice. A torn last line (a crash
  * mid-write of an unacknowledged change) is cut off on open.
+ *
+ * State that cannot be read (replay.ts: a damaged snapshot, a journal line
+ * that is not a whole record, an address held twice) is never guessed at:
+ * the store opens read-only with `problem` set. It shows what it could read,
+ * writes nothing and leaves the files as they are; every change is refused
+ * with that IpamStateError until the files are repaired and the agent is
+ * restarted.
  */
 
 interface Pending {
@@ -50,102 +61,113 @@ export class IpamStore {
   readonly table = new AllocationTable();
   /** What the disk says: the snapshot is taken from this one. */
   private readonly durable = new AllocationTable();
+  /** Set when the state on disk cannot be trusted: the store is read-only, and says why. */
+  problem: IpamStateError | undefined;
   private seq = 0;
   private journalLines = 0;
   private journalBytes = 0;
+  /** Compact once the journal holds this many lines (pushed back after a failed compaction). */
+  private compactAt: number;
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private fh: FileHandle | undefined;
+  private lock: FileLock | undefined;
   private closed = false;
-  readonly stats = { writes: 0, syncs: 0, records: 0, compactions: 0 };
+  readonly stats = { writes: 0, syncs: 0, records: 0, compactions: 0, compactionFailures: 0 };
 
-  private constructor(readonly dir: string, private readonly log: Logger, private readonly opts: StoreOptions) {}
+  private constructor(readonly dir: string, private readonly log: Logger, private readonly opts: StoreOptions) {
+    this.compactAt = opts.compactEvery ?? 20_000;
+  }
 
-  /** Opens (or creates) the state in `dir`; throws IpamStateError for state it cannot trust. */
+  /**
+   * Opens (or creates) the state in `dir`. Throws IpamLockedError when
+   * another process holds it; state it cannot trust opens read-only (see
+   * `problem`), so that the agent still starts, answers DEL and shows what
+   * it has.
+   */
   static async open(dir: string, log: Logger, opts: StoreOptions = {}): Promise<IpamStore> {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirDurable(dir);
     const s = new IpamStore(dir, log, opts);
-    takeLock(dir);
+    s.lock = takeLock(dir);
     s.load();
-    s.fh = await open(join(dir, "journal"), "a", 0o600);
+    if (!s.problem) {
+      const jPath = join(dir, "journal");
+      try {
+        const created = !existsSync(jPath);
+        s.fh = await open(jPath, "a", 0o600);
+        if (created) fsyncDir(dir);
+      } catch (e) {
+        await s.fh?.close();
+        s.fh = undefined;
+        s.untrusted(new IpamStateError(`the IPAM journal ${jPath} cannot be opened for writing: ${(e as Error).message}`, {
+          hint: "check the disk under --state-dir (space, permissions), then restart the agent", cause: e,
+        }));
+      }
+    }
     return s;
   }
 
   private load(): void {
-    const snapPath = join(this.dir, "snapshot.json");
-    let snapSeq = 0;
-    if (existsSync(snapPath)) {
-      try {
-        const snap = JSON.parse(readFileSync(snapPath, "utf8")) as { version?: number; seq?: number; allocations?: unknown[]; cursors?: Record<string, number> };
-        if (snap.version !== 1 || typeof snap.seq !== "number" || !Array.isArray(snap.allocations)) throw new Error("not a version-1 snapshot");
-        snapSeq = snap.seq;
-        for (const raw of snap.allocations) this.replay({ op: "add", a: decodeAllocation(raw) }, "snapshot");
-        for (const [k, v] of Object.entries(snap.cursors ?? {})) {
-          this.table.cursors.set(k, v);
-          this.durable.cursors.set(k, v);
+    try {
+      const snap = readSnapshot(join(this.dir, "snapshot.json"));
+      const snapSeq = snap?.seq ?? 0;
+      for (const a of snap?.allocations ?? []) this.replay({ op: "add", a }, "the snapshot");
+      for (const [k, v] of snap?.cursors ?? []) {
+        this.table.cursors.set(k, v);
+        this.durable.cursors.set(k, v);
+      }
+      const jPath = join(this.dir, "journal");
+      const j = readJournal(jPath, snapSeq);
+      this.seq = Math.max(snapSeq, j.records.at(-1)?.seq ?? 0);
+      for (const r of j.records) this.replay(r.change, `${jPath} line ${r.line}`);
+      if (j.problem) throw j.problem; // after the readable records, so that `weft ipam ls` shows them
+      this.journalLines = j.lines;
+      this.journalBytes = j.end;
+      if (j.torn > 0) {
+        // Only now, with everything else readable: a damaged state is left exactly as found.
+        this.log.warn({ bytes: j.torn }, "ipam: cutting off a torn last journal line (a change that was never acknowledged)");
+        const fd = openSync(jPath, "r+");
+        try {
+          ftruncateSync(fd, j.end);
+          fdatasyncSync(fd);
+        } finally {
+          closeSync(fd);
         }
-      } catch (e) {
-        throw new IpamStateError(`the IPAM snapshot ${snapPath} cannot be read: ${(e as Error).message}; nothing was changed`, {
-          hint: "restore it from a backup; moving it aside starts with no allocations, and then addresses of running pods can be handed out again",
-        });
       }
+    } catch (e) {
+      // An I/O error reading the files (EIO, EACCES) is no better ground to hand out addresses on.
+      this.untrusted(e instanceof IpamStateError ? e : new IpamStateError(`the IPAM state in ${this.dir} cannot be read: ${(e as Error).message}; the files are left as they are`, {
+        hint: "check the disk under --state-dir, then restart the agent", cause: e,
+      }));
     }
-    this.seq = snapSeq;
-    const jPath = join(this.dir, "journal");
-    if (!existsSync(jPath)) return;
-    const buf = readFileSync(jPath);
-    const end = buf.lastIndexOf(0x0a) + 1; // a torn last line was never acknowledged
-    if (end < buf.length) {
-      this.log.warn({ bytes: buf.length - end }, "ipam: cutting off a torn last journal line (a change that was never acknowledged)");
-      const fd = openSync(jPath, "r+");
-      try {
-        ftruncateSync(fd, end);
-        fdatasyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-    }
-    const lines = buf.subarray(0, end).toString("utf8").split("\n");
-    for (const [i, line] of lines.entries()) {
-      if (!line) continue;
-      this.journalLines++;
-      let rec: { s: number; op: string; a?: unknown; key?: unknown };
-      try {
-        rec = JSON.parse(line) as typeof rec;
-      } catch {
-        this.log.error({ line: i + 1 }, "ipam: skipping an unreadable journal line");
-        continue;
-      }
-      if (typeof rec.s !== "number" || rec.s <= snapSeq) continue;
-      this.seq = Math.max(this.seq, rec.s);
-      try {
-        if (rec.op === "add") this.replay({ op: "add", a: decodeAllocation(rec.a) }, `journal line ${i + 1}`);
-        else if (rec.op === "del" && typeof rec.key === "string") this.replay({ op: "del", key: rec.key }, `journal line ${i + 1}`);
-        else throw new Error(`unknown op ${JSON.stringify(rec.op)}`);
-      } catch (e) {
-        this.log.error({ line: i + 1, err: (e as Error).message }, "ipam: skipping a bad journal record");
-      }
-    }
-    this.journalBytes = end;
+  }
+
+  private untrusted(e: IpamStateError): void {
+    this.problem = e;
+    this.log.error({ err: e.message, readable: this.table.size }, "ipam: the IPAM state cannot be trusted; no address is handed out until it is repaired");
   }
 
   private replay(c: Change, where: string): void {
-    if (c.op === "add" && !this.table.apply(c)) {
-      // Cannot happen with this store's own files; keep the first holder rather than guess.
-      this.log.error({ where, ip: c.a.ip }, "ipam: state names an address twice; keeping the first holder");
-      return;
-    }
-    if (c.op === "del") this.table.apply(c);
+    if (c.op === "add") {
+      const other = this.table.holder(c.a.ip);
+      if (!this.table.apply(c)) {
+        throw new IpamStateError(`${where} gives ${encodeAllocation(c.a)["ip"] as string} to ${keyOf(c.a)}, which ${other ? keyOf(other) : "another attachment"} already holds; the files are left as they are`, {
+          hint: "the state contradicts itself (this store never writes that): find which pod really uses the address, then repair the files and restart the agent",
+        });
+      }
+    } else this.table.apply(c);
     this.durable.apply(c);
   }
 
   /**
    * Applies `change` in memory now; resolves once it is on disk. Rejects
-   * with IpamIoError (after undoing it) when it cannot be written.
+   * with IpamIoError (after undoing it) when it cannot be written, and with
+   * the IpamStateError when the state cannot be trusted.
    */
   commit(change: Change): Promise<void> {
+    if (this.problem) return Promise.reject(this.problem);
     if (this.closed) return Promise.reject(new IpamIoError("the IPAM store is closed"));
-    const key = change.op === "add" ? `${change.a.network}/${change.a.containerId}/${change.a.ifname}` : change.key;
+    const key = change.op === "add" ? keyOf(change.a) : change.key;
     const before = this.table.get(key);
     if (!this.table.apply(change)) return Promise.resolve(); // a del of nothing: nothing to write
     const seq = ++this.seq;
@@ -161,11 +183,10 @@ export class IpamStore {
       while (this.queue.length > 0) {
         const batch = this.queue;
         this.queue = [];
-        const text = batch.map((p) => p.line).join("");
+        const buf = Buffer.from(batch.map((p) => p.line).join(""));
         try {
           this.opts.beforeWrite?.();
           const fh = this.fh as FileHandle;
-          const buf = Buffer.from(text);
           let off = 0;
           while (off < buf.length) off += (await fh.write(buf, off)).bytesWritten;
           await fh.datasync();
@@ -173,14 +194,14 @@ export class IpamStore {
           this.failAll(batch, e as Error);
           continue;
         }
-        this.journalBytes += Buffer.byteLength(text);
+        this.journalBytes += buf.length;
         this.journalLines += batch.length;
         this.stats.writes++;
         this.stats.syncs++;
         this.stats.records += batch.length;
         for (const p of batch) this.durable.apply(p.change);
         for (const p of batch) p.resolve();
-        if (this.journalLines >= (this.opts.compactEvery ?? 20_000)) this.compact();
+        if (this.journalLines >= this.compactAt) this.compact();
       }
     } finally {
       this.flushing = undefined;
@@ -210,8 +231,14 @@ export class IpamStore {
     for (const p of all) p.reject(err);
   }
 
-  /** Writes the durable state as a snapshot and empties the journal. Runs between writes, so nothing is half-applied. */
+  /**
+   * Writes the durable state as a snapshot and empties the journal. Runs
+   * between writes, so nothing is half-applied. A snapshot that cannot be
+   * written (a full disk) changes nothing: the journal stays whole and is
+   * compacted later.
+   */
   private compact(): void {
+    const every = this.opts.compactEvery ?? 20_000;
     const snap = {
       version: 1,
       seq: this.seq - this.queue.length,
@@ -219,69 +246,60 @@ export class IpamStore {
       cursors: Object.fromEntries(this.durable.cursors),
     };
     // seq - queued: the queue holds the newest seqs (applied in memory, not on disk); they stay in the journal's future.
-    writeFileAtomic(join(this.dir, "snapshot.json"), JSON.stringify(snap), 0o600);
-    const fd = openSync(join(this.dir, "journal"), "r+");
     try {
-      ftruncateSync(fd, 0);
-      fdatasyncSync(fd);
-    } finally {
-      closeSync(fd);
+      writeFileAtomic(join(this.dir, "snapshot.json"), JSON.stringify(snap), 0o600);
+      const fd = openSync(join(this.dir, "journal"), "r+");
+      try {
+        ftruncateSync(fd, 0);
+        fdatasyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (e) {
+      this.stats.compactionFailures++;
+      this.compactAt = this.journalLines + every;
+      this.log.error({ err: (e as Error).message, retryAfterLines: every }, "ipam: compacting the journal failed; the journal is kept whole");
+      return;
     }
     this.journalBytes = 0;
     this.journalLines = 0;
+    this.compactAt = every;
     this.stats.compactions++;
   }
 
-  /** Waits for every queued change, then closes the journal. */
+  /** Waits for every queued change, then closes the journal and drops the lock. */
   async close(): Promise<void> {
     while (this.flushing) await this.flushing;
     this.closed = true;
     await this.fh?.close();
     this.fh = undefined;
-    releaseLock(this.dir);
+    this.lock?.release();
   }
 }
 
 /**
  * One agent per state directory: a second would hand out the first's
- * addresses. The lock is a pid file; a pid that no longer runs weft is stale
- * (the agent was killed) and is taken over.
+ * addresses. The lock is the kernel's (flock), so it dies with its holder,
+ * whatever PID namespace either runs in.
  */
-function takeLock(dir: string): void {
-  const path = join(dir, "lock");
-  if (existsSync(path)) {
-    const pid = Number(readFileSync(path, "utf8").trim());
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && runsWeft(pid)) {
-      throw new IpamStateError(`the IPAM state in ${dir} belongs to another running weft process (pid ${pid})`, {
-        hint: "run one agent per --state-dir; stop the other agent first",
-      });
-    }
-  }
-  const fd = openSync(path, "w", 0o600);
-  try {
-    writeSync(fd, `${process.pid}\n`);
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+function takeLock(dir: string): FileLock {
+  const info = JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() });
+  const r = FileLock.tryLock(join(dir, "lock"), info);
+  if (r instanceof FileLock) return r;
+  const h = r.heldBy;
+  const who = [h.pidHere ? `pid ${h.pidHere} here` : "", h.recorded ? `its lock file says ${h.recorded}, as that process sees itself` : ""].filter(Boolean).join("; ");
+  throw new IpamLockedError(`the IPAM state in ${dir} is locked by another running weft agent (${who || "unknown holder"})`, {
+    hint: "run one agent per --state-dir: stop the other agent first (the lock goes when it exits)",
+  });
 }
 
-function runsWeft(pid: number): boolean {
-  try {
-    statSync(`/proc/${pid}`);
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return cmd.includes("weft");
-  } catch {
-    return false;
-  }
-}
-
-function releaseLock(dir: string): void {
-  try {
-    const path = join(dir, "lock");
-    if (Number(readFileSync(path, "utf8").trim()) === process.pid) writeFileAtomic(path, "", 0o600);
-  } catch {
-    // gone already
+/** mkdir -p, fsync'ing the parent of every directory it creates, so that the state directory itself survives a crash. */
+function mkdirDurable(dir: string): void {
+  const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  for (let d = dir; ; d = dirname(d)) {
+    fsyncDir(dirname(d));
+    if (d === first || dirname(d) === d) break;
   }
 }
 

@@ -236,7 +236,7 @@ describe("bad input gets the spec's error code and changes nothing", () => {
     ["an unknown CNI_COMMAND", { ...env, command: "FROB", conf: good }, 4, /not a CNI command/],
     ["no CNI_CONTAINERID", { ...env, containerId: "", conf: good }, 4, /CNI_CONTAINERID is not set/],
     ["no CNI_NETNS on ADD", { ...env, netns: "", conf: good }, 4, /CNI_NETNS is not set/],
-    ["a bad CNI_IFNAME", { ...env, ifname: "this-name-is-far-too-long", conf: good }, 4, /not an interface name/],
+    ["a bad CNI_IFNAME", { ...env, ifname: "this-name-is-far-too-long", conf: good }, 4, /not a usable interface name/],
     ["an unknown CNI_ARGS key", { ...env, args: "FOO=bar", conf: good }, 4, /unknown key\(s\) FOO.*IgnoreUnknown/],
     ["malformed CNI_ARGS", { ...env, args: "justtext", conf: good }, 4, /not KEY=VALUE/],
     ["cniVersion 0.2.0", { ...env, conf: { ...good, cniVersion: "0.2.0" } }, 1, /0\.2\.0.*not supported.*1\.1\.0/],

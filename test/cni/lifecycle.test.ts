@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { queryIpam } from "../../src/agent/control.js";
@@ -7,7 +8,9 @@ import { execPlugin, installPlugins, resultIp, type CniOut } from "../helpers/cn
 /**
  * The agent dies or loses its lease while pods are being added: a SIGKILL in
  * the middle of a burst of ADDs must not lose an acknowledged address nor
- * hand one out twice; without a lease ADD answers "try again later".
+ * hand one out twice; without a lease ADD answers "try again later"; a
+ * damaged journal keeps the agent from handing out addresses, not from
+ * running.
  */
 let c: Cluster;
 let plugins: ReturnType<typeof installPlugins>;
@@ -81,5 +84,48 @@ describe("agent crash and lease loss during ADDs", () => {
     const out = await add("nolease");
     expect(out.exit, out.stdout).toBe(0);
     expect(c.agentLog(0)).toMatch(/expired/);
+  });
+
+  it("a damaged journal line: the agent runs, ADD answers 5 naming the line, DEL and STATUS answer, nothing is written; repaired, ADD works", async () => {
+    const call = (command: string, id?: string): Promise<CniOut> =>
+      execPlugin(join(plugins.binDir, "weft-ipam"), { command, ...(id ? { containerId: id, ifname: "eth0", netns: "/proc/self/ns/net" } : {}), conf }, { cniPath: plugins.cniPath, socket: c.files(0).socket });
+    const metrics = (): Promise<string> => c.node(0).ns.exec([process.execPath, "-e", 'fetch("http://127.0.0.1:9099/metrics").then(async (r) => console.log(await r.text()))']);
+    const held0 = await allocations();
+    await c.stopAgent(0, "SIGTERM");
+    const journal = join(c.files(0).stateDir, "ipam", "journal");
+    const good = readFileSync(journal, "utf8");
+    const [first, ...rest] = good.split("\n");
+    expect(rest.length).toBeGreaterThan(10);
+    const damaged = [first, '{"s":2,"op":"add","a":{"ip":"198.18.0.9"\u0000\u0000', ...rest].join("\n");
+    writeFileSync(journal, damaged);
+    c.startAgent(0);
+    await c.waitReady(0, 30_000);
+    const add = await call("ADD", "after-damage");
+    expect(add.json, add.stdout).toMatchObject({ code: 5, msg: expect.stringMatching(/journal line 2 \(byte \d+\) cannot be used: not JSON.*left as they are/) });
+    expect(add.json?.["msg"]).toContain(journal);
+    const before = await allocations();
+    expect(before.size).toBe(1); // what could be read: the first line
+    const kept = [...before.keys()][0]!;
+    expect((await call("DEL", kept)).exit).toBe(0); // DEL answers, so the runtime can finish; the address stays held
+    expect((await allocations()).has(kept)).toBe(true);
+    const st = await call("STATUS");
+    expect(st.json).toMatchObject({ code: 50, msg: expect.stringContaining("line 2") });
+    const m = await metrics();
+    expect(m).toMatch(/weft_ipam_state_unreadable 1/);
+    expect(m).toMatch(/weft_ipam_state_refusals_total\{op="add"\} 1/);
+    expect(m).toMatch(/weft_ipam_state_refusals_total\{op="del"\} 1/);
+    expect(c.agentLog(0)).toContain("the IPAM state cannot be trusted");
+    expect(readFileSync(journal, "utf8")).toBe(damaged);
+    // The operator repairs it (here: the line removed) and restarts the agent.
+    await c.stopAgent(0, "SIGTERM");
+    writeFileSync(journal, good);
+    c.startAgent(0);
+    await c.waitReady(0, 30_000);
+    expect((await call("ADD", "after-repair")).exit).toBe(0);
+    const after = await allocations();
+    for (const [id, ip] of held0) expect(after.get(id), id).toBe(ip);
+    expect(after.has("after-repair")).toBe(true);
+    expect(after.has("after-damage")).toBe(false);
+    expect(after.size).toBe(held0.size + 1);
   });
 });

@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { formatIpv4 } from "../../common/ipv4.js";
 import { sweepMounts, sweepNamespaces } from "../../harness/netns.js";
-import { run } from "../../common/exec.js";
+import { accessSync, constants, statSync } from "node:fs";
+import { delimiter, join } from "node:path";
 
 /**
  * `weft demo` (`npm start`): the main job on the embedded default. A local
@@ -58,12 +59,25 @@ export function registerDemo(program: Command): void {
 async function preflight(): Promise<void> {
   if (process.getuid?.() !== 0) throw new ConfigError("the demo creates network namespaces and needs root", { hint: "run it as root (sudo npm start)" });
   for (const [cmd, pkg] of [["etcd", "etcd-server"], ["ip", "iproute2"], ["ping", "iputils-ping"], ["nft", "nftables"], ["dig", "dnsutils"]] as const) {
-    await run(["sh", "-c", `command -v ${cmd}`]).catch(() => {
-      throw new ConfigError(`${cmd} is not installed`, { hint: `run \`npm run setup\` (it installs ${pkg})` });
-    });
+    if (!onPath(cmd)) throw new ConfigError(`${cmd} is not installed`, { hint: `run \`npm run setup\` (it installs ${pkg})` });
   }
   const stale = [...(await sweepNamespaces()), ...(await sweepMounts())];
   if (stale.length > 0) console.log(`weft demo: removed ${stale.length} namespaces and mounts an earlier run left behind`);
+}
+
+/** True when an executable `cmd` is in $PATH (what `command -v` says, without a shell). */
+function onPath(cmd: string): boolean {
+  for (const dir of (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(delimiter)) {
+    if (!dir) continue;
+    const p = join(dir, cmd);
+    try {
+      accessSync(p, constants.X_OK);
+      if (statSync(p).isFile()) return true;
+    } catch {
+      // not here
+    }
+  }
+  return false;
 }
 
 /** A headless service "pods" in the registry: one endpoint per pod, hostname pod-<i>. */
