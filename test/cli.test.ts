@@ -95,6 +95,10 @@ describe("README and CLI", () => {
     });
     expect(a.status).toBe(1);
     expect(JSON.parse(a.stdout)).toMatchObject({ cniVersion: "0.4.0", code: 11 });
+    // A config past the plugin's limit is refused before anything is read into memory or sent.
+    const big = spawnSync(process.execPath, ["bin/weft.js", "cni"], { cwd: root, encoding: "utf8", env: { ...env, CNI_COMMAND: "ADD" }, input: "a".repeat((4 << 20) + 1) });
+    expect(big.status).toBe(1);
+    expect(JSON.parse(big.stdout)).toMatchObject({ code: 6, msg: expect.stringMatching(/longer than 4194304 bytes/) });
   });
 
   it("`weft ipam ls` without a running agent says so", () => {

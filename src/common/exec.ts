@@ -35,6 +35,9 @@ function runWithInput(cmd: string, args: string[], input: string, timeoutMs = 30
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     child.on("error", (e) => reject(new CommandError([cmd, ...args], null, e.message)));
     child.on("close", (status) => (status === 0 ? resolve(out) : reject(new CommandError([cmd, ...args], status, err))));
+    // A child that exits without reading all of its input makes the write fail (EPIPE): its exit
+    // status and stderr say what happened; the error must not escape as an unhandled event.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(input);
   });
 }

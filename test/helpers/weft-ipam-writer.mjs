@@ -1,17 +1,12 @@
 // Test helper: hammers an IPAM store with concurrent changes and prints each
 // one only after its promise resolved (stdout to a pipe is synchronous on
 // Linux, so a printed line was acknowledged before any later SIGKILL).
-//   node weft-ipam-writer.mjs <dir> [hold]
-// "hold": open the store (taking its lock) and wait.
+//   node weft-ipam-writer.mjs <dir>
 import { IpamStore } from "../../dist/src/ipam/store.js";
 import { silentLogger } from "../../dist/src/common/log.js";
 
-const [dir, mode] = process.argv.slice(2);
+const [dir] = process.argv.slice(2);
 const store = await IpamStore.open(dir, silentLogger);
-if (mode === "hold") {
-  process.stdout.write("held\n");
-  await new Promise(() => undefined);
-}
 const base = 0xc6120000; // 198.18.0.0
 let next = 2;
 let id = 0;

@@ -1,8 +1,8 @@
 import type { Command } from "commander";
-import { readFileSync } from "node:fs";
+import { readSync } from "node:fs";
 import { AGENT_DEFAULTS } from "../../agent/options.js";
 import { requestCni } from "../../agent/control.js";
-import { versionOf } from "../../cni/request.js";
+import { MAX_STDIN, versionOf } from "../../cni/request.js";
 import { CNI_CODE, CniError, versionInfo } from "../../cni/spec.js";
 import { conflist, installCni } from "../../cni/install.js";
 
@@ -18,7 +18,12 @@ export function registerCni(program: Command): void {
     .option("--role <role>", "weft (main plugin) or weft-ipam", "weft")
     .action(async (opts: { role: string }) => {
       if (opts.role !== "weft" && opts.role !== "weft-ipam") throw new CniError(CNI_CODE.INVALID_ENV, `--role ${opts.role}: use weft or weft-ipam`);
-      const stdin = process.stdin.isTTY ? "" : readFileSync(0, "utf8");
+      const stdin = process.stdin.isTTY ? "" : readStdin(MAX_STDIN);
+      if (stdin === undefined) {
+        console.log(JSON.stringify(new CniError(CNI_CODE.DECODE, `the network config on stdin is longer than ${MAX_STDIN} bytes`).toJSON("1.1.0")));
+        process.exitCode = 1;
+        return;
+      }
       const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith("CNI_") && e[1] !== undefined));
       if (env["CNI_COMMAND"] === "VERSION") {
         console.log(JSON.stringify(versionInfo(versionOf(stdin))));
@@ -56,4 +61,26 @@ export function registerCni(program: Command): void {
       }
       for (const f of installCni(opts)) console.log(`wrote ${f}`);
     });
+}
+
+/** Standard input as UTF-8, or undefined when it is longer than `max` bytes (read no further). */
+function readStdin(max: number): string | undefined {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const buf = Buffer.alloc(1 << 16);
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(0, buf, 0, buf.length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EAGAIN") continue;
+      if ((e as NodeJS.ErrnoException).code === "EOF") break;
+      throw e;
+    }
+    if (n === 0) break;
+    total += n;
+    if (total > max) return undefined;
+    chunks.push(Buffer.from(buf.subarray(0, n)));
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
