@@ -20,7 +20,9 @@ import type { SubnetRegistry } from "../subnet/registry.js";
 import { readPreviousSubnet, writeSubnetFile } from "../subnet/subnet-file.js";
 import { writeFileAtomic } from "../common/fs-atomic.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
+import { probeEndpoints } from "../common/etcd-probe.js";
 import { chooseInterface } from "./iface.js";
+import { Waits, type Wait } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
 import type { DnsSummary } from "../dns/service.js";
 import { NodeDns } from "./dns.js";
@@ -42,6 +44,7 @@ export interface AgentCounters {
   readonly readiness: Readiness;
   readonly routes: number;
   readonly counters: Record<string, number>;
+  readonly waiting: Wait[];
 }
 
 export interface AgentStatus {
@@ -61,6 +64,8 @@ export interface AgentStatus {
   readonly rejectedLeases: Rejection[];
   readonly rejectedLeaseCount: number;
   readonly counters: Record<string, number>;
+  /** What the agent waits for, with the last error and since when (empty when nothing). */
+  readonly waiting: Wait[];
   /** The node-local DNS server (absent with --dns-listen off). */
   readonly dns?: DnsSummary | undefined;
 }
@@ -90,12 +95,16 @@ export class Agent {
   private applying: Promise<void> = Promise.resolve();
   private cache: RouteCache | undefined;
   private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
+  /** What the agent is waiting for (etcd, the network config, a free subnet), with the last error. */
+  private readonly waits: Waits;
   /** IPAM and the CNI handlers (open from the start, so DEL works before etcd answers). */
   pods: PodService | undefined;
   /** The service registry and the node-local DNS server (undefined with --dns-listen off). */
   dns: NodeDns | undefined;
 
-  constructor(readonly opts: AgentOptions, private readonly log: Logger) {}
+  constructor(readonly opts: AgentOptions, private readonly log: Logger) {
+    this.waits = new Waits(log);
+  }
 
   /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
   async start(): Promise<void> {
@@ -247,14 +256,18 @@ export class Agent {
 
   private async waitForConfig(): Promise<{ config: NetworkConfig; text: string }> {
     const reg = this.registry as SubnetRegistry;
-    for (let i = 0; !this.stopped; i++) {
+    while (!this.stopped) {
       try {
         const text = await reg.getNetworkConfig();
-        if (text !== undefined) return { config: parseNetworkConfig(text), text }; // a bad config is fatal: ConfigError
-        if (i % 10 === 0) this.log.warn({ key: reg.configKey }, "network config not found in etcd; waiting (create it with `weft network init`)");
+        this.etcdAnswered();
+        if (text !== undefined) {
+          this.waits.clear("network-config");
+          return { config: parseNetworkConfig(text), text }; // a bad config is fatal: ConfigError
+        }
+        this.waits.report("network-config", `the key ${reg.configKey} does not exist in etcd (create it with \`weft network init\`, or check --etcd-prefix)`);
       } catch (e) {
         if (!(e instanceof RegistryUnavailableError)) throw e;
-        this.etcdError(e);
+        await this.etcdError(e);
       }
       await sleep(1000);
     }
@@ -264,11 +277,16 @@ export class Agent {
   private async acquireWithRetry(): Promise<Lease> {
     for (;;) {
       try {
-        return await (this.manager as SubnetManager).acquire();
+        const l = await (this.manager as SubnetManager).acquire();
+        this.waits.clear("subnet");
+        return l;
       } catch (e) {
         if (!(e instanceof RegistryUnavailableError || e instanceof SubnetRangeFullError) || this.stopped) throw e;
-        if (e instanceof RegistryUnavailableError) this.etcdError(e);
-        else this.log.error({ err: e.message }, "cannot acquire a subnet; retrying in 10 s");
+        if (e instanceof RegistryUnavailableError) await this.etcdError(e);
+        else {
+          this.etcdAnswered(); // etcd is fine: the range is full
+          this.waits.report("subnet", `the subnet range is full: ${e.message}`);
+        }
         await sleep(e instanceof SubnetRangeFullError ? 10_000 : 1000);
       }
     }
@@ -375,18 +393,24 @@ export class Agent {
     try {
       await (this.registry as SubnetRegistry).getNetworkConfig();
       await this.manager?.check(); // our key, in case a watch missed its deletion
-      if (!this.ready.etcd) this.log.info("etcd reachable again");
-      this.ready.etcd = true;
+      this.etcdAnswered();
     } catch (e) {
-      this.etcdError(e);
+      await this.etcdError(e);
     }
   }
 
-  private etcdError(e: unknown): void {
-    if (this.ready.etcd) this.log.warn({ err: (e as Error).message }, "etcd unreachable; the data path keeps working");
+  private etcdAnswered(): void {
+    this.ready.etcd = true;
+    this.waits.clear("etcd");
+  }
+
+  /** etcd failed: readiness drops, and the wait says which endpoint fails and how. */
+  private async etcdError(e: unknown): Promise<void> {
     this.ready.etcd = false;
     this.count.etcdErrors++;
     this.metrics.etcdErrors.inc();
+    const probes = await probeEndpoints(this.opts.etcdEndpoints);
+    this.waits.report("etcd", `${(e as Error).message}; ${probes.join("; ")} (the data path keeps working)`);
   }
 
   readiness(): Readiness {
@@ -415,6 +439,7 @@ export class Agent {
       ready: this.isReady(),
       readiness: this.readiness(),
       routes: this.table.size,
+      waiting: this.waits.list(),
       counters: { ...this.count, leasesRejected: this.table.rejectedCount, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
     };
   }
@@ -446,6 +471,7 @@ export class Agent {
       rejectedLeases: rejected.slice(0, 200),
       rejectedLeaseCount: rejected.length,
       counters: this.counters().counters,
+      waiting: this.waits.list(),
       dns: this.dns?.service.summary(),
     };
   }

@@ -18,7 +18,8 @@ export async function startHealthServer(agent: Agent, listen: string): Promise<S
         res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       } else if (path === "/readyz") {
         const st = agent.status();
-        res.writeHead(st.ready ? 200 : 503, { "content-type": "application/json" }).end(`${JSON.stringify({ ready: st.ready, ...st.readiness })}\n`);
+        const body = { ready: st.ready, ...st.readiness, ...(st.waiting.length > 0 ? { waiting: st.waiting } : {}) };
+        res.writeHead(st.ready ? 200 : 503, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
       } else if (path === "/metrics") {
         agent.status(); // refreshes the gauges
         res.writeHead(200, { "content-type": agent.metrics.registry.contentType }).end(await agent.metrics.registry.metrics());

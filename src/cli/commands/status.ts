@@ -22,6 +22,7 @@ export function registerStatus(program: Command): void {
       }
       const failing = Object.entries(st.readiness).filter(([, v]) => !v).map(([k]) => k);
       console.log(`ready:    ${st.ready ? "yes" : `no (waiting for: ${failing.join(", ")})`}`);
+      for (const w of st.waiting) console.log(`waiting:  ${w.what} since ${w.since} (${w.attempts} attempts): ${w.error}`);
       console.log(`network:  ${st.network ?? "-"}   subnet: ${st.subnet ?? "-"}   lease: ${st.leaseSecondsLeft === -1 ? "reservation" : `${st.leaseSecondsLeft ?? "-"} s left`}`);
       console.log(`backend:  ${st.backendChoice}   device: ${st.device ?? "-"}   mtu: ${st.mtu ?? "-"}`);
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
