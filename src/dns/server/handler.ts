@@ -20,6 +20,8 @@ export interface HandlerDeps {
   readonly acl: ClientAcl;
   readonly counters: DnsCounters;
   readonly log: Logger;
+  /** Requests that may wait for an upstream answer at once; beyond it SERVFAIL (or a stale answer) at once. */
+  readonly maxWaiting: number;
 }
 
 /** TCP answers may be this long; UDP ones are capped by the query's EDNS size. */
@@ -35,6 +37,11 @@ export class DnsHandler {
   private readonly q: Query = newQuery();
 
   constructor(private readonly d: HandlerDeps) {}
+
+  /** Whether the ACL lets this client address in (TCP asks at accept). */
+  allows(addr: string): boolean {
+    return this.d.acl.allows(addr);
+  }
 
   /** `from` is the client's address as text, or an IPv4 address as a host-order number (the batch path). */
   handle(msg: Buffer, len: number, from: string | number, tcp: boolean, out: Buffer): number | Promise<Buffer | undefined> {
@@ -70,7 +77,10 @@ export class DnsHandler {
           c.zoneAnswers++;
           return this.done(serve(a.response, q, msg, out, 0, maxLen), out);
         }
-        if (a.kind === "cname") return this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen);
+        if (a.kind === "cname") {
+          if (c.waiting >= this.d.maxWaiting) return this.shed(q, msg, out, undefined, maxLen);
+          return this.waitFor(this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen));
+        }
       }
     } else if (isUnder(q.key, this.d.zoneKey)) {
       c.notSynced++;
@@ -95,7 +105,26 @@ export class DnsHandler {
       void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
       return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
     }
-    return this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen);
+    if (c.waiting >= this.d.maxWaiting) return this.shed(q, msg, out, stale, maxLen);
+    return this.waitFor(this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen));
+  }
+
+  /** Counts a request waiting for an upstream until it has its answer. */
+  private async waitFor(p: Promise<Buffer | undefined>): Promise<Buffer | undefined> {
+    this.d.counters.waiting++;
+    try {
+      return await p;
+    } finally {
+      this.d.counters.waiting--;
+    }
+  }
+
+  /** Too many requests wait for upstreams already: the stale answer if there is one, else SERVFAIL, at once. */
+  private shed(q: Query, msg: Buffer, out: Buffer, stale: Prebuilt | undefined, maxLen: number): number {
+    this.d.counters.shed++;
+    if (!stale) return this.fail(q, msg, out, RCODE.SERVFAIL);
+    this.d.cache.staleServed++;
+    return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
   }
 
 
