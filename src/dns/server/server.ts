@@ -81,7 +81,8 @@ export class DnsListener {
     const t = createServer({ allowHalfOpen: true }, (s) => this.conns.accept(s));
     await new Promise<void>((res, rej) => {
       t.once("error", rej);
-      t.listen(port, a.host, () => res());
+      // A deep accept queue: under a connection flood a new client waits in it, not for a SYN retry.
+      t.listen({ port, host: a.host, backlog: 4096 }, () => res());
     });
     this.tcp.push(t);
     this.bound.push({ host: a.host, port });
