@@ -51,6 +51,7 @@ export function registerDnsMetrics(registry: Registry, counters: DnsCounters, ca
     collect() { this.reset(); this.inc(counters.shed); },
   });
   new Gauge({ name: "weft_dns_waiting_requests", help: "Requests waiting for an upstream answer", registers, collect() { this.set(counters.waiting); } });
+  new Gauge({ name: "weft_dns_cache_refreshing", help: "Cache entries being refreshed in the background (prefetch, or behind a stale answer)", registers, collect() { this.set(counters.refreshing); } });
   new Counter({ name: "weft_dns_cache_hits_total", help: "Cache hits", registers, collect() { this.reset(); this.inc(cache.hits); } });
   new Counter({ name: "weft_dns_cache_misses_total", help: "Cache misses", registers, collect() { this.reset(); this.inc(cache.misses); } });
   new Counter({ name: "weft_dns_cache_stale_served_total", help: "Expired entries served while upstreams failed (RFC 8767)", registers, collect() { this.reset(); this.inc(cache.staleServed); } });

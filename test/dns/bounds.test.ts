@@ -103,6 +103,30 @@ describe("the DNS cache", () => {
   });
 });
 
+describe("background refreshes", () => {
+  it("one per stale entry while every upstream is down, however many clients ask for it", async () => {
+    const u = await UnboundServer.start({ dir: join(dir, "u2"), authZones: [{ name: UnboundServer.testZone().name, zonefile: UnboundServer.testZone().text }] });
+    let nowMs = 1_800_000_000_000;
+    const { dns, port } = await service([`127.0.0.1:${u.port}`], { now: () => nowMs, deadlineMs: 300, attemptMs: 100, healthCheckMs: 100_000 });
+    const name = UnboundServer.testZone().a.name;
+    expect((await query("127.0.0.1", port, name, "A", { timeoutMs: 2000 })).rcodeName).toBe("NOERROR");
+    await u.close();
+    nowMs += 3_600_000; // expired, still within the serve-stale window
+    await query("127.0.0.1", port, "other.example.test", "A", { timeoutMs: 2000 }).catch(() => undefined); // marks the upstream down
+    await until(() => !dns.forwarder.anyUpstreamUp(), 3000, 10, "upstream marked down");
+    const stale = dns.cache.staleServed;
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, dns.counters.refreshing)), 1);
+    const replies = await Promise.all(Array.from({ length: 2000 }, () => query("127.0.0.1", port, name, "A", { timeoutMs: 3000 }).then((r) => r.rcodeName, () => "none")));
+    peak = Math.max(peak, dns.counters.refreshing);
+    clearInterval(sampler);
+    expect(replies.filter((r) => r !== "NOERROR")).toEqual([]);
+    expect(dns.cache.staleServed - stale).toBe(2000);
+    expect(peak, "refreshes in flight at once").toBe(1);
+    await until(() => dns.counters.refreshing === 0, 3000, 10, "the refresh settled");
+  });
+});
+
 describe("requests waiting for an upstream", () => {
   it("beyond the bound get SERVFAIL at once instead of piling up behind a dead upstream", async () => {
     const dead = await freeUdpTcpPort();

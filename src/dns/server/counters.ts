@@ -25,6 +25,8 @@ export class DnsCounters {
   shed = 0;
   /** Requests waiting for an upstream answer now. */
   waiting = 0;
+  /** Cache entries being refreshed in the background now (prefetch, or behind a stale answer). */
+  refreshing = 0;
   /**
    * TCP connections closed by the server, by reason: a message not complete
    * within the read timeout of its first byte, idle, evicted at the

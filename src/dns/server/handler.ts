@@ -1,5 +1,5 @@
 import type { Logger } from "../../common/log.js";
-import { cacheKey, STALE_TTL, type DnsCache } from "../cache/cache.js";
+import { cacheKey, STALE_TTL, type CacheEntry, type DnsCache } from "../cache/cache.js";
 import type { ClusterZone } from "../cluster/zone.js";
 import type { Answer, Forwarder } from "../forward/forwarder.js";
 import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
@@ -94,15 +94,20 @@ export class DnsHandler {
     const k = cacheKey(q.key, q.qtype, q.dnssecOk, cd);
     const look = this.d.cache.lookup(k);
     if (look?.state === "fresh") {
-      if (look.prefetch) void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      if (look.prefetch) void this.refresh(look.entry, k, q.key, q.qtype, q.dnssecOk, cd);
       return this.done(serve(look.entry.response, q, msg, out, look.age, maxLen), out);
     }
-    const stale = look?.state === "stale" ? look.entry.response : undefined;
-    if (stale && !this.d.forwarder.anyUpstreamUp()) {
+    const staleEntry = look?.state === "stale" ? look.entry : undefined;
+    const stale = staleEntry?.response;
+    if (staleEntry && stale && !this.d.forwarder.anyUpstreamUp()) {
       // Every upstream is down: the stale answer now (RFC 8767's client timeout at its
-      // shortest), and a refresh behind it that stores the answer once one is back.
+      // shortest), and a refresh behind it that stores the answer once one is back —
+      // one per entry at a time, however many clients ask meanwhile.
       this.d.cache.staleServed++;
-      void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      if (!staleEntry.prefetching) {
+        staleEntry.prefetching = true;
+        void this.refresh(staleEntry, k, q.key, q.qtype, q.dnssecOk, cd);
+      }
       return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
     }
     if (c.waiting >= this.d.maxWaiting) return this.shed(q, msg, out, stale, maxLen);
@@ -156,14 +161,23 @@ export class DnsHandler {
     return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
   }
 
-  /** Prefetch: refresh a popular entry before it expires. */
-  private async refresh(k: string, key: string, qtype: number, dnssecOk: boolean, cd: boolean): Promise<void> {
+  /**
+   * Refreshes entry `e` in the background (prefetch of a popular entry close
+   * to expiry, or behind a stale answer); `e.prefetching` is set by the
+   * caller and cleared here, so an entry has one refresh at a time, and one
+   * that failed may be tried again.
+   */
+  private async refresh(e: CacheEntry, k: string, key: string, qtype: number, dnssecOk: boolean, cd: boolean): Promise<void> {
+    this.d.counters.refreshing++;
     try {
       const a = await this.d.forwarder.resolve(key, qtype, dnssecOk, cd, k);
       this.d.cache.store(k, a.bytes, a.parsed);
       this.d.counters.prefetches++;
     } catch {
       // the entry stays; it expires or is served stale
+    } finally {
+      e.prefetching = false;
+      this.d.counters.refreshing--;
     }
   }
 
