@@ -201,6 +201,23 @@ describe("each hostile connection is closed for its reason, and counted", () => 
     s.end();
     expect(await got).toMatchObject({ id: 0x5151, rcode: 0, an: 1 });
   });
+
+  it("100 pipelined queries that need the upstream, then the client's half-close: all 100 answered", async () => {
+    const s = await open("127.0.3.8");
+    let buf = Buffer.alloc(0);
+    const ids = new Set<number>();
+    s.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        ids.add(buf.readUInt16BE(2));
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+      }
+    });
+    const gone = closedBy(s);
+    s.end(Buffer.concat(Array.from({ length: 100 }, (_, i) => frame(encodeQuery(`p${i}.${uz.name}`, "A", { id: i })))));
+    await Promise.race([gone, sleep(5000)]);
+    expect(ids.size).toBe(100);
+  });
 });
 
 // ---------------------------------------------------------------- backpressure
