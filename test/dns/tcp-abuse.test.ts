@@ -160,6 +160,29 @@ describe("each hostile connection is closed for its reason, and counted", () => 
     fresh.destroy();
   });
 
+  it("with one connection per client, each new one replaces the last (the count survives evictions)", async () => {
+    const p1 = await freeUdpTcpPort();
+    const one = new DnsService({
+      listen: [{ host: "127.0.0.1", port: p1 }], zone: { domain: "cluster.local", ttl: 30, pods: "disabled" },
+      upstreams: [], policy: "sequential", allow: [], tcp: { ...LIMITS, maxPerClient: 1 },
+    }, new StaticView([WEB_SERVICE]), silentLogger);
+    await one.start();
+    try {
+      const conns: Socket[] = [];
+      for (let k = 0; k < 4; k++) {
+        const s = connect({ host: "127.0.0.1", port: p1, localAddress: "127.0.3.9" });
+        sockets.add(s);
+        s.on("error", () => undefined);
+        await new Promise((r) => s.once("connect", r));
+        conns.push(s);
+        await until(() => one.tcpConnections === 1 && one.counters.tcpClosed.client_cap === k, 1000, 5, `connection ${k + 1} replaced the one before`);
+      }
+      expect(await ask(conns[3]!)).toMatchObject({ rcode: 0, an: 1 });
+    } finally {
+      await one.close();
+    }
+  });
+
   it("past the total cap the longest-idle connection goes, and a new client (dig +tcp) is answered", async () => {
     await until(() => dns.tcpConnections === 0, 3000, 20, "earlier connections gone");
     const before = closed();

@@ -90,14 +90,15 @@ export class TcpConnections {
       return;
     }
     const client = addr.startsWith("::ffff:") ? addr.slice(7) : addr;
-    const mine = this.byClient.get(client);
-    if (mine && mine.size >= this.limits.maxPerClient) this.evict(mine, "client_cap");
+    const before = this.byClient.get(client);
+    if (before && before.size >= this.limits.maxPerClient) this.evict(before, "client_cap");
     if (this.all.size >= this.limits.maxConnections) this.evict(this.fullest() ?? this.all, "total_cap");
     const c: Conn = {
       s, addr, client, reader: new FrameReader(), lastActive: this.now(), msgStart: -1, inflight: 0,
       paused: false, rest: undefined, restAt: 0, ended: false, closed: false,
     };
     this.all.set(s, c);
+    const mine = this.byClient.get(client); // asked again: an eviction may have emptied and dropped it
     if (mine) mine.set(s, c);
     else this.byClient.set(client, new Map([[s, c]]));
     s.setNoDelay(true);
