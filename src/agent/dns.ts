@@ -34,7 +34,12 @@ export class NodeDns {
       listen, upstreams, policy: o.dnsPolicy,
       zone: { domain: o.clusterDomain, ttl: o.dnsTtl, pods: o.dnsPods },
       allow: [formatCidr(config.network), ...o.dnsAllow],
-      cache: { capacity: o.dnsCacheSize },
+      cache: { capacity: o.dnsCacheSize, maxBytes: o.dnsCacheBytes },
+      maxWaiting: o.dnsMaxWaiting,
+      tcp: {
+        maxConnections: o.dnsTcpMaxConnections, maxPerClient: o.dnsTcpMaxPerClient, idleMs: o.dnsTcpIdleTimeout * 1000,
+        readTimeoutMs: o.dnsTcpReadTimeout * 1000, maxPendingBytes: o.dnsTcpMaxPending,
+      },
     }, watcher, log, metrics);
     await service.start();
     void watcher.start().catch((e: unknown) => log.error({ err: (e as Error).message }, "service registry watch failed"));

@@ -41,6 +41,13 @@ export const agentOptionsSchema = z.object({
   dnsPolicy: z.enum(["random", "round_robin", "sequential"]),
   dnsAllow: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|::\/0)$/, "each must be an IPv4 prefix like 192.0.2.0/24 (or ::/0)")),
   dnsCacheSize: z.number().int().min(0).max(10_000_000),
+  dnsCacheBytes: z.number().int().min(0, "must be 0 or more bytes").max(2 ** 34),
+  dnsMaxWaiting: z.number().int().min(1).max(1_000_000),
+  dnsTcpMaxConnections: z.number().int().min(1).max(65_535),
+  dnsTcpMaxPerClient: z.number().int().min(1).max(65_535),
+  dnsTcpIdleTimeout: z.number().min(0.1, "must be at least 0.1 seconds").max(3600),
+  dnsTcpReadTimeout: z.number().min(0.1, "must be at least 0.1 seconds").max(60),
+  dnsTcpMaxPending: z.number().int().min(1024, "must be at least 1024 bytes").max(64 * 2 ** 20),
 }).strict().refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
   message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
 });
@@ -71,6 +78,13 @@ export const AGENT_DEFAULTS = {
   dnsPolicy: "random",
   dnsAllow: "",
   dnsCacheSize: "10000",
+  dnsCacheBytes: String(32 * 2 ** 20),
+  dnsMaxWaiting: "10000",
+  dnsTcpMaxConnections: "256",
+  dnsTcpMaxPerClient: "16",
+  dnsTcpIdleTimeout: "10",
+  dnsTcpReadTimeout: "2",
+  dnsTcpMaxPending: "65536",
 } as const;
 
 const FLAG: Record<string, string> = {
@@ -81,7 +95,13 @@ const FLAG: Record<string, string> = {
   ipamReconcileInterval: "--ipam-reconcile-interval", ipamReleaseGrace: "--ipam-release-grace",
   registryPrefix: "--registry-prefix", dnsListen: "--dns-listen", clusterDomain: "--cluster-domain", dnsTtl: "--dns-ttl", dnsPods: "--dns-pods",
   dnsUpstream: "--dns-upstream", dnsPolicy: "--dns-policy", dnsAllow: "--dns-allow", dnsCacheSize: "--dns-cache-size",
+  dnsCacheBytes: "--dns-cache-bytes", dnsMaxWaiting: "--dns-max-waiting", dnsTcpMaxConnections: "--dns-tcp-max-connections",
+  dnsTcpMaxPerClient: "--dns-tcp-max-per-client", dnsTcpIdleTimeout: "--dns-tcp-idle-timeout", dnsTcpReadTimeout: "--dns-tcp-read-timeout",
+  dnsTcpMaxPending: "--dns-tcp-max-pending",
 };
+
+/** DNS limits the command line may not pass yet: their defaults apply. */
+const DNS_LIMITS = ["dnsCacheBytes", "dnsMaxWaiting", "dnsTcpMaxConnections", "dnsTcpMaxPerClient", "dnsTcpIdleTimeout", "dnsTcpReadTimeout", "dnsTcpMaxPending"] as const;
 
 /** Raw CLI values (strings) to validated options; ConfigError names each bad flag. */
 export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
@@ -103,6 +123,7 @@ export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
     dnsAllow: list(raw["dnsAllow"]) ?? [],
     dnsTtl: num(raw["dnsTtl"]),
     dnsCacheSize: num(raw["dnsCacheSize"]),
+    ...Object.fromEntries(DNS_LIMITS.map((k) => [k, num(raw[k] ?? AGENT_DEFAULTS[k])])),
   };
   const r = agentOptionsSchema.safeParse(input);
   if (!r.success) {

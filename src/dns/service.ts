@@ -11,6 +11,7 @@ import { ClientAcl } from "./server/acl.js";
 import { DnsCounters } from "./server/counters.js";
 import { DnsHandler } from "./server/handler.js";
 import { DnsListener, type ListenAddr } from "./server/server.js";
+import { TCP_DEFAULTS, type TcpLimits } from "./server/tcp.js";
 import { formatHostPort } from "./hostport.js";
 import { nameToKey } from "./wire/query.js";
 
@@ -48,6 +49,12 @@ export interface DnsOptions {
   readonly deadlineMs?: number;
   readonly attemptMs?: number;
   readonly healthCheckMs?: number;
+  /** Requests that may wait for upstream answers at once (default 10,000); beyond it SERVFAIL (or stale) at once. */
+  readonly maxWaiting?: number;
+  /** DNS over TCP limits (defaults: TCP_DEFAULTS). */
+  readonly tcp?: Partial<TcpLimits>;
+  /** Clock of the TCP timeouts (ms; default performance.now): not `now`, which the cache's TTLs follow. */
+  readonly tcpNow?: () => number;
   /** false: Node's dgram for UDP even where the native batch path is available (it is the fallback when the shim is not built). */
   readonly udpBatch?: boolean;
 }
@@ -84,16 +91,16 @@ export class DnsService {
     const { kept, dropped } = withoutSelf(opts.upstreams, opts.listen, this.local);
     this.droppedUpstreams = dropped;
     if (dropped.length) log.warn({ dropped }, "DNS upstreams that are this server itself were left out (a forwarding loop)");
-    const fm = metrics ? registerDnsMetrics(metrics, this.counters, this.cache) : undefined;
+    const fm = metrics ? registerDnsMetrics(metrics, this.counters, this.cache, () => this.listener.tcpConnections) : undefined;
     this.forwarder = new Forwarder({
       upstreams: new UpstreamSet(kept, opts.policy), maxConcurrent: opts.maxConcurrent ?? 1000, deadlineMs: opts.deadlineMs ?? 2000,
       attemptMs: opts.attemptMs ?? 700, healthCheckMs: opts.healthCheckMs ?? 1000, log, metrics: fm,
     });
     const handler = new DnsHandler({
       zone: () => this.zone, zoneKey: nameToKey(opts.zone.domain), cache: this.cache, forwarder: this.forwarder,
-      acl: new ClientAcl(opts.allow, () => this.local), counters: this.counters, log,
+      acl: new ClientAcl(opts.allow, () => this.local), counters: this.counters, log, maxWaiting: opts.maxWaiting ?? 10_000,
     });
-    this.listener = new DnsListener(handler, log, { maxTcpConnections: 1000, tcpIdleMs: 10_000, batch: opts.udpBatch ?? true });
+    this.listener = new DnsListener(handler, this.counters, log, { tcp: { ...TCP_DEFAULTS, ...opts.tcp }, batch: opts.udpBatch ?? true, ...(opts.tcpNow ? { now: opts.tcpNow } : {}) });
     view.on("synced", () => this.rebuild());
     view.on("change", (c) => this.queueUpdate(`${c.namespace}/${c.name}`));
     if (view.isSynced) this.rebuild();
@@ -122,6 +129,11 @@ export class DnsService {
 
   addresses(): ListenAddr[] {
     return this.listener.addresses();
+  }
+
+  /** Open DNS-over-TCP connections. */
+  get tcpConnections(): number {
+    return this.listener.tcpConnections;
   }
 
   /** A summary for `weft status`. */

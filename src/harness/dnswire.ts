@@ -243,3 +243,83 @@ function queryTcp(host: string, port: number, msg: Buffer, id: number, timeoutMs
     sock.write(Buffer.concat([len, msg]));
   });
 }
+
+/**
+ * Strict well-formedness of a DNS message, for judging what a server sends:
+ * undefined when it is well formed, else what is wrong. Every section is
+ * walked to the exact end of the message; names (also inside the rdata of
+ * NS, CNAME, PTR, MX, SOA and SRV) must have labels of at most 63 bytes, at
+ * most 255 bytes in all, and compression pointers only to earlier offsets;
+ * at most one OPT record, owned by the root, in the additional section.
+ */
+export function checkMessage(buf: Buffer): string | undefined {
+  if (buf.length < 12) return `${buf.length} bytes: shorter than a header`;
+  const count = (o: number): number => buf.readUInt16BE(o);
+  /** Offset after the name at `o`, or a string saying what is wrong. */
+  const name = (o: number, limit: number): number | string => {
+    let p = o;
+    let end = -1;
+    let total = 1;
+    for (let hops = 0; ; ) {
+      if (p >= limit) return `name at ${o} runs past its end`;
+      const l = buf[p]!;
+      if (l === 0) return end < 0 ? p + 1 : end;
+      if ((l & 0xc0) === 0xc0) {
+        if (p + 1 >= limit) return `name at ${o}: pointer cut short`;
+        const to = ((l & 0x3f) << 8) | buf[p + 1]!;
+        if (to >= p) return `name at ${o}: pointer to ${to}, not before it`;
+        if (end < 0) end = p + 2;
+        if (++hops > 127) return `name at ${o}: too many pointers`;
+        p = to;
+        limit = buf.length;
+        continue;
+      }
+      if (l > 63) return `name at ${o}: label type ${l >> 6}`;
+      total += l + 1;
+      if (total > 255) return `name at ${o}: longer than 255 bytes`;
+      p += l + 1;
+    }
+  };
+  let o = 12;
+  const qd = count(4);
+  for (let i = 0; i < qd; i++) {
+    const e = name(o, buf.length);
+    if (typeof e === "string") return `question ${i + 1}: ${e}`;
+    if (e + 4 > buf.length) return `question ${i + 1} cut short`;
+    o = e + 4;
+  }
+  const an = count(6);
+  const ns = count(8);
+  const ar = count(10);
+  let opts = 0;
+  for (let i = 0; i < an + ns + ar; i++) {
+    const start = o;
+    const e = name(o, buf.length);
+    if (typeof e === "string") return `record ${i + 1}: ${e}`;
+    if (e + 10 > buf.length) return `record ${i + 1} cut short`;
+    const type = buf.readUInt16BE(e);
+    const rdlen = buf.readUInt16BE(e + 8);
+    const rd = e + 10;
+    if (rd + rdlen > buf.length) return `record ${i + 1}: rdata runs past the message`;
+    if (type === 41) {
+      if (i < an + ns) return `record ${i + 1}: OPT outside the additional section`;
+      if (++opts > 1) return "two OPT records";
+      if (buf[start] !== 0 || e !== start + 1) return "OPT not owned by the root";
+    }
+    const names: number[] = type === 2 || type === 5 || type === 12 ? [rd] : type === 15 ? [rd + 2] : type === 33 ? [rd + 6] : type === 6 ? [rd] : [];
+    for (const at of names) {
+      const ne = name(at, rd + rdlen);
+      if (typeof ne === "string") return `record ${i + 1} rdata: ${ne}`;
+      if (type === 6) {
+        const re = name(ne, rd + rdlen);
+        if (typeof re === "string") return `record ${i + 1} SOA rname: ${re}`;
+        if (re + 20 !== rd + rdlen) return `record ${i + 1}: SOA rdata of the wrong length`;
+      } else if (ne !== rd + rdlen) return `record ${i + 1}: rdata longer than its name`;
+    }
+    if (type === 1 && rdlen !== 4) return `record ${i + 1}: A of ${rdlen} bytes`;
+    if (type === 28 && rdlen !== 16) return `record ${i + 1}: AAAA of ${rdlen} bytes`;
+    o = rd + rdlen;
+  }
+  if (o !== buf.length) return `${buf.length - o} bytes after the last record`;
+  return undefined;
+}

@@ -290,7 +290,7 @@ describe("client ACL", () => {
     const handler = new DnsHandler({
       zone: () => undefined, zoneKey: nameToKey(Z), cache: new DnsCache({ ...CACHE_DEFAULTS, now: Date.now }),
       forwarder: new Forwarder({ upstreams: new UpstreamSet([], "random"), maxConcurrent: 1, deadlineMs: 100, attemptMs: 100, healthCheckMs: 1000, log: silentLogger }),
-      acl: new ClientAcl(["10.0.0.0/8"], () => new Set()), counters, log: silentLogger,
+      acl: new ClientAcl(["10.0.0.0/8"], () => new Set()), counters, log: silentLogger, maxWaiting: 100,
     });
     const ask = (from: string): ReturnType<typeof decodeReply> => {
       const q = encodeQuery(svc("web"), "A", { id: 4242 });

@@ -3,8 +3,10 @@ import { withoutOpt, type ParsedResponse } from "../wire/response.js";
 import { FLAG, RCODE } from "../wire/constants.js";
 
 export interface CacheOptions {
-  /** Entries kept; the oldest inserted goes first when full. */
+  /** Entries kept at most; the least recently used goes first when full. */
   readonly capacity: number;
+  /** Bytes kept at most (answers, keys and ENTRY_OVERHEAD per entry); the least recently used goes first. */
+  readonly maxBytes: number;
   /** Caps on the TTL of positive answers and of negative ones (NXDOMAIN/NODATA, RFC 2308). */
   readonly maxTtl: number;
   readonly maxNegativeTtl: number;
@@ -20,11 +22,20 @@ export interface CacheOptions {
 }
 
 export const CACHE_DEFAULTS: Omit<CacheOptions, "now"> = {
-  capacity: 10_000, maxTtl: 3600, maxNegativeTtl: 1800, minTtl: 0, staleSeconds: 3600, prefetchPercent: 10, prefetchHits: 3,
+  capacity: 10_000, maxBytes: 32 * 2 ** 20, maxTtl: 3600, maxNegativeTtl: 1800, minTtl: 0, staleSeconds: 3600, prefetchPercent: 10, prefetchHits: 3,
 };
+
+/**
+ * What an entry costs beyond its answer bytes and its key: the entry and
+ * Prebuilt objects, the TTL arrays, the key's string header and the map's
+ * slot (measured with V8: ~450 bytes for a one-record answer; rounded up).
+ */
+export const ENTRY_OVERHEAD = 464;
 
 export interface CacheEntry {
   readonly response: Prebuilt;
+  /** What the entry counts against maxBytes. */
+  readonly size: number;
   /** Seconds (clock) when stored. */
   readonly storedAt: number;
   /** The TTL the entry lives for. */
@@ -46,10 +57,13 @@ export function cacheKey(key: string, qtype: number, dnssecOk: boolean, cd: bool
 
 /**
  * Positive and negative answers from upstreams, stored as wire bytes ready to
- * serve (TTLs counted down in place on each hit).
+ * serve (TTLs counted down in place on each hit). Bounded in entries and in
+ * bytes; a hit makes an entry the most recently used (the map's order), and
+ * the least recently used go first when either bound is reached.
  */
 export class DnsCache {
   private readonly map = new Map<string, CacheEntry>();
+  private bytesNow = 0;
   hits = 0;
   misses = 0;
   staleServed = 0;
@@ -59,6 +73,11 @@ export class DnsCache {
 
   get size(): number {
     return this.map.size;
+  }
+
+  /** Bytes held, as counted against maxBytes. */
+  get bytes(): number {
+    return this.bytesNow;
   }
 
   private nowSec(): number {
@@ -72,6 +91,11 @@ export class DnsCache {
       return undefined;
     }
     const age = this.nowSec() - e.storedAt;
+    if (age < e.ttl + this.opts.staleSeconds) {
+      // Most recently used now (fresh or stale: both are served).
+      this.map.delete(k);
+      this.map.set(k, e);
+    }
     if (age < e.ttl) {
       this.hits++;
       e.hits++;
@@ -81,7 +105,7 @@ export class DnsCache {
     }
     this.misses++;
     if (age < e.ttl + this.opts.staleSeconds) return { state: "stale", entry: e };
-    this.map.delete(k);
+    this.remove(k, e);
     return undefined;
   }
 
@@ -105,21 +129,31 @@ export class DnsCache {
     const ttls = Uint32Array.from(r.ttls, (t) => Math.min(t, ttl));
     for (let i = 0; i < ttls.length; i++) body.writeUInt32BE(ttls[i]!, r.ttlOffsets[i]!);
     const response: Prebuilt = { bytes: body, ttlOffsets: r.ttlOffsets, ttls, arcount: r.arcountWithoutOpt };
-    const entry: CacheEntry = { response, storedAt: this.nowSec(), ttl, negative, hits: 0, prefetching: false };
-    if (!this.map.has(k) && this.map.size >= this.opts.capacity) {
-      const oldest = this.map.keys().next();
-      if (!oldest.done) {
-        this.map.delete(oldest.value);
-        this.evictions++;
-      }
+    const size = body.length + k.length + 6 * ttls.length + ENTRY_OVERHEAD;
+    if (size > this.opts.maxBytes) return undefined;
+    const entry: CacheEntry = { response, size, storedAt: this.nowSec(), ttl, negative, hits: 0, prefetching: false };
+    const old = this.map.get(k);
+    if (old) this.remove(k, old);
+    // Least recently used first, until both bounds hold with the new entry.
+    for (const [ok, oe] of this.map) {
+      if (this.map.size < this.opts.capacity && this.bytesNow + size <= this.opts.maxBytes) break;
+      this.remove(ok, oe);
+      this.evictions++;
     }
-    this.map.delete(k);
+    if (this.map.size >= this.opts.capacity) return undefined; // capacity 0
     this.map.set(k, entry);
+    this.bytesNow += size;
     return entry;
+  }
+
+  private remove(k: string, e: CacheEntry): void {
+    this.map.delete(k);
+    this.bytesNow -= e.size;
   }
 
   clear(): void {
     this.map.clear();
+    this.bytesNow = 0;
   }
 }
 

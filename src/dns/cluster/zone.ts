@@ -11,7 +11,14 @@ export interface ZoneOptions {
   readonly ttl: number;
   /** Pod records a-b-c-d.<ns>.pod.<zone>: none, any address, or only addresses an endpoint of that namespace has. */
   readonly pods: "disabled" | "insecure" | "verified";
+  /** Encoded answers kept at most, over all names and qtypes (default 50,000). */
+  readonly maxEncoded?: number;
+  /** Bytes of encoded answers kept at most (default 16 MiB; ENCODED_OVERHEAD counted per answer). */
+  readonly maxEncodedBytes?: number;
 }
+
+/** What a kept encoded answer costs beyond its bytes: the Prebuilt object, its typed arrays, the map slot (measured with V8 at ~70 bytes; rounded up). */
+export const ENCODED_OVERHEAD = 128;
 
 /** What a name in the cluster zone resolves to. */
 export type ZoneAnswer =
@@ -53,7 +60,10 @@ export class ClusterZone {
   private readonly exists = new Map<string, number>();
   /** Reverse names we answer (others under in-addr.arpa / ip6.arpa are forwarded), with the service each PTR is for. */
   private readonly reverse = new Map<string, { owner: string; record: Record_ }[]>();
+  /** Encoded answers by name and qtype, oldest name first; bounded (see remember). */
   private readonly encoded = new Map<string, Map<number, Prebuilt>>();
+  private encodedCount = 0;
+  private encodedSize = 0;
   private soa: Record_;
   /** Namespace → address → endpoints having it (verified pod records). */
   private readonly podIps = new Map<string, Map<string, number>>();
@@ -102,6 +112,8 @@ export class ClusterZone {
     apex?.records.set(TYPE.SOA, [soa]);
     this.soa = soa;
     this.encoded.clear();
+    this.encodedCount = 0;
+    this.encodedSize = 0;
   }
 
   private removeService(key: string): void {
@@ -316,15 +328,54 @@ export class ClusterZone {
     return prebuilt(encodeMessage({ flags: FLAG.QR | FLAG.AA | FLAG.RA, rcode, question: { name, type: qtype }, answer, authority, additional }));
   }
 
+  /**
+   * Keeps an encoded answer for the hot path, within the bounds on answers
+   * and bytes over every name and qtype (a client asking all 65,536 qtypes
+   * of every name, or random names, cannot grow it): past them the names
+   * encoded longest ago are dropped, all their qtypes at once. A dropped
+   * answer is encoded again when asked.
+   */
   private remember(key: string, qtype: number, p: Prebuilt): Prebuilt {
+    const maxCount = this.opts.maxEncoded ?? 50_000;
+    const maxBytes = this.opts.maxEncodedBytes ?? 16 * 2 ** 20;
+    const size = p.bytes.length + ENCODED_OVERHEAD;
+    if (size > maxBytes || maxCount < 1) return p;
+    for (const [k, m] of this.encoded) {
+      if (this.encodedCount < maxCount && this.encodedSize + size + key.length <= maxBytes) break;
+      this.forgetEncoded(k, m);
+    }
     let m = this.encoded.get(key);
     if (!m) {
-      // Bounded: random names (NXDOMAIN floods) are encoded but not kept past a limit.
-      if (this.encoded.size >= 50_000) return p;
       this.encoded.set(key, (m = new Map()));
+      this.encodedSize += key.length;
+    }
+    const old = m.get(qtype);
+    if (old) {
+      this.encodedCount--;
+      this.encodedSize -= old.bytes.length + ENCODED_OVERHEAD;
     }
     m.set(qtype, p);
+    this.encodedCount++;
+    this.encodedSize += size;
     return p;
+  }
+
+  private forgetEncoded(key: string, m: Map<number, Prebuilt>): void {
+    this.encoded.delete(key);
+    this.encodedSize -= key.length;
+    for (const p of m.values()) {
+      this.encodedCount--;
+      this.encodedSize -= p.bytes.length + ENCODED_OVERHEAD;
+    }
+  }
+
+  /** Encoded answers kept, and the bytes they count for (see remember). */
+  get encodedEntries(): number {
+    return this.encodedCount;
+  }
+
+  get encodedBytes(): number {
+    return this.encodedSize;
   }
 
   /** Number of names with records (for metrics and tests). */

@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { WeftError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { CLASS_IN, EDNS_DO, EDNS_UDP_SIZE, FLAG, TYPE } from "../wire/constants.js";
+import { FrameReader } from "../wire/framing.js";
 import { nameToKey } from "../wire/query.js";
 import { parseResponse, type ParsedResponse } from "../wire/response.js";
 import type { Upstream, UpstreamSet } from "./upstreams.js";
@@ -102,6 +103,11 @@ export class Forwarder {
     return v;
   }
 
+  /** What is in flight: upstream queries, coalesced questions, UDP attempts awaiting a reply. */
+  load(): { active: number; coalesced: number; pending: number } {
+    return { active: this.active, coalesced: this.inflight.size, pending: this.pending.size };
+  }
+
   /** Resolves (key, qtype) upstream; identical concurrent questions share one query. */
   resolve(key: string, qtype: number, dnssecOk: boolean, cd: boolean, coalesceKey: string): Promise<Answer> {
     const running = this.inflight.get(coalesceKey);
@@ -131,8 +137,19 @@ export class Forwarder {
         up.fails = 0;
         let answer = a;
         if (a.parsed.truncated) {
-          const tcp = await this.tcpAttempt(up, key, qtype, dnssecOk, cd, Math.max(100, deadline - Date.now())).catch(() => undefined);
-          if (tcp) answer = tcp;
+          // Truncated: the whole answer over TCP. An upstream whose TCP fails (closes early, half a
+          // message, another question, no answer in time) failed this attempt: the next one, or
+          // SERVFAIL / a stale answer at the deadline — never the truncated answer passed on.
+          const left = deadline - Date.now();
+          const tcp = left > 0 ? await this.tcpAttempt(up, key, qtype, dnssecOk, cd, Math.min(this.opts.attemptMs, left)).catch((e: unknown) => {
+            this.opts.log.debug({ upstream: up.label, err: (e as Error).message }, "TCP retry of a truncated answer failed");
+            return undefined;
+          }) : undefined;
+          if (!tcp) {
+            this.opts.metrics?.upstreamSeconds(up.label, "tcp_error", (performance.now() - t0) / 1000);
+            continue;
+          }
+          answer = tcp;
         }
         this.opts.metrics?.upstreamSeconds(up.label, String(answer.parsed.rcode), (performance.now() - t0) / 1000);
         return answer;
@@ -190,33 +207,43 @@ export class Forwarder {
     p.done({ bytes: m, parsed, upstream: p.up.label });
   }
 
+  /**
+   * One query over TCP. Settles exactly once: with the answer, or rejected
+   * when the upstream closes before a whole message, sends a malformed one
+   * or one to another question, errs, or the time is up.
+   */
   private tcpAttempt(up: Upstream, key: string, qtype: number, dnssecOk: boolean, cd: boolean, timeoutMs: number): Promise<Answer> {
     const id = this.randomId();
     const msg = buildQuery(id, key, qtype, dnssecOk, cd);
     return new Promise((resolve, reject) => {
       const s = connect({ host: up.host, port: up.port });
-      const timer = setTimeout(() => s.destroy(new Error("TCP upstream query timed out")), timeoutMs);
-      let buf = Buffer.alloc(0);
+      const reader = new FrameReader();
+      let settled = false;
+      const finish = (err: Error | undefined, a?: Answer): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        s.destroy();
+        if (a) resolve(a);
+        else reject(err ?? new Error("TCP upstream query failed"));
+      };
+      const timer = setTimeout(() => finish(new Error(`TCP upstream query timed out after ${timeoutMs} ms`)), timeoutMs);
       s.on("connect", () => {
         const len = Buffer.alloc(2);
         len.writeUInt16BE(msg.length);
         s.write(Buffer.concat([len, msg]));
       });
       s.on("data", (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
-        clearTimeout(timer);
-        s.end();
-        const m = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        reader.feed(d, 0);
+        const m = reader.take();
+        if (!m) return;
         const parsed = parseResponse(m, m.length);
-        if (typeof parsed === "string") return reject(new Error(`malformed TCP answer: ${parsed}`));
-        if (parsed.id !== id || parsed.key !== key || parsed.qtype !== qtype) return reject(new Error("TCP answer to another question"));
-        resolve({ bytes: Buffer.from(m), parsed, upstream: up.label });
+        if (typeof parsed === "string") return finish(new Error(`malformed TCP answer: ${parsed}`));
+        if (parsed.id !== id || parsed.key !== key || parsed.qtype !== qtype) return finish(new Error("TCP answer to another question"));
+        finish(undefined, { bytes: m, parsed, upstream: up.label });
       });
-      s.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
+      s.on("error", (e) => finish(e));
+      s.on("close", () => finish(new Error(reader.inMessage ? "the upstream closed the TCP connection in the middle of its answer" : "the upstream closed the TCP connection without answering")));
     });
   }
 

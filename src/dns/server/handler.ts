@@ -1,5 +1,5 @@
 import type { Logger } from "../../common/log.js";
-import { cacheKey, STALE_TTL, type DnsCache } from "../cache/cache.js";
+import { cacheKey, STALE_TTL, type CacheEntry, type DnsCache } from "../cache/cache.js";
 import type { ClusterZone } from "../cluster/zone.js";
 import type { Answer, Forwarder } from "../forward/forwarder.js";
 import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
@@ -20,6 +20,8 @@ export interface HandlerDeps {
   readonly acl: ClientAcl;
   readonly counters: DnsCounters;
   readonly log: Logger;
+  /** Requests that may wait for an upstream answer at once; beyond it SERVFAIL (or a stale answer) at once. */
+  readonly maxWaiting: number;
 }
 
 /** TCP answers may be this long; UDP ones are capped by the query's EDNS size. */
@@ -35,6 +37,11 @@ export class DnsHandler {
   private readonly q: Query = newQuery();
 
   constructor(private readonly d: HandlerDeps) {}
+
+  /** Whether the ACL lets this client address in (TCP asks at accept). */
+  allows(addr: string): boolean {
+    return this.d.acl.allows(addr);
+  }
 
   /** `from` is the client's address as text, or an IPv4 address as a host-order number (the batch path). */
   handle(msg: Buffer, len: number, from: string | number, tcp: boolean, out: Buffer): number | Promise<Buffer | undefined> {
@@ -70,7 +77,10 @@ export class DnsHandler {
           c.zoneAnswers++;
           return this.done(serve(a.response, q, msg, out, 0, maxLen), out);
         }
-        if (a.kind === "cname") return this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen);
+        if (a.kind === "cname") {
+          if (c.waiting >= this.d.maxWaiting) return this.shed(q, msg, out, undefined, maxLen);
+          return this.waitFor(this.externalName({ ...q }, Buffer.from(msg.subarray(0, len)), a.cname, a.target, maxLen));
+        }
       }
     } else if (isUnder(q.key, this.d.zoneKey)) {
       c.notSynced++;
@@ -84,18 +94,42 @@ export class DnsHandler {
     const k = cacheKey(q.key, q.qtype, q.dnssecOk, cd);
     const look = this.d.cache.lookup(k);
     if (look?.state === "fresh") {
-      if (look.prefetch) void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      if (look.prefetch) void this.refresh(look.entry, k, q.key, q.qtype, q.dnssecOk, cd);
       return this.done(serve(look.entry.response, q, msg, out, look.age, maxLen), out);
     }
-    const stale = look?.state === "stale" ? look.entry.response : undefined;
-    if (stale && !this.d.forwarder.anyUpstreamUp()) {
+    const staleEntry = look?.state === "stale" ? look.entry : undefined;
+    const stale = staleEntry?.response;
+    if (staleEntry && stale && !this.d.forwarder.anyUpstreamUp()) {
       // Every upstream is down: the stale answer now (RFC 8767's client timeout at its
-      // shortest), and a refresh behind it that stores the answer once one is back.
+      // shortest), and a refresh behind it that stores the answer once one is back —
+      // one per entry at a time, however many clients ask meanwhile.
       this.d.cache.staleServed++;
-      void this.refresh(k, q.key, q.qtype, q.dnssecOk, cd);
+      if (!staleEntry.prefetching) {
+        staleEntry.prefetching = true;
+        void this.refresh(staleEntry, k, q.key, q.qtype, q.dnssecOk, cd);
+      }
       return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
     }
-    return this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen);
+    if (c.waiting >= this.d.maxWaiting) return this.shed(q, msg, out, stale, maxLen);
+    return this.waitFor(this.forward({ ...q }, Buffer.from(msg.subarray(0, len)), k, cd, stale, maxLen));
+  }
+
+  /** Counts a request waiting for an upstream until it has its answer. */
+  private async waitFor(p: Promise<Buffer | undefined>): Promise<Buffer | undefined> {
+    this.d.counters.waiting++;
+    try {
+      return await p;
+    } finally {
+      this.d.counters.waiting--;
+    }
+  }
+
+  /** Too many requests wait for upstreams already: the stale answer if there is one, else SERVFAIL, at once. */
+  private shed(q: Query, msg: Buffer, out: Buffer, stale: Prebuilt | undefined, maxLen: number): number {
+    this.d.counters.shed++;
+    if (!stale) return this.fail(q, msg, out, RCODE.SERVFAIL);
+    this.d.cache.staleServed++;
+    return this.done(serve(stale, q, msg, out, 0, maxLen, STALE_TTL), out);
   }
 
 
@@ -127,14 +161,23 @@ export class DnsHandler {
     return this.reply((out) => serve(p, q, msg, out, 0, maxLen), p.bytes.length);
   }
 
-  /** Prefetch: refresh a popular entry before it expires. */
-  private async refresh(k: string, key: string, qtype: number, dnssecOk: boolean, cd: boolean): Promise<void> {
+  /**
+   * Refreshes entry `e` in the background (prefetch of a popular entry close
+   * to expiry, or behind a stale answer); `e.prefetching` is set by the
+   * caller and cleared here, so an entry has one refresh at a time, and one
+   * that failed may be tried again.
+   */
+  private async refresh(e: CacheEntry, k: string, key: string, qtype: number, dnssecOk: boolean, cd: boolean): Promise<void> {
+    this.d.counters.refreshing++;
     try {
       const a = await this.d.forwarder.resolve(key, qtype, dnssecOk, cd, k);
       this.d.cache.store(k, a.bytes, a.parsed);
       this.d.counters.prefetches++;
     } catch {
       // the entry stays; it expires or is served stale
+    } finally {
+      e.prefetching = false;
+      this.d.counters.refreshing--;
     }
   }
 

@@ -1,22 +1,32 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
 import { isIPv4, isIPv6 } from "node:net";
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Server } from "node:net";
 import { ConfigError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort } from "../hostport.js";
 import { BatchUdpListener } from "./batch.js";
+import type { DnsCounters } from "./counters.js";
 import type { DnsHandler } from "./handler.js";
+import { TCP_DEFAULTS, TcpConnections, type TcpLimits } from "./tcp.js";
 
 export interface ListenAddr {
   readonly host: string;
   readonly port: number;
 }
 
+export interface ListenerOptions {
+  readonly tcp: TcpLimits;
+  /** Clock of the TCP timeouts (ms). */
+  readonly now?: () => number;
+  /** false: Node's dgram for UDP even where the native batch path is available. */
+  readonly batch?: boolean;
+}
+
 /**
  * The DNS server's sockets: UDP — for IPv4 the native batch path
- * (recvmmsg/sendmmsg, ./batch.ts), else Node's dgram — and TCP (RFC 7766:
- * length-prefixed messages, several per connection, answered as they
- * complete; idle connections closed).
+ * (recvmmsg/sendmmsg, ./batch.ts), else Node's dgram — and TCP (RFC 7766,
+ * ./tcp.ts: length-prefixed messages, several per connection, answered as
+ * they complete, within limits).
  */
 export class DnsListener {
   private readonly udp: UdpSocket[] = [];
@@ -24,9 +34,16 @@ export class DnsListener {
   private readonly batch: BatchUdpListener[] = [];
   private readonly bound: ListenAddr[] = [];
   private readonly out = Buffer.alloc(65535);
-  private conns = 0;
+  private readonly conns: TcpConnections;
 
-  constructor(private readonly handler: DnsHandler, private readonly log: Logger, private readonly opts: { maxTcpConnections: number; tcpIdleMs: number; batch?: boolean } = { maxTcpConnections: 1000, tcpIdleMs: 10_000 }) {}
+  constructor(private readonly handler: DnsHandler, counters: DnsCounters, private readonly log: Logger, private readonly opts: ListenerOptions = { tcp: TCP_DEFAULTS }) {
+    this.conns = new TcpConnections(handler, counters, log, opts.tcp, opts.now);
+  }
+
+  /** Open TCP connections. */
+  get tcpConnections(): number {
+    return this.conns.size;
+  }
 
   /** Binds every address (UDP and TCP on the same port); throws ConfigError naming the address that cannot be had. */
   async listen(addrs: readonly ListenAddr[]): Promise<void> {
@@ -61,10 +78,11 @@ export class DnsListener {
       this.udp.push(u);
       port = u.address().port;
     }
-    const t = createServer((s) => this.onConnection(s));
+    const t = createServer({ allowHalfOpen: true }, (s) => this.conns.accept(s));
     await new Promise<void>((res, rej) => {
       t.once("error", rej);
-      t.listen(port, a.host, () => res());
+      // A deep accept queue: under a connection flood a new client waits in it, not for a SYN retry.
+      t.listen({ port, host: a.host, backlog: 4096 }, () => res());
     });
     this.tcp.push(t);
     this.bound.push({ host: a.host, port });
@@ -86,45 +104,6 @@ export class DnsListener {
     r.then((b) => b && u.send(b, port, addr), (e: unknown) => this.log.error({ err: (e as Error).stack }, "DNS handler failed"));
   }
 
-  private onConnection(s: Socket): void {
-    if (this.conns >= this.opts.maxTcpConnections) {
-      s.destroy();
-      return;
-    }
-    this.conns++;
-    s.setTimeout(this.opts.tcpIdleMs, () => s.destroy());
-    s.on("close", () => this.conns--);
-    s.on("error", () => undefined);
-    let buf: Buffer = Buffer.alloc(0);
-    s.on("data", (d: Buffer) => {
-      buf = buf.length ? Buffer.concat([buf, d]) : d;
-      while (buf.length >= 2) {
-        const len = buf.readUInt16BE(0);
-        if (buf.length < 2 + len) break;
-        const msg = Buffer.from(buf.subarray(2, 2 + len));
-        buf = buf.subarray(2 + len);
-        this.answerTcp(s, msg);
-      }
-    });
-  }
-
-  private answerTcp(s: Socket, msg: Buffer): void {
-    const send = (b: Buffer | undefined): void => {
-      if (!b || s.destroyed) return;
-      const frame = Buffer.allocUnsafe(2 + b.length);
-      frame.writeUInt16BE(b.length, 0);
-      b.copy(frame, 2);
-      s.write(frame);
-    };
-    try {
-      const r = this.handler.handle(msg, msg.length, s.remoteAddress ?? "", true, this.out);
-      if (typeof r === "number") send(r > 0 ? this.out.subarray(0, r) : undefined);
-      else r.then(send, (e: unknown) => this.log.error({ err: (e as Error).stack }, "DNS handler failed"));
-    } catch (e) {
-      this.log.error({ err: (e as Error).stack }, "DNS handler failed on a TCP message");
-    }
-  }
-
   /** The bound addresses (port 0 resolved; UDP and TCP share it). */
   addresses(): ListenAddr[] {
     return [...this.bound];
@@ -133,6 +112,7 @@ export class DnsListener {
   close(): void {
     for (const u of this.udp) u.close();
     for (const t of this.tcp) t.close();
+    this.conns.close();
     for (const b of this.batch) b.close();
   }
 }
