@@ -47,6 +47,13 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--dns-policy <policy>", "upstream choice: random | round_robin | sequential", AGENT_DEFAULTS.dnsPolicy))
     .addOption(flag("--dns-allow <prefixes>", "extra client prefixes the DNS server answers (besides the cluster network, node addresses, loopback)", AGENT_DEFAULTS.dnsAllow))
     .addOption(flag("--dns-cache-size <entries>", "DNS cache capacity", AGENT_DEFAULTS.dnsCacheSize))
+    .addOption(flag("--dns-cache-bytes <bytes>", "DNS cache capacity in bytes (least recently used first, with --dns-cache-size)", AGENT_DEFAULTS.dnsCacheBytes))
+    .addOption(flag("--dns-max-waiting <requests>", "requests that may wait for upstream answers at once (beyond: SERVFAIL or stale at once)", AGENT_DEFAULTS.dnsMaxWaiting))
+    .addOption(flag("--dns-tcp-max-connections <n>", "DNS-over-TCP connections at most (the longest-idle one goes for a new one)", AGENT_DEFAULTS.dnsTcpMaxConnections))
+    .addOption(flag("--dns-tcp-max-per-client <n>", "DNS-over-TCP connections per client address", AGENT_DEFAULTS.dnsTcpMaxPerClient))
+    .addOption(flag("--dns-tcp-idle-timeout <seconds>", "close a DNS-over-TCP connection with nothing to do after this long", AGENT_DEFAULTS.dnsTcpIdleTimeout))
+    .addOption(flag("--dns-tcp-read-timeout <seconds>", "a DNS-over-TCP message must be complete this long after its first byte", AGENT_DEFAULTS.dnsTcpReadTimeout))
+    .addOption(flag("--dns-tcp-max-pending <bytes>", "unsent answer bytes after which a DNS-over-TCP connection is not read", AGENT_DEFAULTS.dnsTcpMaxPending))
     .action(async (raw: Record<string, unknown>) => {
       const opts = parseAgentOptions(raw);
       const log = createLogger("weft-agent");
