@@ -1,4 +1,6 @@
+import * as abi from "../../asm/abi.js";
 import { parseCidr, parseIpv4, parseMac } from "../../src/common/ipv4.js";
+import { inetChecksum, sum16 } from "../../src/dataplane/reference/checksum.js";
 import { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL, type CoreLimits, type PeerEntry, type TunnelConfig } from "../../src/dataplane/core/types.js";
 import { RefTunnel } from "../../src/dataplane/reference/tunnel.js";
@@ -40,4 +42,167 @@ export function refMirror(core: WasmCore, self: number, extra: Partial<TunnelCon
     ref.lpm.insert(p.subnet.addr, p.subnet.len, i);
   });
   return ref;
+}
+
+// ------------------------------------------------------------------ tun path
+
+/** struct virtio_net_hdr flags and GSO types (include/uapi/linux/virtio_net.h). */
+export const NEEDS_CSUM = 1;
+export const GSO_NONE = 0;
+export const GSO_TCPV4 = 1;
+export const GSO_UDP_L4 = 5;
+
+/** A 10-byte virtio_net_hdr (little-endian fields, as the TUN device uses them). */
+export function vnet(flags: number, gsoType: number, hdrLen: number, gsoSize: number, csumStart: number, csumOffset: number): Uint8Array {
+  const b = new Uint8Array(10);
+  const v = new DataView(b.buffer);
+  v.setUint8(0, flags);
+  v.setUint8(1, gsoType);
+  v.setUint16(2, hdrLen, true);
+  v.setUint16(4, gsoSize, true);
+  v.setUint16(6, csumStart, true);
+  v.setUint16(8, csumOffset, true);
+  return b;
+}
+
+export function cat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A TCP header (ports 40000 -> 5201, ack 777, window 502) with `options` (a multiple of 4 bytes), then `payload`. */
+export function tcp(payload: Uint8Array, seq: number, flags: number, options: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const h = 20 + options.length;
+  const t = new Uint8Array(h + payload.length);
+  const v = new DataView(t.buffer);
+  v.setUint16(0, 40000);
+  v.setUint16(2, 5201);
+  v.setUint32(4, seq >>> 0);
+  v.setUint32(8, 777);
+  v.setUint8(12, (h / 4) << 4);
+  v.setUint8(13, flags);
+  v.setUint16(14, 502);
+  t.set(options, 20);
+  t.set(payload, h);
+  return t;
+}
+
+/** The 16-bit ones'-complement sum of an IPv4 packet's pseudo-header for its L4 part (not folded into a field). */
+function pseudo(ip: Uint8Array, ihl: number, l4len: number): number {
+  const v = new DataView(ip.buffer, ip.byteOffset, ip.byteLength);
+  const s = v.getUint32(12), d = v.getUint32(16);
+  return (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + ip[9]! + l4len;
+}
+
+/** True when the TCP/UDP checksum of a whole IPv4 packet verifies (a UDP zero checksum counts as none). */
+export function l4Valid(ip: Uint8Array): boolean {
+  const v = new DataView(ip.buffer, ip.byteOffset, ip.byteLength);
+  const ihl = (ip[0]! & 15) * 4;
+  const tot = v.getUint16(2);
+  if (ip[9] === 17 && v.getUint16(ihl + 6) === 0) return true;
+  return sum16(ip, ihl, tot - ihl, pseudo(ip, ihl, tot - ihl)) === 0xffff;
+}
+
+/**
+ * What the kernel's GSO makes of a TSO (TCP) or USO (UDP) IPv4 super-packet
+ * cut into `gso`-byte payloads: the segments, each with its own total length,
+ * IP ID (+1 per segment), sequence number, flags (CWR on the first only, FIN
+ * and PSH on the last only), UDP length, and fresh checksums. The oracle the
+ * tun transmit path is checked against.
+ */
+export function gsoSegments(ip: Uint8Array, gso: number): Uint8Array[] {
+  const v = new DataView(ip.buffer, ip.byteOffset, ip.byteLength);
+  const ihl = (ip[0]! & 15) * 4;
+  const tot = v.getUint16(2);
+  const isTcp = ip[9] === 6;
+  const hdrs = ihl + (isTcp ? (ip[ihl + 12]! >> 4) * 4 : 8);
+  const payload = tot - hdrs;
+  const segs = payload === 0 ? 1 : Math.ceil(payload / gso);
+  const id0 = v.getUint16(4);
+  const seq0 = isTcp ? v.getUint32(ihl + 4) : 0;
+  const out: Uint8Array[] = [];
+  for (let s = 0; s < segs; s++) {
+    const size = Math.min(gso, payload - s * gso);
+    const seg = new Uint8Array(hdrs + size);
+    seg.set(ip.subarray(0, hdrs));
+    seg.set(ip.subarray(hdrs + s * gso, hdrs + s * gso + size), hdrs);
+    const w = new DataView(seg.buffer);
+    w.setUint16(2, hdrs + size);
+    w.setUint16(4, (id0 + s) & 0xffff);
+    w.setUint16(10, 0);
+    w.setUint16(10, inetChecksum(seg, 0, ihl));
+    const l4 = hdrs - ihl + size;
+    if (isTcp) {
+      w.setUint32(ihl + 4, (seq0 + s * gso) >>> 0);
+      let f = ip[ihl + 13]!;
+      if (s > 0) f &= ~0x80;
+      if (s < segs - 1) f &= ~0x09;
+      seg[ihl + 13] = f;
+      w.setUint16(ihl + 16, 0);
+      w.setUint16(ihl + 16, ~sum16(seg, ihl, l4, pseudo(seg, ihl, l4)) & 0xffff);
+    } else {
+      w.setUint16(ihl + 4, l4);
+      w.setUint16(ihl + 6, 0);
+      const c = ~sum16(seg, ihl, l4, pseudo(seg, ihl, l4)) & 0xffff;
+      w.setUint16(ihl + 6, c === 0 ? 0xffff : c);
+    }
+    out.push(seg);
+  }
+  return out;
+}
+
+/** A unit of the last tun batch as bytes: its iovecs concatenated, cut every `gso` bytes (UDP_SEGMENT's datagrams). */
+export function unitDatagrams(core: WasmCore, u: ReturnType<WasmCore["unit"]>): Uint8Array[] {
+  const mem = core.bytes();
+  const all = cat(...u.iovs.map(([o, l]) => mem.subarray(o, o + l)));
+  if (u.gso === 0) return [all];
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < all.length; i += u.gso) out.push(all.subarray(i, i + u.gso));
+  return out;
+}
+
+/** A byte range of the core's memory [start, end) that a call may write. */
+export interface Region {
+  readonly what: string;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** What a tun batch call writes besides packets: the unit table, the iovec table, the header arena, the counters. */
+export function tunRegions(core: WasmCore): Region[] {
+  const units = core.limits.units;
+  return [
+    { what: "units", start: core.unitBase, end: core.unitBase + units * abi.UNIT_SIZE },
+    { what: "iovecs", start: core.iovBase, end: core.iovBase + 2 * units * abi.IOV_SIZE },
+    { what: "arena", start: core.iovBase + 2 * units * abi.IOV_SIZE, end: core.iovBase + 2 * units * abi.IOV_SIZE + units * abi.ARENA_BLOCK },
+    { what: "counters", start: core.countersBase(abi.DIR_ENCAP), end: core.countersBase(abi.DIR_ENCAP) + 2 * abi.R_COUNT * 8 },
+  ];
+}
+
+/**
+ * The canary check: the first byte of memory that differs from `before`
+ * outside the allowed regions (described), or undefined when none does.
+ * Memory that grew counts as written.
+ */
+export function writtenOutside(core: WasmCore, before: Uint8Array, allowed: readonly Region[]): string | undefined {
+  const now = core.bytes();
+  if (now.length !== before.length) return `memory grew from ${before.length} to ${now.length} bytes`;
+  const cuts = [...allowed].sort((a, b) => a.start - b.start);
+  let at = 0;
+  const check = (from: number, to: number): string | undefined => {
+    if (to <= from || Buffer.compare(Buffer.from(now.buffer, now.byteOffset + from, to - from), Buffer.from(before.buffer, before.byteOffset + from, to - from)) === 0) return undefined;
+    for (let i = from; i < to; i++) if (now[i] !== before[i]) return `byte ${i} changed (${before[i]} -> ${now[i]}) outside ${cuts.map((r) => `${r.what} [${r.start}, ${r.end})`).join(", ")}`;
+    return undefined;
+  };
+  for (const r of cuts) {
+    const bad = check(at, r.start);
+    if (bad) return bad;
+    at = Math.max(at, r.end);
+  }
+  return check(at, now.length);
 }

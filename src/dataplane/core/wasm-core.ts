@@ -405,6 +405,11 @@ export class WasmCore {
     };
   }
 
+  /** Offset of a direction's R_COUNT u64 counters (DIR_ENCAP's are followed by DIR_DECAP's). */
+  countersBase(dir: number): number {
+    return this.x.counters_base(dir);
+  }
+
   /** Per-result counters of a direction (abi.DIR_ENCAP or abi.DIR_DECAP). */
   counters(dir: number): Counters {
     const base = this.x.counters_base(dir);
