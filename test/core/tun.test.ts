@@ -5,7 +5,7 @@ import type { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { resultName } from "../../src/dataplane/results.js";
 import { ipv4, randBytes, rng } from "../helpers/packets.js";
-import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, NODES, cat, coreAs, l4Valid, unitDatagrams, vnet } from "../helpers/tunnel.js";
+import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, NODES, cat, coreAs, l4Valid, unitDatagrams, vnet, vxlanPayload } from "../helpers/tunnel.js";
 
 /**
  * The tun path's offload work in the WASM core: TSO/USO super-packets from
@@ -212,17 +212,7 @@ describe("tun receive: datagrams coalesced for the device", () => {
   });
 
   /** One VXLAN datagram from A carrying `inner` as-is (what a kernel peer on a virtual underlay may send). */
-  function raw(inner: Uint8Array): Uint8Array {
-    const dg = new Uint8Array(22 + inner.length);
-    const v = new DataView(dg.buffer);
-    v.setUint32(0, 0x08000000);
-    v.setUint32(4, 1 << 8);
-    dg.set(NODES[B].vtepMac, 8);
-    dg.set(NODES[A].vtepMac, 14);
-    v.setUint16(20, 0x0800);
-    dg.set(inner, 22);
-    return dg;
-  }
+  const raw = (inner: Uint8Array): Uint8Array => vxlanPayload(A, B, inner);
 
   /** A TCP packet whose checksum field holds what CHECKSUM_PARTIAL leaves: the folded pseudo-header sum. */
   function partialTcp(payloadLen: number): Uint8Array {

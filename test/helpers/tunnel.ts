@@ -206,3 +206,115 @@ export function writtenOutside(core: WasmCore, before: Uint8Array, allowed: read
   }
   return check(at, now.length);
 }
+
+/**
+ * Checks one unit of a tun receive batch as the TUN device's kernel will
+ * read it: [virtio_net_hdr][IPv4 packet] whose every byte comes from
+ * `inputs` (the received buffers), a well-formed IPv4 header with a good
+ * checksum and a total length that matches, an offload header consistent
+ * with the packet, and a TCP/UDP checksum that verifies once finished (a
+ * partial one is finished as the kernel would). Throws on anything else.
+ */
+export function checkRxUnit(core: WasmCore, u: ReturnType<WasmCore["unit"]>, inputs: readonly Region[]): void {
+  if (u.iovs.length === 0) throw new Error("an accepted unit has no iovecs");
+  for (const [o, l] of u.iovs) {
+    if (!inputs.some((r) => o >= r.start && o + l <= r.end)) throw new Error(`iovec [${o}, ${o + l}) lies outside every received buffer`);
+  }
+  const pkt = cat(...u.iovs.map(([o, l]) => core.bytes().subarray(o, o + l)));
+  const hv = new DataView(pkt.buffer);
+  const [flags, gsoType, hdrLen, gsoSize, cstart, coff] = [hv.getUint8(0), hv.getUint8(1), hv.getUint16(2, true), hv.getUint16(4, true), hv.getUint16(6, true), hv.getUint16(8, true)];
+  const ip = pkt.subarray(10);
+  const v = new DataView(ip.buffer, ip.byteOffset, ip.byteLength);
+  if (ip.length < 20 || ip[0]! >> 4 !== 4) throw new Error("not an IPv4 packet");
+  const ihl = (ip[0]! & 15) * 4;
+  if (ihl < 20 || v.getUint16(2) !== ip.length) throw new Error(`IPv4 total length ${v.getUint16(2)} but ${ip.length} bytes`);
+  if (sum16(ip, 0, ihl) !== 0xffff) throw new Error("bad IPv4 header checksum");
+  const proto = ip[9]!;
+  const frag = (v.getUint16(6) & 0x3fff) !== 0;
+  if (gsoType === GSO_NONE) {
+    if (flags !== 0) throw new Error(`flags ${flags} on a complete packet`);
+    if (!frag && (proto === 6 || proto === 17) && !l4Valid(ip)) throw new Error("bad TCP/UDP checksum on a complete packet");
+    return;
+  }
+  const tcpGso = gsoType === GSO_TCPV4 && proto === 6;
+  if (!tcpGso && !(gsoType === GSO_UDP_L4 && proto === 17)) throw new Error(`GSO type ${gsoType} on protocol ${proto}`);
+  const hdrs = ihl + (tcpGso ? (ip[ihl + 12]! >> 4) * 4 : 8);
+  if (frag || flags !== NEEDS_CSUM || hdrLen !== hdrs || cstart !== ihl || coff !== (tcpGso ? 16 : 6) || gsoSize === 0 || hdrs + gsoSize > 65535 || hdrs >= ip.length) {
+    throw new Error(`inconsistent virtio_net_hdr ${JSON.stringify({ flags, gsoType, hdrLen, gsoSize, cstart, coff })} for headers of ${hdrs} bytes`);
+  }
+  const l4 = ip.length - ihl;
+  const partial = ((): number => {
+    let s = pseudo(ip, ihl, l4);
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    return s;
+  })();
+  if (v.getUint16(ihl + coff) !== partial) throw new Error("the checksum field does not hold the partial pseudo-header sum");
+  const done = ip.slice();
+  new DataView(done.buffer).setUint16(ihl + coff, ~sum16(done, ihl, l4) & 0xffff);
+  if (!l4Valid(done)) throw new Error("the finished checksum does not verify");
+}
+
+/** A VXLAN UDP payload (VNI 1) from node `from` to node `to` carrying `inner` as-is. */
+export function vxlanPayload(from: number, to: number, inner: Uint8Array): Uint8Array {
+  const dg = new Uint8Array(22 + inner.length);
+  const v = new DataView(dg.buffer);
+  v.setUint32(0, 0x08000000);
+  v.setUint32(4, 1 << 8);
+  dg.set(NODES[to]!.vtepMac, 8);
+  dg.set(NODES[from]!.vtepMac, 14);
+  v.setUint16(20, 0x0800);
+  dg.set(inner, 22);
+  return dg;
+}
+
+/** The datagram size tun receive cuts a buffer at (asm/tun-rx.ts datagramSize, the spec the tests hold it to). */
+export function rxDatagramSize(buf: Uint8Array, gso: number): number {
+  if (gso === 0 || gso >= buf.length) return buf.length;
+  if (buf.length >= 26 && ((buf[24]! << 8) | buf[25]!) + 22 > gso) return buf.length;
+  return gso;
+}
+
+/**
+ * Feeds received buffers (with their UDP_GRO sizes) from node `from` to a
+ * receiving core, calling tun_rx_batch again while it has not finished,
+ * and checks every call: nothing written outside the unit and iovec tables,
+ * the counters and the buffers themselves; every unit well-formed
+ * (checkRxUnit); every datagram counted once, accepted ones in exactly one
+ * unit. Returns the counter deltas and the units' segment counts.
+ */
+export function receiveChecked(core: WasmCore, bufs: readonly { buf: Uint8Array; gso: number; from?: number; tos?: number }[], maxCalls = 10_000): { calls: number; ok: number; dropped: number; units: number } {
+  const inputs: Region[] = [];
+  let at = core.pktBase;
+  bufs.forEach((b, i) => {
+    core.bytes().set(b.buf, at);
+    core.setDesc(i, at, b.buf.length, b.from ?? NODES[0].underlay, b.tos ?? 0);
+    new DataView(core.bytes().buffer).setUint16(core.descBase + i * abi.DESC_SIZE + abi.DESC_GSO, b.gso, true);
+    inputs.push({ what: `buffer ${i}`, start: at, end: at + b.buf.length });
+    at += b.buf.length + 64;
+  });
+  if (at > core.pktBase + core.pktSize) throw new Error("the buffers do not fit the packet region");
+  const total = (): bigint => Object.values(core.counters(abi.DIR_DECAP)).reduce((a, b) => a + b, 0n);
+  const ok0 = core.counters(abi.DIR_DECAP).ok;
+  const all0 = total();
+  let next = 0, calls = 0, segs = 0, units = 0;
+  while (next < bufs.length) {
+    const before = core.bytes().slice();
+    next = core.tunRx(next, bufs.length);
+    if (++calls > maxCalls) throw new Error(`no progress after ${maxCalls} calls (at descriptor ${next})`);
+    const bad = writtenOutside(core, before, [...tunRegions(core), ...inputs]);
+    if (bad) throw new Error(`call ${calls}: ${bad}`);
+    for (let u = 0; u < core.tunUnits(); u++) {
+      const unit = core.unit(u);
+      if (unit.res < 0) throw new Error(`a receive unit with result ${unit.res}`);
+      checkRxUnit(core, unit, inputs);
+      segs += unit.segs;
+      units++;
+    }
+  }
+  const ok = Number(core.counters(abi.DIR_DECAP).ok - ok0);
+  const all = Number(total() - all0);
+  const want = bufs.reduce((n, b) => n + (b.buf.length === 0 ? 1 : Math.ceil(b.buf.length / rxDatagramSize(b.buf, b.gso))), 0);
+  if (all !== want) throw new Error(`counters moved by ${all}, but ${want} datagrams came in`);
+  if (segs !== ok) throw new Error(`${ok} datagrams accepted, but the units carry ${segs}`);
+  return { calls, ok, dropped: all - ok, units };
+}
