@@ -231,6 +231,7 @@ export function checkRxUnit(core: WasmCore, u: ReturnType<WasmCore["unit"]>, inp
   if (sum16(ip, 0, ihl) !== 0xffff) throw new Error("bad IPv4 header checksum");
   const proto = ip[9]!;
   const frag = (v.getUint16(6) & 0x3fff) !== 0;
+  if (!frag && proto === 6 && (ip.length < ihl + 20 || (ip[ihl + 12]! >> 4) < 5 || (ip[ihl + 12]! >> 4) * 4 > ip.length - ihl)) throw new Error("a TCP header that does not fit its data offset");
   if (gsoType === GSO_NONE) {
     if (flags !== 0) throw new Error(`flags ${flags} on a complete packet`);
     if (!frag && (proto === 6 || proto === 17) && !l4Valid(ip)) throw new Error("bad TCP/UDP checksum on a complete packet");
@@ -307,6 +308,7 @@ export function receiveChecked(core: WasmCore, bufs: readonly { buf: Uint8Array;
       const unit = core.unit(u);
       if (unit.res < 0) throw new Error(`a receive unit with result ${unit.res}`);
       checkRxUnit(core, unit, inputs);
+      checkRxOrigin(core, unit, bufs, inputs);
       segs += unit.segs;
       units++;
     }
@@ -317,4 +319,68 @@ export function receiveChecked(core: WasmCore, bufs: readonly { buf: Uint8Array;
   if (all !== want) throw new Error(`counters moved by ${all}, but ${want} datagrams came in`);
   if (segs !== ok) throw new Error(`${ok} datagrams accepted, but the units carry ${segs}`);
   return { calls, ok, dropped: all - ok, units };
+}
+
+/**
+ * Why the receive path must not have taken this original inner packet
+ * (undefined: it may): a bad IPv4 header checksum, a source outside the
+ * sending node's subnet, or a TCP/UDP checksum that neither verifies nor
+ * was left partial by the sender (nor is UDP's "none").
+ */
+function refusable(ip: Uint8Array, from: number): string | undefined {
+  const v = new DataView(ip.buffer, ip.byteOffset, ip.byteLength);
+  const ihl = (ip[0]! & 15) * 4;
+  if (sum16(ip, 0, ihl) !== 0xffff) return "a bad IPv4 header checksum";
+  const peer = NODES.find((n) => n.underlay === from);
+  const mask = peer ? (peer.subnet.len === 0 ? 0 : (~0 << (32 - peer.subnet.len)) >>> 0) : 0;
+  if (!peer || ((v.getUint32(12) & mask) >>> 0) !== peer.subnet.addr >>> 0) return "a source outside the sender's subnet";
+  const proto = ip[9]!;
+  if ((v.getUint16(6) & 0x3fff) !== 0 || (proto !== 6 && proto !== 17)) return undefined;
+  const at = ihl + (proto === 6 ? 16 : 6);
+  if (proto === 17 && v.getUint16(at) === 0) return undefined;
+  if (l4Valid(ip)) return undefined;
+  let partial = pseudo(ip, ihl, ip.length - ihl);
+  while (partial > 0xffff) partial = (partial & 0xffff) + (partial >>> 16);
+  return v.getUint16(at) === partial ? undefined : "a TCP/UDP checksum that is wrong";
+}
+
+/**
+ * Holds a receive unit against the datagrams it came from (their bytes as
+ * received): each segment's original inner packet is one the path may take
+ * (refusable), its payload reaches the device unchanged, and a complete
+ * packet differs from its original only in the ECN bits (RFC 6040, outer CE
+ * on ECT), the IPv4 checksum, and a TCP/UDP checksum the sender left
+ * partial.
+ */
+function checkRxOrigin(core: WasmCore, u: ReturnType<WasmCore["unit"]>, bufs: readonly { buf: Uint8Array; gso: number; from?: number; tos?: number }[], inputs: readonly Region[]): void {
+  const mem = core.bytes();
+  const hdrLen = new DataView(mem.buffer).getUint16(u.iovs[0]![0] + 2, true);
+  const gso = mem[u.iovs[0]![0] + 1]!;
+  u.iovs.forEach(([o, l], k) => {
+    const r = inputs.findIndex((x) => o >= x.start && o + l <= x.end);
+    const b = bufs[r]!;
+    const rel = o - inputs[r]!.start;
+    const g = rxDatagramSize(b.buf, b.gso);
+    const start = Math.floor(rel / g) * g;
+    const orig = b.buf.subarray(start + 22, start + 22 + ((b.buf[start + 24]! << 8) | b.buf[start + 25]!));
+    const why = refusable(orig, b.from ?? NODES[0].underlay);
+    if (why) throw new Error(`a unit carries a packet with ${why}`);
+    const out = mem.subarray(o, o + l);
+    if (k > 0 || gso !== GSO_NONE) {
+      // Payload (or, for the first iovec of an offload, what follows the headers) is the received bytes, untouched.
+      const skip = k === 0 ? 10 + hdrLen : 0;
+      if (Buffer.compare(out.subarray(skip), b.buf.subarray(rel + skip, rel + l)) !== 0) throw new Error("a unit's payload differs from the bytes received");
+      return;
+    }
+    if (rel - start !== 12 || l - 10 !== orig.length) throw new Error("a complete packet is not where its datagram put it");
+    const ip = out.subarray(10);
+    const ihl = (orig[0]! & 15) * 4;
+    const at = ihl + (orig[9] === 6 ? 16 : 6);
+    const partialField = (orig[9] === 6 || orig[9] === 17) && (new DataView(orig.buffer, orig.byteOffset).getUint16(6) & 0x3fff) === 0 && !l4Valid(orig);
+    for (let i = 0; i < ip.length; i++) {
+      if (ip[i] === orig[i] || i === 10 || i === 11 || (partialField && (i === at || i === at + 1))) continue;
+      if (i === 1 && ((b.tos ?? 0) & 3) === 3 && ((orig[1]! & 3) === 1 || (orig[1]! & 3) === 2) && ip[1] === (orig[1]! | 3)) continue;
+      throw new Error(`a complete packet differs from the one received at byte ${i} (${orig[i]} -> ${ip[i]})`);
+    }
+  });
 }
