@@ -1,5 +1,5 @@
 /* The descriptor layout of asm/abi.ts, for the native shim.
- * test/tun/shim.test.ts checks these against the TypeScript constants. */
+ * test/backend/shim.test.ts checks these against the TypeScript constants. */
 #pragma once
 
 #define WEFT_DESC_SIZE 32
