@@ -48,7 +48,7 @@ export interface WorkerReport {
 
 const HEADROOM = 64;
 const POLL_MS = 50;
-/** Units (and 2x iovecs, and header-arena blocks) per tun batch call: a few 64 KiB super-packets at the smallest MSS. */
+/** Units (and 2x iovecs, and header-arena blocks) per tun batch call; a super-packet that needs more (a small MSS) takes several calls. */
 const UNITS = 2048;
 
 function main(init: WorkerInit): void {
