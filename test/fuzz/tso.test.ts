@@ -95,8 +95,14 @@ function expected(bytes: Uint8Array): Expect {
   return { want: [out], plain: true };
 }
 
-/** VXLAN (VNI 1) + inner Ethernet from A to B: what every datagram starts with. */
-const VXLAN_ETH = cat(Uint8Array.of(0x08, 0, 0, 0, 0, 0, 1, 0), NODES[B].vtepMac, NODES[A].vtepMac, Uint8Array.of(0x08, 0x00));
+/** VXLAN (VNI 1) + inner Ethernet from A to node `to`: what every datagram to it starts with. */
+const vxlanEth = (to: number): Uint8Array => cat(Uint8Array.of(0x08, 0, 0, 0, 0, 0, 1, 0), NODES[to]!.vtepMac, NODES[A].vtepMac, Uint8Array.of(0x08, 0x00));
+
+/** The node whose subnet holds the (possibly mutated) packet's destination: where A must send it. */
+function peerOf(bytes: Uint8Array): number {
+  const dst = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(10 + 16);
+  return NODES.findIndex((n) => ((dst & (~0 << (32 - n.subnet.len))) >>> 0) === n.subnet.addr >>> 0);
+}
 
 /**
  * Checks datagrams against the next inner packets of `want`, byte for byte
@@ -104,15 +110,15 @@ const VXLAN_ETH = cat(Uint8Array.of(0x08, 0, 0, 0, 0, 0, 1, 0), NODES[B].vtepMac
  * receiving node should take (a good IPv4 header from A's subnet, as every
  * segment is) are also decapsulated by B's core, which must accept them.
  */
-function verify(b: WasmCore, dgrams: Uint8Array[], want: Uint8Array[], at: number): void {
+function verify(b: WasmCore, to: number, dgrams: Uint8Array[], want: Uint8Array[], at: number): void {
   const forB: [Uint8Array, Uint8Array][] = [];
   dgrams.forEach((dg, k) => {
     const w = want[at + k];
-    if (!w || dg.length !== 22 + w.length || Buffer.compare(dg.subarray(0, 22), VXLAN_ETH) !== 0 || Buffer.compare(dg.subarray(22), w) !== 0) {
+    if (!w || dg.length !== 22 + w.length || Buffer.compare(dg.subarray(0, 22), vxlanEth(to)) !== 0 || Buffer.compare(dg.subarray(22), w) !== 0) {
       throw new Error(`datagram ${at + k} differs from what the kernel would send`);
     }
     const v = new DataView(w.buffer, w.byteOffset, w.byteLength);
-    if (sum16(w, 0, (w[0]! & 15) * 4) === 0xffff && v.getUint32(12) >>> 8 === podA >>> 8) forB.push([dg, w]);
+    if (to === B && sum16(w, 0, (w[0]! & 15) * 4) === 0xffff && v.getUint32(12) >>> 8 === podA >>> 8) forB.push([dg, w]);
   });
   for (let i = 0; i < forB.length; i += b.limits.maxBatch) {
     const part = forB.slice(i, i + b.limits.maxBatch);
@@ -156,11 +162,12 @@ it("fuzz: TSO/USO descriptors with every gso_size and hostile virtio headers thr
           d++;
           continue;
         }
-        if (unit.res !== B || unit.addr !== NODES[B].underlay || unit.segs > abi.UDP_MAX_SEGS) throw new Error(`unit ${u}: ${JSON.stringify(unit)}`);
+        const to = peerOf(descs[d]!);
+        if (unit.res !== to || unit.addr !== NODES[to]?.underlay || unit.segs > abi.UDP_MAX_SEGS) throw new Error(`unit ${u} for node ${to}: ${JSON.stringify(unit)}`);
         cur ??= expected(descs[d]!);
         const dgrams = unitDatagrams(a, unit);
         if (dgrams.length !== unit.segs) throw new Error(`unit says ${unit.segs} datagrams, holds ${dgrams.length}`);
-        verify(b, dgrams, cur.want, sent);
+        verify(b, to, dgrams, cur.want, sent);
         sent += dgrams.length;
         if (sent === cur.want.length) {
           accepted++;
