@@ -6,7 +6,7 @@
 // checks the compiled module's own copy (`abi_version`, `layout`) at load time.
 
 /** Bump whenever any layout or code below changes meaning. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 // ---------------------------------------------------------------------------
 // Descriptors: one per packet, DESC_SIZE bytes, in the descriptor region.
@@ -77,7 +77,8 @@ export const R_UNKNOWN_PEER = -13; // decap: outer source is not a known node
 export const R_SPOOFED = -14; // decap: inner source is outside the sending node's subnet
 export const R_ECN = -15; // decap: outer CE on a not-ECT inner packet (RFC 6040, as Linux)
 export const R_BAD_L4_CSUM = -16; // tun receive: inner TCP/UDP checksum wrong (and not left partial by the sender)
-export const R_COUNT = 17;
+export const R_BAD_VNET = -17; // tun transmit: virtio_net_hdr does not fit the packet (GSO type, gso_size 0, a fragment, checksum start/offset)
+export const R_COUNT = 18;
 
 /** Counter directions, for `counters_base(dir)`. */
 export const DIR_ENCAP = 0;

@@ -1,5 +1,5 @@
 /* The descriptor layout of asm/abi.ts, for the native shim.
- * test/tun/shim.test.ts checks these against the TypeScript constants. */
+ * test/backend/shim.test.ts checks these against the TypeScript constants. */
 #pragma once
 
 #define WEFT_DESC_SIZE 32
@@ -24,3 +24,11 @@
 #define WEFT_UNIT_RES 20
 #define WEFT_IOV_SIZE 8
 #define WEFT_VNET_HLEN 10
+
+/* The shim's per-thread counters (weft_shim_stats), in this order. */
+#define WEFT_ST_SEND_ERRORS 0 /* sends / TUN writes the kernel refused (errno other than backpressure) */
+#define WEFT_ST_LAST_ERRNO 1 /* the errno of the last failure */
+#define WEFT_ST_REFUSED 2 /* units, descriptor tables or slots outside WASM memory or their tables: never touched */
+#define WEFT_ST_DROPPED 3 /* units given up under backpressure (EAGAIN / ENOBUFS past the retry bound or time budget) */
+#define WEFT_ST_RETRIES 4 /* waits for the socket after EAGAIN / ENOBUFS */
+#define WEFT_ST_COUNT 5

@@ -1,4 +1,5 @@
-/* weft's native shim for the userspace (TUN) data path.
+/* weft's native shim for the userspace (TUN) data path: the TUN device and
+ * the UDP sockets, and the receive batches (weft_units.c: the send side).
  *
  * Batch system calls over packets that live in a WASM core's linear memory:
  * `base` is that memory, offsets index into it, descriptors follow
@@ -6,6 +7,12 @@
  * (through koffi), never once per packet. Functions return a count, or a
  * negative errno. Scratch arrays are thread-local: the transmit and receive
  * workers call in parallel.
+ *
+ * Nothing the caller says about that memory is trusted: every call gets
+ * the memory's size, and a receive batch's descriptor table and slots are
+ * checked against it (in 64-bit arithmetic, before waiting or receiving);
+ * what does not fit refuses the call with -EINVAL, counted
+ * (WEFT_ST_REFUSED), and nothing is written.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,14 +31,21 @@
 #include <unistd.h>
 
 #include "abi.h"
+#include "shim.h"
 
-#define MAX_BATCH 256
 
-static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline int32_t rdi32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+/* Checks a receive call's tables: `max` descriptors at desc, `max` slots of
+ * slot_size bytes from slot0 of which `room` are filled, all inside memory. */
+static int check_rx(uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max)
+{
+	if (max < 0 || max > MAX_BATCH || room > slot_size)
+		return refuse();
+	if (max == 0)
+		return 0;
+	if (!in_mem(desc, (uint64_t)max * WEFT_DESC_SIZE, size) || !in_mem(slot0, (uint64_t)(max - 1) * slot_size + room, size))
+		return refuse();
+	return 0;
+}
 
 #ifndef TUN_F_USO4
 #define TUN_F_USO4 0x20
@@ -99,15 +113,18 @@ static int wait_readable(int fd, int timeout_ms)
 /* Reads up to `max` packets from the TUN device into consecutive slots
  * (slot i at base + slot0 + i * slot_size, `room` bytes each) and fills
  * descriptors [0, n) with their offset and length. Waits up to timeout_ms
- * for the first packet. Returns n (0 on timeout) or -errno. */
-int weft_tun_read_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
+ * for the first packet. Returns n (0 on timeout) or -errno (-EINVAL: the
+ * descriptors or slots do not lie in memory, max is outside 0..256 or room
+ * exceeds a slot). */
+int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
 {
-	int n = 0, r = wait_readable(fd, timeout_ms);
+	int n = 0, r = check_rx(size, desc, slot0, slot_size, room, max);
 
+	if (r < 0 || max == 0)
+		return r;
+	r = wait_readable(fd, timeout_ms);
 	if (r <= 0)
 		return r;
-	if (max > MAX_BATCH)
-		max = MAX_BATCH;
 	while (n < max) {
 		uint32_t off = slot0 + (uint32_t)n * slot_size;
 		ssize_t len = read(fd, base + off, room);
@@ -174,28 +191,26 @@ int weft_udp_port(int fd)
 	return ntohs(a.sin_port);
 }
 
-#define MAX_UNITS 2048
-#define MAX_IOVS (2 * MAX_UNITS)
-
-static __thread struct mmsghdr msgs[MAX_UNITS];
-static __thread struct iovec iovs[MAX_IOVS];
-static __thread struct sockaddr_in addrs[MAX_UNITS];
-/* Room for IP_TOS and UDP_GRO (receive) or UDP_SEGMENT (send). */
-static __thread char ctrl[MAX_UNITS][CMSG_SPACE(sizeof(int)) * 2];
+static __thread struct mmsghdr msgs[MAX_BATCH];
+static __thread struct iovec iovs[MAX_BATCH];
+static __thread struct sockaddr_in addrs[MAX_BATCH];
+/* Room for IP_TOS and UDP_GRO. */
+static __thread char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(int)) * 2];
 
 /* Receives up to `max` datagrams into consecutive slots and fills
  * descriptors [0, n): offset, length, source address (host order), TOS and,
  * when UDP_GRO coalesced equal datagrams into one buffer, their size
  * (DESC_GSO; 0 for one datagram). Waits up to timeout_ms for the first.
- * Returns n or -errno. */
-int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
+ * Returns n or -errno (-EINVAL as weft_tun_read_batch). */
+int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
 {
-	int r = wait_readable(fd, timeout_ms);
+	int r = check_rx(size, desc, slot0, slot_size, room, max);
 
+	if (r < 0 || max == 0)
+		return r;
+	r = wait_readable(fd, timeout_ms);
 	if (r <= 0)
 		return r;
-	if (max > MAX_BATCH)
-		max = MAX_BATCH;
 	for (int i = 0; i < max; i++) {
 		iovs[i].iov_base = base + slot0 + (uint32_t)i * slot_size;
 		iovs[i].iov_len = room;
@@ -230,132 +245,6 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, ui
 	return r;
 }
 
-/* Send (or TUN write) failures since the last call of weft_send_errors(), and the last errno. */
-static __thread int send_errors;
-static __thread int send_errno;
-
-int weft_send_errors(int32_t *last_errno)
-{
-	int n = send_errors;
-
-	*last_errno = send_errno;
-	send_errors = 0;
-	return n;
-}
-
-static inline const uint8_t *unit_at(const uint8_t *base, uint32_t units, int i)
-{
-	return base + units + (uint32_t)i * WEFT_UNIT_SIZE;
-}
-
-/* Fills iovecs from a unit's entries of the iovec table; returns how many. */
-static int unit_iovs(uint8_t *base, uint32_t iovtab, const uint8_t *u, struct iovec *out, int room)
-{
-	uint32_t first = rd32(u + WEFT_UNIT_IOV), n = rd32(u + WEFT_UNIT_NIOV);
-
-	if (n > (uint32_t)room)
-		return -1;
-	for (uint32_t k = 0; k < n; k++) {
-		const uint8_t *e = base + iovtab + (first + k) * WEFT_IOV_SIZE;
-
-		out[k].iov_base = base + rd32(e);
-		out[k].iov_len = rd32(e + 4);
-	}
-	return (int)n;
-}
-
-/* Sends units [0, n) (those with a result >= 0): each is one message whose
- * iovecs the kernel splits into datagrams of UNIT_GSO bytes (UDP_SEGMENT)
- * when that is not 0. A unit goes out of fds[sport % nfds], so flows spread
- * over the sockets' source ports. One sendmmsg per socket. Returns how many
- * units were sent. */
-int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t units, uint32_t iovtab, int n)
-{
-	int sent = 0;
-
-	if (n > MAX_UNITS)
-		n = MAX_UNITS;
-	for (int s = 0; s < nfds; s++) {
-		int m = 0, used = 0;
-
-		for (int i = 0; i < n; i++) {
-			const uint8_t *u = unit_at(base, units, i);
-			uint16_t gso = rd16(u + WEFT_UNIT_GSO);
-			int k;
-
-			if (rdi32(u + WEFT_UNIT_RES) < 0 || rd16(u + WEFT_UNIT_SPORT) % nfds != s)
-				continue;
-			k = unit_iovs(base, iovtab, u, iovs + used, MAX_IOVS - used);
-			if (k <= 0)
-				continue;
-			addrs[m].sin_family = AF_INET;
-			addrs[m].sin_port = htons(rd16(u + WEFT_UNIT_DPORT));
-			addrs[m].sin_addr.s_addr = htonl(rd32(u + WEFT_UNIT_ADDR));
-			memset(&msgs[m], 0, sizeof(msgs[m]));
-			msgs[m].msg_hdr.msg_iov = iovs + used;
-			msgs[m].msg_hdr.msg_iovlen = (size_t)k;
-			msgs[m].msg_hdr.msg_name = &addrs[m];
-			msgs[m].msg_hdr.msg_namelen = sizeof(addrs[m]);
-			if (gso) {
-				struct cmsghdr *c;
-
-				msgs[m].msg_hdr.msg_control = ctrl[m];
-				msgs[m].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-				c = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
-				c->cmsg_level = IPPROTO_UDP;
-				c->cmsg_type = UDP_SEGMENT;
-				c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-				memcpy(CMSG_DATA(c), &gso, sizeof(gso));
-			}
-			used += k;
-			m++;
-		}
-		for (int done = 0; done < m;) {
-			int r = sendmmsg(fds[s], msgs + done, (unsigned int)(m - done), 0);
-
-			if (r <= 0) {
-				if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) {
-					struct pollfd p = { .fd = fds[s], .events = POLLOUT };
-					poll(&p, 1, 10);
-					continue;
-				}
-				send_errors++;
-				send_errno = r < 0 ? errno : 0;
-				done++; /* skip the message the kernel refused (e.g. EMSGSIZE) and go on */
-				continue;
-			}
-			done += r;
-			sent += r;
-		}
-	}
-	return sent;
-}
-
-/* Writes units [0, n) with a result >= 0 to the TUN device, one writev each
- * ([virtio_net_hdr + packet] possibly followed by more payload). Returns how
- * many were written. */
-int weft_tun_write_units(int fd, uint8_t *base, uint32_t units, uint32_t iovtab, int n)
-{
-	int written = 0;
-
-	for (int i = 0; i < n; i++) {
-		const uint8_t *u = unit_at(base, units, i);
-		int k;
-
-		if (rdi32(u + WEFT_UNIT_RES) < 0)
-			continue;
-		k = unit_iovs(base, iovtab, u, iovs, MAX_IOVS);
-		if (k <= 0)
-			continue;
-		if (writev(fd, iovs, k) >= 0) {
-			written++;
-		} else {
-			send_errors++;
-			send_errno = errno;
-		}
-	}
-	return written;
-}
 
 int weft_close(int fd)
 {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p build/native
-cc -O2 -Wall -Wextra -Werror -fPIC -shared -o build/native/libweft_shim.so native/weft_shim.c native/weft_dns.c
+cc -O2 -Wall -Wextra -Werror -fPIC -shared -o build/native/libweft_shim.so native/weft_shim.c native/weft_units.c native/weft_dns.c
 # The CNI plugin binary (installed as weft and weft-ipam by `weft install-cni`).
 # Static: no dynamic loader at exec, which runtimes do for every pod.
 cc -O2 -Wall -Wextra -Werror -static -o build/native/weft-cni native/weft_cni.c

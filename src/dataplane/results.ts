@@ -23,6 +23,7 @@ export const RESULT_NAMES = [
   "spoofed",
   "ecn",
   "bad_l4_csum",
+  "bad_vnet",
 ] as const;
 
 export type ResultName = (typeof RESULT_NAMES)[number];

@@ -5,7 +5,7 @@ import type { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { resultName } from "../../src/dataplane/results.js";
 import { ipv4, randBytes, rng } from "../helpers/packets.js";
-import { NODES, coreAs } from "../helpers/tunnel.js";
+import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, NODES, cat, coreAs, l4Valid, unitDatagrams, vnet, vxlanPayload } from "../helpers/tunnel.js";
 
 /**
  * The tun path's offload work in the WASM core: TSO/USO super-packets from
@@ -17,20 +17,6 @@ const A = 0, B = 1;
 const podA = parseIpv4("198.18.1.5");
 const podB = parseIpv4("198.18.2.7");
 const LIMITS = { slots: 8, slotSize: 65536 + 192, maxBatch: 8, units: 2048 };
-
-const NEEDS_CSUM = 1, GSO_TCPV4 = 1, GSO_UDP_L4 = 5;
-
-function vnet(flags: number, gso: number, hdrLen: number, gsoSize: number, cstart: number, coff: number): Uint8Array {
-  const b = new Uint8Array(10);
-  const v = new DataView(b.buffer);
-  v.setUint8(0, flags);
-  v.setUint8(1, gso);
-  v.setUint16(2, hdrLen, true);
-  v.setUint16(4, gsoSize, true);
-  v.setUint16(6, cstart, true);
-  v.setUint16(8, coff, true);
-  return b;
-}
 
 /** A TCP segment (header with a 12-byte timestamp option) as the kernel hands it for TSO: pseudo-header sum in the checksum. */
 function tcpSuper(payload: Uint8Array, seq: number, flags: number): Uint8Array {
@@ -52,35 +38,8 @@ function put(core: WasmCore, slot: number, bytes: Uint8Array, desc = slot): void
   core.setDesc(desc, core.writeSlot(slot, bytes), bytes.length);
 }
 
-const cat = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
 /** The datagrams of a unit: its iovecs concatenated, cut every `gso` bytes. */
-function datagrams(core: WasmCore, u: ReturnType<WasmCore["unit"]>): Uint8Array[] {
-  const mem = core.bytes();
-  const all = cat(...u.iovs.map(([o, l]) => mem.slice(o, o + l)));
-  if (u.gso === 0) return [all];
-  const out: Uint8Array[] = [];
-  for (let i = 0; i < all.length; i += u.gso) out.push(all.slice(i, i + u.gso));
-  return out;
-}
-
-/** Checksum of an L4 segment with its pseudo-header verifies (sum 0xffff). */
-function l4Valid(ip: Uint8Array): boolean {
-  const v = new DataView(ip.buffer, ip.byteOffset);
-  const ihl = (ip[0]! & 15) * 4;
-  const tot = v.getUint16(2);
-  const s = v.getUint32(12), d = v.getUint32(16);
-  const pseudo = (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + ip[9]! + (tot - ihl);
-  return sum16(ip, ihl, tot - ihl, pseudo) === 0xffff;
-}
+const datagrams = (core: WasmCore, u: ReturnType<WasmCore["unit"]>): Uint8Array[] => unitDatagrams(core, u).map((d) => d.slice());
 
 describe("tun transmit: super-packets from the device", () => {
   it("a 60 KB TSO packet becomes one UDP_SEGMENT unit of 43 equal VXLAN datagrams, every header and checksum right", () => {
@@ -170,7 +129,7 @@ describe("tun transmit: super-packets from the device", () => {
     put(a, 1, cat(vnet(0, 0, 0, 0, 0, 0), ipv4({ src: podA, dst: parseIpv4("203.0.113.1"), proto: 17, payload: new Uint8Array(10) })));
     put(a, 2, new Uint8Array(15));
     a.tunTx(0, 3);
-    expect([0, 1, 2].map((i) => resultName(a.unit(i).res))).toEqual(["malformed", "no_route", "truncated"]);
+    expect([0, 1, 2].map((i) => resultName(a.unit(i).res))).toEqual(["bad_vnet", "no_route", "truncated"]);
     expect(a.unit(0).iovs).toEqual([]);
   });
 });
@@ -253,17 +212,7 @@ describe("tun receive: datagrams coalesced for the device", () => {
   });
 
   /** One VXLAN datagram from A carrying `inner` as-is (what a kernel peer on a virtual underlay may send). */
-  function raw(inner: Uint8Array): Uint8Array {
-    const dg = new Uint8Array(22 + inner.length);
-    const v = new DataView(dg.buffer);
-    v.setUint32(0, 0x08000000);
-    v.setUint32(4, 1 << 8);
-    dg.set(NODES[B].vtepMac, 8);
-    dg.set(NODES[A].vtepMac, 14);
-    v.setUint16(20, 0x0800);
-    dg.set(inner, 22);
-    return dg;
-  }
+  const raw = (inner: Uint8Array): Uint8Array => vxlanPayload(A, B, inner);
 
   /** A TCP packet whose checksum field holds what CHECKSUM_PARTIAL leaves: the folded pseudo-header sum. */
   function partialTcp(payloadLen: number): Uint8Array {

@@ -14,20 +14,33 @@ export function shimPath(): string {
   return join(projectRoot(), "build", "native", "libweft_shim.so");
 }
 
-/** The shim's functions (native/weft_shim.c), bound once per thread. */
+/** The shim's per-thread counters, in native/abi.h's WEFT_ST_* order. */
+export const SHIM_STATS = ["sendErrors", "lastErrno", "refused", "dropped", "retries"] as const;
+export type ShimStats = Record<(typeof SHIM_STATS)[number], number>;
+
+/**
+ * The shim's functions (native/weft_shim.c), bound once per thread. `mem` is
+ * the WASM core's linear memory: the shim is told its size with every call
+ * (from the buffer itself, so no caller can get it wrong) and checks every
+ * offset, length and count it reads from it against that size and its own
+ * tables before use; what does not fit is refused and counted, never
+ * dereferenced.
+ */
 export interface Shim {
   /** Opens the TUN device with offloads; `offloads[0]` gets the TUN_F_* flags in force. */
   tunOpen(name: string, offloads: Int32Array): number;
   tunUnpersist(fd: number): number;
-  tunReadBatch(fd: number, base: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
-  tunWriteUnits(fd: number, base: ArrayBuffer, units: number, iovs: number, n: number): number;
+  tunReadBatch(fd: number, mem: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
+  /** Writes units [0, n) of the unit table at `units` (iovec table at `iovs`, `iovCap` entries) to the TUN device. */
+  tunWriteUnits(fd: number, mem: ArrayBuffer, units: number, iovs: number, iovCap: number, n: number): number;
   udpOpen(bindIp: number, port: number, rcvbuf: number, sndbuf: number, gro: number): number;
   udpGro(fd: number): number;
   udpPort(fd: number): number;
-  udpRecvBatch(fd: number, base: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
-  udpSendUnits(fds: Int32Array, nfds: number, base: ArrayBuffer, units: number, iovs: number, n: number): number;
-  /** Send failures of this thread since the last call; `last[0]` gets the last errno. */
-  sendErrors(last: Int32Array): number;
+  udpRecvBatch(fd: number, mem: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
+  /** Sends units [0, n), each out of fds[sport % fds.length]. */
+  udpSendUnits(fds: Int32Array, mem: ArrayBuffer, units: number, iovs: number, iovCap: number, n: number): number;
+  /** This thread's counters since the last call (then reset). */
+  takeStats(): ShimStats;
   close(fd: number): number;
 }
 
@@ -38,17 +51,26 @@ export function loadShim(): Shim {
   const path = shimPath();
   if (!existsSync(path)) throw new ShimError(`${path} is missing`, { hint: "run `npm run build`" });
   const l = koffi.load(path);
+  const tunWrite = l.func("int weft_tun_write_units(int fd, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n)");
+  const tunRead = l.func("int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)");
+  const udpRecv = l.func("int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)");
+  const udpSend = l.func("int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n)");
+  const stats = l.func("int weft_shim_stats(_Out_ int32_t *out, int n)");
+  const out = new Int32Array(SHIM_STATS.length);
   shim = {
     tunOpen: l.func("int weft_tun_open(const char *name, _Out_ int32_t *offloads)"),
     tunUnpersist: l.func("int weft_tun_unpersist(int fd)"),
-    tunReadBatch: l.func("int weft_tun_read_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)"),
-    tunWriteUnits: l.func("int weft_tun_write_units(int fd, uint8_t *base, uint32_t units, uint32_t iovtab, int n)"),
+    tunReadBatch: (fd, mem, desc, slot0, slotSize, room, max, timeoutMs) => tunRead(fd, mem, mem.byteLength, desc, slot0, slotSize, room, max, timeoutMs),
+    tunWriteUnits: (fd, mem, units, iovs, iovCap, n) => tunWrite(fd, mem, mem.byteLength, units, iovs, iovCap, n),
     udpOpen: l.func("int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf, int gro)"),
     udpGro: l.func("int weft_udp_gro(int fd)"),
     udpPort: l.func("int weft_udp_port(int fd)"),
-    udpRecvBatch: l.func("int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)"),
-    udpSendUnits: l.func("int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t units, uint32_t iovtab, int n)"),
-    sendErrors: l.func("int weft_send_errors(_Out_ int32_t *last_errno)"),
+    udpRecvBatch: (fd, mem, desc, slot0, slotSize, room, max, timeoutMs) => udpRecv(fd, mem, mem.byteLength, desc, slot0, slotSize, room, max, timeoutMs),
+    udpSendUnits: (fds, mem, units, iovs, iovCap, n) => udpSend(fds, fds.length, mem, mem.byteLength, units, iovs, iovCap, n),
+    takeStats: () => {
+      stats(out, out.length);
+      return Object.fromEntries(SHIM_STATS.map((k, i) => [k, out[i] ?? 0])) as ShimStats;
+    },
     close: l.func("int weft_close(int fd)"),
   };
   return shim;

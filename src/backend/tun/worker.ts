@@ -13,7 +13,7 @@ import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from "
 import * as abi from "../../../asm/abi.js";
 import { WasmCore } from "../../dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
-import { loadShim } from "./shim.js";
+import { SHIM_STATS, loadShim, type ShimStats } from "./shim.js";
 
 export type WorkerControl =
   | { readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean }
@@ -48,7 +48,7 @@ export interface WorkerReport {
 
 const HEADROOM = 64;
 const POLL_MS = 50;
-/** Units (and 2x iovecs, and header-arena blocks) per tun batch call: a few 64 KiB super-packets at the smallest MSS. */
+/** Units (and 2x iovecs, and header-arena blocks) per tun batch call; a super-packet that needs more (a small MSS) takes several calls. */
 const UNITS = 2048;
 
 function main(init: WorkerInit): void {
@@ -63,7 +63,7 @@ function main(init: WorkerInit): void {
   const fds = Int32Array.from(init.sockFds);
   let tun = init.tunFd;
   let batches = 0;
-  let sendErrors = 0;
+  const shimTotals: ShimStats = { sendErrors: 0, lastErrno: 0, refused: 0, dropped: 0, retries: 0 };
   let lastReport = 0;
   const dir = init.mode === "tx" ? abi.DIR_ENCAP : abi.DIR_DECAP;
 
@@ -102,9 +102,11 @@ function main(init: WorkerInit): void {
       const n = shim.tunReadBatch(tun, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
       for (let from = 0; from < n; ) {
         const next = core.tunTx(from, n);
-        shim.udpSendUnits(fds, fds.length, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, core.tunUnits());
-        from = next;
+        const units = core.tunUnits();
+        shim.udpSendUnits(fds, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, 2 * UNITS, units);
         batches++;
+        if (next === from && units === 0) break; // no progress (the core promises some): never spin
+        from = next;
       }
       if (n < 0 && n !== -9) {
         // EBADF (-9): the device is being replaced; anything else is worth knowing
@@ -114,20 +116,29 @@ function main(init: WorkerInit): void {
       const n = shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
       for (let from = 0; from < n; ) {
         const next = core.tunRx(from, n);
-        shim.tunWriteUnits(tun, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, core.tunUnits());
-        from = next;
+        const units = core.tunUnits();
+        shim.tunWriteUnits(tun, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, 2 * UNITS, units);
         batches++;
+        if (next === from && units === 0) break;
+        from = next;
       }
     }
     const now = Date.now();
     if (now - lastReport >= 500) {
       lastReport = now;
       const c = core.counters(dir);
-      const errno = new Int32Array(1);
-      sendErrors += shim.sendErrors(errno);
+      const st = shim.takeStats();
+      for (const k of SHIM_STATS) if (k !== "lastErrno") shimTotals[k] += st[k];
+      if (st.lastErrno !== 0) shimTotals.lastErrno = st.lastErrno;
+      const shimCounters: Record<string, string> = {};
+      if (shimTotals.sendErrors > 0) shimCounters["send_errors"] = String(shimTotals.sendErrors);
+      if (shimTotals.lastErrno !== 0) shimCounters["send_errno"] = String(shimTotals.lastErrno);
+      if (shimTotals.refused > 0) shimCounters["shim_refused"] = String(shimTotals.refused);
+      if (shimTotals.dropped > 0) shimCounters["send_dropped"] = String(shimTotals.dropped);
+      if (shimTotals.retries > 0) shimCounters["send_retries"] = String(shimTotals.retries);
       const report: WorkerReport = {
         t: "counters", mode: init.mode, batches,
-        counters: { ...Object.fromEntries(Object.entries(c).map(([k, v]) => [k, v.toString()])), ...(sendErrors > 0 ? { send_errors: String(sendErrors), send_errno: String(errno[0]) } : {}) },
+        counters: { ...Object.fromEntries(Object.entries(c).map(([k, v]) => [k, v.toString()])), ...shimCounters },
       };
       parentPort?.postMessage(report);
     }

@@ -364,15 +364,24 @@ export class WasmCore {
   /**
    * tun path, transmit: descriptors [from, n) name [virtio_net_hdr][IPv4]
    * packets read from the device; they become units (see asm/abi.ts).
-   * Returns the first descriptor not processed; tunUnits() the units made.
+   * Returns the first descriptor not finished; tunUnits() the units made.
+   * A super-packet with more segments than one call's units, iovecs and
+   * header arena hold returns its own index: send the units, then call
+   * again with that index (and the descriptors unchanged) to resume it.
+   * Every call makes progress; loop until it returns n.
    */
   tunTx(from: number, n: number): number {
     const rc = this.x.tun_tx_batch(from, n);
-    check(rc, `tun transmit batch [${from}, ${n})`, `make the core with more units (${this.limits.units})`);
+    check(rc, `tun transmit batch [${from}, ${n})`, "a core made with units > 0, n <= maxBatch, from <= n");
     return rc;
   }
 
-  /** tun path, receive: descriptors [from, n) name (UDP_GRO) buffers of VXLAN datagrams. */
+  /**
+   * tun path, receive: descriptors [from, n) name (UDP_GRO) buffers of
+   * VXLAN datagrams. Returns the first descriptor not finished; a buffer of
+   * more datagrams than one call's units hold returns its own index, to be
+   * resumed as tunTx does.
+   */
   tunRx(from: number, n: number): number {
     const rc = this.x.tun_rx_batch(from, n);
     check(rc, `tun receive batch [${from}, ${n})`, `make the core with at least ${abi.UDP_MAX_SEGS} units`);
@@ -403,6 +412,11 @@ export class WasmCore {
       res: v.getInt32(u + abi.UNIT_RES, true), addr: v.getUint32(u + abi.UNIT_ADDR, true), sport: v.getUint16(u + abi.UNIT_SPORT, true),
       dport: v.getUint16(u + abi.UNIT_DPORT, true), gso: v.getUint16(u + abi.UNIT_GSO, true), segs: v.getUint16(u + abi.UNIT_SEGS, true), iovs,
     };
+  }
+
+  /** Offset of a direction's R_COUNT u64 counters (DIR_ENCAP's are followed by DIR_DECAP's). */
+  countersBase(dir: number): number {
+    return this.x.counters_base(dir);
   }
 
   /** Per-result counters of a direction (abi.DIR_ENCAP or abi.DIR_DECAP). */

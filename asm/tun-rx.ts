@@ -1,0 +1,270 @@
+// The tun path's receive side: buffers read from the UDP socket become
+// packets for the TUN device, each behind a 10-byte virtio_net_hdr.
+//
+// Each descriptor names a received buffer of one or more equal-size VXLAN
+// datagrams (UDP_GRO; DESC_GSO carries the size the kernel reported). Each
+// datagram is decapsulated (all of decap's checks, anti-spoofing included)
+// and its inner TCP/UDP checksum checked or finished; consecutive TCP
+// segments of one flow are coalesced, as GRO does, into one unit
+// [virtio_net_hdr + first segment][payload][payload]... that one writev
+// hands the device as a TSO super-packet with a partial checksum.
+//
+// Lengths and the segment size come from the network and the kernel: every
+// datagram is cut inside its buffer, every inner packet is checked against
+// the bytes present, and a buffer of more datagrams than one call's unit and
+// iovec room is finished over several calls (the call returns its index
+// again, and the next call given the same descriptor resumes at the next
+// datagram).
+import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, UDP_MAX_SEGS, VNET_HLEN } from "./abi";
+import { sum16 } from "./checksum";
+import { decapPacket, decTot, loadDecapConfig } from "./decap";
+import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, room, tunMtu } from "./units";
+
+const TCP_FIN: u32 = 0x01;
+const TCP_PSH: u32 = 0x08;
+const TCP_ACK: u32 = 0x10;
+/** Datagrams one buffer may claim (a UDP_GRO buffer holds at most 64 KiB). */
+const MAX_DATAGRAMS: u32 = 65536;
+
+let mtu: u32 = 1450;
+/** The buffer left unfinished by the last call: descriptor index (-1: none), its offset and length, next datagram. */
+let pendDesc: i32 = -1;
+let pendOff: u32 = 0;
+let pendLen: u32 = 0;
+let pendSeg: u32 = 0;
+
+// The unit being coalesced (valid while mergeable).
+let open: i32 = -1;
+let mergeable = false;
+let mFirst: usize = 0; // IPv4 header of the first segment
+let mHdrs: u32 = 0;
+let mMss: u32 = 0;
+let mTotal: u32 = 0;
+let mSegs: u32 = 0;
+let mNextSeq: u32 = 0;
+let mEndFlags: u32 = 0;
+
+/**
+ * The size of the datagrams in a buffer of `len` bytes at off that the
+ * kernel reported as `gso` (0: one datagram). A tunnel GSO packet handed
+ * over whole (virtual underlays do that) can come with the inner MSS as its
+ * "GRO size": its first inner packet then claims more than that, and the
+ * buffer is one datagram.
+ */
+function datagramSize(off: u32, len: u32, gso: u32): u32 {
+  if (gso == 0 || gso >= len) return len;
+  if (len >= 26 && <u32>bswap<u16>(load<u16>(<usize>off + 24)) + 22 > gso) return len;
+  return gso;
+}
+
+/**
+ * Processes received descriptors [from, n) (DESC_GSO: the UDP_GRO segment
+ * size, 0 for one datagram) into units for the TUN device; returns the
+ * index of the first descriptor not finished (a buffer cut short returns
+ * its own index: call again with it to resume).
+ */
+export function tun_rx_batch(from: u32, n: u32): i32 {
+  if (hdrBase == 0 || maxUnits < <u32>UDP_MAX_SEGS || n > maxBatch || from > n) return E_INVALID;
+  loadDecapConfig();
+  mtu = tunMtu();
+  resetUnits();
+  open = -1;
+  let resume: u32 = 0;
+  if (pendDesc == <i32>from && from < n) {
+    const d = descBase + <usize>from * <usize>DESC_SIZE;
+    if (load<u32>(d, DESC_OFF) == pendOff && load<u32>(d, DESC_LEN) == pendLen) resume = pendSeg;
+  }
+  pendDesc = -1;
+  let i = from;
+  for (; i < n; i++) {
+    const d = descBase + <usize>i * <usize>DESC_SIZE;
+    const off = load<u32>(d, DESC_OFF);
+    const len = load<u32>(d, DESC_LEN);
+    if (!inPackets(off, len, 0)) {
+      bump(DIR_DECAP, <u32>-R_BAD_DESC);
+      closeOpen();
+      continue;
+    }
+    const g = datagramSize(off, len, <u32>load<u16>(d, DESC_GSO));
+    const count: u32 = len == 0 ? 1 : (len + g - 1) / g;
+    if (count > MAX_DATAGRAMS) {
+      bump(DIR_DECAP, <u32>-R_BAD_DESC);
+      closeOpen();
+      continue;
+    }
+    const outer = load<u32>(d, DESC_ADDR);
+    const tos = <u32>load<u8>(d, DESC_TOS);
+    let j = resume;
+    resume = 0;
+    for (; j < count; j++) {
+      if (!room(1, 1)) break; // a datagram adds at most one unit and one iovec
+      const q = <usize>off + <usize>j * <usize>g;
+      const dl = len - j * g < g ? len - j * g : g;
+      const r = decapPacket(q, dl, outer, tos);
+      if (r < 0) {
+        bump(DIR_DECAP, <u32>-r);
+        closeOpen();
+        continue;
+      }
+      const ip = q + 22;
+      const l4 = checkL4(ip, decTot, decTot > mtu);
+      if (l4 < 0) {
+        bump(DIR_DECAP, <u32>-l4);
+        closeOpen();
+        continue;
+      }
+      bump(DIR_DECAP, 0);
+      if (!merge(ip, decTot)) {
+        closeOpen();
+        start(ip, decTot, r);
+      }
+    }
+    if (j < count) {
+      pendDesc = <i32>i;
+      pendOff = off;
+      pendLen = len;
+      pendSeg = j;
+      break;
+    }
+  }
+  closeOpen();
+  return <i32>i;
+}
+
+/**
+ * Checks the inner TCP/UDP checksum before the packet goes to the device as
+ * complete (the device's kernel would verify it; coalesced ones it would
+ * not). A sender whose kernel left the checksum partial (CHECKSUM_PARTIAL
+ * travels unfinished between virtual devices: the field then holds the
+ * pseudo-header sum) gets it finished here; anything else that does not
+ * verify is R_BAD_L4_CSUM, and a TCP header that does not fit its own data
+ * offset R_MALFORMED. Fragments, other protocols and UDP without a checksum
+ * pass.
+ */
+function checkL4(ip: usize, tot: u32, keepPartial: bool): i32 {
+  const ihl = (<u32>load<u8>(ip) & 15) << 2;
+  const proto = <u32>load<u8>(ip, 9);
+  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return 0;
+  const l4 = ip + <usize>ihl;
+  const len = tot - ihl;
+  const at: u32 = proto == 6 ? 16 : 6;
+  if (len < (proto == 6 ? <u32>20 : <u32>8)) return R_MALFORMED;
+  if (proto == 6) {
+    const thl = (<u32>load<u8>(l4, 12) >> 4) << 2;
+    if (thl < 20 || thl > len) return R_MALFORMED;
+  }
+  const field = <u32>bswap<u16>(load<u16>(l4 + <usize>at));
+  if (proto == 17 && field == 0) return 0;
+  const ps = pseudo(ip, proto) + len;
+  if (sum16(l4, len, ps) == 0xffff) return 0;
+  if (field != foldPartial(ps)) return R_BAD_L4_CSUM;
+  if (keepPartial) return 0; // goes to the device as CHECKSUM_PARTIAL anyway
+  store<u16>(l4 + <usize>at, 0);
+  let c = ~sum16(l4, len, ps) & 0xffff;
+  if (c == 0 && proto == 17) c = 0xffff;
+  be16(l4 + <usize>at, c);
+  return 0;
+}
+
+/** Opens a unit with the packet at ip, and notes whether later segments may join it. */
+function start(ip: usize, tot: u32, res: i32): void {
+  open = <i32>openUnit(res, 0, 0, 0);
+  memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
+  addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
+  mergeable = false;
+  if (tot > mtu) {
+    oversized(ip, tot);
+    return;
+  }
+  const vihl = <u32>load<u8>(ip);
+  const frag = <u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff;
+  if (vihl != 0x45 || frag != 0 || <u32>load<u8>(ip, 9) != 6 || tot < 40) return;
+  const t = ip + 20;
+  const hdrs: u32 = 20 + ((<u32>load<u8>(t, 12) >> 4) << 2);
+  const flags = <u32>load<u8>(t, 13);
+  if (hdrs < 40 || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
+  mergeable = true;
+  mFirst = ip;
+  mHdrs = hdrs;
+  mMss = tot - hdrs;
+  mTotal = tot;
+  mSegs = 1;
+  mNextSeq = bswap<u32>(load<u32>(t, 4)) + mMss;
+  mEndFlags = 0;
+}
+
+/**
+ * A TCP or UDP packet bigger than the device's MTU in one datagram (a peer
+ * on a virtual underlay sent its GSO packet whole): it goes to the device
+ * as a TSO/USO packet cut at the MTU, with a partial checksum.
+ */
+function oversized(ip: usize, tot: u32): void {
+  const ihl = (<u32>load<u8>(ip) & 15) << 2;
+  const proto = <u32>load<u8>(ip, 9);
+  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return; // the kernel fragments or refuses it
+  const l4 = ip + <usize>ihl;
+  const hdrs: u32 = ihl + (proto == 6 ? (<u32>load<u8>(l4, 12) >> 4) << 2 : 8);
+  if (hdrs + 8 > mtu || hdrs >= tot) return;
+  be16(l4 + (proto == 6 ? 16 : 6), foldPartial(pseudo(ip, proto) + (tot - ihl)));
+  const v = ip - <usize>VNET_HLEN;
+  store<u8>(v, <u8>NEEDS_CSUM);
+  store<u8>(v, <u8>(proto == 6 ? GSO_TCPV4 : GSO_UDP_L4), 1);
+  store<u16>(v, <u16>hdrs, 2);
+  store<u16>(v, <u16>(mtu - hdrs), 4);
+  store<u16>(v, <u16>ihl, 6);
+  store<u16>(v, proto == 6 ? 16 : 6, 8);
+}
+
+/** Appends the TCP segment at ip to the open unit if it continues the same flow exactly. */
+function merge(ip: usize, tot: u32): bool {
+  if (open < 0 || !mergeable) return false;
+  const f = mFirst;
+  if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= <u32>UDP_MAX_SEGS) return false;
+  // Same addresses, protocol, TOS, TTL, DF; same ports, ack, window and options; next sequence number.
+  if (load<u8>(ip) != 0x45 || load<u64>(ip, 12) != load<u64>(f, 12) || load<u8>(ip, 9) != 6) return false;
+  if (load<u16>(ip) != load<u16>(f) || load<u8>(ip, 8) != load<u8>(f, 8)) return false;
+  if ((load<u16>(ip, 6) & 0xffbf) != 0 || load<u16>(ip, 6) != load<u16>(f, 6)) return false;
+  const t = ip + 20;
+  const ft = f + 20;
+  if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
+  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 40) != 0) return false;
+  const flags = <u32>load<u8>(t, 13);
+  if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
+  const size = tot - mHdrs;
+  addIov(ip + <usize>mHdrs, size);
+  mTotal += size;
+  mSegs++;
+  mNextSeq += size;
+  if (size < mMss || (flags & (TCP_PSH | TCP_FIN)) != 0) {
+    mEndFlags = flags & (TCP_PSH | TCP_FIN);
+    mergeable = false; // GRO ends a super-packet here
+  }
+  return true;
+}
+
+/** Closes the open unit; several segments become one TSO packet with a partial checksum. */
+function closeOpen(): void {
+  if (open < 0) return;
+  const u = <u32>open;
+  open = -1;
+  if (mSegs > 1) {
+    const ip = mFirst;
+    const t = ip + 20;
+    be16(ip + 2, mTotal);
+    ipCsum(ip, 20);
+    store<u8>(t, load<u8>(t, 13) | <u8>mEndFlags, 13);
+    // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not inverted.
+    be16(t + 16, foldPartial(pseudo(ip, 6) + mTotal - 20));
+    const v = ip - <usize>VNET_HLEN;
+    store<u8>(v, <u8>NEEDS_CSUM);
+    store<u8>(v, <u8>GSO_TCPV4, 1);
+    store<u16>(v, <u16>mHdrs, 2);
+    store<u16>(v, <u16>mMss, 4);
+    store<u16>(v, 20, 6);
+    store<u16>(v, 16, 8);
+  }
+  closeUnit(u, mSegs > 1 ? mSegs : 1, 0);
+  mergeable = false;
+  mSegs = 0;
+}

@@ -1,0 +1,199 @@
+// The tun path's transmit side: packets read from the TUN device, each
+// behind a 10-byte virtio_net_hdr, become VXLAN datagrams for a UDP socket.
+//
+// A plain packet gets its checksum finished (if the kernel left it partial)
+// and VXLAN + inner Ethernet in front: one datagram. A TSO/USO super-packet
+// is split into gso_size-byte segments; each segment's headers (VXLAN,
+// Ethernet, IPv4, TCP/UDP with fresh lengths, IDs, sequence numbers and
+// checksums) go to the header arena and its payload stays where it was read,
+// so a unit is an iovec list [headers][payload][headers][payload]... that
+// the kernel splits into equal datagrams (UDP_SEGMENT): one send per unit of
+// up to UDP_MAX_SEGS datagrams, no payload copy.
+//
+// The virtio_net_hdr comes from the kernel but describes what a local pod
+// sent, whose TCP stack a remote peer steers (its MSS option sets the
+// segment size, down to a few bytes): every field is checked against the
+// packet, and a super-packet of any segment size is carried. One whose
+// segments do not fit one call's unit, iovec and arena room is finished over
+// several calls: the call returns that packet's descriptor index again and
+// the next call, given the same descriptor, resumes at the next segment.
+import {
+  ARENA_BLOCK, DESC_LEN, DESC_OFF, DESC_SIZE, DIR_ENCAP, E_INVALID, ENCAP_PAYLOAD_OVERHEAD, R_BAD_DESC, R_BAD_VNET,
+  R_TOO_BIG, R_TRUNCATED, UDP_MAX_SEGS, VNET_HLEN,
+} from "./abi";
+import { sum16 } from "./checksum";
+import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
+import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import {
+  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, room, tunMtu,
+} from "./units";
+
+const OVERHEAD: u32 = <u32>ENCAP_PAYLOAD_OVERHEAD;
+const TCP_FIN: u32 = 0x01;
+const TCP_PSH: u32 = 0x08;
+const TCP_CWR: u32 = 0x80;
+/** One UDP_SEGMENT send carries at most 65507 bytes (a UDP payload's limit). */
+const UDP_MAX_PAYLOAD: u32 = 65507;
+
+/** Header-arena blocks used by this call (one per segment; the arena holds maxUnits). */
+let nBlocks: u32 = 0;
+let mtu: u32 = 0;
+/** The super-packet left unfinished by the last call: descriptor index (-1: none), its offset and length, next segment. */
+let pendDesc: i32 = -1;
+let pendOff: u32 = 0;
+let pendLen: u32 = 0;
+let pendSeg: u32 = 0;
+/** segment(): the first segment it did not write (== segment count when it finished). */
+let segNext: u32 = 0;
+let segTotal: u32 = 0;
+
+/**
+ * Processes descriptors [from, n) into units until the unit, iovec or arena
+ * room runs out; returns the index of the first descriptor not finished (n
+ * when all were). A super-packet cut short returns its own index: call again
+ * with that `from` and the call resumes inside it. Every call that starts
+ * with room makes progress. tun_units() says how many units were made.
+ */
+export function tun_tx_batch(from: u32, n: u32): i32 {
+  if (hdrBase == 0 || maxUnits == 0 || n > maxBatch || from > n) return E_INVALID;
+  loadConfig();
+  mtu = tunMtu();
+  resetUnits();
+  nBlocks = 0;
+  let resume: u32 = 0;
+  if (pendDesc == <i32>from && from < n) {
+    const d = descBase + <usize>from * <usize>DESC_SIZE;
+    if (load<u32>(d, DESC_OFF) == pendOff && load<u32>(d, DESC_LEN) == pendLen) resume = pendSeg;
+  }
+  pendDesc = -1;
+  let i = from;
+  for (; i < n; i++) {
+    if (!room(1, 1)) break; // a refusal or a plain packet takes one unit and at most one iovec
+    const d = descBase + <usize>i * <usize>DESC_SIZE;
+    const off = load<u32>(d, DESC_OFF);
+    const len = load<u32>(d, DESC_LEN);
+    let res: i32;
+    segTotal = 0;
+    if (!inPackets(off, len, OVERHEAD - <u32>VNET_HLEN)) res = R_BAD_DESC;
+    else if (len < <u32>VNET_HLEN + 20) res = R_TRUNCATED;
+    else res = txOne(<usize>off, len, resume);
+    resume = 0;
+    if (res >= 0 && segNext < segTotal) {
+      pendDesc = <i32>i;
+      pendOff = off;
+      pendLen = len;
+      pendSeg = segNext;
+      break;
+    }
+    if (res < 0) openUnit(res, 0, 0, 0);
+    bump(DIR_ENCAP, res >= 0 ? 0 : <u32>-res);
+  }
+  return <i32>i;
+}
+
+/** One [virtio_net_hdr][IPv4] from the device: units appended, or an R_* code. */
+function txOne(v: usize, len: u32, resume: u32): i32 {
+  const flags = <u32>load<u8>(v);
+  const gsoType = <u32>load<u8>(v, 1) & 0x7f; // 0x80: ECN, which CWR on the first segment only already honours
+  const gsoSize = <u32>load<u16>(v, 4);
+  const cstart = <u32>load<u16>(v, 6);
+  const coff = <u32>load<u16>(v, 8);
+  const p = v + <usize>VNET_HLEN;
+  // A super-packet is split before encapsulation: only a plain packet must fit 64 KiB with the headers.
+  const res = routePacket(p, len - <u32>VNET_HLEN, gsoType == GSO_NONE ? OVERHEAD : 0);
+  if (res < 0) return res;
+  const tot = rtTot;
+  const proto = <u32>load<u8>(p, 9);
+  if (gsoType == GSO_NONE) {
+    if (flags & NEEDS_CSUM) {
+      // The kernel left the pseudo-header sum in the field at csum_start + csum_offset: sum the rest over it.
+      if (cstart < rtIhl || cstart + coff + 2 > tot) return R_BAD_VNET;
+      let c = ~sum16(p + <usize>cstart, tot - cstart, 0) & 0xffff;
+      if (c == 0 && proto == 17) c = 0xffff;
+      be16(p + <usize>(cstart + coff), c);
+    }
+    writeVxlanEth(p - <usize>OVERHEAD, rtPeer);
+    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    addIov(p - <usize>OVERHEAD, tot + OVERHEAD);
+    closeUnit(u, 1, 0);
+    return res;
+  }
+  // GSO: hdr_len, csum_start and csum_offset are hints the headers themselves settle; they are not used.
+  const tcp = gsoType == GSO_TCPV4;
+  if (!(tcp && proto == 6) && !(gsoType == GSO_UDP_L4 && proto == 17)) return R_BAD_VNET;
+  if (gsoSize == 0 || (<u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff) != 0) return R_BAD_VNET; // a fragment is not segmented
+  const ihl = rtIhl;
+  const minL4: u32 = tcp ? 20 : 8;
+  if (tot < ihl + minL4) return R_BAD_VNET;
+  const l4len: u32 = tcp ? (<u32>load<u8>(p + <usize>ihl, 12) >> 4) << 2 : 8;
+  const hdrs = ihl + l4len;
+  if (l4len < minL4 || hdrs > tot) return R_BAD_VNET;
+  const payload = tot - hdrs;
+  const segs: u32 = payload == 0 ? 1 : (payload + gsoSize - 1) / gsoSize;
+  // The kernel hands out no segment bigger than the device MTU; the datagram would not fit the underlay.
+  if (segs > 1 && hdrs + gsoSize > mtu) return R_TOO_BIG;
+  segTotal = segs;
+  segment(p, payload, hdrs, gsoSize, segs, tcp, res, resume);
+  return res;
+}
+
+/**
+ * Writes segments [first, segs) of a TSO (tcp) or USO (udp) super-packet
+ * with `payload` bytes after `hdrs` bytes of headers, as the kernel's GSO
+ * would cut them, into units of up to UDP_MAX_SEGS equal datagrams, until
+ * the unit, iovec or arena room runs out. segNext says where it stopped.
+ */
+function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp: bool, res: i32, first: u32): void {
+  const ihl = rtIhl;
+  const l4 = p + <usize>ihl;
+  const l4len = hdrs - ihl;
+  const seq0 = tcp ? bswap<u32>(load<u32>(l4, 4)) : 0;
+  const flags0 = tcp ? <u32>load<u8>(l4, 13) : 0;
+  const id0 = <u32>bswap<u16>(load<u16>(p, 4));
+  const ps = pseudo(p, tcp ? 6 : 17);
+  // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 142 fits an arena block (ARENA_BLOCK 160).
+  const dgram = OVERHEAD + hdrs + gsoSize;
+  const fit: u32 = UDP_MAX_PAYLOAD / dgram;
+  const perUnit: u32 = fit < <u32>UDP_MAX_SEGS ? (fit > 0 ? fit : 1) : <u32>UDP_MAX_SEGS;
+  let k = first;
+  while (k < segs && room(1, 2) && nBlocks < maxUnits) {
+    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    const want: u32 = segs - k < perUnit ? segs - k : perUnit;
+    let cnt: u32 = 0;
+    while (cnt < want && nIovs + 2 <= 2 * maxUnits && nBlocks < maxUnits) {
+      const s = k + cnt;
+      const at = s * gsoSize;
+      const size = payload - at < gsoSize ? payload - at : gsoSize;
+      const h = arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
+      nBlocks++;
+      writeVxlanEth(h, rtPeer);
+      const ip = h + <usize>OVERHEAD;
+      memory.copy(ip, p, hdrs);
+      be16(ip + 2, hdrs + size);
+      be16(ip + 4, (id0 + s) & 0xffff);
+      ipCsum(ip, ihl);
+      const t = ip + <usize>ihl;
+      const chunk = p + <usize>hdrs + <usize>at;
+      if (tcp) {
+        store<u32>(t, bswap<u32>(seq0 + at), 4);
+        let f = flags0;
+        if (s > 0) f &= ~TCP_CWR;
+        if (s < segs - 1) f &= ~(TCP_FIN | TCP_PSH);
+        store<u8>(t, <u8>f, 13);
+        store<u16>(t, 0, 16);
+        be16(t + 16, ~sum16(chunk, size, sum16(t, l4len, ps + l4len + size)) & 0xffff);
+      } else {
+        be16(t + 4, 8 + size);
+        store<u16>(t, 0, 6);
+        const c = ~sum16(chunk, size, sum16(t, 8, ps + 8 + size)) & 0xffff;
+        be16(t + 6, c == 0 ? 0xffff : c);
+      }
+      addIov(h, OVERHEAD + hdrs);
+      if (size > 0) addIov(chunk, size);
+      cnt++;
+    }
+    closeUnit(u, cnt, cnt > 1 ? dgram : 0);
+    k += cnt;
+  }
+  segNext = k;
+}
