@@ -114,14 +114,15 @@ describe("a running cluster", () => {
     await reg.client.put("/coreos.com/network/subnets/198.18.251.0-24").value('{"PublicIP":"192.0.2.99","BackendType":"host-gw"}');
     await reg.client.put("/coreos.com/network/subnets/not-a-subnet").value("{}");
     for (const i of [0, 1, 2]) {
-      await until(`node ${i} logs the skipped lease`, async () => /"key":"[^"]*198\.18\.250\.0-24".*skipping a lease weft cannot use/.test(c.agentLog(i)), 10_000)
+      await until(`node ${i} logs the skipped lease`, async () => /"key":"198\.18\.250\.0-24","reason":"bad_value".*not using a lease/.test(c.agentLog(i)), 10_000)
         .catch((e: Error) => {
           throw new Error(`${e.message}\n${c.agentLog(i).split("\n").slice(-25).join("\n")}`);
         });
       await c.waitReady(i); // still ready (readiness also covers etcd and the watch)
       const st = await c.status(i);
       expect(st.peers.map((p) => p.subnet)).not.toContain("198.18.250.0/24");
-      expect(c.agentLog(i).match(/skipping a lease weft cannot use/g)?.length).toBe(3); // once each, not per event
+      expect(c.agentLog(i).match(/not using a lease/g)?.length).toBe(3); // once each, not per event
+      expect(st.rejectedLeases.map((r) => [r.key, r.reason]).sort()).toEqual([["198.18.250.0-24", "bad_value"], ["198.18.251.0-24", "foreign_backend"], ["not-a-subnet", "bad_key"]]);
     }
     expect(await c.pingAll()).toEqual([]);
     await reg.client.delete().prefix("/coreos.com/network/subnets/198.18.25");
