@@ -9,35 +9,9 @@ export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] 
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
 export const LATEST_VERSION: CniVersion = "1.1.0";
 
-/**
- * Well-known error codes (0-99 are the spec's), then weft's own (100+, which
- * the spec leaves to plugins). Stable: runtimes and operators match on them.
- */
-export const CNI_CODE = {
-  INCOMPATIBLE_VERSION: 1,
-  UNSUPPORTED_FIELD: 2,
-  UNKNOWN_CONTAINER: 3,
-  INVALID_ENV: 4,
-  IO_FAILURE: 5,
-  DECODE: 6,
-  INVALID_CONFIG: 7,
-  TRY_AGAIN_LATER: 11,
-  NOT_AVAILABLE: 50,
-  NOT_AVAILABLE_LIMITED: 51,
-  /** weft: the pool has no free address. */
-  POOL_EXHAUSTED: 100,
-  /** weft: the requested address belongs to another container. */
-  ADDRESS_TAKEN: 101,
-  /** weft: the requested address may not be handed out (network, broadcast, gateway, excluded, outside the node subnet). */
-  ADDRESS_UNAVAILABLE: 102,
-  /** weft: CHECK found the attachment not as ADD left it. */
-  CHECK_FAILED: 103,
-  /** weft: a kernel operation (link, address, route) failed. */
-  KERNEL: 104,
-  /** weft: an unexpected failure inside the agent (a bug: please report it). */
-  INTERNAL: 105,
-} as const;
-export type CniCode = (typeof CNI_CODE)[keyof typeof CNI_CODE];
+import { CNI_CODE, type CniCode } from "../common/cni-codes.js";
+
+export { CNI_CODE, type CniCode };
 
 /**
  * Which input of an invocation a refusal was about: the `reason` label of

@@ -1,5 +1,5 @@
 import { WeftError } from "../common/errors.js";
-import { CNI_CODE, type CniCode } from "../cni/spec.js";
+import { CNI_CODE, type CniCode } from "../common/cni-codes.js";
 
 /**
  * IPAM's errors. Each maps to the CNI error code a plugin prints for it, so

@@ -190,7 +190,6 @@ describe("acquiring a subnet lease in a real etcd", () => {
 
 describe("watching leases", () => {
   it("keeps the route table right across a compacted revision (re-list and diff)", async () => {
-    const reg = registry();
     const side = registry(); // writes behind the watcher's back
     await manager(side, attrs("192.0.2.2")).acquire();
     await manager(side, attrs("192.0.2.3")).acquire();

@@ -9,7 +9,7 @@ import { run } from "../../common/exec.js";
 export async function deleteDevice(name: string): Promise<void> {
   await run(["ip", "link", "del", "dev", name]).catch(() => undefined);
 }
-import { readDevice, type LinkJson } from "../vxlan/kernel.js";
+import { readDevice, type LinkJson } from "../device.js";
 
 export interface ExternalDeviceSpec {
   readonly name: string;

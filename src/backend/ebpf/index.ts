@@ -1,8 +1,7 @@
 import { join } from "node:path";
 import { formatMac } from "../../common/ipv4.js";
-import { writeFileAtomic } from "../../common/fs-atomic.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
-import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";
+import { deviceMtu, keepVtepMac, knownVtepMac } from "../device.js";
 import { deleteDevice, ensureExternalDevice } from "./device.js";
 import { Datapath } from "./loader.js";
 import { EbpfNetwork } from "./network.js";
@@ -22,12 +21,11 @@ export const ebpfBackend: Backend = {
     const dp = Datapath.load(ctx.bpffs, ctx.log, ctx.bpfAttach);
     let created: string | undefined;
     try {
-      const spec = { name: `weft.${b.vni}`, port: b.port, mtu: (b.mtu ?? ctx.iface.mtu) - VXLAN_OVERHEAD };
-      const macFile = join(ctx.stateDir, `vtep-mac.${b.vni}`);
-      const dev = await ensureExternalDevice(spec, storedMac(macFile) ?? randomMac(), (why) =>
+      const spec = { name: `weft.${b.vni}`, port: b.port, mtu: deviceMtu(ctx.config, ctx.iface) };
+      const dev = await ensureExternalDevice(spec, knownVtepMac(ctx.stateDir, b.vni), (why) =>
         ctx.log.warn({ device: spec.name, why }, "existing device does not fit; recreating it"));
       if (dev.created) created = spec.name;
-      writeFileAtomic(macFile, `${formatMac(dev.mac)}\n`);
+      keepVtepMac(ctx.stateDir, b.vni, dev.mac);
       const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: dev.mac };
       const net = new EbpfNetwork(dp, spec, dev.ifindex, attrs, ctx.config, join(ctx.stateDir, "endpoints.json"), ctx.log);
       await net.start();

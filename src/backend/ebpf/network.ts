@@ -6,7 +6,7 @@ import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import { writeFileAtomic } from "../../common/fs-atomic.js";
 import { ipJson } from "../../common/iproute.js";
-import { setDeviceAddress } from "../vxlan/kernel.js";
+import { setDeviceAddress } from "../device.js";
 import type { EndpointSpec, Network, NetworkStatus } from "../types.js";
 import { ensureExternalDevice, setClusterRoute, type ExternalDeviceSpec } from "./device.js";
 import type { Datapath } from "./loader.js";

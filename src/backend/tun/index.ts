@@ -1,12 +1,9 @@
 import { accessSync, constants } from "node:fs";
-import { join } from "node:path";
-import { formatMac } from "../../common/ipv4.js";
 import { run } from "../../common/exec.js";
-import { writeFileAtomic } from "../../common/fs-atomic.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
-import { readDevice } from "../vxlan/kernel.js";
-import { randomMac, storedMac, VXLAN_OVERHEAD } from "../vxlan/index.js";
-import { ShimError, checked, loadShim, shimPath } from "./shim.js";
+import { deviceMtu, keepVtepMac, knownVtepMac, readDevice } from "../device.js";
+import { NativeError, nativeLibraryPath } from "../../native/library.js";
+import { checked, loadShim } from "./shim.js";
 import { TunNetwork } from "./network.js";
 
 /** Sockets the sender spreads flows over (each has its own source port). */
@@ -29,7 +26,7 @@ export const tunBackend: Backend = {
     const shim = loadShim();
     const b = ctx.config.backend;
     const device = `weft.${b.vni}`;
-    const mtu = (b.mtu ?? ctx.iface.mtu) - VXLAN_OVERHEAD;
+    const mtu = deviceMtu(ctx.config, ctx.iface);
     const existing = await readDevice(device);
     if (existing && existing.linkinfo?.info_kind !== "tun") {
       ctx.log.warn({ device, kind: existing.linkinfo?.info_kind }, "a non-TUN device has our name (another backend ran here); replacing it");
@@ -49,9 +46,8 @@ export const tunBackend: Backend = {
         txFds.push(fd);
       }
       // The TUN device's MAC does not exist (layer 3); the VTEP MAC others put on frames to us is ours to choose.
-      const macFile = join(ctx.stateDir, `vtep-mac.${b.vni}`);
-      const mac = storedMac(macFile) ?? randomMac();
-      writeFileAtomic(macFile, `${formatMac(mac)}\n`);
+      const mac = knownVtepMac(ctx.stateDir, b.vni);
+      keepVtepMac(ctx.stateDir, b.vni, mac);
       await run(["ip", "link", "set", "dev", device, "mtu", String(mtu), "up"]);
       const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
       // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
@@ -80,7 +76,7 @@ export function tunObstacles(): string[] {
   try {
     loadShim();
   } catch (e) {
-    out.push(e instanceof ShimError ? e.message : `${shimPath()} cannot be loaded`);
+    out.push(e instanceof NativeError ? e.message : `${nativeLibraryPath()} cannot be loaded`);
   }
   return out;
 }

@@ -7,7 +7,7 @@ import type { Lease, LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import { ipJson } from "../../common/iproute.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
-import { setDeviceAddress } from "../vxlan/kernel.js";
+import { setDeviceAddress } from "../device.js";
 import { loadShim } from "./shim.js";
 import type { WorkerControl, WorkerInit, WorkerReport } from "./worker.js";
 

@@ -1,17 +1,9 @@
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-import koffi from "koffi";
 import { WeftError } from "../../common/errors.js";
-import { projectRoot } from "../../common/paths.js";
+import { nativeLibrary } from "../../native/library.js";
 
 /** A system call in the shim failed. */
 export class ShimError extends WeftError {
   readonly code = "WEFT_SHIM_FAILED";
-}
-
-/** build/native/libweft_shim.so of this checkout. */
-export function shimPath(): string {
-  return join(projectRoot(), "build", "native", "libweft_shim.so");
 }
 
 /** The shim's per-thread counters, in native/abi.h's WEFT_ST_* order. */
@@ -48,9 +40,7 @@ let shim: Shim | undefined;
 
 export function loadShim(): Shim {
   if (shim) return shim;
-  const path = shimPath();
-  if (!existsSync(path)) throw new ShimError(`${path} is missing`, { hint: "run `npm run build`" });
-  const l = koffi.load(path);
+  const l = nativeLibrary();
   const tunWrite = l.func("int weft_tun_write_units(int fd, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n)");
   const tunRead = l.func("int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)");
   const udpRecv = l.func("int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)");

@@ -8,10 +8,11 @@
 //     route   <remote subnet> via <remote network address> dev weft.<VNI> onlink
 //   with DirectRouting, for a node on our own L2 segment: only
 //     route   <remote subnet> via <remote PublicIP> dev <iface>
-import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
+import { formatCidr, formatIpv4, formatMac, parseMac } from "../../common/ipv4.js";
 import { run } from "../../common/exec.js";
 import type { Lease } from "../../subnet/lease.js";
 import { batch, bridgeJson, ipJson, type BatchRunner } from "../../common/iproute.js";
+import { readDevice, type LinkJson } from "../device.js";
 
 export interface DeviceSpec {
   readonly name: string;
@@ -20,24 +21,6 @@ export interface DeviceSpec {
   readonly localAddr: number;
   readonly iface: string;
   readonly mtu: number;
-}
-
-export interface LinkJson {
-  ifindex: number;
-  ifname: string;
-  address?: string;
-  mtu?: number;
-  flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean; external?: boolean } };
-}
-
-/** The device as the kernel has it, or undefined. */
-export async function readDevice(name: string): Promise<LinkJson | undefined> {
-  try {
-    return (await ipJson<LinkJson>(["-details", "link", "show", "dev", name]))[0];
-  } catch {
-    return undefined;
-  }
 }
 
 /** Why an existing device cannot be reused, or undefined when it can. */
@@ -80,22 +63,6 @@ export async function ensureDevice(spec: DeviceSpec, mac: Uint8Array, onRecreate
   } catch (e) {
     if (created) await run(["ip", "link", "del", "dev", spec.name]).catch(() => undefined);
     throw e;
-  }
-}
-
-/**
- * Puts `<subnet network>/32` on the device, then removes other addresses of
- * the cluster network from it. In that order: removing a device's last
- * address makes the kernel flush the routes through it.
- */
-export async function setDeviceAddress(name: string, subnet: Ipv4Prefix, network: Ipv4Prefix): Promise<void> {
-  const want = formatIpv4(subnet.addr);
-  await run(["ip", "addr", "replace", `${want}/32`, "dev", name]);
-  const addrs = await ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }>(["addr", "show", "dev", name]);
-  for (const a of addrs[0]?.addr_info ?? []) {
-    if (a.family !== "inet" || (a.local === want && a.prefixlen === 32)) continue;
-    const ip = parseIpv4(a.local);
-    if (((ip & maskOf(network.len)) >>> 0) === network.addr) await run(["ip", "addr", "del", `${a.local}/${a.prefixlen}`, "dev", name]);
   }
 }
 

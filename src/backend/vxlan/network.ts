@@ -5,9 +5,8 @@ import { subnetKey, type Lease, type LeaseAttrs } from "../../subnet/lease.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { BatchSession, ipJson, type BatchRunner } from "../../common/iproute.js";
-import {
-  ensureDevice, peerLines, programPeers, readDevice, readPeers, setDeviceAddress, type DeviceSpec, type PeerLines,
-} from "./kernel.js";
+import { readDevice, setDeviceAddress } from "../device.js";
+import { ensureDevice, peerLines, programPeers, readPeers, type DeviceSpec, type PeerLines } from "./kernel.js";
 
 /**
  * The vxlan backend's event loop: route-table diffs in, kernel objects out.

@@ -1,10 +1,8 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import koffi from "koffi";
 import type { Logger } from "../../common/log.js";
 import { parseIpv4 } from "../../common/ipv4.js";
-import { shimPath } from "../../backend/tun/shim.js";
+import { nativeLibrary, nativeLibraryPath, pollAddonPath } from "../../native/library.js";
 import type { DnsHandler } from "./handler.js";
 
 interface DnsShim {
@@ -22,13 +20,12 @@ let shim: DnsShim | undefined | null;
 /** The native batch functions (native/weft_dns.c) and the poll addon, or undefined when they are not built. */
 function loadDnsShim(): DnsShim | undefined {
   if (shim !== undefined) return shim ?? undefined;
-  const path = shimPath();
-  const addon = join(dirname(path), "weft_poll.node");
-  if (!existsSync(path) || !existsSync(addon)) {
+  const addon = pollAddonPath();
+  if (!existsSync(nativeLibraryPath()) || !existsSync(addon)) {
     shim = null;
     return undefined;
   }
-  const l = koffi.load(path);
+  const l = nativeLibrary();
   shim = {
     poll: createRequire(import.meta.url)(addon) as DnsShim["poll"],
     open: l.func("int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)"),

@@ -1,0 +1,89 @@
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { run } from "../common/exec.js";
+import { writeFileAtomic } from "../common/fs-atomic.js";
+import { formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../common/ipv4.js";
+import { ipJson } from "../common/iproute.js";
+import type { NetworkConfig } from "../subnet/network-config.js";
+import type { ExternalInterface } from "./types.js";
+
+/**
+ * What every backend's overlay device shares: the VXLAN overhead that sets
+ * the pod MTU, the VTEP MAC kept in the state dir (one file per VNI, whichever
+ * backend runs, so switching backends keeps the MAC other nodes know), and
+ * the device as the kernel reports it, with our subnet's address on it.
+ */
+
+/** VXLAN header overhead on IPv4: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
+export const VXLAN_OVERHEAD = 50;
+
+export interface LinkJson {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean; external?: boolean } };
+}
+
+/** The device as the kernel has it, or undefined. */
+export async function readDevice(name: string): Promise<LinkJson | undefined> {
+  try {
+    return (await ipJson<LinkJson>(["-details", "link", "show", "dev", name]))[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The VTEP MAC a backend kept in the state dir, if any. */
+export function storedMac(path: string): Uint8Array | undefined {
+  try {
+    return parseMac(readFileSync(path, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** A random locally administered unicast MAC. */
+export function randomMac(): Uint8Array {
+  const m = randomBytes(6);
+  m[0] = ((m[0] ?? 0) & 0xfe) | 0x02;
+  return new Uint8Array(m);
+}
+
+/** The file that keeps the VTEP MAC of VNI `vni` across restarts and backends. */
+export function vtepMacFile(stateDir: string, vni: number): string {
+  return join(stateDir, `vtep-mac.${vni}`);
+}
+
+/** The VTEP MAC this node used before for `vni`, else a new random one. */
+export function knownVtepMac(stateDir: string, vni: number): Uint8Array {
+  return storedMac(vtepMacFile(stateDir, vni)) ?? randomMac();
+}
+
+/** The overlay device's MTU: the underlay's (or Backend.MTU) minus the VXLAN overhead. */
+export function deviceMtu(config: NetworkConfig, iface: ExternalInterface): number {
+  return (config.backend.mtu ?? iface.mtu) - VXLAN_OVERHEAD;
+}
+
+/** Records the MAC the device got, for the next start. */
+export function keepVtepMac(stateDir: string, vni: number, mac: Uint8Array): void {
+  writeFileAtomic(vtepMacFile(stateDir, vni), `${formatMac(mac)}\n`);
+}
+
+/**
+ * Puts `<subnet network>/32` on the device, then removes other addresses of
+ * the cluster network from it. In that order: removing a device's last
+ * address makes the kernel flush the routes through it.
+ */
+export async function setDeviceAddress(name: string, subnet: Ipv4Prefix, network: Ipv4Prefix): Promise<void> {
+  const want = formatIpv4(subnet.addr);
+  await run(["ip", "addr", "replace", `${want}/32`, "dev", name]);
+  const addrs = await ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }>(["addr", "show", "dev", name]);
+  for (const a of addrs[0]?.addr_info ?? []) {
+    if (a.family !== "inet" || (a.local === want && a.prefixlen === 32)) continue;
+    const ip = parseIpv4(a.local);
+    if (((ip & maskOf(network.len)) >>> 0) === network.addr) await run(["ip", "addr", "del", `${a.local}/${a.prefixlen}`, "dev", name]);
+  }
+}
