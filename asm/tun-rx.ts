@@ -19,7 +19,7 @@ import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP
 import { sum16 } from "./checksum";
 import { decapPacket, decTot, loadDecapConfig } from "./decap";
 import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
-import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, room, tunMtu } from "./units";
+import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu } from "./units";
 
 const TCP_FIN: u32 = 0x01;
 const TCP_PSH: u32 = 0x08;
@@ -70,11 +70,7 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
   mtu = tunMtu();
   resetUnits();
   open = -1;
-  let resume: u32 = 0;
-  if (pendDesc == <i32>from && from < n) {
-    const d = descBase + <usize>from * <usize>DESC_SIZE;
-    if (load<u32>(d, DESC_OFF) == pendOff && load<u32>(d, DESC_LEN) == pendLen) resume = pendSeg;
-  }
+  let resume = resumeAt(from, n, pendDesc, pendOff, pendLen, pendSeg);
   pendDesc = -1;
   let i = from;
   for (; i < n; i++) {

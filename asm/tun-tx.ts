@@ -25,7 +25,7 @@ import { sum16 } from "./checksum";
 import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
-  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, room, tunMtu,
+  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
 } from "./units";
 
 const OVERHEAD: u32 = <u32>ENCAP_PAYLOAD_OVERHEAD;
@@ -60,11 +60,7 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
   mtu = tunMtu();
   resetUnits();
   nBlocks = 0;
-  let resume: u32 = 0;
-  if (pendDesc == <i32>from && from < n) {
-    const d = descBase + <usize>from * <usize>DESC_SIZE;
-    if (load<u32>(d, DESC_OFF) == pendOff && load<u32>(d, DESC_LEN) == pendLen) resume = pendSeg;
-  }
+  let resume = resumeAt(from, n, pendDesc, pendOff, pendLen, pendSeg);
   pendDesc = -1;
   let i = from;
   for (; i < n; i++) {

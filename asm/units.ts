@@ -4,9 +4,9 @@
 // units, 2 x maxUnits iovecs); the batch functions ask `room()` before every
 // addition, and stop (to be called again) when it runs out, so nothing is
 // ever written past them.
-import { E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT } from "./abi";
+import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT } from "./abi";
 import { sum16 } from "./checksum";
-import { H_TUN_MTU, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
+import { H_TUN_MTU, descBase, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
 
 /** virtio_net_hdr flags and GSO types (include/uapi/linux/virtio_net.h). */
 export const NEEDS_CSUM: u32 = 1;
@@ -103,4 +103,16 @@ export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
 @inline export function ipCsum(ip: usize, ihl: u32): void {
   store<u16>(ip, 0, 10);
   be16(ip + 10, ~sum16(ip, ihl, 0) & 0xffff);
+}
+
+/**
+ * Where descriptor `from` of a batch of `n` starts: `at` when it is the one a
+ * call left unfinished (`desc`, still naming the payload off/len it named
+ * then), else 0. A super-packet or GRO buffer that ran out of unit, iovec or
+ * arena room resumes there; any other call starts afresh.
+ */
+export function resumeAt(from: u32, n: u32, desc: i32, off: u32, len: u32, at: u32): u32 {
+  if (desc != <i32>from || from >= n) return 0;
+  const d = descBase + <usize>from * <usize>DESC_SIZE;
+  return load<u32>(d, DESC_OFF) == off && load<u32>(d, DESC_LEN) == len ? at : 0;
 }
