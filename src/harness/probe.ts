@@ -63,10 +63,10 @@ export class PingProbe {
    * Starts `ping -D -i <interval> -w <deadline>` from `ns` to `to` and waits
    * for its first reply. The deadline only bounds a test that forgets stop().
    */
-  static async start(ns: Netns, to: number, opts: { intervalSec?: number; deadlineSec?: number; firstReplyMs?: number } = {}): Promise<PingProbe> {
+  static async start(ns: Netns, to: number, opts: { intervalSec?: number; /** whole seconds (ping -w) */ deadlineSec?: number; firstReplyMs?: number } = {}): Promise<PingProbe> {
     const interval = opts.intervalSec ?? 0.01;
     const target = formatIpv4(to);
-    const child = ns.spawn(["ping", "-n", "-D", "-i", String(interval), "-w", String(opts.deadlineSec ?? 60), target]);
+    const child = ns.spawn(["ping", "-n", "-D", "-i", String(interval), "-w", String(Math.max(1, Math.ceil(opts.deadlineSec ?? 60))), target]);
     const p = new PingProbe(child, target, interval);
     try {
       await p.nextReply(opts.firstReplyMs ?? 5000);
