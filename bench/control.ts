@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control [-- --json] [-- --nodes N] [-- --changes K]`
+ * `npm run bench:control [-- --json] [-- --nodes N] [-- --changes K] [-- --verbose]`
  *
  * The control plane at scale: N simulated node leases (default 5,000) in a
  * real etcd; one real agent in a network namespace. Measures the time from
@@ -15,26 +15,41 @@ import { Cluster } from "../src/harness/cluster.js";
 import { run } from "../src/common/exec.js";
 import { Netns } from "../src/harness/netns.js";
 import { encodeLeaseAttrs } from "../src/subnet/lease.js";
+import { benchArgs } from "./args.js";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const opt = (name: string, def: number): number => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const NODES = opt("--nodes", 5000);
-const CHANGES = opt("--changes", 100);
+const args = benchArgs("bench:control", {
+  json: { type: "boolean", help: "print one JSON document as the last line" },
+  nodes: { type: "number", default: 5000, min: 1, max: 8100, integer: true, help: "simulated node leases" },
+  changes: { type: "number", default: 100, min: 0, integer: true, help: "lease changes timed after the full sync" },
+  verbose: { type: "boolean", help: "print every change latency and the agent's last log lines" },
+}, {
+  seconds: "it runs a fixed amount of work (a full sync of --nodes leases, then --changes changes); size it with those",
+});
+const json = args.json;
+const NODES = args.nodes;
+const CHANGES = args.changes;
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
-/** Simulated node i: subnet 198.18.0.0/15 split in /28s (8,192 of them), skipping the first. */
+/**
+ * Simulated node i: the (i+1)th /29 of the cluster network 198.18.0.0/16
+ * (8,192 of them), PublicIP 198.19.0.0 + i + 1 — unique (the agent refuses a
+ * PublicIP used twice), outside the cluster network, and on no interface:
+ * these addresses only appear as neighbour and FDB entries in the node's
+ * namespace.
+ */
+const SUBNETS = 8192;
 function simLease(i: number): { key: string; value: string } {
-  const subnet = (0xc6120000 + (i + 1) * 16) >>> 0;
-  const pub = i % 2 === 0 ? (0xc6336400 | (1 + ((i >> 1) % 250))) >>> 0 : (0xc0000200 | (10 + ((i >> 1) % 240))) >>> 0;
+  const pub = (0xc6130000 + i + 1) >>> 0;
   const mac = Uint8Array.of(0x02, 0x5e, (i >> 16) & 255, (i >> 8) & 255, i & 255, 0x01);
   return {
-    key: `/coreos.com/network/subnets/${formatIpv4(subnet)}-28`,
+    key: `/coreos.com/network/subnets/${subnetOf(i).replace("/", "-")}`,
     value: encodeLeaseAttrs({ publicIp: pub, backendType: "vxlan", vni: 1, vtepMac: mac }),
   };
+}
+
+/** Simulated node i's subnet, as `ip route` prints it. */
+function subnetOf(i: number): string {
+  return `${formatIpv4((0xc6120000 + (i + 1) * 8) >>> 0)}/29`;
 }
 
 function pct(xs: number[], p: number): number {
@@ -68,9 +83,32 @@ async function netlinkComparison(): Promise<{ batchPerPeerUs: number; execPerPee
   }
 }
 
+/**
+ * The agent's kernel objects on weft.1 against the leases it must have
+ * programmed: one onlink route per lease subnet (exactly those, no others),
+ * one permanent neighbour and one FDB entry per lease. Throws on a mismatch,
+ * so a run whose sync left the kernel short (or over) fails instead of
+ * reporting a time.
+ */
+async function checkKernel(c: Cluster, expected: ReadonlySet<string>, when: string): Promise<{ routes: number; neigh: number; fdb: number }> {
+  const ns = c.node(0).ns;
+  const routes = (await ns.exec(["ip", "route", "show", "dev", "weft.1"])).split("\n").map((l) => l.trim().split(" ")[0] ?? "").filter(Boolean);
+  const neigh = (await ns.exec(["ip", "neigh", "show", "dev", "weft.1"])).split("\n").filter((l) => l.includes("PERMANENT")).length;
+  const fdb = (await ns.exec(["bridge", "fdb", "show", "dev", "weft.1"])).split("\n").filter((l) => / dst \d/.test(l)).length;
+  const got = new Set(routes);
+  const missing = [...expected].filter((s) => !got.has(s));
+  const extra = routes.filter((s) => !expected.has(s));
+  if (missing.length > 0 || extra.length > 0 || routes.length !== expected.size || neigh !== expected.size || fdb !== expected.size) {
+    throw new Error(`${when}: the kernel does not match the ${expected.size} leases: ${routes.length} routes on weft.1 ` +
+      `(${missing.length} missing, e.g. ${missing.slice(0, 3).join(" ")}; ${extra.length} not from a lease, e.g. ${extra.slice(0, 3).join(" ")}), ` +
+      `${neigh} permanent neighbours, ${fdb} FDB entries`);
+  }
+  return { routes: routes.length, neigh, fdb };
+}
+
 async function main(): Promise<void> {
   log(`bench:control: ${NODES} simulated leases, ${CHANGES} changes`);
-  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/15", subnetLen: 28 });
+  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: 29 });
   const reg = c.registry();
   try {
     const lease = await reg.grant(86400);
@@ -93,19 +131,33 @@ async function main(): Promise<void> {
         break;
       }
       if (agent.exitCode !== null) throw new Error(`agent exited: ${c.agentLog(0).slice(-2000)}`);
+      if ((k?.counters["leasesRejected"] ?? 0) > 0) throw new Error(`the agent refused ${k?.counters["leasesRejected"]} simulated leases: ${JSON.stringify((await c.status(0)).rejectedLeases.slice(0, 3))}`);
       if (performance.now() - t0 > 120_000) throw new Error(`no full sync in 120 s: ${JSON.stringify(k)}`);
       await new Promise((r) => setTimeout(r, 5));
     }
     log(`full sync: ${fullSync.toFixed(0)} ms (agent start to ${NODES} peers programmed)`);
+    const expected = new Set(Array.from({ length: NODES }, (_, i) => subnetOf(i)));
+    const synced = await checkKernel(c, expected, "after the full sync");
+    log(`kernel after the full sync: ${synced.routes} routes, ${synced.neigh} neighbours, ${synced.fdb} FDB entries on weft.1 (= ${NODES} leases)`);
 
+    // Changes: 50 simulated leases from the top of the range (above the first NODES), leaving out the agent's own.
+    const own = (await c.status(0)).subnet;
+    const pool: number[] = [];
+    for (let i = SUBNETS - 2; pool.length < 50 && i >= NODES; i--) if (subnetOf(i) !== own) pool.push(i);
+    if (CHANGES > 0 && pool.length === 0) throw new Error(`no free subnets left for changes above ${NODES} leases`);
     const lat: number[] = [];
     for (let i = 0; i < CHANGES; i++) {
-      // From the top of the range: the agent took one of the first free subnets after the simulated ones.
-      const l = simLease(8190 - (i % 50));
+      const idx = pool[Math.floor(i / 2) % pool.length]!; // put at even i, delete the same at odd i
+      const l = simLease(idx);
       const before = (await queryCounters(sock)).counters["diffs"] ?? 0;
       const t = performance.now();
-      if (i % 2 === 0) await reg.client.put(l.key).value(l.value).lease(lease);
-      else await reg.client.delete().key(simLease(8190 - ((i - 1) % 50)).key);
+      if (i % 2 === 0) {
+        await reg.client.put(l.key).value(l.value).lease(lease);
+        expected.add(subnetOf(idx));
+      } else {
+        await reg.client.delete().key(l.key);
+        expected.delete(subnetOf(idx));
+      }
       for (;;) {
         const k = await queryCounters(sock);
         if ((k.counters["diffs"] ?? 0) > before) break;
@@ -115,20 +167,20 @@ async function main(): Promise<void> {
       lat.push(performance.now() - t);
     }
     const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
-    const kernelRoutes = (await c.node(0).ns.exec(["ip", "route", "show", "dev", "weft.1"])).trim().split("\n").length;
-    if (args.includes("--verbose")) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
+    const after = await checkKernel(c, expected, `after ${CHANGES} changes`);
+    if (args.verbose) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
     log(`change applied: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (${CHANGES} changes: add/delete one lease)`);
-    log(`agent RSS: ${rss.toFixed(0)} MB; kernel routes on weft.1: ${kernelRoutes}`);
+    log(`agent RSS: ${rss.toFixed(0)} MB; kernel after the changes: ${after.routes} routes, ${after.neigh} neighbours, ${after.fdb} FDB entries on weft.1 (= ${expected.size} leases)`);
     const nl = await netlinkComparison();
     log(`iproute2: batch ${nl.batchPerPeerUs.toFixed(1)} us/object vs one process per object ${nl.execPerPeerUs.toFixed(0)} us/object (${(nl.execPerPeerUs / nl.batchPerPeerUs).toFixed(0)}x)`);
     if (json) {
       console.log(JSON.stringify({
         nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
-        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss),
+        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), kernel_routes: after.routes,
       }));
     }
   } finally {
-    if (args.includes("--verbose")) log(c.agentLog(0).split("\n").filter((l) => !l.includes('"level":30,') || l.includes("reconcil")).slice(-20).join("\n"));
+    if (args.verbose) log(c.agentLog(0).split("\n").filter((l) => !l.includes('"level":30,') || l.includes("reconcil")).slice(-20).join("\n"));
     reg.close();
     await c.destroy();
   }

@@ -16,26 +16,20 @@ import { readFileSync } from "node:fs";
 import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { start } from "../src/common/exec.js";
+import { benchArgs } from "./args.js";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const arg = (name: string, def: string): string => {
-  const i = args.indexOf(name);
-  return i >= 0 ? (args[i + 1] ?? def) : def;
-};
-const backends = arg("--backends", "direct,vxlan").split(",").map((s) => s.trim()).filter(Boolean);
-const seconds = Number(arg("--seconds", "5"));
-const rounds = Number(arg("--rounds", "2"));
-const log = (s: string): void => (json ? console.error(s) : console.log(s));
 const BUILT = ["direct", "vxlan", "ebpf", "tun"];
-const LATER: Record<string, number> = {};
-
-for (const b of backends) {
-  if (!BUILT.includes(b)) {
-    console.error(LATER[b] ? `bench:dataplane: backend ${b} is not built yet (issue ${LATER[b]})` : `bench:dataplane: unknown backend "${b}"; choose from ${BUILT.join(", ")}`);
-    process.exit(LATER[b] ? 2 : 64);
-  }
-}
+const args = benchArgs("bench:dataplane", {
+  json: { type: "boolean", help: "print one JSON document as the last line" },
+  backends: { type: "string", default: "direct,vxlan", choices: BUILT, list: true, help: "comma-separated backends" },
+  seconds: { type: "number", default: 5, min: 1, integer: true, help: "iperf3 seconds per backend per round" },
+  rounds: { type: "number", default: 2, min: 1, integer: true, help: "rounds, alternating the backends" },
+});
+const json = args.json;
+const backends = args.backends.split(",").map((s) => s.trim()).filter(Boolean);
+const seconds = args.seconds;
+const rounds = args.rounds;
+const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
 async function topology(backend: string): Promise<Cluster> {
   if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend });
@@ -49,6 +43,33 @@ async function topology(backend: string): Promise<Cluster> {
     await n.ns.ip("route", "add", `198.18.${2 - i}.0/24`, "via", formatIpv4(other.underlay), "dev", "eth0");
   }
   return c;
+}
+
+/**
+ * What a backend's run silently lacks, read from its agents: the backend each
+ * node actually runs (a different one fails the run: the figures would carry
+ * the wrong name), ebpf programs attached with tc filters instead of tcx
+ * links, tun offloads the kernel refused, and any warning the agents logged.
+ * Each becomes a note printed with the results and listed in the JSON.
+ */
+async function fallbacks(c: Cluster, backend: string): Promise<string[]> {
+  const notes: string[] = [];
+  for (const n of c.nodes) {
+    if (!n.agent) continue;
+    const st = await c.status(n.index);
+    if (st.backend !== backend) throw new Error(`bench:dataplane: node ${n.index} runs the ${st.backend} backend, not ${backend} (${st.backendChoice})`);
+    for (const line of c.agentLog(n.index).split("\n")) {
+      if (!line.startsWith("{")) continue;
+      const o = JSON.parse(line) as { level?: number; msg?: string; offloads?: Record<string, boolean> };
+      if (o.msg === "tun data path ready" && o.offloads) {
+        const off = Object.entries(o.offloads).filter(([, on]) => !on).map(([k]) => k);
+        if (off.length > 0) notes.push(`${backend}: node ${n.index} runs without the ${off.join(", ")} offload(s) (the slow path)`);
+      } else if ((o.level ?? 0) >= 40) {
+        notes.push(`${backend}: node ${n.index}'s agent warned: ${o.msg}`);
+      }
+    }
+  }
+  return [...new Set(notes)];
 }
 
 /** Busy CPU time of the whole machine (user + nice + system + irq + softirq), in seconds. */
@@ -84,11 +105,14 @@ async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPe
     const out = await client.ns.exec(["iperf3", "-c", formatIpv4(server.addr), "-t", String(seconds), "-J"], { timeoutMs: (seconds + 20) * 1000 });
     const cpu = busyCpuSeconds() - cpu0;
     const agentCpu = agentCpuSeconds(c) - agent0;
-    const doc = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+    const doc = JSON.parse(out) as { error?: string; end?: { sum_received?: { bits_per_second: number; bytes: number } } };
+    const rx = doc.end?.sum_received;
+    if (doc.error !== undefined || !rx || !(rx.bytes > 0)) throw new Error(`bench:dataplane: iperf3 gave no result: ${doc.error ?? out.slice(0, 300)}`);
     const ping = await client.ns.exec(["ping", "-c", "50", "-i", "0.01", "-q", formatIpv4(server.addr)]);
     const avgMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)?.[1] ?? NaN);
-    const gb = doc.end.sum_received.bytes / 1e9;
-    return { gbps: doc.end.sum_received.bits_per_second / 1e9, rttUs: avgMs * 1000, cpuPerGb: cpu / gb, agentCpuPerGb: agentCpu / gb };
+    if (!Number.isFinite(avgMs)) throw new Error(`bench:dataplane: no RTT in ping's output: ${ping}`);
+    const gb = rx.bytes / 1e9;
+    return { gbps: rx.bits_per_second / 1e9, rttUs: avgMs * 1000, cpuPerGb: cpu / gb, agentCpuPerGb: agentCpu / gb };
   } finally {
     srv.kill();
   }
@@ -96,6 +120,7 @@ async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPe
 
 const clusters = new Map<string, Cluster>();
 const best = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number; agentCpuPerGb: number }>();
+const notes = new Map<string, string[]>();
 try {
   for (const b of backends) clusters.set(b, await topology(b));
   for (let r = 0; r < rounds; r++) {
@@ -109,6 +134,7 @@ try {
       });
     }
   }
+  for (const [b, c] of clusters) notes.set(b, await fallbacks(c, b));
 } finally {
   for (const c of clusters.values()) await c.destroy();
 }
@@ -121,9 +147,14 @@ for (const b of backends) {
   log(`${b.padEnd(9)}${m.gbps.toFixed(2).padStart(13)}${m.rttUs.toFixed(0).padStart(15)}${m.cpuPerGb.toFixed(2).padStart(18)}${m.agentCpuPerGb.toFixed(2).padStart(17)}` +
     `${base ? `${(m.gbps / base).toFixed(2)}x`.padStart(11) : "".padStart(11)}${vx ? `${(m.gbps / vx).toFixed(2)}x`.padStart(10) : ""}`);
 }
+const allNotes = backends.flatMap((b) => notes.get(b) ?? []);
+log(allNotes.length === 0 ? "\nno fallbacks: every backend ran as asked, with no agent warnings" : `\nNOTE, these runs were not as asked:\n${allNotes.map((n) => `  ${n}`).join("\n")}`);
 if (json) {
   console.log(JSON.stringify({ results: backends.map((b) => {
     const m = best.get(b)!;
-    return { backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2), agent_cpu_s_per_gb: +m.agentCpuPerGb.toFixed(2) };
+    return {
+      backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2), agent_cpu_s_per_gb: +m.agentCpuPerGb.toFixed(2),
+      ...((notes.get(b) ?? []).length > 0 ? { notes: notes.get(b) } : {}),
+    };
   }) }));
 }

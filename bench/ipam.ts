@@ -25,15 +25,18 @@ import type { CniReply } from "../src/cni/types.js";
 import { formatCidr } from "../src/common/ipv4.js";
 import { installCni } from "../src/cni/install.js";
 import { Cluster } from "../src/harness/cluster.js";
+import { benchArgs } from "./args.js";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const opt = (name: string, def: number): number => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : def;
-};
-const ROUNDS = opt("--rounds", 300);
-const ALLOCS = opt("--allocs", 20_000);
+const args = benchArgs("bench:ipam", {
+  json: { type: "boolean", help: "print one JSON document as the last line" },
+  rounds: { type: "number", default: 300, min: 1, integer: true, help: "exec rounds (ADD+DEL) per plugin" },
+  allocs: { type: "number", default: 20_000, min: 1, integer: true, help: "allocations (then releases) for the agent's rate" },
+}, {
+  seconds: "it runs a fixed amount of work (--rounds exec rounds per plugin, then --allocs allocations); size it with those",
+});
+const json = args.json;
+const ROUNDS = args.rounds;
+const ALLOCS = args.allocs;
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
 function pct(xs: number[], p: number): number {

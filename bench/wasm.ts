@@ -1,10 +1,15 @@
 /**
  * `npm run bench:wasm [-- --json] [-- --seconds S]`
  *
- * The WASM core against the plain TypeScript reference, in the same process
- * and the same run: LPM lookups/s at 1k, 10k and 100k random /16-/32
- * prefixes, and encap/decap packets/s for 1400-byte packets in batches of 64.
- * Ratios (wasm/ts) are the result; absolute figures depend on the machine.
+ * The WASM core against plain TypeScript, in the same process and the same
+ * run: LPM lookups/s at 1k, 10k and 100k random /16-/32 prefixes against two
+ * baselines — a typed-array DIR-16-8-8 table (bench/lpm-dir.ts, the good
+ * plain-JS design) and the one-Map-per-length reference (the oracle) — and
+ * encap/decap packets/s for 1400-byte packets in batches of 64 against the
+ * reference tunnel. Every table is checked against the reference before it is
+ * timed, and every encap/decap window's last batch is compared byte for byte
+ * with the reference's output; a mismatch fails the run. Ratios are the
+ * result; absolute figures depend on the machine.
  */
 import * as abi from "../asm/abi.js";
 import { WasmCore } from "../src/dataplane/core/wasm-core.js";
@@ -13,11 +18,15 @@ import { RefLpm } from "../src/dataplane/reference/lpm.js";
 import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
 import { inetChecksum } from "../src/dataplane/reference/checksum.js";
 import { maskOf, parseCidr, parseIpv4, parseMac } from "../src/common/ipv4.js";
+import { benchArgs } from "./args.js";
+import { DirLpm, checkDirLpm } from "./lpm-dir.js";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const secIdx = args.indexOf("--seconds");
-const seconds = secIdx >= 0 ? Number(args[secIdx + 1]) : 2;
+const args = benchArgs("bench:wasm", {
+  json: { type: "boolean", help: "print one JSON document as the last line" },
+  seconds: { type: "number", default: 2, min: 0.1, help: "measuring time per figure (split over alternating windows)" },
+});
+const json = args.json;
+const seconds = args.seconds;
 const log = (s: string): void => {
   if (!json) console.log(s);
   else console.error(s);
@@ -37,20 +46,20 @@ function rng(seed: number): () => number {
 }
 
 /**
- * Measures two functions that each handle `perCall` items, alternating short
- * windows of one and the other so that both see the same machine (these hosts
- * are noisy), and returns the best items/s of each.
+ * Measures functions that each handle `perCall` items, alternating short
+ * windows of each so that all see the same machine (these hosts are noisy),
+ * and returns the best items/s of each. `verify(k)` runs after every window of
+ * function k, outside the timing, to check what its last call produced.
  */
-function compare(a: () => void, b: () => void, perCall: number): [number, number] {
+function compare(fns: (() => void)[], perCall: number, verify: (k: number) => void = () => undefined): number[] {
   for (let i = 0; i < 50; i++) {
-    a(); // warm up the JIT and the WASM tier-up
-    b();
+    for (const fn of fns) fn(); // warm up the JIT and the WASM tier-up
   }
   const windows = 9;
   const windowNs = BigInt(Math.round(((seconds / 2) / windows) * 1e9));
-  const best = [0, 0];
+  const best = fns.map(() => 0);
   for (let w = 0; w < windows; w++) {
-    [a, b].forEach((fn, k) => {
+    fns.forEach((fn, k) => {
       let calls = 0;
       const t0 = process.hrtime.bigint();
       const limit = t0 + windowNs;
@@ -61,17 +70,21 @@ function compare(a: () => void, b: () => void, perCall: number): [number, number
         t = process.hrtime.bigint();
       }
       best[k] = Math.max(best[k] ?? 0, (calls * perCall) / (Number(t - t0) / 1e9));
+      verify(k);
     });
   }
-  return [best[0] ?? 0, best[1] ?? 0];
+  return best;
 }
 
-interface LpmRow { prefixes: number; wasm_mlps: number; ts_mlps: number; ratio: number; groups: number; memory_bytes: number }
+interface LpmRow {
+  prefixes: number; wasm_mlps: number; dir_mlps: number; ts_mlps: number; groups: number; memory_bytes: number; dir_memory_bytes: number;
+}
 
 function benchLpm(count: number): LpmRow {
   const r = rng(count);
   const core = WasmCore.create({ maxRules: Math.max(count * 2, 1024), maxBatch: 4096, slots: 1, maxPeers: 1 });
   const ref = new RefLpm();
+  const dir = new DirLpm();
   const prefixes: [number, number][] = [];
   while (prefixes.length < count) {
     const len = 16 + (r() % 17);
@@ -79,6 +92,7 @@ function benchLpm(count: number): LpmRow {
     const nh = r() % 65536;
     core.lpmInsert({ addr: a, len }, nh);
     ref.insert(a, len, nh);
+    dir.insert(a, len, nh);
     prefixes.push([a, len]);
   }
   // 1M probe addresses: 90% inside an inserted prefix, 10% anywhere.
@@ -87,24 +101,34 @@ function benchLpm(count: number): LpmRow {
     const p = prefixes[r() % prefixes.length]!;
     addrs[i] = r() % 10 === 0 ? r() : (p[0] | (r() & ~maskOf(p[1]))) >>> 0;
   }
+  // Check first that all three agree, so the benchmark never measures a broken table:
+  // WASM and DIR on every probe, both against the reference on the first 10,000.
   const out = new Int32Array(addrs.length);
-  // Check once that both agree, so the benchmark never measures a broken table.
+  const outDir = new Int32Array(addrs.length);
   core.lookupBatch(addrs, out);
-  for (let i = 0; i < 10000; i++) {
-    if (out[i] !== ref.lookup(addrs[i]!)) throw new Error(`wasm and reference disagree on ${addrs[i]}`);
+  dir.lookupBatch(addrs, outDir);
+  for (let i = 0; i < addrs.length; i++) {
+    if (out[i] !== outDir[i]) throw new Error(`wasm (${out[i]}) and DIR (${outDir[i]}) disagree on ${addrs[i]}`);
+    if (i < 10000 && out[i] !== ref.lookup(addrs[i]!)) throw new Error(`wasm and reference disagree on ${addrs[i]}`);
   }
   const chunk = 16384;
   let off = 0;
   let sink = 0;
-  const [wasm, ts] = compare(() => {
+  const [wasm, dirRate, ts] = compare([() => {
     core.lookupBatch(addrs.subarray(off, off + chunk), out);
+    off = (off + chunk) & (addrs.length - 1);
+  }, () => {
+    dir.lookupBatch(addrs, outDir, off, chunk);
     off = (off + chunk) & (addrs.length - 1);
   }, () => {
     for (let i = off; i < off + chunk; i++) sink ^= ref.lookup(addrs[i]!);
     off = (off + chunk) & (addrs.length - 1);
-  }, chunk);
+  }], chunk);
   if (sink === 0.5) log("");
-  return { prefixes: count, wasm_mlps: wasm / 1e6, ts_mlps: ts / 1e6, ratio: wasm / ts, groups: core.lpmGroups(), memory_bytes: core.lpmMemoryBytes() };
+  return {
+    prefixes: count, wasm_mlps: (wasm ?? 0) / 1e6, dir_mlps: (dirRate ?? 0) / 1e6, ts_mlps: (ts ?? 0) / 1e6,
+    groups: core.lpmGroups(), memory_bytes: core.lpmMemoryBytes(), dir_memory_bytes: dir.memoryBytes(),
+  };
 }
 
 const BATCH = 64;
@@ -158,19 +182,53 @@ function fillPackets(core: WasmCore): void {
   }
 }
 
+/** Descriptors [0, n) and the bytes of every packet they name: all a batch produced. */
+function output(core: WasmCore, n: number): Uint8Array {
+  const mem = core.bytes();
+  const parts: Uint8Array[] = [mem.slice(core.descBase, core.descBase + n * abi.DESC_SIZE)];
+  for (let i = 0; i < n; i++) {
+    const d = core.desc(i);
+    if (d.res >= 0) parts.push(mem.slice(d.off, d.off + d.len));
+  }
+  const all = new Uint8Array(parts.reduce((k, p) => k + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  return all;
+}
+
+let batchesChecked = 0;
+/** Throws unless `got` is byte for byte the reference's output. */
+function sameOutput(what: string, got: Uint8Array, want: Uint8Array): void {
+  batchesChecked++;
+  if (got.length !== want.length) throw new Error(`${what}: ${got.length} bytes of descriptors and packets, the reference made ${want.length}`);
+  for (let i = 0; i < got.length; i++) {
+    if (got[i] !== want[i]) {
+      const desc = i < BATCH * abi.DESC_SIZE ? `descriptor ${Math.floor(i / abi.DESC_SIZE)}, byte ${i % abi.DESC_SIZE}` : `packet bytes, offset ${i - BATCH * abi.DESC_SIZE}`;
+      throw new Error(`${what}: output differs from the reference's at ${desc}: ${got[i]} != ${want[i]}`);
+    }
+  }
+}
+
 function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; decap: { wasm_mpps: number; ts_mpps: number } } {
   const a = setupCore(0);
   fillPackets(a);
   const descs = a.bytes().slice(a.descBase, a.descBase + BATCH * abi.DESC_SIZE);
   const restore = (c: WasmCore): void => c.bytes().set(descs, c.descBase);
   const refA = setupRef(a, 0);
-  const [encapWasm, encapTs] = compare(() => {
+  // What encap must produce: the reference's output; every packet taken.
+  restore(a);
+  if (refA.encapBatch(BATCH, abi.ENCAP_MODE_PAYLOAD) !== BATCH) throw new Error("encap benchmark input is not all valid");
+  const wantEncap = output(a, BATCH);
+  const [encapWasm = 0, encapTs = 0] = compare([() => {
     restore(a);
     a.encap(BATCH);
   }, () => {
     restore(a);
     refA.encapBatch(BATCH, abi.ENCAP_MODE_PAYLOAD);
-  }, BATCH);
+  }], BATCH, (k) => sameOutput(k === 0 ? "wasm encap" : "reference encap (rerun)", output(a, BATCH), wantEncap));
 
   // Decap: node 1 receives node 0's payloads for its own subnet.
   const b = setupCore(1);
@@ -183,16 +241,17 @@ function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; dec
     b.setDesc(i, b.writeSlot(i, p), p.length, nodes[0]!.underlay);
   }
   const bdescs = b.bytes().slice(b.descBase, b.descBase + BATCH * abi.DESC_SIZE);
-  if (b.decap(BATCH) !== BATCH) throw new Error("decap benchmark input is not all valid");
   const restoreB = (): void => b.bytes().set(bdescs, b.descBase);
   const refB = setupRef(b, 1);
-  const [decapWasm, decapTs] = compare(() => {
+  if (refB.decapBatch(BATCH) !== BATCH) throw new Error("decap benchmark input is not all valid");
+  const wantDecap = output(b, BATCH);
+  const [decapWasm = 0, decapTs = 0] = compare([() => {
     restoreB();
     b.decap(BATCH);
   }, () => {
     restoreB();
     refB.decapBatch(BATCH);
-  }, BATCH);
+  }], BATCH, (k) => sameOutput(k === 0 ? "wasm decap" : "reference decap (rerun)", output(b, BATCH), wantDecap));
   return {
     encap: { wasm_mpps: encapWasm / 1e6, ts_mpps: encapTs / 1e6 },
     decap: { wasm_mpps: decapWasm / 1e6, ts_mpps: decapTs / 1e6 },
@@ -200,24 +259,33 @@ function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; dec
 }
 
 const f = (x: number): string => x.toFixed(2);
+const dirChecked = checkDirLpm(1);
+log(`DIR-16-8-8 baseline checked against the reference: ${dirChecked} lookups over /0-/32 prefixes, inserts and deletes`);
 const lpm = [1000, 10000, 100000].map(benchLpm);
-log("LPM lookups (random /16-/32 prefixes; 90% of probes inside a prefix)");
-log("prefixes   wasm M/s   ts M/s   ratio   groups   table bytes");
+log("\nLPM lookups (random /16-/32 prefixes; 90% of probes inside a prefix)");
+log("baselines: dir = plain TS DIR-16-8-8 in typed arrays (bench/lpm-dir.ts); map = RefLpm, one Map per prefix length (the oracle)");
+log("prefixes   wasm M/s  dir M/s  map M/s  wasm/dir  wasm/map   groups  wasm table bytes  dir table bytes");
 for (const row of lpm) {
-  log(`${String(row.prefixes).padEnd(10)} ${f(row.wasm_mlps).padStart(8)} ${f(row.ts_mlps).padStart(8)} ${f(row.ratio).padStart(6)}x ${String(row.groups).padStart(8)} ${String(row.memory_bytes).padStart(13)}`);
+  log(`${String(row.prefixes).padEnd(10)} ${f(row.wasm_mlps).padStart(8)} ${f(row.dir_mlps).padStart(8)} ${f(row.ts_mlps).padStart(8)} ` +
+    `${f(row.wasm_mlps / row.dir_mlps).padStart(8)}x ${f(row.wasm_mlps / row.ts_mlps).padStart(8)}x ${String(row.groups).padStart(8)} ` +
+    `${String(row.memory_bytes).padStart(17)} ${String(row.dir_memory_bytes).padStart(16)}`);
 }
 const pk = benchEncapDecap();
-log(`\n${PKT}-byte packets, batches of ${BATCH}`);
+log(`\n${PKT}-byte packets, batches of ${BATCH}; the last batch of every window compared byte for byte with the reference's output (${batchesChecked} batches)`);
 log(`encap  wasm ${f(pk.encap.wasm_mpps)} Mpps   ts ${f(pk.encap.ts_mpps)} Mpps   ratio ${f(pk.encap.wasm_mpps / pk.encap.ts_mpps)}x`);
 log(`decap  wasm ${f(pk.decap.wasm_mpps)} Mpps   ts ${f(pk.decap.ts_mpps)} Mpps   ratio ${f(pk.decap.wasm_mpps / pk.decap.ts_mpps)}x`);
 
 const round = (x: number): number => Math.round(x * 100) / 100;
 if (json) {
   const doc = {
-    lpm: lpm.map((r) => ({ prefixes: r.prefixes, wasm_mlps: round(r.wasm_mlps), ts_mlps: round(r.ts_mlps) })),
+    lpm: lpm.map((r) => ({
+      prefixes: r.prefixes, wasm_mlps: round(r.wasm_mlps), dir_mlps: round(r.dir_mlps), ts_mlps: round(r.ts_mlps),
+      wasm_vs_dir: round(r.wasm_mlps / r.dir_mlps), wasm_vs_ts: round(r.wasm_mlps / r.ts_mlps), dir_memory_bytes: r.dir_memory_bytes,
+    })),
     encap: { wasm_mpps: round(pk.encap.wasm_mpps), ts_mpps: round(pk.encap.ts_mpps) },
     decap: { wasm_mpps: round(pk.decap.wasm_mpps), ts_mpps: round(pk.decap.ts_mpps) },
     lpm_memory_bytes: lpm[lpm.length - 1]?.memory_bytes ?? 0,
+    batches_checked: batchesChecked,
   };
   console.log(JSON.stringify(doc));
 }

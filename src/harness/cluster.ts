@@ -269,8 +269,12 @@ export class Cluster {
     }
   }
 
-  /** Every pod pings every other pod; returns the pairs that failed. */
+  /**
+   * Every pod pings every other pod; returns the pairs that failed. Throws with
+   * fewer than two pods: there would be no pair, and an empty list would pass.
+   */
   async pingAll(): Promise<string[]> {
+    if (this.pods.length < 2) throw new Error(`pingAll: the cluster has ${this.pods.length} pod(s); at least two are needed for a pair`);
     const failed: string[] = [];
     const jobs: Promise<void>[] = [];
     for (const a of this.pods) {

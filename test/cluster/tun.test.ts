@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatIpv4 } from "../../src/common/ipv4.js";
+import { formatCidr, formatIpv4 } from "../../src/common/ipv4.js";
 import { Cluster } from "../../src/harness/cluster.js";
 import { start } from "../../src/common/exec.js";
 
@@ -23,7 +23,13 @@ const ip = formatIpv4;
 
 describe("tun backend in a mixed cluster", () => {
   it("runs tun, ebpf and vxlan side by side; every pod reaches every other, and every host every pod", async () => {
-    expect([0, 1, 2].map((i) => i)).toHaveLength(3);
+    // One pod on each node, so that pingAll below covers every pair of backends in both directions,
+    // and every agent has the other two nodes as peers (whatever their backend).
+    expect(c.pods.map((p) => p.node)).toEqual([0, 1, 2]);
+    for (const i of [0, 1, 2]) {
+      const others = [0, 1, 2].filter((j) => j !== i).map((j) => formatCidr(c.node(j).subnet!)).sort();
+      expect((await c.status(i)).peers.map((p) => p.subnet).sort(), `node ${i}'s peers`).toEqual(others);
+    }
     expect((await c.status(0)).backend).toBe("tun");
     expect((await c.status(1)).backend).toBe("ebpf");
     expect((await c.status(2)).backend).toBe("vxlan");
