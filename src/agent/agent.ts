@@ -2,11 +2,8 @@ import { ConfigError } from "../common/errors.js";
 import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
-import { ebpfBackend } from "../backend/ebpf/index.js";
-import { ebpfObstacles } from "../backend/ebpf/probe.js";
-import { tunBackend, tunObstacles } from "../backend/tun/index.js";
+import { backendCandidates, registerFirst } from "../backend/select.js";
 import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
-import { vxlanBackend } from "../backend/vxlan/index.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RouteCache } from "../routes/cache.js";
@@ -109,7 +106,7 @@ export class Agent {
   /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
   async start(): Promise<void> {
     const o = this.opts;
-    const candidates = this.backendCandidates();
+    const candidates = backendCandidates(o.backend, o.bpffs, this.log);
     const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
     this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
     // A restart: the data path comes back from the state dir (network config and routes of the last
@@ -197,53 +194,13 @@ export class Agent {
     this.log.info({ subnet: formatCidr(lease.subnet), backend: network.backend, peers: this.table.size }, "agent ready");
   }
 
-  /**
-   * The backends to try, in order. auto: ebpf when this host allows it (else
-   * the reasons are logged), then vxlan. A named backend is the only one.
-   */
-  private backendCandidates(): Backend[] {
-    const want = this.opts.backend;
-    if (want === "vxlan") return [vxlanBackend];
-    if (want === "tun") {
-      const why = tunObstacles();
-      if (why.length > 0) throw new ConfigError(`--backend tun cannot run here: ${why.join("; ")}`);
-      return [tunBackend];
-    }
-    const obstacles = ebpfObstacles(this.opts.bpffs);
-    if (want === "ebpf") {
-      if (obstacles.length > 0) throw new ConfigError(`--backend ebpf cannot run here: ${obstacles.join("; ")}`, { hint: "fix those, or use --backend vxlan, tun or auto" });
-      return [ebpfBackend];
-    }
-    // auto: ebpf, else the userspace path (restricted hosts), else the kernel vxlan device.
-    const tunWhy = tunObstacles();
-    if (obstacles.length > 0) {
-      this.log.info({ reasons: obstacles }, `auto: the ebpf backend cannot run here; using ${tunWhy.length === 0 ? "tun" : "vxlan"}`);
-      if (tunWhy.length > 0) this.log.info({ reasons: tunWhy }, "auto: the tun backend cannot run here either");
-      return tunWhy.length === 0 ? [tunBackend, vxlanBackend] : [vxlanBackend];
-    }
-    return tunWhy.length === 0 ? [ebpfBackend, tunBackend, vxlanBackend] : [ebpfBackend, vxlanBackend];
-  }
-
-  /** Registers the first candidate that works; auto falls back and logs exactly why. */
+  /** Starts the data path: the first candidate backend that works. */
   private async register(candidates: Backend[], iface: ExternalInterface): Promise<Network> {
-    for (const [i, b] of candidates.entries()) {
-      try {
-        const net = await b.register({
-          config: this.config as NetworkConfig, iface, stateDir: this.opts.stateDir, bpffs: this.opts.bpffs, bpfAttach: this.opts.bpfAttach, log: this.log.child({ backend: b.name }),
-        });
-        this.backendChoice = this.opts.backend === "auto"
-          ? `auto: ${b.name}${i > 0 ? ` (${candidates[0]?.name} failed to start)` : ""}`
-          : `${b.name} (asked for)`;
-        this.log.info({ choice: this.backendChoice }, "backend selected");
-        this.network = net;
-        return net;
-      } catch (e) {
-        const last = i === candidates.length - 1;
-        if (last) throw e;
-        this.log.warn({ backend: b.name, err: (e as Error).message }, "auto: backend failed to start; trying the next");
-      }
-    }
-    throw new ConfigError("no backend to start");
+    const o = this.opts;
+    const r = await registerFirst(candidates, o.backend, { config: this.config as NetworkConfig, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach }, this.log);
+    this.backendChoice = r.choice;
+    this.network = r.network;
+    return r.network;
   }
 
   private async applyCachedRoutes(): Promise<void> {

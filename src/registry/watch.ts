@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import type { Watcher } from "etcd3";
+import { ListWatch } from "../common/list-watch.js";
 import type { Logger } from "../common/log.js";
 import type { RegistryEntry, RegistrySnapshot, RegistryWatchEvent, ServiceRegistry } from "./store.js";
 import type { Endpoint, RegistryKey, Service } from "./types.js";
@@ -23,8 +23,8 @@ export interface RegistryWatcherOptions {
 }
 
 /**
- * An always-current view of the registry: a list, then a watch from the
- * list's revision + 1. Every applied change is emitted as "change" and bumps
+ * An always-current view of the registry, kept by the shared list-then-watch
+ * loop (common/list-watch.ts): a list, then a watch from the list's revision + 1. Every applied change is emitted as "change" and bumps
  * `version`. When the watch cannot go on (its revision was compacted, etcd
  * lost its history) it lists again and emits the difference, so a consumer
  * that follows the events is never left with a stale view. Entries that do
@@ -35,21 +35,30 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
   private readonly svcs = new Map<string, Service>();
   /** ns/name → id → endpoint */
   private readonly eps = new Map<string, Map<string, Endpoint>>();
-  private watcher: Watcher | undefined;
+  private readonly loop: ListWatch<RegistrySnapshot, RegistryWatchEvent>;
   private closed = false;
   private synced = false;
-  private connectedNow = false;
   /** Incremented on every applied change. */
   version = 0;
-  /** Lists taken (1 after start; more after compaction or watch failures). */
-  resyncs = 0;
 
   constructor(
     private readonly registry: ServiceRegistry,
-    private readonly log: Logger = registry.log,
-    private readonly opts: RegistryWatcherOptions = {},
+    log: Logger = registry.log,
+    opts: RegistryWatcherOptions = {},
   ) {
     super();
+    this.loop = new ListWatch("registry", {
+      list: async () => {
+        const snap = await registry.snapshot();
+        return { snapshot: snap, revision: snap.revision };
+      },
+      watch: (from, onEvent, onError, onConnection) => registry.watch(from, (e) => onEvent(e), onError, onConnection),
+    }, { snapshot: (s) => this.applySnapshot(s), event: (e) => this.onEvent(e) }, log, opts.retryMs ?? 1000);
+  }
+
+  /** Lists taken (1 after start; more after compaction or watch failures). */
+  get resyncs(): number {
+    return this.loop.resyncs;
   }
 
   /** True once the first list has been applied (it stays true: the view is kept, and repaired after outages). */
@@ -59,12 +68,15 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
 
   /** True while the watch stream is connected (false during an etcd outage or a re-list). */
   get connected(): boolean {
-    return this.connectedNow;
+    return this.loop.connected;
   }
 
   /** Lists (retrying while etcd is unreachable) and starts watching. Resolves when synced. */
   async start(): Promise<void> {
-    await this.resync();
+    await this.loop.start();
+    if (this.closed || this.synced) return;
+    this.synced = true;
+    this.emit("synced");
   }
 
   services(): ReadonlyMap<string, Service> {
@@ -86,54 +98,7 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.connectedNow = false;
-    const w = this.watcher;
-    this.watcher = undefined;
-    await cancel(w);
-  }
-
-  private async resync(): Promise<void> {
-    const base = this.opts.retryMs ?? 1000;
-    for (let delay = base; !this.closed; delay = Math.min(delay * 2, 10_000)) {
-      try {
-        const snap = await this.registry.snapshot();
-        if (this.closed) return;
-        await cancel(this.watcher);
-        this.watcher = undefined;
-        this.resyncs++;
-        this.applySnapshot(snap);
-        const next = (BigInt(snap.revision) + 1n).toString();
-        const w = await this.registry.watch(next, (e) => this.onEvent(e), (err) => this.onWatchError(w, err), (up) => {
-          if (this.watcher !== w || this.connectedNow === up) return;
-          this.connectedNow = up;
-          if (up) this.log.info("registry watch reconnected; it resumes where it stopped");
-          else this.log.warn("registry watch disconnected; reconnecting");
-        });
-        if (this.closed) {
-          await cancel(w);
-          return;
-        }
-        this.watcher = w;
-        this.connectedNow = true;
-        if (!this.synced) {
-          this.synced = true;
-          this.emit("synced");
-        }
-        return;
-      } catch (e) {
-        this.connectedNow = false;
-        this.log.warn({ err: (e as Error).message, retryInMs: delay }, "listing the service registry failed; retrying");
-        await new Promise((r) => setTimeout(r, delay).unref());
-      }
-    }
-  }
-
-  private onWatchError(w: Watcher, err: Error): void {
-    if (this.closed || this.watcher !== w) return;
-    this.connectedNow = false;
-    this.watcher = undefined; // the server ended it: cancelling it again would wait for an answer that never comes
-    this.log.warn({ err: err.message }, "registry watch ended; listing again");
-    void this.resync();
+    await this.loop.close();
   }
 
   /** Replaces the view by the snapshot, emitting the difference (services first on puts, last on deletes). */
@@ -151,7 +116,6 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
   }
 
   private onEvent(e: RegistryWatchEvent): void {
-    if (this.closed) return;
     if (e.type === "put") this.put(e.entry);
     else if (e.type === "delete") this.delete(e.key);
     else {
@@ -199,10 +163,4 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
 
 function same(a: Service | Endpoint | undefined, b: Service | Endpoint): boolean {
   return a !== undefined && JSON.stringify(a) === JSON.stringify(b);
-}
-
-/** Cancels a watch, giving up after a second (an unreachable etcd never answers). */
-async function cancel(w: Watcher | undefined): Promise<void> {
-  if (!w) return;
-  await Promise.race([w.cancel().catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
 }

@@ -1,0 +1,137 @@
+import type { Watcher } from "etcd3";
+import type { Logger } from "./log.js";
+
+/** Where a ListWatch reads from: a list at a revision, and a watch from a revision. */
+export interface ListWatchSource<S, E> {
+  /** Everything under the prefix, and the store revision it was read at. Throws when etcd cannot be read. */
+  list(): Promise<{ readonly snapshot: S; readonly revision: string }>;
+  /**
+   * Watches from `fromRevision`: events in order; `onError` once when the
+   * watch cannot go on (compacted, cancelled); `onConnection` as the stream
+   * drops and resumes (the client resumes it where it stopped).
+   */
+  watch(fromRevision: string, onEvent: (e: E) => void, onError: (e: Error) => void, onConnection: (up: boolean) => void): Promise<Watcher>;
+}
+
+export interface ListWatchHooks<S, E> {
+  /** A full listing: the first, and every one after the watch could not go on. */
+  readonly snapshot: (s: S) => void;
+  readonly event: (e: E) => void;
+}
+
+/**
+ * List, then watch from the list's revision + 1; when the watch cannot go on,
+ * list again (the consumer diffs the new snapshot against what it has) and
+ * watch anew. The one list-then-watch loop behind the lease watcher and the
+ * registry watcher. It guards what such loops get wrong: events and errors of
+ * a watch that was replaced are ignored (a generation number), a close during
+ * a re-list stops it (nothing is applied or watched after close), and only
+ * one re-list runs at a time.
+ */
+export class ListWatch<S, E> {
+  private watcher: Watcher | undefined;
+  private closed = false;
+  private resyncing = false;
+  /** A re-list was asked for while one ran. */
+  private again = false;
+  private generation = 0;
+  private up = false;
+  /** Listings taken (1 after start; more after compaction or a lost watch). */
+  resyncs = 0;
+
+  constructor(
+    /** What is watched, for log lines: "lease", "registry". */
+    private readonly what: string,
+    private readonly source: ListWatchSource<S, E>,
+    private readonly hooks: ListWatchHooks<S, E>,
+    private readonly log: Logger,
+    private readonly retryMs = 1000,
+  ) {}
+
+  /** True while a listing is applied and its watch is connected. */
+  get connected(): boolean {
+    return this.up;
+  }
+
+  /** Takes the first listing (retrying while etcd cannot be read) and starts watching. */
+  async start(): Promise<void> {
+    await this.resync();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.up = false;
+    this.generation++;
+    const w = this.watcher;
+    this.watcher = undefined;
+    await cancel(w);
+  }
+
+  /** Lists and watches until a watch is up; a re-list asked for meanwhile (the new watch failed at once) runs after. */
+  private async resync(): Promise<void> {
+    if (this.resyncing) {
+      this.again = true;
+      return;
+    }
+    this.resyncing = true;
+    try {
+      do {
+        this.again = false;
+        await this.listAndWatch();
+      } while (this.again && !this.closed);
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
+  private async listAndWatch(): Promise<void> {
+    for (let delay = this.retryMs; !this.closed; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        const { snapshot, revision } = await this.source.list();
+        if (this.closed) return;
+        const gen = ++this.generation; // from here on, the old watch is not heard
+        await cancel(this.watcher);
+        this.watcher = undefined;
+        this.resyncs++;
+        this.hooks.snapshot(snapshot);
+        const next = (BigInt(revision) + 1n).toString();
+        const w = await this.source.watch(
+          next,
+          (e) => gen === this.generation && !this.closed && this.hooks.event(e),
+          (err) => gen === this.generation && this.onWatchError(err),
+          (up) => {
+            if (gen !== this.generation || this.up === up) return;
+            this.up = up;
+            if (up) this.log.info(`${this.what} watch reconnected; it resumes where it stopped`);
+            else this.log.warn(`${this.what} watch disconnected; reconnecting`);
+          },
+        );
+        if (this.closed || gen !== this.generation || this.again) {
+          await cancel(w); // closed, or this watch already failed: resync() lists again
+          return;
+        }
+        this.watcher = w;
+        this.up = true;
+        return;
+      } catch (e) {
+        this.up = false;
+        this.log.warn({ err: (e as Error).message, retryInMs: delay }, `listing for the ${this.what} watch failed; retrying`);
+        await new Promise((r) => setTimeout(r, delay).unref());
+      }
+    }
+  }
+
+  private onWatchError(err: Error): void {
+    if (this.closed) return;
+    this.up = false;
+    this.watcher = undefined; // the server ended it: cancelling it again would wait for an answer that never comes
+    this.log.warn({ err: err.message }, `${this.what} watch ended; listing again`);
+    void this.resync();
+  }
+}
+
+/** Cancels a watch, giving up after a second (an unreachable etcd never answers). */
+async function cancel(w: Watcher | undefined): Promise<void> {
+  if (!w) return;
+  await Promise.race([w.cancel().catch(() => undefined), new Promise((r) => setTimeout(r, 1000).unref())]);
+}
