@@ -61,6 +61,8 @@ export interface AgentStatus {
   readonly rejectedLeases: Rejection[];
   readonly rejectedLeaseCount: number;
   readonly counters: Record<string, number>;
+  /** Which variant of each fast/slow data path is in use (backend's NetworkStatus.paths). */
+  readonly paths: Readonly<Record<string, string>>;
   /** What the agent waits for, with the last error and since when (empty when nothing). */
   readonly waiting: Wait[];
   /** The node-local DNS server (absent with --dns-listen off). */
@@ -428,6 +430,7 @@ export class Agent {
       rejectedLeases: rejected.slice(0, 200),
       rejectedLeaseCount: rejected.length,
       counters: this.counters().counters,
+      paths: ns?.paths ?? {},
       waiting: this.waits.list(),
       dns: this.dns?.service.summary(),
     };

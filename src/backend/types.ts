@@ -63,6 +63,12 @@ export interface NetworkStatus {
   readonly peers: PeerCounts;
   /** Backend-specific counters (e.g. per-reason packet counters). */
   readonly counters: Readonly<Record<string, number>>;
+  /**
+   * Which variant of each path that has a fast and a slow one is in use, in
+   * words (e.g. {"attach": "tcx"}, {"offloads": "csum,tso4,uso4"}): never a
+   * silent fallback.
+   */
+  readonly paths?: Readonly<Record<string, string>>;
 }
 
 export interface Network {

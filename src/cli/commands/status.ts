@@ -25,6 +25,8 @@ export function registerStatus(program: Command): void {
       for (const w of st.waiting) console.log(`waiting:  ${w.what} since ${w.since} (${w.attempts} attempts): ${w.error}`);
       console.log(`network:  ${st.network ?? "-"}   subnet: ${st.subnet ?? "-"}   lease: ${st.leaseSecondsLeft === -1 ? "reservation" : `${st.leaseSecondsLeft ?? "-"} s left`}`);
       console.log(`backend:  ${st.backendChoice}   device: ${st.device ?? "-"}   mtu: ${st.mtu ?? "-"}`);
+      const paths = Object.entries(st.paths ?? {});
+      if (paths.length > 0) console.log(`paths:    ${paths.map(([k, v]) => `${k} ${v}`).join("   ")}`);
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
       console.log(`peers:    ${st.peers.length}`);
       for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
