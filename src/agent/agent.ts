@@ -1,5 +1,5 @@
 import { ConfigError } from "../common/errors.js";
-import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
+import { formatCidr, formatIpv4 } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
 import { backendCandidates, registerFirst } from "../backend/select.js";
@@ -7,8 +7,8 @@ import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backe
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RouteCache } from "../routes/cache.js";
-import { policyOf, type Rejection } from "../routes/accept.js";
-import { RouteTable, isEmpty, type RouteDiff } from "../routes/table.js";
+import { policyOf } from "../routes/accept.js";
+import { RouteTable } from "../routes/table.js";
 import type { Lease } from "../subnet/lease.js";
 import { SubnetManager, SubnetRangeFullError } from "../subnet/manager.js";
 import { parseNetworkConfig, type NetworkConfig } from "../subnet/network-config.js";
@@ -19,54 +19,20 @@ import { writeFileAtomic } from "../common/fs-atomic.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { probeEndpoints } from "../common/etcd-probe.js";
 import { chooseInterface } from "./iface.js";
-import { Waits, type Wait } from "./waits.js";
+import { ApplyQueue } from "./apply-queue.js";
+import { Waits } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
-import type { DnsSummary } from "../dns/service.js";
+import { agentCounters, agentStatus, isReady, type AgentCounters, type AgentStatus, type Readiness, type StatusParts } from "./status.js";
 import { NodeDns } from "./dns.js";
 import { PodService } from "./pods.js";
 import type { AgentOptions } from "./options.js";
 
-export interface Readiness {
-  readonly lease: boolean;
-  readonly dataPath: boolean;
-  readonly subnetFile: boolean;
-  readonly etcd: boolean;
-  readonly routesSynced: boolean;
-  /** The service registry has been listed (DNS answers the cluster zone); absent with --dns-listen off. */
-  readonly registrySynced?: boolean;
-}
-
-export interface AgentCounters {
-  readonly ready: boolean;
-  readonly readiness: Readiness;
-  readonly routes: number;
-  readonly counters: Record<string, number>;
-  readonly waiting: Wait[];
-}
-
-export interface AgentStatus {
-  readonly ready: boolean;
-  readonly readiness: Readiness;
-  readonly network: string | undefined;
-  readonly subnet: string | undefined;
-  readonly leaseSecondsLeft: number | undefined;
-  readonly publicIp: string | undefined;
-  readonly vtepMac: string | undefined;
-  readonly backend: string | undefined;
-  readonly backendChoice: string;
-  readonly device: string | undefined;
-  readonly mtu: number | undefined;
-  readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
-  /** Lease keys not used, with the reason (at most 200; `rejectedLeaseCount` has the total). */
-  readonly rejectedLeases: Rejection[];
-  readonly rejectedLeaseCount: number;
-  readonly counters: Record<string, number>;
-  /** Which variant of each fast/slow data path is in use (backend's NetworkStatus.paths). */
-  readonly paths: Readonly<Record<string, string>>;
-  /** What the agent waits for, with the last error and since when (empty when nothing). */
-  readonly waiting: Wait[];
-  /** The node-local DNS server (absent with --dns-listen off). */
-  readonly dns?: DnsSummary | undefined;
+/** What the agent runs on once the network config is known and the data path is up. */
+interface Running {
+  readonly registry: SubnetRegistry;
+  readonly config: NetworkConfig;
+  readonly network: Network;
+  readonly manager: SubnetManager;
 }
 
 /**
@@ -79,7 +45,8 @@ export class Agent {
   private registry: SubnetRegistry | undefined;
   private config: NetworkConfig | undefined;
   private network: Network | undefined;
-  private manager: SubnetManager | undefined;
+  /** Set once the lease manager exists: everything after start-up works from here. */
+  private running: Running | undefined;
   private watcher: LeaseWatcher | undefined;
   private readonly table = new RouteTable({
     onReject: (r) => {
@@ -91,9 +58,9 @@ export class Agent {
   private stopped = false;
   private backendChoice = "";
   private readonly ready = { lease: false, dataPath: false, subnetFile: false, etcd: false };
-  private applying: Promise<void> = Promise.resolve();
-  private cache: RouteCache | undefined;
-  private readonly count = { diffs: 0, reacquired: 0, reconcileFixes: 0, etcdErrors: 0 };
+  private readonly cache: RouteCache;
+  /** Table changes and reconciles reach the data path through this queue, one at a time. */
+  private readonly queue: ApplyQueue;
   /** What the agent is waiting for (etcd, the network config, a free subnet), with the last error. */
   private readonly waits: Waits;
   /** IPAM and the CNI handlers (open from the start, so DEL works before etcd answers). */
@@ -103,6 +70,14 @@ export class Agent {
 
   constructor(readonly opts: AgentOptions, private readonly log: Logger) {
     this.waits = new Waits(log);
+    this.cache = new RouteCache(join(opts.stateDir, "routes.json"), log);
+    this.queue = new ApplyQueue(this.table, () => this.network, this.metrics, log, this.cache);
+    this.metrics.observe({
+      ready: () => this.isReady(),
+      leaseSecondsLeft: () => this.running?.manager.secondsLeft,
+      peers: () => this.network?.status().peers,
+      routes: () => this.table.size,
+    });
   }
 
   /** Brings the node up. Resolves once the agent is ready; throws ConfigError for a configuration that cannot work. */
@@ -114,7 +89,6 @@ export class Agent {
     // A restart: the data path comes back from the state dir (network config and routes of the last
     // run) before etcd is even asked, so a data path that lives in this process (tun) forwards again
     // within a second. etcd then confirms or corrects both.
-    this.cache = new RouteCache(join(o.stateDir, "routes.json"), this.log);
     this.pods = await PodService.open({
       stateDir: o.stateDir, subnetFile: o.subnetFile, registry: this.metrics.registry, log: this.log.child({ part: "pods" }),
       reconcileIntervalSec: o.ipamReconcileInterval, releaseGraceSec: o.ipamReleaseGrace,
@@ -129,15 +103,16 @@ export class Agent {
     if (lastConfig) {
       this.config = lastConfig.config;
       this.table.setPolicy(policyOf(lastConfig.config));
-      await this.register(candidates, iface);
+      await this.register(candidates, iface, lastConfig.config);
       await this.applyCachedRoutes();
     }
     // etcd's client (gRPC, protobuf) is the slowest module to load: load it only now.
     const { SubnetRegistry } = await import("../subnet/registry.js");
-    this.registry = new SubnetRegistry({
+    const registry = new SubnetRegistry({
       endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
     });
-    const fresh = await this.waitForConfig();
+    this.registry = registry;
+    const fresh = await this.waitForConfig(registry);
     let restarted = false;
     if (!lastConfig || fresh.text !== lastConfig.text) {
       if (this.network) {
@@ -149,47 +124,49 @@ export class Agent {
       writeFileAtomic(join(o.stateDir, "network.json"), fresh.text, 0o600);
     }
     this.config = fresh.config;
-    this.enqueue(() => this.table.setPolicy(policyOf(fresh.config)));
+    this.queue.change(() => this.table.setPolicy(policyOf(fresh.config)));
     this.dns = await NodeDns.start(o, fresh.config, this.metrics.registry, this.log.child({ part: "dns" }));
-    const network = this.network ?? (await this.register(candidates, iface));
+    const network = this.network ?? (await this.register(candidates, iface, fresh.config));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
     if (!lastConfig) await this.applyCachedRoutes();
 
-    this.manager = new SubnetManager(this.registry, fresh.config, network.leaseAttrs, {
+    const manager = new SubnetManager(registry, fresh.config, network.leaseAttrs, {
       ttlSec: o.subnetLeaseTtl,
       renewMarginSec: o.subnetLeaseRenewMargin,
       retrySec: Math.min(60, Math.max(1, Math.floor(o.subnetLeaseRenewMargin / 4))),
       previousSubnet: readPreviousSubnet(o.subnetFile),
     }, this.log);
-    this.manager.on("lost", () => {
+    const run: Running = { registry, config: fresh.config, network, manager };
+    this.running = run;
+    manager.on("lost", () => {
       this.ready.lease = false;
       this.pods?.bind(undefined);
-      this.count.reacquired++;
-      this.metrics.leaseReacquired.inc();
+      this.metrics.counts.reacquired++;
     });
-    const lease = await this.acquireWithRetry();
-    await this.onAcquired(lease);
-    this.manager.on("acquired", (l) => void this.retryAcquired(l)); // later re-acquisitions
+    const lease = await this.acquireWithRetry(manager);
+    await this.onAcquired(run, lease);
+    manager.on("acquired", (l) => void this.retryAcquired(run, l)); // later re-acquisitions
 
-    this.watcher = new LeaseWatcher(this.registry, this.log);
-    this.watcher.on("snapshot", (snap) => {
-      this.manager?.onSnapshot(snap);
-      this.enqueue(() => this.table.replaceAll(snap.leases, snap.skipped));
+    const watcher = new LeaseWatcher(registry, this.log);
+    this.watcher = watcher;
+    watcher.on("snapshot", (snap) => {
+      manager.onSnapshot(snap);
+      this.queue.change(() => this.table.replaceAll(snap.leases, snap.skipped));
     });
-    this.watcher.on("put", (l) => {
-      this.manager?.onKeyPut(l);
-      this.enqueue(() => this.table.put(l));
+    watcher.on("put", (l) => {
+      manager.onKeyPut(l);
+      this.queue.change(() => this.table.put(l));
     });
-    this.watcher.on("skip", (k) => {
-      this.manager?.onKeySkipped(k.key);
-      this.enqueue(() => this.table.skip(k));
+    watcher.on("skip", (k) => {
+      manager.onKeySkipped(k.key);
+      this.queue.change(() => this.table.skip(k));
     });
-    this.watcher.on("delete", (key) => {
-      this.manager?.onKeyDeleted(key);
-      this.enqueue(() => this.table.delete(key));
+    watcher.on("delete", (key) => {
+      manager.onKeyDeleted(key);
+      this.queue.change(() => this.table.delete(key));
     });
-    await this.watcher.start();
-    await this.applying;
+    await watcher.start();
+    await this.queue.idle();
     this.ready.etcd = true;
     this.scheduleReconcile();
     this.pods.startReconciler();
@@ -197,24 +174,23 @@ export class Agent {
   }
 
   /** Starts the data path: the first candidate backend that works. */
-  private async register(candidates: Backend[], iface: ExternalInterface): Promise<Network> {
+  private async register(candidates: Backend[], iface: ExternalInterface, config: NetworkConfig): Promise<Network> {
     const o = this.opts;
-    const r = await registerFirst(candidates, o.backend, { config: this.config as NetworkConfig, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach }, this.log);
+    const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach }, this.log);
     this.backendChoice = r.choice;
     this.network = r.network;
     return r.network;
   }
 
   private async applyCachedRoutes(): Promise<void> {
-    const cached = this.cache?.load() ?? [];
+    const cached = this.cache.load();
     if (cached.length === 0) return;
-    this.enqueue(() => this.table.replaceAll(cached));
-    await this.applying;
+    this.queue.change(() => this.table.replaceAll(cached));
+    await this.queue.idle();
     this.log.info({ routes: cached.length }, "applied the cached route table; etcd will correct it");
   }
 
-  private async waitForConfig(): Promise<{ config: NetworkConfig; text: string }> {
-    const reg = this.registry as SubnetRegistry;
+  private async waitForConfig(reg: SubnetRegistry): Promise<{ config: NetworkConfig; text: string }> {
     while (!this.stopped) {
       try {
         const text = await reg.getNetworkConfig();
@@ -233,10 +209,10 @@ export class Agent {
     throw new ConfigError("stopped while waiting for the network config");
   }
 
-  private async acquireWithRetry(): Promise<Lease> {
+  private async acquireWithRetry(manager: SubnetManager): Promise<Lease> {
     for (;;) {
       try {
-        const l = await (this.manager as SubnetManager).acquire();
+        const l = await manager.acquire();
         this.waits.clear("subnet");
         return l;
       } catch (e) {
@@ -252,16 +228,15 @@ export class Agent {
   }
 
   /** Our lease (first, or again after a loss): data path, route table, masquerading, then the subnet file. */
-  private async onAcquired(l: Lease): Promise<void> {
-    const net = this.network as Network;
-    const cfg = this.config as NetworkConfig;
+  private async onAcquired(run: Running, l: Lease): Promise<void> {
+    const { network: net, config: cfg } = run;
     this.ready.lease = true;
     // Ready again only once every step below is done for this lease.
     this.ready.dataPath = false;
     this.ready.subnetFile = false;
     await net.configureLocal(l);
-    this.enqueue(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp }));
-    await this.applying;
+    this.queue.change(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp }));
+    await this.queue.idle();
     this.ready.dataPath = true;
     if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
     writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
@@ -275,10 +250,10 @@ export class Agent {
    * logged and counted and the step retried while the lease is still ours,
    * instead of an unhandled rejection ending the process.
    */
-  private async retryAcquired(l: Lease): Promise<void> {
-    for (let delay = 1000; !this.stopped && this.manager?.lease?.key === l.key; delay = Math.min(delay * 2, 30_000)) {
+  private async retryAcquired(run: Running, l: Lease): Promise<void> {
+    for (let delay = 1000; !this.stopped && run.manager.lease?.key === l.key; delay = Math.min(delay * 2, 30_000)) {
       try {
-        await this.onAcquired(l);
+        await this.onAcquired(run, l);
         return;
       } catch (e) {
         this.metrics.internalErrors.inc({ task: "lease-acquired" });
@@ -303,29 +278,10 @@ export class Agent {
    * may get the subnet, so not one more address comes from it.
    */
   private leaseProblem(): string | undefined {
-    if (!this.ready.lease || !this.manager?.lease) return "it was lost and is being acquired again";
-    if (this.manager.secondsLeft < 1) return "it expired while etcd was unreachable";
+    const manager = this.running?.manager;
+    if (!this.ready.lease || !manager?.lease) return "it was lost and is being acquired again";
+    if (manager.secondsLeft < 1) return "it expired while etcd was unreachable";
     return undefined;
-  }
-
-  /** Applies table changes to the data path in order, one at a time. */
-  private enqueue(change: () => RouteDiff): void {
-    const diff = change();
-    this.metrics.routes.set(this.table.size);
-    if (isEmpty(diff)) return;
-    this.cache?.save(this.table.all());
-    this.applying = this.applying.then(async () => {
-      const end = this.metrics.applySeconds.startTimer();
-      try {
-        await this.network?.apply(diff);
-        this.count.diffs++;
-        this.metrics.diffsApplied.inc();
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, "applying a route change failed; the next reconcile retries");
-      } finally {
-        end();
-      }
-    });
   }
 
   private scheduleReconcile(): void {
@@ -336,22 +292,21 @@ export class Agent {
 
   /** Periodic: kernel objects match the table, masquerading is in place, etcd answers. */
   async reconcile(): Promise<void> {
+    const run = this.running;
+    if (!run) return;
     try {
-      await this.applying;
-      const fixed = await (this.network as Network).reconcile(this.table.all());
-      this.count.reconcileFixes += fixed;
-      this.metrics.reconcileFixes.inc(fixed);
-      const l = this.manager?.lease;
+      this.metrics.counts.reconcileFixes += await this.queue.reconcile();
+      const l = run.manager.lease;
       if (this.opts.ipMasq && l && !(await masqPresent())) {
         this.log.warn("masquerade rules were removed; restoring them");
-        await applyMasq((this.config as NetworkConfig).network, l.subnet);
+        await applyMasq(run.config.network, l.subnet);
       }
     } catch (e) {
       this.log.error({ err: (e as Error).message }, "reconcile failed");
     }
     try {
-      await (this.registry as SubnetRegistry).getNetworkConfig();
-      await this.manager?.check(); // our key, in case a watch missed its deletion
+      await run.registry.getNetworkConfig();
+      await run.manager.check(); // our key, in case a watch missed its deletion
       this.etcdAnswered();
     } catch (e) {
       await this.etcdError(e);
@@ -366,8 +321,7 @@ export class Agent {
   /** etcd failed: readiness drops, and the wait says which endpoint fails and how. */
   private async etcdError(e: unknown): Promise<void> {
     this.ready.etcd = false;
-    this.count.etcdErrors++;
-    this.metrics.etcdErrors.inc();
+    this.metrics.counts.etcdErrors++;
     const probes = await probeEndpoints(this.opts.etcdEndpoints);
     this.waits.report("etcd", `${(e as Error).message}; ${probes.join("; ")} (the data path keeps working)`);
   }
@@ -378,7 +332,7 @@ export class Agent {
   }
 
   isReady(): boolean {
-    return Object.values(this.readiness()).every(Boolean);
+    return isReady(this.readiness());
   }
 
   /** A local pod (from the CNI plugin or the harness). Backends that need nothing accept it silently. */
@@ -391,62 +345,34 @@ export class Agent {
     return (await this.network?.removeEndpoint?.(ip)) ?? false;
   }
 
-  /** Readiness and counters without the peer list (cheap enough to poll). */
-  counters(): AgentCounters {
-    const ns = this.network?.status();
+  private parts(): StatusParts {
     return {
-      ready: this.isReady(),
-      readiness: this.readiness(),
-      routes: this.table.size,
-      waiting: this.waits.list(),
-      counters: { ...this.count, leasesRejected: this.table.rejectedCount, peersProgrammed: ns?.peers.programmed ?? 0, peersFailed: ns?.peers.failed ?? 0, ...(ns?.counters ?? {}) },
+      readiness: this.readiness(), config: this.config, lease: this.running?.manager.lease, secondsLeft: this.running?.manager.secondsLeft,
+      network: this.network, backendChoice: this.backendChoice, table: this.table, counts: this.metrics.counts,
+      waiting: this.waits.list(), dns: this.dns?.service.summary(),
     };
   }
 
+  /** Readiness and counters without the peer list (cheap enough to poll). */
+  counters(): AgentCounters {
+    return agentCounters(this.parts());
+  }
+
   status(): AgentStatus {
-    const l = this.manager?.lease;
-    const ns = this.network?.status();
-    const left = this.manager?.secondsLeft;
-    const rejected = this.table.rejections();
-    this.metrics.ready.set(this.isReady() ? 1 : 0);
-    if (left !== undefined && Number.isFinite(left)) this.metrics.leaseSecondsLeft.set(left);
-    if (ns) {
-      this.metrics.peers.set({ state: "programmed" }, ns.peers.programmed);
-      this.metrics.peers.set({ state: "failed" }, ns.peers.failed);
-    }
-    return {
-      ready: this.isReady(),
-      readiness: this.readiness(),
-      network: this.config ? formatCidr(this.config.network) : undefined,
-      subnet: l ? formatCidr(l.subnet) : undefined,
-      leaseSecondsLeft: left === undefined ? undefined : Number.isFinite(left) ? Math.round(left) : -1,
-      publicIp: this.network ? formatIpv4(this.network.leaseAttrs.publicIp) : undefined,
-      vtepMac: this.network ? formatMac(this.network.leaseAttrs.vtepMac) : undefined,
-      backend: ns?.backend,
-      backendChoice: this.backendChoice,
-      device: ns?.device,
-      mtu: ns?.mtu,
-      peers: this.table.all().map((p) => ({ subnet: formatCidr(p.subnet), publicIp: formatIpv4(p.attrs.publicIp), vtepMac: formatMac(p.attrs.vtepMac) })),
-      rejectedLeases: rejected.slice(0, 200),
-      rejectedLeaseCount: rejected.length,
-      counters: this.counters().counters,
-      paths: ns?.paths ?? {},
-      waiting: this.waits.list(),
-      dns: this.dns?.service.summary(),
-    };
+    return agentStatus(this.parts());
   }
 
   /** Stops the agent; the data path, the lease and the subnet file stay. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    this.manager?.close();
+    this.running?.manager.close();
     await this.watcher?.close();
-    await this.applying.catch(() => undefined);
+    await this.queue.idle();
     await this.network?.close();
     await this.pods?.close();
     await this.dns?.close();
-    this.cache?.flush();
+    this.cache.flush();
     this.registry?.close();
   }
 }

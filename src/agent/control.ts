@@ -8,7 +8,8 @@ import { CNI_CODE, CniError } from "../cni/spec.js";
 import type { CniReply } from "../cni/types.js";
 import { isDead } from "../ipam/reconciler.js";
 import { encodeAllocation } from "../ipam/table.js";
-import type { Agent, AgentCounters, AgentStatus } from "./agent.js";
+import type { Agent } from "./agent.js";
+import type { AgentCounters, AgentStatus } from "./status.js";
 
 /** The agent answered, but refused the request. */
 export class AgentRequestError extends WeftError {

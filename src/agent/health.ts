@@ -21,7 +21,6 @@ export async function startHealthServer(agent: Agent, listen: string): Promise<S
         const body = { ready: st.ready, ...st.readiness, ...(st.waiting.length > 0 ? { waiting: st.waiting } : {}) };
         res.writeHead(st.ready ? 200 : 503, { "content-type": "application/json" }).end(`${JSON.stringify(body)}\n`);
       } else if (path === "/metrics") {
-        agent.status(); // refreshes the gauges
         res.writeHead(200, { "content-type": agent.metrics.registry.contentType }).end(await agent.metrics.registry.metrics());
       } else {
         res.writeHead(404, { "content-type": "text/plain" }).end("try /healthz, /readyz or /metrics\n");

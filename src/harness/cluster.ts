@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
 import { projectRoot } from "../common/paths.js";
 import { queryStatus, requestEndpoint } from "../agent/control.js";
-import type { AgentStatus } from "../agent/agent.js";
+import type { AgentStatus } from "../agent/status.js";
 import { SubnetRegistry } from "../subnet/registry.js";
 import { formatNetworkConfig } from "../subnet/network-config.js";
 import { EtcdServer } from "./etcd.js";
