@@ -9,12 +9,12 @@
 // address inside that node's subnet. Outer CE marks are propagated as RFC 6040
 // and Linux's INET_ECN_decapsulate do.
 import {
-  DESC_ADDR, DESC_LEN, DESC_OFF, DESC_RES, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_CSUM,
+  DESC_ADDR, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_CSUM,
   R_BAD_DESC, R_BAD_DST_MAC, R_BAD_FLAGS, R_BAD_VNI, R_ECN, R_LOOPED, R_MALFORMED, R_NOT_IPV4,
   R_SPOOFED, R_TRUNCATED, R_UNKNOWN_PEER,
 } from "./abi";
 import { csum_replace16, sum16 } from "./checksum";
-import { H_LOCAL_MAC, H_VNI, bump, descBase, hdrBase, inPackets, maxBatch } from "./layout";
+import { H_LOCAL_MAC, H_VNI, descBase, hdrBase, inPackets, maxBatch, settle } from "./layout";
 import { P_MASK, P_SUBNET, peerAt, peerByUnderlay } from "./peers";
 
 let vni: u32 = 0;
@@ -52,13 +52,7 @@ export function decap_batch(n: u32): i32 {
       store<u32>(d, off + 22, DESC_OFF);
       store<u32>(d, decTot, DESC_LEN);
     }
-    store<i32>(d, res, DESC_RES);
-    if (res >= 0) {
-      ok++;
-      bump(DIR_DECAP, 0);
-    } else {
-      bump(DIR_DECAP, <u32>-res);
-    }
+    ok += settle(d, DIR_DECAP, res);
   }
   return ok;
 }

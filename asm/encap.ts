@@ -8,7 +8,7 @@
 // in frame mode also the UDP and outer IPv4 headers. The descriptor is
 // rewritten to describe the result. Nothing is allocated or copied.
 import {
-  CFG_DF, CFG_UDP_CSUM, DESC_ADDR, DESC_DPORT, DESC_LEN, DESC_OFF, DESC_RES, DESC_SIZE, DESC_SPORT,
+  CFG_DF, CFG_UDP_CSUM, DESC_ADDR, DESC_DPORT, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_SPORT,
   DESC_TOS, DIR_ENCAP, E_INVALID, ENCAP_FRAME_OVERHEAD, ENCAP_MODE_FRAME, ENCAP_MODE_PAYLOAD,
   ENCAP_PAYLOAD_OVERHEAD, PEER_LOCAL, PEER_VALID, R_LOCAL, R_MALFORMED, R_NO_ROUTE, R_NOT_IPV4,
   R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS,
@@ -17,7 +17,7 @@ import { sum16 } from "./checksum";
 import { flow_hash, flow_sport } from "./flow";
 import {
   H_DPORT, H_FLAGS, H_IP_ID, H_LOCAL_IP, H_LOCAL_MAC, H_PORT_MAX, H_PORT_MIN, H_SEED, H_TTL,
-  H_VNI, bump, descBase, hdrBase, inPackets, maxBatch,
+  H_VNI, descBase, hdrBase, inPackets, maxBatch, settle,
 } from "./layout";
 import { lookup } from "./lpm";
 import { P_FLAGS, P_MAC, P_UNDERLAY, peerAt } from "./peers";
@@ -148,13 +148,7 @@ export function encap_batch(n: u32, mode: u32): i32 {
       store<u16>(d, <u16>cfgDport, DESC_DPORT);
       store<u8>(d, <u8>rtTos, DESC_TOS);
     }
-    store<i32>(d, res, DESC_RES);
-    if (res >= 0) {
-      ok++;
-      bump(DIR_ENCAP, 0);
-    } else {
-      bump(DIR_ENCAP, <u32>-res);
-    }
+    ok += settle(d, DIR_ENCAP, res);
   }
   return ok;
 }

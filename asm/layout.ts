@@ -10,7 +10,7 @@
 // second instance on the same memory can attach to it; the globals below are
 // a cache of the header for the hot loops.
 import {
-  ABI_VERSION, DESC_SIZE, L_ADDR_BASE, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
+  ABI_VERSION, DESC_RES, DESC_SIZE, L_ADDR_BASE, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
   L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE, L_UNIT_BASE, L_MAX_UNITS,
   E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD, UNIT_SIZE, IOV_SIZE, ARENA_BLOCK,
 } from "./abi";
@@ -193,6 +193,13 @@ export function abi_version(): u32 {
 @inline export function bump(dir: u32, slot: u32): void {
   const p = hdrBase + H_COUNTERS + ((<usize>dir * <usize>R_COUNT + <usize>slot) << 3);
   store<u64>(p, load<u64>(p) + 1);
+}
+
+/** Stores a descriptor's result and counts it (slot 0: taken; else the drop reason). Returns 1 when taken. */
+@inline export function settle(d: usize, dir: u32, res: i32): i32 {
+  store<i32>(d, res, DESC_RES);
+  bump(dir, res >= 0 ? 0 : <u32>-res);
+  return res >= 0 ? 1 : 0;
 }
 
 /**

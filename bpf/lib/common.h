@@ -21,6 +21,8 @@
 #define BPF_F_ZERO_CSUM_TX (1ULL << 1)
 #define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+/* Outer TTL of what we encapsulate (the kernel vxlan device's default, as flannel leaves it). */
+#define TUNNEL_TTL 64
 
 /* Counter slots (weft_counters). Keep in step with src/backend/ebpf/reasons.ts. */
 enum weft_reason {

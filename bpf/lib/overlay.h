@@ -56,7 +56,6 @@ pass:
 static __always_inline int handle_to_overlay(struct __sk_buff *ctx)
 {
 	struct ethhdr *eth = eth_hdr(ctx);
-	struct bpf_tunnel_key key = {};
 	struct node_info *node;
 	struct config *cfg;
 	struct route_key rk;
@@ -79,10 +78,7 @@ static __always_inline int handle_to_overlay(struct __sk_buff *ctx)
 		return DROP_NO_ROUTE;
 	if (mac_eq(eth->h_dest, node->vtep_mac) && mac_eq(eth->h_source, cfg->vtep_mac))
 		return TC_ACT_OK; /* forward() did it */
-	key.remote_ipv4 = bpf_ntohl(node->underlay);
-	key.tunnel_id = cfg->vni;
-	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(ctx, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+	if (set_tunnel_key(ctx, node, cfg) < 0)
 		return DROP_REDIRECT;
 	if (set_macs(ctx, node->vtep_mac, cfg->vtep_mac) < 0)
 		return DROP_REDIRECT;

@@ -3,6 +3,18 @@
 #include "maps.h"
 #include "packet.h"
 
+/* The collect_md device's instructions for one packet: send to the node's
+ * underlay address with our VNI (outer UDP checksum zero, as Linux sends). */
+static __always_inline int set_tunnel_key(struct __sk_buff *ctx, const struct node_info *node, const struct config *cfg)
+{
+	struct bpf_tunnel_key key = {};
+
+	key.remote_ipv4 = bpf_ntohl(node->underlay);
+	key.tunnel_id = cfg->vni;
+	key.tunnel_ttl = TUNNEL_TTL;
+	return bpf_skb_set_tunnel_key(ctx, &key, sizeof(key), BPF_F_ZERO_CSUM_TX);
+}
+
 /* Redirects into the pod at `ep` (another local pod, or the destination of
  * overlay traffic): TTL - 1, MACs as a router would set them, then straight
  * into the pod's namespace with bpf_redirect_peer (no second pass through
@@ -27,13 +39,9 @@ static __always_inline int deliver(struct __sk_buff *ctx, const struct endpoint 
  * device accepts), and the device encapsulates, with GSO intact. */
 static __always_inline int forward(struct __sk_buff *ctx, const struct node_info *node, const struct config *cfg, __u8 ttl)
 {
-	struct bpf_tunnel_key key = {};
 	int ret;
 
-	key.remote_ipv4 = bpf_ntohl(node->underlay);
-	key.tunnel_id = cfg->vni;
-	key.tunnel_ttl = 64;
-	if (bpf_skb_set_tunnel_key(ctx, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
+	if (set_tunnel_key(ctx, node, cfg) < 0)
 		return DROP_REDIRECT;
 	ret = ttl_dec(ctx, ttl);
 	if (ret < 0)
