@@ -32,10 +32,8 @@ export const DESC_DPORT = 18;
 export const DESC_TOS = 20;
 
 // Header lengths on the wire.
-export const ETH_HLEN = 14;
 export const VXLAN_HLEN = 8;
 export const UDP_HLEN = 8;
-export const IPV4_HLEN = 20;
 /** Bytes written in front of the inner packet in payload mode (VXLAN + inner Ethernet). */
 export const ENCAP_PAYLOAD_OVERHEAD = 22;
 /** Bytes written in front of the inner packet in frame mode (outer IPv4 + UDP + VXLAN + inner Ethernet). */
@@ -92,7 +90,6 @@ export const E_INVALID = -1; // an argument is out of range
 export const E_NOT_FOUND = -2; // no such prefix / peer
 export const E_FULL = -3; // the table is at its configured capacity
 export const E_NO_MEMORY = -4; // memory.grow failed
-export const E_NOT_INIT = -5; // init() has not run on this memory
 
 /** Sentinel returned by a lookup that matches no prefix. */
 export const LPM_MISS = -1;

@@ -10,7 +10,7 @@
 // second instance on the same memory can attach to it; the globals below are
 // a cache of the header for the hot loops.
 import {
-  ABI_VERSION, DESC_RES, DESC_SIZE, L_ADDR_BASE, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
+  ABI_VERSION, DESC_RES, DESC_SIZE, L_ADDR_BASE, L_COUNT, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
   L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE, L_UNIT_BASE, L_MAX_UNITS,
   E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD, UNIT_SIZE, IOV_SIZE, ARENA_BLOCK,
 } from "./abi";
@@ -174,7 +174,7 @@ export function init(
 
 /** Byte offset or size of a region (L_* index), 0 for an unknown index or before init. */
 export function layout(field: u32): u32 {
-  if (hdrBase == 0 || field >= 16) return 0;
+  if (hdrBase == 0 || field >= <u32>L_COUNT) return 0;
   return load<u32>(hdrBase + H_LAYOUT + (<usize>field << 2));
 }
 

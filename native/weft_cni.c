@@ -31,7 +31,6 @@
 #define DEFAULT_SOCKET "/run/weft/agent.sock"
 #define MAX_STDIN (4u << 20)
 #define TIMEOUT_SEC 120
-#define SUPPORTED "[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]"
 
 extern char **environ;
 
@@ -108,15 +107,28 @@ static int find_string(const char *json, const char *key, char *out, size_t outl
 	return -1;
 }
 
+/* The CNI versions the plugins speak (the agent's src/cni/spec.ts lists the same). */
+static const char *const VERSIONS[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+#define NVERSIONS (sizeof(VERSIONS) / sizeof(VERSIONS[0]))
+
 static const char *cni_version(const char *in)
 {
 	static char v[16];
-	static const char *known[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
 	if (find_string(in, "cniVersion", v, sizeof(v)) == 0)
-		for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			if (strcmp(v, known[i]) == 0)
+		for (size_t i = 0; i < NVERSIONS; i++)
+			if (strcmp(v, VERSIONS[i]) == 0)
 				return v;
 	return "1.1.0";
+}
+
+/* VERSION: answered here, without the agent. */
+static int version_info(const char *version)
+{
+	printf("{\"cniVersion\":\"%s\",\"supportedVersions\":[", version);
+	for (size_t i = 0; i < NVERSIONS; i++)
+		printf("%s\"%s\"", i ? "," : "", VERSIONS[i]);
+	printf("]}\n");
+	return 0;
 }
 
 static int fail(const char *version, int code, const char *msg, const char *details)
@@ -152,63 +164,53 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-int main(int argc, char **argv)
+/* Reads stdin (the network config) into `in`; -1 when it is larger than MAX_STDIN. */
+static int read_config(struct buf *in)
 {
-	(void)argc;
-	const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
-	size_t sl = strlen(self);
-	const char *role = sl >= 5 && strcmp(self + sl - 5, "-ipam") == 0 ? "weft-ipam" : "weft";
-	const char *cmd = getenv("CNI_COMMAND");
-
-	struct buf in = {0};
-	put(&in, "", 0);
-	if (!isatty(0)) {
-		char chunk[65536];
-		ssize_t n;
-		while ((n = read(0, chunk, sizeof(chunk))) != 0) {
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				break;
-			}
-			if (in.len + (size_t)n > MAX_STDIN)
-				return fail("1.1.0", 6, "the network config on stdin is larger than 4 MiB", "");
-			put(&in, chunk, (size_t)n);
-		}
-	}
-	const char *version = cni_version(in.p);
-	if (cmd && strcmp(cmd, "VERSION") == 0) {
-		printf("{\"cniVersion\":\"%s\",\"supportedVersions\":" SUPPORTED "}\n", version);
+	put(in, "", 0);
+	if (isatty(0))
 		return 0;
+	char chunk[65536];
+	ssize_t n;
+	while ((n = read(0, chunk, sizeof(chunk))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (in->len + (size_t)n > MAX_STDIN)
+			return -1;
+		put(in, chunk, (size_t)n);
 	}
+	return 0;
+}
 
-	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	if (find_string(in.p, "controlSocket", path, sizeof(path)) != 0) {
-		const char *env = getenv("WEFT_CONTROL_SOCKET");
-		snprintf(path, sizeof(path), "%s", env && *env ? env : DEFAULT_SOCKET);
-	}
-
-	struct buf req = {0};
-	puts_(&req, "cni {\"role\":\"");
-	puts_(&req, role);
-	puts_(&req, "\",\"env\":{");
+/* The request line: `cni {"role","env":{CNI_* variables},"stdin"}` and a newline. */
+static void build_request(struct buf *req, const char *role, const struct buf *in)
+{
+	puts_(req, "cni {\"role\":\"");
+	puts_(req, role);
+	puts_(req, "\",\"env\":{");
 	int first = 1;
 	for (char **e = environ; *e; e++) {
 		const char *eq = strchr(*e, '=');
 		if (strncmp(*e, "CNI_", 4) != 0 || !eq)
 			continue;
 		if (!first)
-			put(&req, ",", 1);
+			put(req, ",", 1);
 		first = 0;
-		put_json(&req, *e, (size_t)(eq - *e));
-		put(&req, ":", 1);
-		put_json(&req, eq + 1, strlen(eq + 1));
+		put_json(req, *e, (size_t)(eq - *e));
+		put(req, ":", 1);
+		put_json(req, eq + 1, strlen(eq + 1));
 	}
-	puts_(&req, "},\"stdin\":");
-	put_json(&req, in.p, in.len);
-	puts_(&req, "}\n");
+	puts_(req, "},\"stdin\":");
+	put_json(req, in->p, in->len);
+	puts_(req, "}\n");
+}
 
-	int unavailable = cmd && strcmp(cmd, "STATUS") == 0 ? 50 : 11;
+/* Sends the request to the agent at `path` and prints its answer (`cni-reply <exit> <len>\n` + len bytes). */
+static int exchange(const char *path, const struct buf *req, const char *version, int unavailable)
+{
 	char msg[512];
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -224,7 +226,7 @@ int main(int argc, char **argv)
 			    "is the weft agent running on this node? Its --control-socket must match \"controlSocket\" in the CNI config "
 			    "(or $WEFT_CONTROL_SOCKET, or /run/weft/agent.sock)");
 	}
-	if (write_all(fd, req.p, req.len) != 0) {
+	if (write_all(fd, req->p, req->len) != 0) {
 		snprintf(msg, sizeof(msg), "sending to the weft agent on %s failed: %s", path, strerror(errno));
 		return fail(version, unavailable, msg, "");
 	}
@@ -259,4 +261,29 @@ int main(int argc, char **argv)
 	if (need > 0 && rep.p[body + need - 1] != '\n')
 		write_all(1, "\n", 1);
 	return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	size_t sl = strlen(self);
+	const char *role = sl >= 5 && strcmp(self + sl - 5, "-ipam") == 0 ? "weft-ipam" : "weft";
+	const char *cmd = getenv("CNI_COMMAND");
+
+	struct buf in = {0};
+	if (read_config(&in) != 0)
+		return fail("1.1.0", 6, "the network config on stdin is larger than 4 MiB", "");
+	const char *version = cni_version(in.p);
+	if (cmd && strcmp(cmd, "VERSION") == 0)
+		return version_info(version);
+
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	if (find_string(in.p, "controlSocket", path, sizeof(path)) != 0) {
+		const char *env = getenv("WEFT_CONTROL_SOCKET");
+		snprintf(path, sizeof(path), "%s", env && *env ? env : DEFAULT_SOCKET);
+	}
+	struct buf req = {0};
+	build_request(&req, role, &in);
+	return exchange(path, &req, version, cmd && strcmp(cmd, "STATUS") == 0 ? 50 : 11);
 }

@@ -5,8 +5,9 @@
  * batch instead of a libuv read and a send per packet. Buffers are Node
  * Buffers of fixed-size slots; meta holds three int32 per message: length,
  * IPv4 address and port (host order). Functions return a count or -errno.
- * The receive call blocks (poll) and runs on libuv's threadpool (koffi
- * async), the send call is non-blocking and runs on the main thread; their
+ * Both run on the main thread: the poll addon (weft_poll.c) says when the
+ * socket is readable, and the receive call then takes what is queued with
+ * timeout_ms 0 (it never blocks); the send call is non-blocking. Their
  * scratch arrays are thread-local.
  */
 #define _GNU_SOURCE

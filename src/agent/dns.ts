@@ -70,5 +70,6 @@ async function ensureLocalAddresses(listen: readonly ListenAddr[], log: Logger):
   if (!exists && !(await run(["ip", "link", "add", DNS_DEVICE, "type", "dummy"]).then(() => true, () => false))) dev = "lo";
   for (const l of missing) await run(["ip", "addr", "replace", `${l.host}/32`, "dev", dev]);
   await run(["ip", "link", "set", dev, "up"]);
-  log.info({ device: dev, addresses: missing.map((l) => l.host) }, "node-local DNS address put on a dummy device");
+  log.info({ device: dev, addresses: missing.map((l) => l.host) },
+    dev === "lo" ? "node-local DNS address put on lo (this kernel has no dummy driver)" : "node-local DNS address put on a dummy device");
 }

@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import { ConfigError } from "../common/errors.js";
+import { splitHostPort } from "../dns/hostport.js";
 import type { Agent } from "./agent.js";
 
 /**
@@ -8,9 +9,7 @@ import type { Agent } from "./agent.js";
  * with the failing conditions otherwise). /metrics: Prometheus text.
  */
 export async function startHealthServer(agent: Agent, listen: string): Promise<Server> {
-  const idx = listen.lastIndexOf(":");
-  const host = listen.slice(0, idx);
-  const port = Number(listen.slice(idx + 1));
+  const { host, port } = splitHostPort(listen);
   const server = createServer((req, res) => {
     void (async () => {
       const path = (req.url ?? "/").split("?")[0];

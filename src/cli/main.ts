@@ -9,8 +9,7 @@ import { registerDemo } from "./commands/demo.js";
 import { registerStatus } from "./commands/status.js";
 import { registerSvc } from "./commands/svc.js";
 
-/** Exit codes: 0 ok, 1 failure, 2 not built yet, 64 usage error. */
-export const EXIT_NOT_BUILT = 2;
+/** Exit codes: 0 ok, 1 failure, 64 usage error (EX_USAGE). */
 export const EXIT_USAGE = 64;
 
 export function buildProgram(): Command {
@@ -43,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof WeftError) {
       console.error(`weft: ${e.message}`);
-      return e.code === "WEFT_NOT_BUILT" ? EXIT_NOT_BUILT : 1;
+      return 1;
     }
     console.error(`weft: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 1;

@@ -1,6 +1,6 @@
 import { formatIpv4 } from "../common/ipv4.js";
 import { IpamConfigError, IpamError } from "../ipam/errors.js";
-import { checkAllocation, cmdAdd, cmdCheck, cmdDel } from "./pod.js";
+import { allocateFor, checkAllocation, cmdAdd, cmdCheck, cmdDel } from "./pod.js";
 import { decode, isCommand, versionOf, type CniRequest, type Invocation } from "./request.js";
 import { CNI_CODE, CniError, encodeResult, versionInfo, type CniResult } from "./spec.js";
 import type { CniHost, CniReply } from "./types.js";
@@ -47,10 +47,7 @@ async function dispatch(host: CniHost, req: CniRequest): Promise<CniResult | und
       return undefined;
     case "ADD": {
       if (main) return cmdAdd(host, req);
-      const g = await host.ipam.allocate({
-        network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, hostIf: "",
-        pod: { namespace: req.podNamespace, name: req.podName, labels: req.labels }, requested: req.requested, spec: req.ipam,
-      }, req.ipamKey);
+      const g = await allocateFor(host, req, "");
       return {
         ips: [{ address: `${formatIpv4(g.allocation.ip)}/${g.plan.subnet.len}`, gateway: formatIpv4(g.plan.gateway) }],
         routes: g.plan.routes,

@@ -23,10 +23,7 @@ export async function cmdAdd(host: CniHost, req: CniRequest): Promise<CniResult>
   const hostIf = hostIfName(req.network, req.containerId, req.ifname);
   const undo: (() => Promise<unknown>)[] = [];
   try {
-    const grant = await host.ipam.allocate({
-      network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, hostIf,
-      pod: { namespace: req.podNamespace, name: req.podName, labels: req.labels }, requested: req.requested, spec: req.ipam,
-    }, req.ipamKey);
+    const grant = await allocateFor(host, req, hostIf);
     const a = grant.allocation;
     if (!grant.existed) undo.push(() => host.ipam.release(req.network, req.containerId, req.ifname, "rollback"));
     const { subnet, gateway } = grant.plan;
@@ -95,6 +92,14 @@ export async function cmdCheck(host: CniHost, req: CniRequest): Promise<void> {
   if (!got.addrs.includes(want)) fail(`${req.ifname} in ${req.netns} does not carry ${want} (has ${got.addrs.join(", ") || "none"})`);
   const gw = formatIpv4(plan.addr + 1);
   if (got.defaultVia !== gw) fail(`the default route in ${req.netns} is not via ${gw} (${got.defaultVia ?? "none"})`);
+}
+
+/** The address for an ADD (both plugins): the request as IPAM takes it; `hostIf` is "" for weft-ipam. */
+export function allocateFor(host: CniHost, req: CniRequest, hostIf: string): Promise<Grant> {
+  return host.ipam.allocate({
+    network: req.network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, hostIf,
+    pod: { namespace: req.podNamespace, name: req.podName, labels: req.labels }, requested: req.requested, spec: req.ipam,
+  }, req.ipamKey);
 }
 
 /** The attachment's allocation, matching prevResult when there is one. Shared by both plugins' CHECK. */

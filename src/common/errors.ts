@@ -48,7 +48,3 @@ export type CoreErrorCode =
   | "WEFT_CORE_FULL"
   | "WEFT_CORE_NO_MEMORY";
 
-/** A capability exists in the CLI's surface but is not built yet. */
-export class NotBuiltError extends WeftError {
-  readonly code = "WEFT_NOT_BUILT";
-}

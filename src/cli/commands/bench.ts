@@ -2,14 +2,12 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { ConfigError, NotBuiltError } from "../../common/errors.js";
+import { ConfigError } from "../../common/errors.js";
 
 const BUILT: Record<string, string> = {
   wasm: "../../../bench/wasm.js", control: "../../../bench/control.js", dataplane: "../../../bench/dataplane.js", ipam: "../../../bench/ipam.js",
   dns: "../../../bench/dns.js",
 };
-/** Benchmarks named in the CLI's shape before they exist: name → issue. */
-const LATER: Record<string, number> = {};
 
 export function registerBench(program: Command): void {
   program
@@ -20,11 +18,7 @@ export function registerBench(program: Command): void {
     .option("--seconds <s>", "measuring time per figure (wasm, dataplane, dns; control and ipam run a fixed amount of work and refuse it, exit 2)")
     .action((name: string, opts: { json?: boolean; seconds?: string }) => {
       const rel = BUILT[name];
-      if (rel === undefined) {
-        const issue = LATER[name];
-        if (issue !== undefined) throw new NotBuiltError(`bench ${name}: not built yet (issue ${issue})`);
-        throw new ConfigError(`unknown benchmark "${name}"`, { hint: `choose one of: ${[...Object.keys(BUILT), ...Object.keys(LATER)].join(", ")}` });
-      }
+      if (rel === undefined) throw new ConfigError(`unknown benchmark "${name}"`, { hint: `choose one of: ${Object.keys(BUILT).join(", ")}` });
       const script = fileURLToPath(new URL(rel, import.meta.url));
       if (!existsSync(script)) throw new ConfigError(`${script} is missing`, { hint: "run `npm run build` first" });
       const args = [script, ...(opts.json ? ["--json"] : []), ...(opts.seconds ? ["--seconds", opts.seconds] : [])];
