@@ -110,6 +110,8 @@ export const L_MAX_RULES = 9;
 export const L_HEADROOM = 10; // bytes reserved in front of each slot's packet
 export const L_UNIT_BASE = 11; // tun path: unit table, then MAX_UNITS x 2 iovecs, then the header arena
 export const L_MAX_UNITS = 12; // 0 when the core was made without tun regions
+/** Units one tun batch call makes at most (native/abi.h WEFT_MAX_UNITS: the shim's send and write tables). */
+export const MAX_UNITS = 2048;
 export const L_COUNT = 13;
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,8 @@
 #define WEFT_UNIT_RES 20
 #define WEFT_IOV_SIZE 8
 #define WEFT_VNET_HLEN 10
+/* Units one send or write call takes at most; the tun workers make their cores with this many. */
+#define WEFT_MAX_UNITS 2048
 
 /* The shim's per-thread counters (weft_shim_stats), in this order. */
 #define WEFT_ST_SEND_ERRORS 0 /* sends / TUN writes the kernel refused (errno other than backpressure) */

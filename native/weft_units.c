@@ -25,7 +25,7 @@
 #define UDP_SEGMENT 103
 #endif
 
-#define MAX_UNITS 2048
+#define MAX_UNITS WEFT_MAX_UNITS
 #define MAX_IOVS (2 * MAX_UNITS)
 
 __thread int32_t weft_stats[WEFT_ST_COUNT];

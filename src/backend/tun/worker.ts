@@ -49,7 +49,7 @@ export interface WorkerReport {
 const HEADROOM = 64;
 const POLL_MS = 50;
 /** Units (and 2x iovecs, and header-arena blocks) per tun batch call; a super-packet that needs more (a small MSS) takes several calls. */
-const UNITS = 2048;
+const UNITS = abi.MAX_UNITS;
 
 function main(init: WorkerInit): void {
   const shim = loadShim();
