@@ -15,11 +15,15 @@
 // iovec room is finished over several calls (the call returns its index
 // again, and the next call given the same descriptor resumes at the next
 // datagram).
-import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, UDP_MAX_SEGS, VNET_HLEN } from "./abi";
+import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, ENCAP_PAYLOAD_OVERHEAD, UDP_MAX_SEGS, VNET_HLEN } from "./abi";
 import { sum16 } from "./checksum";
 import { decapPacket, decTot, loadDecapConfig } from "./decap";
 import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
-import { GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu } from "./units";
+import {
+  GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
+  IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_CSUM, TCP_HLEN, UDP_CSUM, UDP_HLEN,
+  VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN, isFragment, tcpHdrLen,
+} from "./units";
 
 const TCP_FIN: u32 = 0x01;
 const TCP_PSH: u32 = 0x08;
@@ -54,7 +58,9 @@ let mEndFlags: u32 = 0;
  */
 function datagramSize(off: u32, len: u32, gso: u32): u32 {
   if (gso == 0 || gso >= len) return len;
-  if (len >= 26 && <u32>bswap<u16>(load<u16>(<usize>off + 24)) + 22 > gso) return len;
+  // The first datagram's inner IPv4 total length (after VXLAN + inner Ethernet) tells a whole GSO packet.
+  const inner = <usize>off + <usize>ENCAP_PAYLOAD_OVERHEAD;
+  if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 4 && <u32>bswap<u16>(load<u16>(inner, 2)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
   return gso;
 }
 
@@ -103,7 +109,7 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
         closeOpen();
         continue;
       }
-      const ip = q + 22;
+      const ip = q + <usize>ENCAP_PAYLOAD_OVERHEAD; // decapPacket() left the inner IPv4 packet here
       const l4 = checkL4(ip, decTot, decTot > mtu);
       if (l4 < 0) {
         bump(DIR_DECAP, <u32>-l4);
@@ -140,26 +146,26 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
  */
 function checkL4(ip: usize, tot: u32, keepPartial: bool): i32 {
   const ihl = (<u32>load<u8>(ip) & 15) << 2;
-  const proto = <u32>load<u8>(ip, 9);
-  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return 0;
+  const proto = <u32>load<u8>(ip, IP_PROTO);
+  if (isFragment(ip) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)) return 0;
   const l4 = ip + <usize>ihl;
   const len = tot - ihl;
-  const at: u32 = proto == 6 ? 16 : 6;
-  if (len < (proto == 6 ? <u32>20 : <u32>8)) return R_MALFORMED;
-  if (proto == 6) {
-    const thl = (<u32>load<u8>(l4, 12) >> 4) << 2;
-    if (thl < 20 || thl > len) return R_MALFORMED;
+  const at = proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM;
+  if (len < (proto == IPPROTO_TCP ? TCP_HLEN : UDP_HLEN)) return R_MALFORMED;
+  if (proto == IPPROTO_TCP) {
+    const thl = tcpHdrLen(l4);
+    if (thl < TCP_HLEN || thl > len) return R_MALFORMED;
   }
-  const field = <u32>bswap<u16>(load<u16>(l4 + <usize>at));
-  if (proto == 17 && field == 0) return 0;
+  const field = <u32>bswap<u16>(load<u16>(l4 + at));
+  if (proto == IPPROTO_UDP && field == 0) return 0;
   const ps = pseudo(ip, proto) + len;
   if (sum16(l4, len, ps) == 0xffff) return 0;
   if (field != foldPartial(ps)) return R_BAD_L4_CSUM;
   if (keepPartial) return 0; // goes to the device as CHECKSUM_PARTIAL anyway
-  store<u16>(l4 + <usize>at, 0);
+  store<u16>(l4 + at, 0);
   let c = ~sum16(l4, len, ps) & 0xffff;
-  if (c == 0 && proto == 17) c = 0xffff;
-  be16(l4 + <usize>at, c);
+  if (c == 0 && proto == IPPROTO_UDP) c = 0xffff;
+  be16(l4 + at, c);
   return 0;
 }
 
@@ -173,13 +179,12 @@ function start(ip: usize, tot: u32, res: i32): void {
     oversized(ip, tot);
     return;
   }
-  const vihl = <u32>load<u8>(ip);
-  const frag = <u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff;
-  if (vihl != 0x45 || frag != 0 || <u32>load<u8>(ip, 9) != 6 || tot < 40) return;
-  const t = ip + 20;
-  const hdrs: u32 = 20 + ((<u32>load<u8>(t, 12) >> 4) << 2);
+  // Only TCP without IP options coalesces (then the TCP header starts at IP_HLEN).
+  if (<u32>load<u8>(ip) != 0x45 || isFragment(ip) || <u32>load<u8>(ip, IP_PROTO) != IPPROTO_TCP || tot < IP_HLEN + TCP_HLEN) return;
+  const t = ip + <usize>IP_HLEN;
+  const hdrs: u32 = IP_HLEN + tcpHdrLen(t);
   const flags = <u32>load<u8>(t, 13);
-  if (hdrs < 40 || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
+  if (hdrs < IP_HLEN + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
   mergeable = true;
   mFirst = ip;
   mHdrs = hdrs;
@@ -197,19 +202,21 @@ function start(ip: usize, tot: u32, res: i32): void {
  */
 function oversized(ip: usize, tot: u32): void {
   const ihl = (<u32>load<u8>(ip) & 15) << 2;
-  const proto = <u32>load<u8>(ip, 9);
-  if ((<u32>bswap<u16>(load<u16>(ip, 6)) & 0x3fff) != 0 || (proto != 6 && proto != 17)) return; // the kernel fragments or refuses it
+  const proto = <u32>load<u8>(ip, IP_PROTO);
+  if (isFragment(ip) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP)) return; // the kernel fragments or refuses it
+  const tcp = proto == IPPROTO_TCP;
   const l4 = ip + <usize>ihl;
-  const hdrs: u32 = ihl + (proto == 6 ? (<u32>load<u8>(l4, 12) >> 4) << 2 : 8);
+  const hdrs: u32 = ihl + (tcp ? tcpHdrLen(l4) : UDP_HLEN);
   if (hdrs + 8 > mtu || hdrs >= tot) return;
-  be16(l4 + (proto == 6 ? 16 : 6), foldPartial(pseudo(ip, proto) + (tot - ihl)));
+  const csum = tcp ? TCP_CSUM : UDP_CSUM;
+  be16(l4 + csum, foldPartial(pseudo(ip, proto) + (tot - ihl)));
   const v = ip - <usize>VNET_HLEN;
-  store<u8>(v, <u8>NEEDS_CSUM);
-  store<u8>(v, <u8>(proto == 6 ? GSO_TCPV4 : GSO_UDP_L4), 1);
-  store<u16>(v, <u16>hdrs, 2);
-  store<u16>(v, <u16>(mtu - hdrs), 4);
-  store<u16>(v, <u16>ihl, 6);
-  store<u16>(v, proto == 6 ? 16 : 6, 8);
+  store<u8>(v, <u8>NEEDS_CSUM, VNET_FLAGS);
+  store<u8>(v, <u8>(tcp ? GSO_TCPV4 : GSO_UDP_L4), VNET_GSO_TYPE);
+  store<u16>(v, <u16>hdrs, VNET_HDR_LEN);
+  store<u16>(v, <u16>(mtu - hdrs), VNET_GSO_SIZE);
+  store<u16>(v, <u16>ihl, VNET_CSUM_START);
+  store<u16>(v, <u16>csum, VNET_CSUM_OFFSET);
 }
 
 /** Appends the TCP segment at ip to the open unit if it continues the same flow exactly. */

@@ -26,6 +26,8 @@ import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderl
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
   GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
+  IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_HLEN, UDP_HLEN, VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE,
+  TCP_CSUM, UDP_CSUM, UDP_LEN, isFragment, tcpHdrLen,
 } from "./units";
 
 const OVERHEAD: u32 = <u32>ENCAP_PAYLOAD_OVERHEAD;
@@ -71,7 +73,7 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
     let res: i32;
     segTotal = 0;
     if (!inPackets(off, len, OVERHEAD - <u32>VNET_HLEN)) res = R_BAD_DESC;
-    else if (len < <u32>VNET_HLEN + 20) res = R_TRUNCATED;
+    else if (len < <u32>VNET_HLEN + IP_HLEN) res = R_TRUNCATED;
     else res = txOne(<usize>off, len, resume);
     resume = 0;
     if (res >= 0 && segNext < segTotal) {
@@ -89,23 +91,23 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
 
 /** One [virtio_net_hdr][IPv4] from the device: units appended, or an R_* code. */
 function txOne(v: usize, len: u32, resume: u32): i32 {
-  const flags = <u32>load<u8>(v);
-  const gsoType = <u32>load<u8>(v, 1) & 0x7f; // 0x80: ECN, which CWR on the first segment only already honours
-  const gsoSize = <u32>load<u16>(v, 4);
-  const cstart = <u32>load<u16>(v, 6);
-  const coff = <u32>load<u16>(v, 8);
+  const flags = <u32>load<u8>(v, VNET_FLAGS);
+  const gsoType = <u32>load<u8>(v, VNET_GSO_TYPE) & 0x7f; // 0x80: ECN, which CWR on the first segment only already honours
+  const gsoSize = <u32>load<u16>(v, VNET_GSO_SIZE);
+  const cstart = <u32>load<u16>(v, VNET_CSUM_START);
+  const coff = <u32>load<u16>(v, VNET_CSUM_OFFSET);
   const p = v + <usize>VNET_HLEN;
   // A super-packet is split before encapsulation: only a plain packet must fit 64 KiB with the headers.
   const res = routePacket(p, len - <u32>VNET_HLEN, gsoType == GSO_NONE ? OVERHEAD : 0);
   if (res < 0) return res;
   const tot = rtTot;
-  const proto = <u32>load<u8>(p, 9);
+  const proto = <u32>load<u8>(p, IP_PROTO);
   if (gsoType == GSO_NONE) {
     if (flags & NEEDS_CSUM) {
       // The kernel left the pseudo-header sum in the field at csum_start + csum_offset: sum the rest over it.
       if (cstart < rtIhl || cstart + coff + 2 > tot) return R_BAD_VNET;
       let c = ~sum16(p + <usize>cstart, tot - cstart, 0) & 0xffff;
-      if (c == 0 && proto == 17) c = 0xffff;
+      if (c == 0 && proto == IPPROTO_UDP) c = 0xffff;
       be16(p + <usize>(cstart + coff), c);
     }
     writeVxlanEth(p - <usize>OVERHEAD, rtPeer);
@@ -116,12 +118,12 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
   }
   // GSO: hdr_len, csum_start and csum_offset are hints the headers themselves settle; they are not used.
   const tcp = gsoType == GSO_TCPV4;
-  if (!(tcp && proto == 6) && !(gsoType == GSO_UDP_L4 && proto == 17)) return R_BAD_VNET;
-  if (gsoSize == 0 || (<u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff) != 0) return R_BAD_VNET; // a fragment is not segmented
+  if (!(tcp && proto == IPPROTO_TCP) && !(gsoType == GSO_UDP_L4 && proto == IPPROTO_UDP)) return R_BAD_VNET;
+  if (gsoSize == 0 || isFragment(p)) return R_BAD_VNET; // a fragment is not segmented
   const ihl = rtIhl;
-  const minL4: u32 = tcp ? 20 : 8;
+  const minL4: u32 = tcp ? TCP_HLEN : UDP_HLEN;
   if (tot < ihl + minL4) return R_BAD_VNET;
-  const l4len: u32 = tcp ? (<u32>load<u8>(p + <usize>ihl, 12) >> 4) << 2 : 8;
+  const l4len: u32 = tcp ? tcpHdrLen(p + <usize>ihl) : UDP_HLEN;
   const hdrs = ihl + l4len;
   if (l4len < minL4 || hdrs > tot) return R_BAD_VNET;
   const payload = tot - hdrs;
@@ -146,7 +148,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const seq0 = tcp ? bswap<u32>(load<u32>(l4, 4)) : 0;
   const flags0 = tcp ? <u32>load<u8>(l4, 13) : 0;
   const id0 = <u32>bswap<u16>(load<u16>(p, 4));
-  const ps = pseudo(p, tcp ? 6 : 17);
+  const ps = pseudo(p, tcp ? IPPROTO_TCP : IPPROTO_UDP);
   // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 142 fits an arena block (ARENA_BLOCK 160).
   const dgram = OVERHEAD + hdrs + gsoSize;
   const fit: u32 = UDP_MAX_PAYLOAD / dgram;
@@ -176,13 +178,13 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
         if (s > 0) f &= ~TCP_CWR;
         if (s < segs - 1) f &= ~(TCP_FIN | TCP_PSH);
         store<u8>(t, <u8>f, 13);
-        store<u16>(t, 0, 16);
-        be16(t + 16, ~sum16(chunk, size, sum16(t, l4len, ps + l4len + size)) & 0xffff);
+        store<u16>(t, 0, TCP_CSUM);
+        be16(t + TCP_CSUM, ~sum16(chunk, size, sum16(t, l4len, ps + l4len + size)) & 0xffff);
       } else {
-        be16(t + 4, 8 + size);
-        store<u16>(t, 0, 6);
-        const c = ~sum16(chunk, size, sum16(t, 8, ps + 8 + size)) & 0xffff;
-        be16(t + 6, c == 0 ? 0xffff : c);
+        be16(t + UDP_LEN, UDP_HLEN + size);
+        store<u16>(t, 0, UDP_CSUM);
+        const c = ~sum16(chunk, size, sum16(t, UDP_HLEN, ps + UDP_HLEN + size)) & 0xffff;
+        be16(t + UDP_CSUM, c == 0 ? 0xffff : c);
       }
       addIov(h, OVERHEAD + hdrs);
       if (size > 0) addIov(chunk, size);

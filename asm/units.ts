@@ -13,6 +13,36 @@ export const NEEDS_CSUM: u32 = 1;
 export const GSO_NONE: u32 = 0;
 export const GSO_TCPV4: u32 = 1;
 export const GSO_UDP_L4: u32 = 5;
+/** virtio_net_hdr fields: flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start u16, csum_offset u16 (host order). */
+export const VNET_FLAGS: usize = 0;
+export const VNET_GSO_TYPE: usize = 1;
+export const VNET_HDR_LEN: usize = 2;
+export const VNET_GSO_SIZE: usize = 4;
+export const VNET_CSUM_START: usize = 6;
+export const VNET_CSUM_OFFSET: usize = 8;
+/** IPv4, TCP and UDP header fields the tun path reads. */
+export const IPPROTO_TCP: u32 = 6;
+export const IPPROTO_UDP: u32 = 17;
+export const IP_HLEN: u32 = 20; // without options
+export const IP_FRAG: usize = 6; // flags + fragment offset, big-endian; & IP_FRAG_MASK != 0: a fragment
+export const IP_FRAG_MASK: u32 = 0x3fff;
+export const IP_PROTO: usize = 9;
+export const TCP_HLEN: u32 = 20; // without options
+export const TCP_DOFF: usize = 12; // data offset in the high nibble, in 32-bit words
+export const TCP_CSUM: usize = 16;
+export const UDP_HLEN: u32 = 8;
+export const UDP_LEN: usize = 4;
+export const UDP_CSUM: usize = 6;
+
+/** A TCP header's length from its data offset. */
+@inline export function tcpHdrLen(tcp: usize): u32 {
+  return (<u32>load<u8>(tcp, TCP_DOFF) >> 4) << 2;
+}
+
+/** True when the IPv4 packet at `ip` is a fragment (MF set or a non-zero offset). */
+@inline export function isFragment(ip: usize): bool {
+  return (<u32>bswap<u16>(load<u16>(ip, IP_FRAG)) & IP_FRAG_MASK) != 0;
+}
 /** The TUN MTU when tun_set_mtu() was never called (a 1500-byte underlay minus VXLAN's 50). */
 const DEFAULT_MTU: u32 = 1450;
 
