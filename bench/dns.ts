@@ -17,8 +17,18 @@
  * interleaved (alternating order), best round reported. p99 comes from a
  * separate run at a fixed offered load (--p99-qps) per round, lowest reported.
  *
- * Last line with --json: {"weft_qps","unbound_qps","dns2_qps","weft_p99_ms"}
- * (null for a target not run).
+ * Every round is checked (./dns-check.ts): while dnsperf runs, a checker asks
+ * the names of the query file in turn and compares each answer (address,
+ * rcode) with the right one; after the round every name is asked once more;
+ * and dnsperf's rcodes must be NOERROR and NXDOMAIN only, NXDOMAIN in the
+ * query file's proportion. A round that fails any of these is excluded from
+ * the figures and reported; a target with no good round fails the run.
+ * weft's UDP path (the recvmmsg/sendmmsg batch path or the dgram fallback,
+ * from its "DNS server listening" log line) is printed and in the JSON.
+ *
+ * Last line with --json: {"weft_qps","unbound_qps","dns2_qps","weft_p99_ms","weft_udp_path"}
+ * (null for a target not run); the line before it on stderr: the p50/p99 of
+ * the others, the settings, and the rounds excluded per target.
  */
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -26,37 +36,36 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runDnsperf, type DnsperfResult } from "../src/harness/dnsperf.js";
-import { query } from "../src/harness/dnswire.js";
+import { benchArgs } from "./args.js";
+import { checkWhileRunning, judgeRound, sweep, type Expected } from "./dns-check.js";
 import { start } from "../src/common/exec.js";
 import { UnboundServer } from "../src/harness/unbound.js";
 import { EtcdServer } from "../src/harness/etcd.js";
 import { ServiceRegistry } from "../src/registry/store.js";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const arg = (name: string, def: string): string => {
-  const i = args.indexOf(name);
-  return i >= 0 ? (args[i + 1] ?? def) : def;
-};
-const SECONDS = Number(arg("--seconds", "10"));
-const ROUNDS = Number(arg("--rounds", "1"));
-const SERVICES = Number(arg("--services", "100"));
-const CLIENTS = Number(arg("--clients", "4"));
-const OUTSTANDING = Number(arg("--outstanding", "100"));
-const P99_QPS = Number(arg("--p99-qps", "5000"));
+const ALL = ["weft", "unbound", "dns2"];
+const args = benchArgs("bench:dns", {
+  json: { type: "boolean", help: "print one JSON document as the last line" },
+  seconds: { type: "number", default: 10, min: 1, integer: true, help: "dnsperf seconds per target per round" },
+  rounds: { type: "number", default: 1, min: 1, integer: true, help: "rounds, alternating the targets" },
+  targets: { type: "string", default: ALL.join(","), choices: ALL, list: true, help: "comma-separated targets" },
+  services: { type: "number", default: 100, min: 1, max: 65_000, integer: true, help: "cluster services in the query file" },
+  clients: { type: "number", default: 4, min: 1, integer: true, help: "dnsperf -c" },
+  outstanding: { type: "number", default: 100, min: 1, integer: true, help: "dnsperf -q" },
+  "p99-qps": { type: "number", default: 5000, min: 1, integer: true, help: "offered q/s of the latency run" },
+});
+const json = args.json;
+const SECONDS = args.seconds;
+const ROUNDS = args.rounds;
+const SERVICES = args.services;
+const CLIENTS = args.clients;
+const OUTSTANDING = args.outstanding;
+const P99_QPS = args["p99-qps"];
 const EXTERNAL = 20;
 const TTL = 30;
-const ALL = ["weft", "unbound", "dns2"];
-const targets = arg("--targets", ALL.join(",")).split(",").map((s) => s.trim()).filter(Boolean);
+const targets = args.targets.split(",").map((s) => s.trim()).filter(Boolean);
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 const r2 = (x: number): number => Math.round(x * 100) / 100;
-
-for (const t of targets) {
-  if (!ALL.includes(t)) {
-    console.error(`bench:dns: unknown target "${t}"; choose from ${ALL.join(", ")}`);
-    process.exit(64);
-  }
-}
 
 /** One A record: absolute lower-case name, IPv4 address, TTL. */
 interface ARecord {
@@ -69,6 +78,8 @@ interface ARecord {
 interface Target {
   readonly host: string;
   readonly port: number;
+  /** The server's log lines on stderr from its start (child processes only). */
+  readonly logLines?: () => string[];
   close(): Promise<void>;
 }
 
@@ -148,7 +159,15 @@ async function spawnReady(label: string, argv: string[], also: () => Promise<voi
   const child: ChildProcess = start(argv, { stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   let err = "";
-  child.stderr?.on("data", (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
+  // Its start-up log (what it runs on) is kept whole; later lines only up to a bound.
+  const lines: string[] = [];
+  let partial = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    err = (err + d.toString()).slice(-2000);
+    const parts = (partial + d.toString()).split("\n");
+    partial = parts.pop() ?? "";
+    if (lines.length < 1000) lines.push(...parts.slice(0, 1000 - lines.length));
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
     const timer = setTimeout(() => reject(new Error(`${label} did not start in 10 s: ${err}`)), 10_000);
@@ -168,6 +187,7 @@ async function spawnReady(label: string, argv: string[], also: () => Promise<voi
   return {
     host: "127.0.0.1",
     port,
+    logLines: () => [...lines],
     close: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       await exited;
@@ -176,29 +196,47 @@ async function spawnReady(label: string, argv: string[], also: () => Promise<voi
   };
 }
 
-/** Refuses to benchmark a server that answers wrongly. */
+/** What every name of the query file must answer. */
+function expectations(): Expected[] {
+  return [
+    ...[...cluster, ...external].map((r) => ({ name: r.name, rcode: "NOERROR" as const, address: r.address })),
+    ...missing.map((name) => ({ name, rcode: "NXDOMAIN" as const })),
+  ];
+}
+
+/** Refuses to benchmark a server that answers any name of the query file wrongly. */
 async function check(name: string, t: Target): Promise<void> {
-  const expect = async (qname: string, rcode: string, address?: string): Promise<void> => {
-    const r = await query(t.host, t.port, qname, "A", { timeoutMs: 3000 });
-    const got = r.answers.filter((a) => a.type === 1).map((a) => a.data);
-    if (r.rcodeName !== rcode || (address !== undefined && !got.includes(address))) {
-      throw new Error(`${name}: ${qname} A answered ${r.rcodeName} [${got.join(", ")}], expected ${rcode}${address ? ` ${address}` : ""}`);
-    }
-  };
-  const c = cluster[0];
-  const e = external[0];
-  if (c) await expect(c.name, "NOERROR", c.address);
-  if (e) await expect(e.name, "NOERROR", e.address);
-  await expect(missing[0] ?? "missing-1.default.svc.cluster.local.", "NXDOMAIN");
+  const r = await sweep(t.host, t.port, expectations());
+  if (r.wrong.length > 0 || r.unanswered > 0) throw new Error(`${name}: ${r.wrong.join("; ")}${r.unanswered ? ` (${r.unanswered} names unanswered)` : ""}`);
+}
+
+/**
+ * weft's UDP path per listen address, from its "DNS server listening" log
+ * line, and the reason of a dgram fallback from its warning.
+ */
+function weftUdpPath(t: Target): { path: string; why?: string } {
+  let path = "unknown (no \"DNS server listening\" line in its log)";
+  let why: string | undefined;
+  for (const line of t.logLines?.() ?? []) {
+    if (!line.startsWith("{")) continue;
+    const o = JSON.parse(line) as { msg?: string; udp?: Record<string, string>; why?: string };
+    if (o.msg === "DNS server listening" && o.udp) path = Object.values(o.udp).join(",");
+    if (o.msg?.includes("dgram") && o.why) why = o.why;
+  }
+  return { path, ...(why ? { why } : {}) };
 }
 
 interface Row {
+  /** Rounds that passed every check. */
   runs: DnsperfResult[];
+  /** Rounds left out, with why. */
+  excluded: string[];
 }
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "weft-bench-dns-"));
   const running = new Map<string, Target>();
+  let weftUdp: { path: string; why?: string } | undefined;
   const closers: (() => Promise<void>)[] = [];
   try {
     for (const name of targets) {
@@ -219,6 +257,10 @@ async function main(): Promise<void> {
         await check(name, t);
         running.set(name, t);
         log(`${name.padEnd(8)} on ${t.host}:${t.port}`);
+        if (name === "weft") {
+          weftUdp = weftUdpPath(t);
+          log(`weft     UDP path: ${weftUdp.path}${weftUdp.path === "batch" ? " (recvmmsg/sendmmsg)" : `: NOTE, not the batch path${weftUdp.why ? ` (${weftUdp.why})` : ""}`}`);
+        }
       } catch (e) {
         log(`${name.padEnd(8)} skipped: ${e instanceof Error ? e.message : String(e)}`);
       }
@@ -231,21 +273,35 @@ async function main(): Promise<void> {
     const base = { queries, dir: join(dir, "dnsperf"), clients: CLIENTS, threads: 1, maxOutstanding: OUTSTANDING };
     for (const [, t] of running) await runDnsperf({ ...base, server: t.host, port: t.port, seconds: 1, p99: false });
 
-    const rows = new Map<string, Row>([...running.keys()].map((n) => [n, { runs: [] }]));
+    const rows = new Map<string, Row>([...running.keys()].map((n) => [n, { runs: [], excluded: [] }]));
     const names = [...running.keys()];
+    const expected = expectations();
     for (let round = 0; round < ROUNDS; round++) {
       for (const name of round % 2 === 0 ? names : [...names].reverse()) {
         const t = running.get(name);
         if (!t) continue;
-        const r = await runDnsperf({ ...base, server: t.host, port: t.port, seconds: SECONDS, p99: { qps: P99_QPS, seconds: Math.min(3, SECONDS) } });
-        rows.get(name)?.runs.push(r);
-        const bad = r.completed - (r.rcodes["NOERROR"] ?? 0) - (r.rcodes["NXDOMAIN"] ?? 0);
-        log(`round ${round + 1} ${name.padEnd(8)} ${Math.round(r.qps)} q/s, lost ${r.lost}/${r.sent}, avg ${r2(r.avgLatencyMs)} ms; p50 ${r2(r.p50LatencyMs ?? NaN)} ms p99 ${r2(r.p99LatencyMs ?? NaN)} ms at ${P99_QPS} q/s${bad > 0 ? `; ${bad} answers neither NOERROR nor NXDOMAIN: ${JSON.stringify(r.rcodes)}` : ""}`);
+        const checker = checkWhileRunning(t.host, t.port, expected);
+        const r = await runDnsperf({ ...base, server: t.host, port: t.port, seconds: SECONDS, p99: { qps: P99_QPS, seconds: Math.min(3, SECONDS) } })
+          .catch(async (e: unknown) => {
+            await checker.stop();
+            throw e;
+          });
+        const during = await checker.stop();
+        const after = await sweep(t.host, t.port, expected);
+        const why = judgeRound(r, during, after, nx);
+        log(`round ${round + 1} ${name.padEnd(8)} ${Math.round(r.qps)} q/s, lost ${r.lost}/${r.sent}, avg ${r2(r.avgLatencyMs)} ms; p50 ${r2(r.p50LatencyMs ?? NaN)} ms p99 ${r2(r.p99LatencyMs ?? NaN)} ms at ${P99_QPS} q/s; ` +
+          `answers checked ${during.checked} under load (${during.unanswered} timed out) + ${after.checked} after`);
+        if (why.length > 0) {
+          rows.get(name)?.excluded.push(`round ${round + 1}: ${why.join("; ")}`);
+          log(`  EXCLUDED: ${why.join("; ")}`);
+        } else {
+          rows.get(name)?.runs.push(r);
+        }
         if (r.latency && r.latency.timeouts > r.latency.samples / 100) log(`  warning: ${name} left ${r.latency.timeouts} of ${r.latency.samples} queries unanswered at ${P99_QPS} q/s offered (above its capacity?): its p99 is the 2000 ms timeout`);
-        const nxShare = (r.rcodes["NXDOMAIN"] ?? 0) / Math.max(1, r.completed);
-        if (Math.abs(nxShare - nx) > 0.02) log(`  warning: ${name} NXDOMAIN share ${r2(nxShare * 100)}%, expected ${r2(nx * 100)}%`);
       }
     }
+    const failed = [...rows].filter(([, row]) => row.runs.length === 0).map(([n]) => n);
+    if (failed.length > 0) throw new Error(`bench:dns: no round of ${failed.join(", ")} answered right; figures would be of wrong answers:\n${failed.flatMap((n) => rows.get(n)?.excluded ?? []).join("\n")}`);
 
     const best = (name: string): { qps: number; p50: number; p99: number; lostPct: number } | undefined => {
       const runs = rows.get(name)?.runs ?? [];
@@ -269,10 +325,13 @@ async function main(): Promise<void> {
     const u = best("unbound");
     const d = best("dns2");
     if (w && u) log(`weft/unbound q/s: ${r2(w.qps / u.qps)}x`);
+    if (weftUdp) log(`weft UDP path: ${weftUdp.path}`);
+    const excluded = Object.fromEntries([...rows].map(([n, row]) => [n, row.excluded.length]));
+    log(Object.values(excluded).some((n) => n > 0) ? `rounds excluded for wrong answers: ${JSON.stringify(excluded)}` : "every round of every target answered right (checked during and after each round)");
     if (json) {
       const qps = (b: ReturnType<typeof best>): number | null => (b ? Math.round(b.qps) : null);
-      console.error(JSON.stringify({ unbound_p99_ms: u ? r2(u.p99) : null, dns2_p99_ms: d ? r2(d.p99) : null, weft_p50_ms: w ? r2(w.p50) : null, p99_offered_qps: P99_QPS, seconds: SECONDS, rounds: ROUNDS }));
-      console.log(JSON.stringify({ weft_qps: qps(w), unbound_qps: qps(u), dns2_qps: qps(d), weft_p99_ms: w ? r2(w.p99) : null }));
+      console.error(JSON.stringify({ unbound_p99_ms: u ? r2(u.p99) : null, dns2_p99_ms: d ? r2(d.p99) : null, weft_p50_ms: w ? r2(w.p50) : null, p99_offered_qps: P99_QPS, seconds: SECONDS, rounds: ROUNDS, excluded_rounds: excluded }));
+      console.log(JSON.stringify({ weft_qps: qps(w), unbound_qps: qps(u), dns2_qps: qps(d), weft_p99_ms: w ? r2(w.p99) : null, weft_udp_path: weftUdp?.path ?? null }));
     }
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);

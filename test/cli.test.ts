@@ -113,6 +113,20 @@ describe("README and CLI", () => {
     expect(r.stderr).toMatch(/--backend "bogus"/);
   });
 
+  it("bench:dns takes the shared parser's rules: a bad target, value or option exits 2 naming it, before any server starts", () => {
+    const dns = (...args: string[]) => spawnSync(process.execPath, ["dist/bench/dns.js", ...args], { cwd: root, encoding: "utf8" });
+    for (const [args, msg] of [
+      [["--targets", "weft,nope"], /bench:dns: --targets "weft,nope": choose from weft, unbound, dns2/],
+      [["--rounds", "0"], /bench:dns: --rounds 0: must be at least 1/],
+      [["--bogus"], /bench:dns: Unknown option '--bogus'/],
+    ] as const) {
+      const r = dns(...args);
+      expect(r.status, args.join(" ")).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr).toMatch(/usage: npm run bench:dns/);
+    }
+  });
+
   it("an unknown benchmark or subcommand is a usage error naming the choices", () => {
     const b = weft("bench", "nope");
     expect(b.status).toBe(1);

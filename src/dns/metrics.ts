@@ -3,14 +3,25 @@ import type { DnsCache } from "./cache/cache.js";
 import type { ForwardMetrics } from "./forward/forwarder.js";
 import { RCODE_NAME } from "./wire/constants.js";
 import { DnsCounters, TCP_CLOSE_REASONS } from "./server/counters.js";
+import type { UdpPath } from "./server/server.js";
 
 /**
  * DNS metrics modelled on CoreDNS's (coredns_dns_requests_total,
  * coredns_dns_responses_total, coredns_cache_*, coredns_forward_*): the hot
  * path bumps plain counters, read here at scrape time.
  */
-export function registerDnsMetrics(registry: Registry, counters: DnsCounters, cache: DnsCache, tcpConnections: () => number = () => 0): ForwardMetrics {
+export function registerDnsMetrics(
+  registry: Registry, counters: DnsCounters, cache: DnsCache, tcpConnections: () => number = () => 0, udpPaths: () => readonly UdpPath[] = () => [],
+): ForwardMetrics {
   const registers = [registry];
+  new Gauge({
+    name: "weft_dns_udp_path", help: "1 for the UDP path each listen address is served by: batch (recvmmsg/sendmmsg, the fast path) or dgram (Node's socket, the fallback)",
+    labelNames: ["listen", "path"], registers,
+    collect() {
+      this.reset();
+      for (const p of udpPaths()) this.set({ listen: p.listen, path: p.path }, 1);
+    },
+  });
   new Counter({
     name: "weft_dns_requests_total", help: "DNS requests by transport and query type", labelNames: ["proto", "type"], registers,
     collect() {

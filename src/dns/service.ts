@@ -10,13 +10,15 @@ import { registerDnsMetrics } from "./metrics.js";
 import { ClientAcl } from "./server/acl.js";
 import { DnsCounters } from "./server/counters.js";
 import { DnsHandler } from "./server/handler.js";
-import { DnsListener, type ListenAddr } from "./server/server.js";
+import { DnsListener, type ListenAddr, type UdpPath } from "./server/server.js";
 import { TCP_DEFAULTS, type TcpLimits } from "./server/tcp.js";
 import { formatHostPort } from "./hostport.js";
 import { nameToKey } from "./wire/query.js";
 
 export interface DnsSummary {
   readonly listen: string[];
+  /** The UDP path of each listen address: "batch" (recvmmsg/sendmmsg) or "dgram" with the reason. */
+  readonly udp: UdpPath[];
   readonly synced: boolean;
   readonly zoneSerial: number;
   readonly zoneNames: number;
@@ -91,7 +93,7 @@ export class DnsService {
     const { kept, dropped } = withoutSelf(opts.upstreams, opts.listen, this.local);
     this.droppedUpstreams = dropped;
     if (dropped.length) log.warn({ dropped }, "DNS upstreams that are this server itself were left out (a forwarding loop)");
-    const fm = metrics ? registerDnsMetrics(metrics, this.counters, this.cache, () => this.listener.tcpConnections) : undefined;
+    const fm = metrics ? registerDnsMetrics(metrics, this.counters, this.cache, () => this.listener.tcpConnections, () => this.listener.udpPaths()) : undefined;
     this.forwarder = new Forwarder({
       upstreams: new UpstreamSet(kept, opts.policy), maxConcurrent: opts.maxConcurrent ?? 1000, deadlineMs: opts.deadlineMs ?? 2000,
       attemptMs: opts.attemptMs ?? 700, healthCheckMs: opts.healthCheckMs ?? 1000, log, metrics: fm,
@@ -119,7 +121,7 @@ export class DnsService {
     this.forwarder.probeLoops();
     this.localRefresh = setInterval(() => (this.local = localAddresses()), 30_000);
     this.localRefresh.unref();
-    this.log.info({ listen: this.listener.addresses(), upstreams: this.forwarder.upstreamStates().map((u) => u.upstream) }, "DNS server listening");
+    this.log.info({ listen: this.listener.addresses(), udp: Object.fromEntries(this.udpPaths().map((p) => [p.listen, p.path])), upstreams: this.forwarder.upstreamStates().map((u) => u.upstream) }, "DNS server listening");
   }
 
   /** True once the registry has synced and the zone exists. */
@@ -129,6 +131,11 @@ export class DnsService {
 
   addresses(): ListenAddr[] {
     return this.listener.addresses();
+  }
+
+  /** Which UDP path each listen address is served by. */
+  udpPaths(): UdpPath[] {
+    return this.listener.udpPaths();
   }
 
   /** Open DNS-over-TCP connections. */
@@ -141,6 +148,7 @@ export class DnsService {
     const r = this.counters.responses;
     return {
       listen: this.listener.addresses().map((a) => formatHostPort(a.host, a.port)),
+      udp: this.listener.udpPaths(),
       synced: this.ready,
       zoneSerial: this.zone?.serial ?? 0,
       zoneNames: this.zone?.size ?? 0,

@@ -55,10 +55,14 @@ describe("node-local DNS in a cluster", () => {
     expect(metrics).toMatch(/weft_dns_requests_total\{proto="udp",type="A"\} [1-9]/);
     expect(metrics).toMatch(/weft_dns_responses_total\{rcode="NXDOMAIN"\} [1-9]/);
     expect(metrics).toMatch(/weft_dns_cluster_answers_total [1-9]/);
+    expect(metrics).toContain('weft_dns_udp_path{listen="169.254.20.10:53",path="batch"} 1');
+    expect(metrics).not.toMatch(/weft_dns_udp_path\{[^}]*path="dgram"/);
     const ready = await get(0, "/readyz");
     expect(JSON.parse(ready)).toMatchObject({ ready: true, registrySynced: true });
     const status = (await promisify(execFile)(process.execPath, ["bin/weft.js", "status", "--control-socket", c.files(0).socket], { encoding: "utf8" })).stdout;
     expect(status).toMatch(/^dns: +169\.254\.20\.10:53 +registry synced +zone serial \d+, \d+ names$/m);
+    // The default IPv4 listener runs the recvmmsg/sendmmsg batch path, not the dgram fallback.
+    expect(status).toMatch(/^ +udp 169\.254\.20\.10:53 batch$/m);
     expect(status).toMatch(/queries [1-9]\d* \(noerror [1-9]\d*, nxdomain [1-9]\d*/);
     expect(status).toMatch(/upstreams none \(forwarding off\)/);
   }, 30_000);

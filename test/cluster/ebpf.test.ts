@@ -21,7 +21,13 @@ const counter = async (i: number, name: string): Promise<number> => (await c.sta
 
 describe("ebpf backend cluster", () => {
   it("runs the ebpf backend on every node and every pod pings every other pod", async () => {
-    for (const i of [0, 1, 2]) expect((await c.status(i)).backend).toBe("ebpf");
+    for (const i of [0, 1, 2]) {
+      const st = await c.status(i);
+      expect(st.backend).toBe("ebpf");
+      // This kernel has tcx: the default (auto) attaches with tcx links, not the tc fallback.
+      expect(st.paths, `node ${i}`).toEqual({ attach: "tcx" });
+      expect(c.agentLog(i)).not.toMatch(/tc filters, not tcx links/);
+    }
     const fwd = await counter(0, "forwarded");
     expect(await c.pingAll()).toEqual([]);
     // The programs carried it: pods' packets were forwarded into the overlay and delivered into pods.
@@ -104,7 +110,9 @@ describe("ebpf backend with tc filters (kernels without tcx)", () => {
     await t?.destroy();
   });
 
-  it("attaches with clsact filters, carries traffic, and survives an agent restart", async () => {
+  it("attaches with clsact filters, says so (status, warning with the reason), carries traffic, and survives an agent restart", async () => {
+    expect((await t.status(0)).paths).toEqual({ attach: "tc" });
+    expect(t.agentLog(0)).toMatch(/"attach":"tc","why":"--bpf-attach tc asks for tc filters".*"msg":"attaching BPF programs with tc filters, not tcx links"/);
     const filters = await t.node(0).ns.exec(["tc", "filter", "show", "dev", "p0", "ingress"]);
     expect(filters).toMatch(/weft_from_pod/);
     expect(await t.pingAll()).toEqual([]);

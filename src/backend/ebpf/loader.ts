@@ -110,16 +110,31 @@ export class Datapath {
    * bpffs. An existing pinned link gets the new program atomically.
    */
   attach(prog: ProgName, ifindex: number, hook: Hook): void {
-    if (this.mode === "tc") return this.attachTc(prog, ifindex, hook);
+    if (this.mode === "tc") {
+      if (this.attachWhy === undefined) {
+        this.attachWhy = "--bpf-attach tc asks for tc filters";
+        this.log.warn({ attach: "tc", why: this.attachWhy }, "attaching BPF programs with tc filters, not tcx links");
+      }
+      return this.attachTc(prog, ifindex, hook);
+    }
     try {
       this.attachTcx(prog, ifindex, hook);
     } catch (e) {
       const unsupported = e instanceof BpfError && [22, 95, 524].includes(e.errno);
       if (this.mode !== "auto" || !unsupported) throw e;
-      this.log.warn({ err: (e as Error).message }, "this kernel has no tcx links; attaching with tc filters instead");
+      this.attachWhy = `this kernel has no tcx links (${(e as Error).message})`;
+      this.log.warn({ attach: "tc", why: this.attachWhy }, "attaching BPF programs with tc filters, not tcx links");
       this.mode = "tc";
       this.attachTc(prog, ifindex, hook);
     }
+  }
+
+  /** Why programs are attached with tc filters (undefined with tcx links). */
+  private attachWhy: string | undefined;
+
+  /** How programs are attached now: tcx links (the fast, atomic path) or tc filters, with the reason for tc. */
+  attachment(): { readonly mode: "tcx" | "tc"; readonly why?: string } {
+    return this.mode === "tc" ? { mode: "tc", ...(this.attachWhy ? { why: this.attachWhy } : {}) } : { mode: "tcx" };
   }
 
   private attachTcx(prog: ProgName, ifindex: number, hook: Hook): void {

@@ -169,7 +169,10 @@ export class EbpfNetwork implements Network {
     const c = this.dp.maps.counters();
     const counters: Record<string, number> = { device_recreated: this.recreated, endpoints: this.endpoints.size };
     for (const r of REASONS) counters[`bpf_${r}`] = Number(c[r].packets);
-    return { backend: "ebpf", device: this.spec.name, mtu: this.mtu, peers: { programmed: this.programmed.size, failed: 0 }, counters };
+    return {
+      backend: "ebpf", device: this.spec.name, mtu: this.mtu, peers: { programmed: this.programmed.size, failed: 0 }, counters,
+      paths: { attach: this.dp.attachment().mode },
+    };
   }
 
   /** Leaves programs attached and maps pinned: traffic flows while the agent is away. */

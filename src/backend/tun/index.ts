@@ -5,6 +5,7 @@ import { deviceMtu, keepVtepMac, knownVtepMac, readDevice } from "../device.js";
 import { NativeError, nativeLibraryPath } from "../../native/library.js";
 import { checked, loadShim } from "./shim.js";
 import { TunNetwork } from "./network.js";
+import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, tunPaths } from "./paths.js";
 
 /** Sockets the sender spreads flows over (each has its own source port). */
 const TX_SOCKETS = 8;
@@ -51,11 +52,15 @@ export const tunBackend: Backend = {
       await run(["ip", "link", "set", "dev", device, "mtu", String(mtu), "up"]);
       const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
       // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
-      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT }, attrs, ctx.config, ctx.iface, ctx.log);
+      const udpGro = shim.udpGro(rxFd) === 1;
+      const paths = tunPaths(offloads[0]!, udpGro);
+      for (const w of slowPathWarnings(paths)) ctx.log.warn({ device, ...w }, "tun data path runs a slow variant");
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, paths }, attrs, ctx.config, ctx.iface, ctx.log);
       net.start();
       ctx.log.info({
         device, mtu, port: b.port, txPorts: txFds.map((fd) => shim.udpPort(fd)),
-        offloads: { csum: (offloads[0]! & 1) !== 0, tso4: (offloads[0]! & 2) !== 0, uso4: (offloads[0]! & 0x20) !== 0, udpGro: shim.udpGro(rxFd) === 1 },
+        offloads: { csum: (offloads[0]! & TUN_F_CSUM) !== 0, tso4: (offloads[0]! & TUN_F_TSO4) !== 0, uso4: (offloads[0]! & TUN_F_USO4) !== 0, udpGro },
+        paths,
       }, "tun data path ready");
       return net;
     } catch (e) {

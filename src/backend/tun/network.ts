@@ -8,6 +8,7 @@ import type { NetworkConfig } from "../../subnet/network-config.js";
 import { ipJson } from "../../common/iproute.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { setDeviceAddress } from "../device.js";
+import { slowPathWarnings, tunPaths } from "./paths.js";
 import { loadShim } from "./shim.js";
 import type { WorkerControl, WorkerInit, WorkerReport } from "./worker.js";
 
@@ -23,6 +24,8 @@ export interface TunSetup {
   readonly rxFd: number;
   readonly maxBatch: number;
   readonly slotSize: number;
+  /** Which variant of each fast/slow path the device and sockets got (./paths.ts). */
+  readonly paths: Readonly<Record<string, string>>;
 }
 
 interface Running {
@@ -144,9 +147,12 @@ export class TunNetwork implements Network {
     if (!dev) {
       const shim = loadShim();
       const old = this.setup.tunFd;
-      const fd = shim.tunOpen(this.setup.device, new Int32Array(1));
+      const offloads = new Int32Array(1);
+      const fd = shim.tunOpen(this.setup.device, offloads);
       if (fd < 0) throw new Error(`reopening ${this.setup.device}: errno ${-fd}`);
-      this.setup = { ...this.setup, tunFd: fd };
+      const paths = tunPaths(offloads[0]!, this.setup.paths["udp_gro"] === "on");
+      for (const w of slowPathWarnings(paths)) this.log.warn({ device: this.setup.device, ...w }, "tun data path runs a slow variant");
+      this.setup = { ...this.setup, tunFd: fd, paths };
       this.send("tx", { t: "tun", fd });
       this.send("rx", { t: "tun", fd });
       setTimeout(() => shim.close(old), 500).unref(); // after the workers moved on
@@ -165,7 +171,7 @@ export class TunNetwork implements Network {
       counters[`tun_${mode}_batches`] = r.batches;
       for (const [k, v] of Object.entries(r.counters)) if (v !== "0" || k === "ok") counters[`tun_${mode}_${k}`] = Number(v);
     }
-    return { backend: "tun", device: this.setup.device, mtu: this.mtu, peers: { programmed: this.peers.size, failed: 0 }, counters };
+    return { backend: "tun", device: this.setup.device, mtu: this.mtu, peers: { programmed: this.peers.size, failed: 0 }, counters, paths: this.setup.paths };
   }
 
   /**

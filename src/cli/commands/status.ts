@@ -41,6 +41,8 @@ export function registerStatus(program: Command): void {
       const d = st.dns;
       if (d) {
         console.log(`dns:      ${d.listen.join(", ")}   registry ${d.synced ? "synced" : "not synced yet"}   zone serial ${d.zoneSerial}, ${d.zoneNames} names`);
+        // The UDP path per address: batch is the fast one; dgram says why.
+        for (const u of d.udp ?? []) console.log(`          udp ${u.listen} ${u.path}${u.why ? ` (${u.why})` : ""}`);
         console.log(`          queries ${d.queries} (noerror ${d.answered.noerror}, nxdomain ${d.answered.nxdomain}, servfail ${d.answered.servfail}, refused ${d.answered.refused})   cache ${d.cache.entries} entries, ${d.cache.hits} hits, ${d.cache.misses} misses, ${d.cache.stale} stale`);
         console.log(`          upstreams ${d.upstreams.length ? d.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ") : "none (forwarding off)"}`);
       }

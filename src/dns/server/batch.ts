@@ -15,26 +15,41 @@ interface DnsShim {
   poll: { watch(fd: number, cb: (status: number) => void): object; unwatch(handle: object): void };
 }
 
-let shim: DnsShim | undefined | null;
+let shim: DnsShim | undefined;
+/** Why the batch path cannot be had here (set once loading failed). */
+let unavailable: string | undefined;
 
-/** The native batch functions (native/weft_dns.c) and the poll addon, or undefined when they are not built. */
-function loadDnsShim(): DnsShim | undefined {
-  if (shim !== undefined) return shim ?? undefined;
+/**
+ * The native batch functions (native/weft_dns.c) and the poll addon, or the
+ * reason they cannot be used (not built, or not loadable).
+ */
+function loadDnsShim(): DnsShim | string {
+  if (shim) return shim;
+  if (unavailable !== undefined) return unavailable;
   const addon = pollAddonPath();
-  if (!existsSync(nativeLibraryPath()) || !existsSync(addon)) {
-    shim = null;
-    return undefined;
+  for (const f of [nativeLibraryPath(), addon]) {
+    if (!existsSync(f)) return (unavailable = `${f} is not built (npm run build)`);
   }
-  const l = nativeLibrary();
-  shim = {
-    poll: createRequire(import.meta.url)(addon) as DnsShim["poll"],
-    open: l.func("int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)"),
-    recv: l.func("int weft_dns_recv(int fd, _Inout_ uint8_t *buf, uint32_t slot, int max, _Inout_ int32_t *meta, int timeout_ms)"),
-    send: l.func("int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)"),
-    port: l.func("int weft_udp_port(int fd)"),
-    close: l.func("int weft_close(int fd)"),
-  };
+  try {
+    const l = nativeLibrary();
+    shim = {
+      poll: createRequire(import.meta.url)(addon) as DnsShim["poll"],
+      open: l.func("int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)"),
+      recv: l.func("int weft_dns_recv(int fd, _Inout_ uint8_t *buf, uint32_t slot, int max, _Inout_ int32_t *meta, int timeout_ms)"),
+      send: l.func("int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)"),
+      port: l.func("int weft_udp_port(int fd)"),
+      close: l.func("int weft_close(int fd)"),
+    };
+  } catch (e) {
+    return (unavailable = `the native batch functions cannot be loaded: ${(e as Error).message}`);
+  }
   return shim;
+}
+
+/** Why the recvmmsg/sendmmsg path is not available in this process, or undefined when it is. */
+export function batchPathUnavailable(): string | undefined {
+  const s = loadDnsShim();
+  return typeof s === "string" ? s : undefined;
 }
 
 /** Queries taken per receive call; answers sent per send call. */
@@ -66,10 +81,10 @@ export class BatchUdpListener {
 
   private constructor(private readonly s: DnsShim, private readonly fd: number, private readonly handler: DnsHandler, private readonly log: Logger) {}
 
-  /** Opens host:port, or returns undefined when the native shim is not available (the caller uses dgram). */
-  static open(host: string, port: number, handler: DnsHandler, log: Logger): BatchUdpListener | undefined {
+  /** Opens host:port; the caller first asks batchPathUnavailable() (this throws when the shim is missing). */
+  static open(host: string, port: number, handler: DnsHandler, log: Logger): BatchUdpListener {
     const s = loadDnsShim();
-    if (!s) return undefined;
+    if (typeof s === "string") throw new Error(`DNS batch path: ${s}`);
     const fd = s.open(parseIpv4(host), port, 4 << 20);
     if (fd < 0) {
       const e = new Error(`cannot bind DNS UDP ${host}:${port}: errno ${-fd}${-fd === 98 ? " (address in use)" : -fd === 99 ? " (address not on this host)" : ""}`);

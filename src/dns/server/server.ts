@@ -4,7 +4,7 @@ import { createServer, type Server } from "node:net";
 import { ConfigError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort } from "../hostport.js";
-import { BatchUdpListener } from "./batch.js";
+import { BatchUdpListener, batchPathUnavailable } from "./batch.js";
 import type { DnsCounters } from "./counters.js";
 import type { DnsHandler } from "./handler.js";
 import { TCP_DEFAULTS, TcpConnections, type TcpLimits } from "./tcp.js";
@@ -12,6 +12,17 @@ import { TCP_DEFAULTS, TcpConnections, type TcpLimits } from "./tcp.js";
 export interface ListenAddr {
   readonly host: string;
   readonly port: number;
+}
+
+/**
+ * How the UDP socket of a listen address is served: "batch" (recvmmsg /
+ * sendmmsg on a poll handle, the fast path) or "dgram" (Node's socket, one
+ * read and one send per query), with the reason when it is the slow one.
+ */
+export interface UdpPath {
+  readonly listen: string;
+  readonly path: "batch" | "dgram";
+  readonly why?: string;
 }
 
 export interface ListenerOptions {
@@ -33,6 +44,7 @@ export class DnsListener {
   private readonly tcp: Server[] = [];
   private readonly batch: BatchUdpListener[] = [];
   private readonly bound: ListenAddr[] = [];
+  private readonly paths: UdpPath[] = [];
   private readonly out = Buffer.alloc(65535);
   private readonly conns: TcpConnections;
 
@@ -61,10 +73,18 @@ export class DnsListener {
     }
   }
 
+  /** Why `a` cannot have the batch path (undefined: it can). */
+  private slowPathReason(a: ListenAddr): string | undefined {
+    if (this.opts.batch === false) return "the batch path is turned off for this server (udpBatch: false)";
+    if (!isIPv4(a.host)) return "an IPv6 address: the batch path is IPv4 only";
+    return batchPathUnavailable();
+  }
+
   private async listenOne(a: ListenAddr): Promise<void> {
     let port = a.port;
-    const batch = this.opts.batch !== false && isIPv4(a.host) ? BatchUdpListener.open(a.host, a.port, this.handler, this.log) : undefined;
-    if (batch) {
+    const why = this.slowPathReason(a);
+    if (why === undefined) {
+      const batch = BatchUdpListener.open(a.host, a.port, this.handler, this.log);
       this.batch.push(batch);
       port = batch.port;
     } else {
@@ -86,6 +106,14 @@ export class DnsListener {
     });
     this.tcp.push(t);
     this.bound.push({ host: a.host, port });
+    const listen = formatHostPort(a.host, port);
+    if (why === undefined) {
+      this.paths.push({ listen, path: "batch" });
+    } else {
+      this.paths.push({ listen, path: "dgram", why });
+      // Never a silent fallback: the slow path is said aloud (and in weft status and weft_dns_udp_path).
+      this.log.warn({ listen, udp: "dgram", why }, "DNS UDP on Node's dgram socket, not the recvmmsg/sendmmsg batch path");
+    }
   }
 
 
@@ -102,6 +130,11 @@ export class DnsListener {
       return;
     }
     r.then((b) => b && u.send(b, port, addr), (e: unknown) => this.log.error({ err: (e as Error).stack }, "DNS handler failed"));
+  }
+
+  /** The UDP path of every bound address, in listen order. */
+  udpPaths(): UdpPath[] {
+    return [...this.paths];
   }
 
   /** The bound addresses (port 0 resolved; UDP and TCP share it). */

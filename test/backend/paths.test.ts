@@ -1,0 +1,40 @@
+/**
+ * The words for the data path's fast and slow variants (NetworkStatus.paths)
+ * and the weft_datapath_variant gauge made from them at scrape time, on a
+ * real prom-client registry. The cluster tests (ebpf, tun) check what real
+ * agents report on this kernel.
+ */
+import { Registry } from "prom-client";
+import { describe, expect, it } from "vitest";
+import { registerDatapathVariants } from "../../src/backend/paths-metric.js";
+import { TUN_FAST_PATHS, TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, tunPaths } from "../../src/backend/tun/paths.js";
+
+describe("tun path variants", () => {
+  it("names the offloads the kernel took and the GRO state; only the full set is the fast path", () => {
+    const all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | 0x40; // USO6 comes with USO4 and is not ours to name
+    expect(tunPaths(all, true)).toEqual(TUN_FAST_PATHS);
+    expect(slowPathWarnings(tunPaths(all, true))).toEqual([]);
+    const old = tunPaths(TUN_F_CSUM | TUN_F_TSO4, false); // a kernel before 6.2, GRO refused
+    expect(old).toEqual({ offloads: "csum,tso4", udp_gro: "off" });
+    expect(slowPathWarnings(old)).toEqual([
+      expect.objectContaining({ path: "offloads", variant: "csum,tso4", why: expect.stringMatching(/USO4 needs Linux 6\.2/) }),
+      expect.objectContaining({ path: "udp_gro", variant: "off", why: expect.stringMatching(/UDP_GRO/) }),
+    ]);
+    expect(tunPaths(0, true).offloads).toBe("none");
+  });
+});
+
+describe("weft_datapath_variant", () => {
+  it("has one series per path with the variant in use, read at every scrape", async () => {
+    const registry = new Registry();
+    let paths: Record<string, string> | undefined;
+    registerDatapathVariants(registry, () => paths);
+    expect(await registry.metrics()).not.toMatch(/^weft_datapath_variant\{/m); // no backend yet
+    paths = { attach: "tcx" };
+    expect(await registry.metrics()).toMatch(/^weft_datapath_variant\{path="attach",variant="tcx"\} 1$/m);
+    paths = { attach: "tc" }; // e.g. the programs were attached again with tc filters
+    const text = await registry.metrics();
+    expect(text).toMatch(/^weft_datapath_variant\{path="attach",variant="tc"\} 1$/m);
+    expect(text).not.toMatch(/variant="tcx"/);
+  });
+});
