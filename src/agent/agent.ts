@@ -2,6 +2,7 @@ import { ConfigError } from "../common/errors.js";
 import { formatCidr, formatIpv4 } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
+import { registerDatapathVariants } from "../backend/paths-metric.js";
 import { backendCandidates, registerFirst } from "../backend/select.js";
 import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
 import { readFileSync } from "node:fs";
@@ -72,6 +73,7 @@ export class Agent {
     this.waits = new Waits(log);
     this.cache = new RouteCache(join(opts.stateDir, "routes.json"), log);
     this.queue = new ApplyQueue(this.table, () => this.network, this.metrics, log, this.cache);
+    registerDatapathVariants(this.metrics.registry, () => this.network?.status().paths);
     this.metrics.observe({
       ready: () => this.isReady(),
       leaseSecondsLeft: () => this.running?.manager.secondsLeft,

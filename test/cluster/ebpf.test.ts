@@ -27,6 +27,8 @@ describe("ebpf backend cluster", () => {
       // This kernel has tcx: the default (auto) attaches with tcx links, not the tc fallback.
       expect(st.paths, `node ${i}`).toEqual({ attach: "tcx" });
       expect(c.agentLog(i)).not.toMatch(/tc filters, not tcx links/);
+      const metrics = await c.node(i).ns.exec([process.execPath, "-e", 'fetch("http://127.0.0.1:9099/metrics").then(async (r) => console.log(await r.text()))']);
+      expect(metrics).toMatch(/^weft_datapath_variant\{path="attach",variant="tcx"\} 1$/m);
     }
     const fwd = await counter(0, "forwarded");
     expect(await c.pingAll()).toEqual([]);
