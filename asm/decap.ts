@@ -11,7 +11,7 @@
 import {
   DESC_ADDR, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_CSUM,
   R_BAD_DESC, R_BAD_DST_MAC, R_BAD_FLAGS, R_BAD_VNI, R_ECN, R_LOOPED, R_MALFORMED, R_NOT_IPV4,
-  R_SPOOFED, R_TRUNCATED, R_UNKNOWN_PEER,
+  R_SPOOFED, R_TRUNCATED, R_UNKNOWN_NODE,
 } from "./abi";
 import { csum_replace16, sum16 } from "./checksum";
 import { H_LOCAL_MAC, H_VNI, descBase, hdrBase, inPackets, maxBatch, settle } from "./layout";
@@ -88,7 +88,7 @@ export function decapPacket(p: usize, len: u32, outer: u32, outerTos: u32): i32 
   if (sum16(ip, ihl, 0) != 0xffff) return R_BAD_CSUM;
   // ---- anti-spoofing: a known node, sending from inside its own subnet
   const idx = peerByUnderlay(outer);
-  if (idx < 0) return R_UNKNOWN_PEER;
+  if (idx < 0) return R_UNKNOWN_NODE;
   const peer = peerAt(<u32>idx);
   const src = bswap<u32>(load<u32>(ip, 12));
   if ((src & load<u32>(peer + P_MASK)) != load<u32>(peer + P_SUBNET)) return R_SPOOFED;

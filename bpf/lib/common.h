@@ -24,7 +24,7 @@
 /* Outer TTL of what we encapsulate (the kernel vxlan device's default, as flannel leaves it). */
 #define TUNNEL_TTL 64
 
-/* Counter slots (weft_counters). Keep in step with src/backend/ebpf/reasons.ts. */
+/* Counter slots (weft_counters), named in src/dataplane/reasons.ts (BPF_REASONS; test/structure/reasons.test.ts checks them). */
 enum weft_reason {
 	REASON_FORWARDED = 0,	 /* a pod's packet sent into the overlay */
 	REASON_DELIVERED = 1,	 /* redirected straight into a local pod */
@@ -38,7 +38,7 @@ enum weft_reason {
 	REASON_POD_SPOOFED = 9,	 /* a pod sent with a source address that is not its own */
 	REASON_NO_ROUTE = 10,	 /* host packet on the device for a subnet no node owns */
 	REASON_NO_TUNNEL = 11,	 /* overlay packet without tunnel metadata */
-	REASON_REDIRECT = 12,	 /* a redirect or tunnel-key helper failed */
+	REASON_REDIRECT_FAILED = 12,	 /* a redirect or tunnel-key helper failed */
 	REASON_MAX = 13,
 };
 
@@ -51,4 +51,4 @@ enum weft_reason {
 #define DROP_POD_SPOOFED (-REASON_POD_SPOOFED)
 #define DROP_NO_ROUTE (-REASON_NO_ROUTE)
 #define DROP_NO_TUNNEL (-REASON_NO_TUNNEL)
-#define DROP_REDIRECT (-REASON_REDIRECT)
+#define DROP_REDIRECT (-REASON_REDIRECT_FAILED)

@@ -1,30 +1,12 @@
 import * as abi from "../../asm/abi.js";
+import { WASM_REASONS } from "./reasons.js";
 
 /**
- * Names of the per-packet results and counters shared by the WASM core, the
- * TypeScript reference, the eBPF programs' counters and the metrics. Index i
- * of RESULT_NAMES is counter slot i (slot 0 = accepted, slot -r = result r).
+ * Names of the WASM core's per-packet results and counters, from the one
+ * vocabulary of reasons (./reasons.ts). Index i of RESULT_NAMES is counter
+ * slot i (slot 0 = accepted, slot -r = result r).
  */
-export const RESULT_NAMES = [
-  "ok",
-  "bad_desc",
-  "truncated",
-  "not_ipv4",
-  "malformed",
-  "no_route",
-  "local",
-  "too_big",
-  "bad_flags",
-  "bad_vni",
-  "bad_dst_mac",
-  "looped",
-  "bad_csum",
-  "unknown_peer",
-  "spoofed",
-  "ecn",
-  "bad_l4_csum",
-  "bad_vnet",
-] as const;
+export const RESULT_NAMES = WASM_REASONS;
 
 export type ResultName = (typeof RESULT_NAMES)[number];
 export type Counters = Record<ResultName, bigint>;

@@ -72,7 +72,7 @@ describe("decap: what it drops", () => {
     { name: "IHL 4", bytes: mod((b, v) => { b[22] = 0x44; fixIpCsum(b, v); }), want: "malformed" },
     { name: "total length beyond the payload", bytes: mod((b, v) => { v.setUint16(24, b.length - 21); fixIpCsum(b, v); }), want: "malformed" },
     { name: "bad inner header checksum", bytes: mod((b) => (b[33] = b[33]! ^ 0x40)), want: "bad_csum" },
-    { name: "outer source is not a known node", bytes: good, from: parseIpv4("192.0.2.99"), want: "unknown_peer" },
+    { name: "outer source is not a known node", bytes: good, from: parseIpv4("192.0.2.99"), want: "unknown_node" },
     { name: "inner source outside A's subnet (spoofed as C's pod)", bytes: mod((b, v) => { v.setUint32(34, parseIpv4("198.18.3.3")); fixIpCsum(b, v); }), want: "spoofed" },
     { name: "C sends a packet from A's subnet", bytes: good, from: NODES[C].underlay, want: "spoofed" },
     { name: "outer CE on a not-ECT inner packet", bytes: mod((b, v) => { b[23] = 0; fixIpCsum(b, v); }), tos: 3, want: "ecn" },
@@ -156,7 +156,7 @@ describe("decap equals the reference on random and corrupted payloads", () => {
     }
     // The random mix must reach the interesting outcomes, or the test proves little.
     const c = b.counters(abi.DIR_DECAP);
-    for (const name of ["ok", "truncated", "bad_flags", "bad_csum", "unknown_peer", "spoofed", "ecn"] as const) {
+    for (const name of ["ok", "truncated", "bad_flags", "bad_csum", "unknown_node", "spoofed", "ecn"] as const) {
       expect(c[name], name).toBeGreaterThan(0n);
     }
   });

@@ -1,3 +1,4 @@
+import { BPF_REASONS } from "../../dataplane/reasons.js";
 import { bpf } from "./libbpf.js";
 
 /**
@@ -8,11 +9,8 @@ import { bpf } from "./libbpf.js";
  */
 export const LAYOUT_VERSION = 1;
 
-/** Counter slots, index = enum weft_reason (bpf/lib/common.h). */
-export const REASONS = [
-  "forwarded", "delivered", "passed", "to_overlay", "malformed", "bad_vni", "bad_dst_mac",
-  "unknown_node", "spoofed", "pod_spoofed", "no_route", "no_tunnel", "redirect_failed",
-] as const;
+/** Counter slots, index = enum weft_reason (bpf/lib/common.h), named from the one vocabulary. */
+export const REASONS = BPF_REASONS;
 export type Reason = (typeof REASONS)[number];
 
 /** name -> (key size, value size) as the C structs lay them out. */

@@ -179,7 +179,7 @@ export class RefTunnel {
     if (sum16(this.mem, ip, ihl) !== 0xffff) return abi.R_BAD_CSUM;
     const outer = v.getUint32(d + abi.DESC_ADDR, true);
     const idx = this.byUnderlay.get(outer) ?? -1;
-    if (idx < 0) return abi.R_UNKNOWN_PEER;
+    if (idx < 0) return abi.R_UNKNOWN_NODE;
     const peer = this.peers[idx] as PeerEntry;
     const src = v.getUint32(ip + 12);
     if (((src & maskOf(peer.subnet.len)) >>> 0) !== ((peer.subnet.addr & maskOf(peer.subnet.len)) >>> 0)) return abi.R_SPOOFED;
