@@ -21,13 +21,10 @@ import { decapPacket, decTot, loadDecapConfig } from "./decap";
 import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
   GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
-  IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_CSUM, TCP_HLEN, UDP_CSUM, UDP_HLEN,
+  IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_CSUM, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_PSH, UDP_CSUM, UDP_HLEN,
   VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN, isFragment, tcpHdrLen,
 } from "./units";
 
-const TCP_FIN: u32 = 0x01;
-const TCP_PSH: u32 = 0x08;
-const TCP_ACK: u32 = 0x10;
 /** Datagrams one buffer may claim (a UDP_GRO buffer holds at most 64 KiB). */
 const MAX_DATAGRAMS: u32 = 65536;
 
@@ -183,7 +180,7 @@ function start(ip: usize, tot: u32, res: i32): void {
   if (<u32>load<u8>(ip) != 0x45 || isFragment(ip) || <u32>load<u8>(ip, IP_PROTO) != IPPROTO_TCP || tot < IP_HLEN + TCP_HLEN) return;
   const t = ip + <usize>IP_HLEN;
   const hdrs: u32 = IP_HLEN + tcpHdrLen(t);
-  const flags = <u32>load<u8>(t, 13);
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
   if (hdrs < IP_HLEN + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
   mergeable = true;
   mFirst = ip;
@@ -232,7 +229,7 @@ function merge(ip: usize, tot: u32): bool {
   const ft = f + 20;
   if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
   if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 40) != 0) return false;
-  const flags = <u32>load<u8>(t, 13);
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
   if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
   const size = tot - mHdrs;
   addIov(ip + <usize>mHdrs, size);
@@ -256,7 +253,7 @@ function closeOpen(): void {
     const t = ip + 20;
     be16(ip + 2, mTotal);
     ipCsum(ip, 20);
-    store<u8>(t, load<u8>(t, 13) | <u8>mEndFlags, 13);
+    store<u8>(t, load<u8>(t, TCP_FLAGS) | <u8>mEndFlags, TCP_FLAGS);
     // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not inverted.
     be16(t + 16, foldPartial(pseudo(ip, 6) + mTotal - 20));
     const v = ip - <usize>VNET_HLEN;

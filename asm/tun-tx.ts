@@ -27,13 +27,10 @@ import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } fro
 import {
   GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_HLEN, UDP_HLEN, VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE,
-  TCP_CSUM, UDP_CSUM, UDP_LEN, isFragment, tcpHdrLen,
+  TCP_CSUM, TCP_CWR, TCP_FIN, TCP_FLAGS, TCP_PSH, UDP_CSUM, UDP_LEN, isFragment, tcpHdrLen,
 } from "./units";
 
 const OVERHEAD: u32 = <u32>ENCAP_PAYLOAD_OVERHEAD;
-const TCP_FIN: u32 = 0x01;
-const TCP_PSH: u32 = 0x08;
-const TCP_CWR: u32 = 0x80;
 /** One UDP_SEGMENT send carries at most 65507 bytes (a UDP payload's limit). */
 const UDP_MAX_PAYLOAD: u32 = 65507;
 
@@ -146,7 +143,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const l4 = p + <usize>ihl;
   const l4len = hdrs - ihl;
   const seq0 = tcp ? bswap<u32>(load<u32>(l4, 4)) : 0;
-  const flags0 = tcp ? <u32>load<u8>(l4, 13) : 0;
+  const flags0 = tcp ? <u32>load<u8>(l4, TCP_FLAGS) : 0;
   const id0 = <u32>bswap<u16>(load<u16>(p, 4));
   const ps = pseudo(p, tcp ? IPPROTO_TCP : IPPROTO_UDP);
   // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 142 fits an arena block (ARENA_BLOCK 160).
@@ -177,7 +174,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
         let f = flags0;
         if (s > 0) f &= ~TCP_CWR;
         if (s < segs - 1) f &= ~(TCP_FIN | TCP_PSH);
-        store<u8>(t, <u8>f, 13);
+        store<u8>(t, <u8>f, TCP_FLAGS);
         store<u16>(t, 0, TCP_CSUM);
         be16(t + TCP_CSUM, ~sum16(chunk, size, sum16(t, l4len, ps + l4len + size)) & 0xffff);
       } else {

@@ -149,15 +149,7 @@ export class DirLpm {
  * disagreement; returns the number of lookups compared.
  */
 export function checkDirLpm(seed: number, prefixes = 3000, probes = 200_000): number {
-  let x = seed >>> 0 || 1;
-  const r = (): number => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+  const r = xorshift32(seed);
   const dir = new DirLpm();
   const ref = new RefLpm();
   const stored: [number, number][] = [];
@@ -190,4 +182,17 @@ export function checkDirLpm(seed: number, prefixes = 3000, probes = 200_000): nu
   }
   probe("after deletes");
   return compared;
+}
+
+/** xorshift32: fast, deterministic random numbers for the benchmarks' inputs. */
+export function xorshift32(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
 }

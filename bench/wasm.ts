@@ -19,7 +19,7 @@ import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
 import { inetChecksum } from "../src/dataplane/reference/checksum.js";
 import { maskOf, parseCidr, parseIpv4, parseMac } from "../src/common/ipv4.js";
 import { benchArgs } from "./args.js";
-import { DirLpm, checkDirLpm } from "./lpm-dir.js";
+import { DirLpm, checkDirLpm, xorshift32 } from "./lpm-dir.js";
 
 const args = benchArgs("bench:wasm", {
   json: { type: "boolean", help: "print one JSON document as the last line" },
@@ -32,18 +32,7 @@ const log = (s: string): void => {
   else console.error(s);
 };
 
-/** xorshift32: fast, deterministic. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
+const rng = xorshift32;
 
 /**
  * Measures functions that each handle `perCall` items, alternating short
