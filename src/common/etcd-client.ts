@@ -21,6 +21,8 @@ export interface EtcdClientOptions extends EtcdTlsFiles {
 export interface SharedEtcdClient {
   readonly client: Etcd3;
   readonly endpoints: readonly string[];
+  /** The deadline it was made with (for what the registry times itself); default 5000. */
+  readonly requestTimeoutMs?: number | undefined;
 }
 
 /** Where a registry gets its client: options to make its own (closed with it), or a shared one. */
