@@ -66,6 +66,7 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
   };
   if (tls) {
+    muteIpServernameWarning();
     options.credentials = {
       // Without --etcd-cafile the server is checked against the system's CAs.
       rootCertificate: tls.ca ?? Buffer.from(rootCertificates.join("\n")),
@@ -74,6 +75,26 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     };
   }
   return new Etcd3(options);
+}
+
+let muted = false;
+
+/**
+ * grpc-js sets the TLS server name (SNI) to the endpoint's host even when it
+ * is an IP address; Node ignores it and warns once per process (DEP0123),
+ * into the agent's JSON log and a command's error output, with nothing the
+ * user can act on. That one warning is dropped; every other passes.
+ */
+function muteIpServernameWarning(): void {
+  if (muted) return;
+  muted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    const opt = args[1];
+    const code = typeof opt === "object" && opt !== null ? (opt as { code?: unknown }).code : args[2];
+    if (code === "DEP0123") return;
+    emit(...args);
+  }) as typeof process.emitWarning;
 }
 
 /**
