@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run } from "../common/exec.js";
@@ -40,8 +40,9 @@ const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes
 export class Pki {
   private constructor(readonly dir: string, readonly ca: Ca) {}
 
-  /** A new directory with a CA named "weft-test-ca". */
+  /** A CA named "weft-test-ca" in `dir` (made if missing; default a new temporary directory). */
   static async create(dir = mkdtempSync(join(tmpdir(), "weft-pki-"))): Promise<Pki> {
+    mkdirSync(dir, { recursive: true });
     return new Pki(dir, await makeCa(dir, "ca", "weft-test-ca"));
   }
 
