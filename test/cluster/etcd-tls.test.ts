@@ -66,6 +66,14 @@ describe("agents, weft svc and weft network against an etcd that requires TLS an
     expect(keys).toHaveLength(2);
   });
 
+  it("each agent holds one connection to etcd: one client for the leases and the registry", async () => {
+    for (const i of [0, 1]) {
+      await waitFor(() => c.status(i), (s) => s.readiness.registrySynced === true);
+      const conns = await c.node(i).ns.exec(["ss", "-Htn", "state", "established", "dst", "192.0.2.254:2379"]);
+      expect(conns.split("\n").filter(Boolean)).toHaveLength(1);
+    }
+  });
+
   it("`weft network show` and `weft svc put` over TLS; the agents' registry watch serves the service to pods", async () => {
     const show = await weft(0, c.tlsFiles(0), "network", "show");
     expect(show.out).toMatch(/"Network":"198\.18\.0\.0\/16"/);
@@ -77,7 +85,8 @@ describe("agents, weft svc and weft network against an etcd that requires TLS an
 
 describe("wrong TLS files: the agent says which and why while it waits for etcd", () => {
   const cases: [string, () => Promise<string[]>, RegExp][] = [
-    ["a wrong CA", async () => ["--etcd-cafile", (await c.pki!.newCa("wrong-ca")).cert], /unable to verify the first certificate \(wrong --etcd-cafile\?\)/],
+    ["a wrong CA", async () => ["--etcd-cafile", (await c.pki!.newCa("wrong-ca")).cert],
+      /is not signed by the CA in --etcd-cafile \S+\/wrong-ca\.pem \(CN=weft-test-wrong-ca\): unable to verify the first certificate \(wrong --etcd-cafile\?\)/],
     ["an expired client certificate", async () => {
       const f = await c.pki!.issue("expired", { usage: "client", cn: "node-2", expired: true });
       return ["--etcd-certfile", f.cert, "--etcd-keyfile", f.key];
