@@ -128,7 +128,10 @@ export class Cluster {
     return parseCidr(this.opts.network ?? "198.18.0.0/16");
   }
 
-  /** A registry client for the cluster's etcd, from this process. */
+  /**
+   * A registry client for the cluster's etcd, from this process: through the
+   * unix socket, plain even with `etcdTls` (and refused once etcd auth is on).
+   */
   registry(): SubnetRegistry {
     return new SubnetRegistry({ endpoints: [this.etcd.localEndpoint], prefix: "/coreos.com/network" });
   }
