@@ -1,31 +1,59 @@
-import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { ExponentialBackoff } from "cockatiel";
 import { Etcd3, type IKeyValue, type IOptions, type Watcher } from "etcd3";
 import { ConfigError } from "./errors.js";
+import { loadEtcdTls, type EtcdTlsFiles } from "./etcd-tls.js";
 
 type WatchBackoff = NonNullable<NonNullable<IOptions["faultHandling"]>["watchBackoff"]>;
 
-export interface EtcdClientOptions {
+export interface EtcdClientOptions extends EtcdTlsFiles {
   /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
   readonly endpoints: readonly string[];
   /** Deadline of each unary request (ms); default 5000. */
   readonly requestTimeoutMs?: number | undefined;
-  readonly caFile?: string | undefined;
-  readonly certFile?: string | undefined;
-  readonly keyFile?: string | undefined;
+}
+
+/**
+ * A client made elsewhere and shared (the agent's one client for leases and
+ * the registry): a registry given one uses it and leaves closing it to its
+ * owner. `endpoints` are the ones it was made with, for messages.
+ */
+export interface SharedEtcdClient {
+  readonly client: Etcd3;
+  readonly endpoints: readonly string[];
+  /** The deadline it was made with (for what the registry times itself); default 5000. */
+  readonly requestTimeoutMs?: number | undefined;
+}
+
+/** Where a registry gets its client: options to make its own (closed with it), or a shared one. */
+export type EtcdClientSource = EtcdClientOptions | SharedEtcdClient;
+
+/** The client of `src` (made now, or the shared one) and whether the caller owns it (closes it). */
+export function clientFrom(src: EtcdClientSource): { client: Etcd3; owned: boolean } {
+  return "client" in src ? { client: src.client, owned: false } : { client: createEtcdClient(src), owned: true };
 }
 
 /**
  * An etcd client as every part of weft uses it (subnet leases, the service
  * registry): endpoints checked, a deadline on unary calls, a watch that
- * retries within 2 s after an outage, optional TLS from the --etcd-* files.
- * Throws ConfigError naming the flag for bad input.
+ * retries within 2 s after an outage, optional TLS from the --etcd-* files
+ * (read and checked here: a key that does not match its certificate fails at
+ * once). Throws ConfigError naming the flag for bad input.
  */
 export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
   if (opts.endpoints.length === 0) throw new ConfigError("no etcd endpoints given", { hint: "pass --etcd-endpoints http://host:2379" });
   for (const e of opts.endpoints) {
-    if (!/^https?:\/\/[^/\s]+$/.test(e)) throw new ConfigError(`etcd endpoint "${e}" is not a URL like http://host:2379`);
+    if (!/^https?:\/\/[^/\s]+$/.test(e)) throw new ConfigError(`etcd endpoint "${e}" is not a URL like http://host:2379 or https://host:2379`, { hint: "fix --etcd-endpoints (WEFT_ETCD_ENDPOINTS)" });
+  }
+  const https = opts.endpoints.filter((e) => e.startsWith("https:"));
+  if (https.length > 0 && https.length < opts.endpoints.length) {
+    throw new ConfigError(`--etcd-endpoints mixes http:// and https:// (${opts.endpoints.join(",")}): one client speaks TLS to all or to none`, { hint: "use https:// for every endpoint of a TLS etcd" });
+  }
+  const tls = loadEtcdTls(opts);
+  if (tls && https.length === 0) {
+    throw new ConfigError(`TLS files are given (--etcd-cafile/--etcd-certfile/--etcd-keyfile) but --etcd-endpoints ${opts.endpoints.join(",")} are http://`, {
+      hint: "use https:// endpoints for a TLS etcd, or drop the TLS flags for a plain one",
+    });
   }
   const timeout = opts.requestTimeoutMs ?? 5000;
   const options: IOptions = {
@@ -37,29 +65,36 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     // (etcd3 types this as a backoff instance but calls .next() on it, as on cockatiel's factory.)
     faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
   };
-  if (opts.certFile || opts.keyFile || opts.caFile) {
-    if (!opts.certFile !== !opts.keyFile) {
-      throw new ConfigError("--etcd-certfile and --etcd-keyfile go together", { hint: "give both, or neither for server-only TLS with --etcd-cafile" });
-    }
-    const cert = readPem(opts.certFile, "--etcd-certfile");
-    const key = readPem(opts.keyFile, "--etcd-keyfile");
+  if (tls) {
+    muteIpServernameWarning();
     options.credentials = {
       // Without --etcd-cafile the server is checked against the system's CAs.
-      rootCertificate: readPem(opts.caFile, "--etcd-cafile") ?? Buffer.from(rootCertificates.join("\n")),
-      ...(cert ? { certChain: cert } : {}),
-      ...(key ? { privateKey: key } : {}),
+      rootCertificate: tls.ca ?? Buffer.from(rootCertificates.join("\n")),
+      ...(tls.cert ? { certChain: tls.cert } : {}),
+      ...(tls.key ? { privateKey: tls.key } : {}),
     };
   }
   return new Etcd3(options);
 }
 
-function readPem(path: string | undefined, flag: string): Buffer | undefined {
-  if (!path) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    throw new ConfigError(`${flag} ${path} cannot be read: ${(e as Error).message}`);
-  }
+let muted = false;
+
+/**
+ * grpc-js sets the TLS server name (SNI) to the endpoint's host even when it
+ * is an IP address; Node ignores it and warns once per process (DEP0123),
+ * into the agent's JSON log and a command's error output, with nothing the
+ * user can act on. That one warning is dropped; every other passes.
+ */
+function muteIpServernameWarning(): void {
+  if (muted) return;
+  muted = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    const opt = args[1];
+    const code = typeof opt === "object" && opt !== null ? (opt as { code?: unknown }).code : args[2];
+    if (code === "DEP0123") return;
+    emit(...args);
+  }) as typeof process.emitWarning;
 }
 
 /**

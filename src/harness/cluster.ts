@@ -1,5 +1,5 @@
 import type { ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
@@ -9,6 +9,7 @@ import type { AgentStatus } from "../agent/status.js";
 import { SubnetRegistry } from "../subnet/registry.js";
 import { formatNetworkConfig } from "../subnet/network-config.js";
 import { EtcdServer } from "./etcd.js";
+import { Pki } from "./pki.js";
 import { NS_PREFIX, Netns, sweepNamespaces, uniqueTag, veth } from "./netns.js";
 import { run } from "../common/exec.js";
 
@@ -28,6 +29,20 @@ export interface ClusterOptions {
   readonly manualNodes?: readonly number[];
   /** `weft agent --backend` for every node, or per node (default vxlan). */
   readonly backend?: string | readonly string[];
+  /** Extra `weft agent` flags per node index (after `agentArgs`). */
+  readonly nodeAgentArgs?: readonly (readonly string[] | undefined)[];
+  /**
+   * "none" (the default): agents get `--dns-upstream none`, so no query leaves
+   * the namespaces. "default": no --dns-upstream flag, the agent's default
+   * (the node's resolv.conf; see `setResolvConf`) applies.
+   */
+  readonly dnsUpstream?: "none" | "default";
+  /**
+   * etcd serves clients over TLS only (https://192.0.2.254:2379) and requires
+   * a client certificate (--client-cert-auth); `pki` has the CA, and each
+   * agent gets a certificate with CN `node-<index>` (`tlsFiles`).
+   */
+  readonly etcdTls?: boolean;
 }
 
 export interface Pod {
@@ -58,12 +73,16 @@ export interface ClusterNode {
  */
 export class Cluster {
   readonly nodes: ClusterNode[] = [];
+  /** /etc/netns/<name> directories written by setResolvConf, removed by destroy(). */
+  private readonly etcNetns: string[] = [];
   private constructor(
     readonly tag: string,
     readonly dir: string,
     readonly hub: Netns,
     readonly etcd: EtcdServer,
     readonly opts: ClusterOptions,
+    /** The certificates of a TLS etcd (`etcdTls`): its CA makes more on request. */
+    readonly pki: Pki | undefined,
   ) {}
 
   static async create(opts: ClusterOptions): Promise<Cluster> {
@@ -79,8 +98,11 @@ export class Cluster {
       await hub.ip("link", "add", "br0", "type", "bridge");
       await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
       await hub.ip("link", "set", "br0", "up");
-      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: "192.0.2.254", port: 2379 });
-      const c = new Cluster(tag, dir, hub, etcd, opts);
+      const pki = opts.etcdTls ? await Pki.create(join(dir, "pki")) : undefined;
+      const server = pki ? await pki.issue("etcd-server", { usage: "server", ips: ["192.0.2.254", "127.0.0.1"] }) : undefined;
+      const tls = pki && server ? { cert: server.cert, key: server.key, trustedCa: pki.ca.cert, clientCertAuth: true } : undefined;
+      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: "192.0.2.254", port: 2379, tls });
+      const c = new Cluster(tag, dir, hub, etcd, opts, pki);
       await c.initNetwork();
       for (let i = 0; i < opts.nodes; i++) await c.addNode(i);
       for (const n of c.nodes) {
@@ -106,7 +128,10 @@ export class Cluster {
     return parseCidr(this.opts.network ?? "198.18.0.0/16");
   }
 
-  /** A registry client for the cluster's etcd, from this process. */
+  /**
+   * A registry client for the cluster's etcd, from this process: through the
+   * unix socket, plain even with `etcdTls` (and refused once etcd auth is on).
+   */
   registry(): SubnetRegistry {
     return new SubnetRegistry({ endpoints: [this.etcd.localEndpoint], prefix: "/coreos.com/network" });
   }
@@ -126,6 +151,7 @@ export class Cluster {
 
   private async addNode(i: number): Promise<void> {
     const ns = await Netns.create(`n${i}`, this.tag);
+    if (this.pki) await this.pki.issue(`node-${i}`, { usage: "client", cn: `node-${i}` });
     await veth(ns, "eth0", this.hub, `h${i}`);
     await this.hub.ip("link", "set", `h${i}`, "master", "br0");
     const underlay = (0xc0000200 | (i + 1)) >>> 0; // 192.0.2.(i+1)
@@ -157,20 +183,47 @@ export class Cluster {
     return (typeof b === "string" ? b : b?.[i]) ?? "vxlan";
   }
 
+  /** With `etcdTls`: node i's client certificate and key (CN node-<i>) and the CA. */
+  tlsFiles(i: number): { caFile: string; certFile: string; keyFile: string } {
+    if (!this.pki) throw new Error("the cluster's etcd has no TLS (ClusterOptions.etcdTls)");
+    return { caFile: this.pki.ca.cert, certFile: join(this.pki.dir, `node-${i}.pem`), keyFile: join(this.pki.dir, `node-${i}.key`) };
+  }
+
+  /** The etcd flags of node i's agent: the endpoint, and with `etcdTls` its certificate files. */
+  etcdArgs(i: number): string[] {
+    if (!this.pki) return ["--etcd-endpoints", this.etcd.endpoint];
+    const t = this.tlsFiles(i);
+    return ["--etcd-endpoints", this.etcd.endpoint, "--etcd-cafile", t.caFile, "--etcd-certfile", t.certFile, "--etcd-keyfile", t.keyFile];
+  }
+
+  /**
+   * Gives node i's namespace its own /etc/resolv.conf (`ip netns exec` binds
+   * /etc/netns/<name>/resolv.conf over it), for agents on the default
+   * --dns-upstream. destroy() removes it.
+   */
+  setResolvConf(i: number, text: string): void {
+    const d = join("/etc/netns", this.node(i).ns.name);
+    mkdirSync(d, { recursive: true });
+    if (!this.etcNetns.includes(d)) this.etcNetns.push(d);
+    writeFileSync(join(d, "resolv.conf"), text);
+  }
+
   /**
    * Starts node i's agent (its log goes to <dir>/n<i>/agent.log). `wrap` is a
    * command prefix inside the namespace (e.g. setpriv dropping capabilities).
+   * Later flags win: `extra` overrides `nodeAgentArgs`, which overrides `agentArgs`.
    */
   startAgent(i: number, extra: readonly string[] = [], wrap: readonly string[] = []): ChildProcess {
     const n = this.node(i);
     const f = this.files(i);
     mkdirSync(f.bpffs, { recursive: true });
     const child = n.ns.spawn([...wrap, process.execPath, WEFT_BIN, "agent",
-      "--etcd-endpoints", this.etcd.endpoint, "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
+      ...this.etcdArgs(i), "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
       "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
       "--backend", this.backendOf(i), "--bpffs", f.bpffs,
-      "--dns-upstream", "none", // tests never send queries past the namespaces they create
-      ...(this.opts.agentArgs ?? []), ...extra]);
+      // Tests never send queries past the namespaces they create; "default" tests the node's resolv.conf.
+      ...(this.opts.dnsUpstream === "default" ? [] : ["--dns-upstream", "none"]),
+      ...(this.opts.agentArgs ?? []), ...(this.opts.nodeAgentArgs?.[i] ?? []), ...extra]);
     const out = createWriteStream(f.log, { flags: "a" });
     child.stdout?.pipe(out);
     child.stderr?.pipe(out);
@@ -298,6 +351,7 @@ export class Cluster {
       await n.ns.destroy();
     }
     await this.hub.destroy();
+    for (const d of this.etcNetns) rmSync(d, { recursive: true, force: true });
     await run(["umount", "-l", join(this.dir, "bpffs")]).catch(() => undefined);
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -14,6 +14,20 @@ export interface EtcdOptions {
   /** Client address and port inside that namespace. */
   readonly host?: string;
   readonly port?: number;
+  /**
+   * Serve host:port with TLS (https://) from these files; with `clientCertAuth`
+   * every client there must present a certificate signed by `trustedCa`. The
+   * unix socket stays plain (etcd 3.4 serves unix:// without TLS), for the
+   * harness's own use through `localEndpoint`.
+   */
+  readonly tls?: EtcdServerTls | undefined;
+}
+
+export interface EtcdServerTls {
+  readonly cert: string;
+  readonly key: string;
+  readonly trustedCa?: string | undefined;
+  readonly clientCertAuth?: boolean | undefined;
 }
 
 /**
@@ -29,7 +43,7 @@ export class EtcdServer {
   readonly socket: string;
 
   private constructor(readonly opts: EtcdOptions) {
-    this.endpoint = `http://${opts.host ?? "127.0.0.1"}:${opts.port ?? 2379}`;
+    this.endpoint = `${opts.tls ? "https" : "http"}://${opts.host ?? "127.0.0.1"}:${opts.port ?? 2379}`;
     this.socket = join(opts.dir, "etcd.sock:0");
   }
 
@@ -53,7 +67,7 @@ export class EtcdServer {
 
   /** Starts the server process (again, after stop(): same data, same address). */
   async run(): Promise<void> {
-    const { dir, netns, host = "127.0.0.1" } = this.opts;
+    const { dir, netns, tls } = this.opts;
     const port = this.opts.port ?? 2379;
     mkdirSync(dir, { recursive: true });
     rmSync(this.socket, { force: true }); // left by a killed server: etcd would fail to bind it
@@ -61,8 +75,11 @@ export class EtcdServer {
     const argv = [
       ...(netns ? ["ip", "netns", "exec", netns.name] : []),
       "etcd", "--name", "weft", "--data-dir", join(dir, "data"),
-      "--listen-client-urls", `http://${host}:${port},unix://etcd.sock:0`,
-      "--advertise-client-urls", `http://${host}:${port}`,
+      "--listen-client-urls", `${this.endpoint},unix://etcd.sock:0`,
+      "--advertise-client-urls", this.endpoint,
+      ...(tls ? ["--cert-file", tls.cert, "--key-file", tls.key] : []),
+      ...(tls?.trustedCa ? ["--trusted-ca-file", tls.trustedCa] : []),
+      ...(tls?.clientCertAuth ? ["--client-cert-auth"] : []),
       "--listen-peer-urls", `http://127.0.0.1:${peer}`,
       "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
       "--initial-cluster", `weft=http://127.0.0.1:${peer}`,

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
-import { createEtcdClient, watchPrefix } from "../common/etcd-client.js";
+import { clientFrom, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { RegistryEntryError, RegistryUnavailableError, type EntryIssue } from "./errors.js";
 import {
@@ -10,17 +10,15 @@ import {
 } from "./types.js";
 
 
-export interface ServiceRegistryOptions {
-  /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
-  readonly endpoints: readonly string[];
+/**
+ * Where the registry's client comes from: endpoints (and TLS files) to make
+ * its own, closed by close(); or `client`, shared with others (the agent's
+ * one client) and left open by close().
+ */
+export type ServiceRegistryOptions = (EtcdClientOptions | SharedEtcdClient) & {
   /** Key prefix; default /weft/registry. */
   readonly prefix?: string | undefined;
-  /** Deadline of each unary request; default 5000. */
-  readonly requestTimeoutMs?: number | undefined;
-  readonly caFile?: string | undefined;
-  readonly certFile?: string | undefined;
-  readonly keyFile?: string | undefined;
-}
+};
 
 /** A key under the prefix whose value (or name) weft cannot use: reported and skipped, never fatal. */
 export interface SkippedEntry {
@@ -71,17 +69,25 @@ export class ServiceRegistry {
   readonly prefix: string;
   private readonly reported = new Set<string>();
   private readonly handles = new Set<LeasedEndpoint>();
+  /** The client was made here (and is closed here), not shared. */
+  private readonly ownsClient: boolean;
 
   constructor(readonly opts: ServiceRegistryOptions, readonly log: Logger = silentLogger) {
     this.prefix = normalizePrefix(opts.prefix ?? DEFAULT_REGISTRY_PREFIX);
-    if (!this.prefix.startsWith("/")) throw new ConfigError(`registry prefix "${opts.prefix ?? ""}" must start with / (e.g. ${DEFAULT_REGISTRY_PREFIX})`);
-    this.client = createEtcdClient(opts);
+    if (!this.prefix.startsWith("/")) throw new ConfigError(`registry prefix "${opts.prefix ?? ""}" must start with / (e.g. ${DEFAULT_REGISTRY_PREFIX})`, { hint: "fix --registry-prefix (WEFT_REGISTRY_PREFIX)" });
+    const c = clientFrom(opts);
+    this.client = c.client;
+    this.ownsClient = c.owned;
   }
 
-  /** Releases every endpoint handle still open (their leased keys expire with their TTL) and the client. */
+  /**
+   * Releases every endpoint handle still open (their leased keys expire with
+   * their TTL), and the client if it was made here (a shared one stays open
+   * for its owner to close).
+   */
   close(): void {
     for (const h of [...this.handles]) h.close();
-    this.client.close();
+    if (this.ownsClient) this.client.close();
   }
 
   unavailable(what: string, cause: unknown): RegistryUnavailableError {

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
-import { createEtcdClient, watchPrefix } from "../common/etcd-client.js";
+import { clientFrom, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
@@ -9,17 +9,15 @@ import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseForm
 
 
 
-export interface RegistryOptions {
-  /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
-  readonly endpoints: readonly string[];
+/**
+ * Where the registry's client comes from: endpoints (and TLS files) to make
+ * its own, closed by close(); or `client`, shared with others (the agent's
+ * one client) and left open by close().
+ */
+export type RegistryOptions = (EtcdClientOptions | SharedEtcdClient) & {
   /** Key prefix; flannel's default is /coreos.com/network. */
   readonly prefix: string;
-  readonly caFile?: string | undefined;
-  readonly certFile?: string | undefined;
-  readonly keyFile?: string | undefined;
-  /** Deadline of each unary request. */
-  readonly requestTimeoutMs?: number;
-}
+};
 
 /** A lease key whose name or value could not be used: reported and skipped. */
 export interface SkippedKey {
@@ -52,17 +50,22 @@ export class SubnetRegistry {
   readonly client: Etcd3;
   readonly configKey: string;
   readonly subnetsPrefix: string;
+  /** The client was made here (and is closed here), not shared. */
+  private readonly ownsClient: boolean;
 
   constructor(readonly opts: RegistryOptions) {
     const prefix = opts.prefix.replace(/\/+$/, "");
-    if (!prefix.startsWith("/")) throw new ConfigError(`etcd prefix "${opts.prefix}" must start with /`);
+    if (!prefix.startsWith("/")) throw new ConfigError(`etcd prefix "${opts.prefix}" must start with /`, { hint: "fix --etcd-prefix (WEFT_ETCD_PREFIX), e.g. /coreos.com/network" });
     this.configKey = `${prefix}/config`;
     this.subnetsPrefix = `${prefix}/subnets/`;
-    this.client = createEtcdClient(opts);
+    const c = clientFrom(opts);
+    this.client = c.client;
+    this.ownsClient = c.owned;
   }
 
+  /** Closes the client if it was made here; a shared one stays open for its owner to close. */
   close(): void {
-    this.client.close();
+    if (this.ownsClient) this.client.close();
   }
 
   // ------------------------------------------------------------------ config

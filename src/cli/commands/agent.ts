@@ -1,4 +1,4 @@
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import type { Server } from "node:http";
 import type { Server as NetServer } from "node:net";
 import { Agent } from "../../agent/agent.js";
@@ -7,22 +7,12 @@ import { startHealthServer } from "../../agent/health.js";
 import { AGENT_DEFAULTS, parseAgentOptions } from "../../agent/options.js";
 import { createLogger } from "../../common/log.js";
 
-/** Each flag also reads WEFT_<NAME> (e.g. WEFT_ETCD_ENDPOINTS). */
-function flag(spec: string, help: string, def?: string): Option {
-  const long = /--([a-z-]+)/.exec(spec)?.[1] ?? "";
-  const o = new Option(spec, help).env(`WEFT_${long.toUpperCase().replace(/-/g, "_")}`);
-  return def === undefined ? o : o.default(def);
-}
+import { addEtcdOptions, envOption as flag } from "../etcd-flags.js";
 
 export function registerAgent(program: Command): void {
-  program
-    .command("agent")
+  // Every flag also reads WEFT_<NAME> (e.g. WEFT_ETCD_ENDPOINTS); the etcd ones are every etcd command's.
+  addEtcdOptions(program.command("agent"), { subnets: true, registry: true })
     .description("run the node agent: subnet lease in etcd, route table, data path, health and status")
-    .addOption(flag("--etcd-endpoints <urls>", "comma-separated etcd client URLs", AGENT_DEFAULTS.etcdEndpoints))
-    .addOption(flag("--etcd-prefix <prefix>", "etcd key prefix (flannel's)", AGENT_DEFAULTS.etcdPrefix))
-    .addOption(flag("--etcd-cafile <file>", "CA certificate for etcd TLS"))
-    .addOption(flag("--etcd-certfile <file>", "client certificate for etcd TLS"))
-    .addOption(flag("--etcd-keyfile <file>", "client key for etcd TLS"))
     .addOption(flag("--iface <name|addr>", "underlay interface (default: the default route's)"))
     .addOption(flag("--public-ip <addr>", "address other nodes send to (default: the interface's)"))
     .addOption(flag("--backend <name>", "auto | ebpf | vxlan | tun", AGENT_DEFAULTS.backend))
@@ -38,7 +28,6 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--reconcile-interval <seconds>", "how often the kernel state is checked and repaired", AGENT_DEFAULTS.reconcileInterval))
     .addOption(flag("--ipam-reconcile-interval <seconds>", "how often pod addresses are checked for a vanished network namespace", AGENT_DEFAULTS.ipamReconcileInterval))
     .addOption(flag("--ipam-release-grace <seconds>", "how long a namespace must stay gone before its address is released", AGENT_DEFAULTS.ipamReleaseGrace))
-    .addOption(flag("--registry-prefix <prefix>", "etcd prefix of the service registry", AGENT_DEFAULTS.registryPrefix))
     .addOption(flag("--dns-listen <addrs>", "node-local DNS addresses (comma-separated host[:port]; off to disable)", AGENT_DEFAULTS.dnsListen))
     .addOption(flag("--cluster-domain <name>", "the cluster DNS zone", AGENT_DEFAULTS.clusterDomain))
     .addOption(flag("--dns-ttl <seconds>", "TTL of cluster-zone answers", AGENT_DEFAULTS.dnsTtl))

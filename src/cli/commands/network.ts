@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { parseCidr, parseIpv4 } from "../../common/ipv4.js";
 import { formatNetworkConfig, parseNetworkConfig } from "../../subnet/network-config.js";
-import { AGENT_DEFAULTS } from "../../agent/options.js";
+import { addEtcdOptions, etcdClientOptions, explainEtcdErrors, type EtcdFlagValues } from "../etcd-flags.js";
 
 function intArg(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
@@ -10,11 +10,22 @@ function intArg(v: string | undefined, name: string): number | undefined {
   return Number(v);
 }
 
+interface InitFlags extends EtcdFlagValues {
+  readonly etcdPrefix: string;
+  readonly network: string;
+  readonly subnetLen?: string;
+  readonly subnetMin?: string;
+  readonly subnetMax?: string;
+  readonly vni: string;
+  readonly port: string;
+  readonly mtu?: string;
+  readonly directRouting?: boolean;
+  readonly force?: boolean;
+}
+
 export function registerNetwork(program: Command): void {
   const net = program.command("network").description("the cluster network config in etcd (flannel's <prefix>/config)");
-  const common = (c: Command): Command => c
-    .option("--etcd-endpoints <urls>", "comma-separated etcd client URLs", process.env["WEFT_ETCD_ENDPOINTS"] ?? AGENT_DEFAULTS.etcdEndpoints)
-    .option("--etcd-prefix <prefix>", "etcd key prefix", process.env["WEFT_ETCD_PREFIX"] ?? AGENT_DEFAULTS.etcdPrefix);
+  const common = (c: Command): Command => addEtcdOptions(c, { subnets: true });
 
   common(net.command("init").description("write the network config (refuses to overwrite without --force)"))
     .requiredOption("--network <cidr>", "the pod network, e.g. 198.18.0.0/16")
@@ -26,23 +37,23 @@ export function registerNetwork(program: Command): void {
     .option("--mtu <n>", "underlay MTU to assume instead of the interface's")
     .option("--direct-routing", "route directly (no encapsulation) to nodes on the same L2 segment")
     .option("--force", "overwrite an existing config")
-    .action(async (o: Record<string, string | boolean | undefined>) => {
+    .action(async (o: InitFlags) => {
       const text = formatNetworkConfig({
-        network: parseCidr(String(o["network"])),
-        subnetLen: intArg(o["subnetLen"] as string | undefined, "--subnet-len"),
-        subnetMin: o["subnetMin"] ? parseIpv4(String(o["subnetMin"])) : undefined,
-        subnetMax: o["subnetMax"] ? parseIpv4(String(o["subnetMax"])) : undefined,
-        vni: intArg(o["vni"] as string, "--vni"),
-        port: intArg(o["port"] as string, "--port"),
-        mtu: intArg(o["mtu"] as string | undefined, "--mtu"),
-        directRouting: o["directRouting"] === true ? true : undefined,
+        network: parseCidr(o.network),
+        subnetLen: intArg(o.subnetLen, "--subnet-len"),
+        subnetMin: o.subnetMin ? parseIpv4(o.subnetMin) : undefined,
+        subnetMax: o.subnetMax ? parseIpv4(o.subnetMax) : undefined,
+        vni: intArg(o.vni, "--vni"),
+        port: intArg(o.port, "--port"),
+        mtu: intArg(o.mtu, "--mtu"),
+        directRouting: o.directRouting === true ? true : undefined,
       });
       const { SubnetRegistry } = await import("../../subnet/registry.js");
-      const reg = new SubnetRegistry({ endpoints: String(o["etcdEndpoints"]).split(","), prefix: String(o["etcdPrefix"]) });
+      const reg = new SubnetRegistry({ ...etcdClientOptions(o), prefix: o.etcdPrefix });
       try {
-        const wrote = await reg.putNetworkConfig(text, o["force"] === true);
+        const wrote = await explainEtcdErrors(o, () => reg.putNetworkConfig(text, o.force === true));
         if (!wrote) {
-          const cur = await reg.getNetworkConfig();
+          const cur = await explainEtcdErrors(o, () => reg.getNetworkConfig());
           throw new ConfigError(`${reg.configKey} already holds a config: ${cur ?? "?"}`, { hint: "pass --force to overwrite it (nodes keep their leases only if they still fit)" });
         }
         console.log(`${reg.configKey} = ${text}`);
@@ -52,11 +63,11 @@ export function registerNetwork(program: Command): void {
     });
 
   common(net.command("show").description("print the network config and how it is read"))
-    .action(async (o: Record<string, string>) => {
+    .action(async (o: EtcdFlagValues & { etcdPrefix: string }) => {
       const { SubnetRegistry } = await import("../../subnet/registry.js");
-      const reg = new SubnetRegistry({ endpoints: String(o["etcdEndpoints"]).split(","), prefix: String(o["etcdPrefix"]) });
+      const reg = new SubnetRegistry({ ...etcdClientOptions(o), prefix: o.etcdPrefix });
       try {
-        const text = await reg.getNetworkConfig();
+        const text = await explainEtcdErrors(o, () => reg.getNetworkConfig());
         if (text === undefined) throw new ConfigError(`${reg.configKey} does not exist`, { hint: "create it with `weft network init --network <cidr>`" });
         console.log(text);
         console.log(JSON.stringify(parseNetworkConfig(text), (_k, v: unknown) => v));

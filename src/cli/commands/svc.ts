@@ -1,9 +1,10 @@
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { createLogger, silentLogger, type Logger } from "../../common/log.js";
 import { formatIssue, RegistryEntryError } from "../../registry/errors.js";
 import type { EndpointHandle, RegistrySnapshot, ServiceRegistry } from "../../registry/store.js";
-import { DEFAULT_REGISTRY_PREFIX, PROTOCOLS, SERVICE_TYPES, type Endpoint, type Protocol, type Service, type ServicePort } from "../../registry/types.js";
+import { addEtcdOptions, etcdClientOptions, explainEtcdErrors, type EtcdFlagValues } from "../etcd-flags.js";
+import { PROTOCOLS, SERVICE_TYPES, type Endpoint, type Protocol, type Service, type ServicePort } from "../../registry/types.js";
 
 /**
  * `weft svc`: publish, remove, list and watch services and endpoints in the
@@ -11,27 +12,15 @@ import { DEFAULT_REGISTRY_PREFIX, PROTOCOLS, SERVICE_TYPES, type Endpoint, type 
  * complaints are reworded to name the flag.
  */
 
-interface Common {
-  etcdEndpoints: string;
+interface Common extends EtcdFlagValues {
   registryPrefix: string;
-  etcdCafile?: string;
-  etcdCertfile?: string;
-  etcdKeyfile?: string;
 }
 
-const common = (c: Command): Command => c
-  .addOption(new Option("--etcd-endpoints <urls>", "comma-separated etcd client URLs").env("WEFT_ETCD_ENDPOINTS").default("http://127.0.0.1:2379"))
-  .addOption(new Option("--registry-prefix <prefix>", "etcd key prefix of the service registry").env("WEFT_REGISTRY_PREFIX").default(DEFAULT_REGISTRY_PREFIX))
-  .addOption(new Option("--etcd-cafile <file>", "CA certificate for etcd TLS").env("WEFT_ETCD_CAFILE"))
-  .addOption(new Option("--etcd-certfile <file>", "client certificate for etcd TLS").env("WEFT_ETCD_CERTFILE"))
-  .addOption(new Option("--etcd-keyfile <file>", "client key for etcd TLS").env("WEFT_ETCD_KEYFILE"));
+const common = (c: Command): Command => addEtcdOptions(c, { registry: true });
 
 async function open(o: Common, log: Logger = createLogger("weft-svc")): Promise<ServiceRegistry> {
   const { ServiceRegistry } = await import("../../registry/store.js");
-  return new ServiceRegistry({
-    endpoints: o.etcdEndpoints.split(",").map((s) => s.trim()).filter(Boolean),
-    prefix: o.registryPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
-  }, log);
+  return new ServiceRegistry({ ...etcdClientOptions(o), prefix: o.registryPrefix }, log);
 }
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -212,7 +201,7 @@ export function registerSvc(program: Command): void {
     .option("--external-name <dns-name>", "the DNS name an ExternalName service aliases")
     .option("--publish-not-ready", "publish endpoints that are not ready too")
     .option("--json <json>", "the whole service as JSON instead of the flags above")
-    .action((r: string, o: PutServiceOpts) => putService(r, o));
+    .action((r: string, o: PutServiceOpts) => explainEtcdErrors(o, () => putService(r, o)));
   common(put.command("endpoint").description("write an endpoint: <namespace>/<service>/<id>").argument("<ref>", "<namespace>/<service>/<id>"))
     .option("--address <ip>", "an address of the endpoint (repeat for more)", collect, [])
     .option("--hostname <label>", "the endpoint's hostname (DNS-1123 label)")
@@ -221,7 +210,7 @@ export function registerSvc(program: Command): void {
     .option("--port <[name:][protocol:]port>", "a port, e.g. http:TCP:8080 (repeat for more)", collect, [])
     .option("--ttl <seconds>", "attach it to an etcd lease and stay in the foreground keeping it alive; revoked on SIGINT/SIGTERM")
     .option("--json <json>", "the whole endpoint as JSON instead of the flags above")
-    .action((r: string, o: PutEndpointOpts) => putEndpoint(r, o));
+    .action((r: string, o: PutEndpointOpts) => explainEtcdErrors(o, () => putEndpoint(r, o)));
 
   const rm = svc.command("rm").description("remove a service (with its endpoints) or an endpoint");
   common(rm.command("service").description("remove a service and every endpoint under it").argument("<ref>", "<namespace>/<name>"))
@@ -229,7 +218,7 @@ export function registerSvc(program: Command): void {
       const [ns = "", name = ""] = ref(r, 2, "service", "<namespace>/<name>");
       const reg = await open(o);
       try {
-        const res = await reg.removeService(ns, name);
+        const res = await explainEtcdErrors(o, () => reg.removeService(ns, name));
         if (!res.service && res.endpoints === 0) {
           console.error(`weft: service ${ns}/${name} does not exist under ${reg.prefix}/`);
           process.exitCode = 1;
@@ -245,7 +234,7 @@ export function registerSvc(program: Command): void {
       const [ns = "", s = "", id = ""] = ref(r, 3, "endpoint", "<namespace>/<service>/<id>");
       const reg = await open(o);
       try {
-        if (!(await reg.removeEndpoint(ns, s, id))) {
+        if (!(await explainEtcdErrors(o, () => reg.removeEndpoint(ns, s, id)))) {
           console.error(`weft: endpoint ${ns}/${s}/${id} does not exist under ${reg.prefix}/`);
           process.exitCode = 1;
           return;
@@ -261,7 +250,7 @@ export function registerSvc(program: Command): void {
     .action(async (o: Common & { json?: boolean }) => {
       const reg = await open(o, silentLogger); // skipped entries are printed, not logged
       try {
-        const snap = await reg.snapshot();
+        const snap = await explainEtcdErrors(o, () => reg.snapshot());
         if (o.json) console.log(JSON.stringify(snap, null, 2));
         else printSnapshot(snap, reg.prefix);
       } finally {
