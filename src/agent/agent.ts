@@ -19,6 +19,7 @@ import { readPreviousSubnet, writeSubnetFile } from "../subnet/subnet-file.js";
 import { writeFileAtomic } from "../common/fs-atomic.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { probeEndpoints } from "../common/etcd-probe.js";
+import type { SharedEtcdClient } from "../common/etcd-client.js";
 import { chooseInterface } from "./iface.js";
 import { ApplyQueue } from "./apply-queue.js";
 import { Waits } from "./waits.js";
@@ -26,7 +27,7 @@ import { AgentMetrics } from "./metrics.js";
 import { agentCounters, agentStatus, isReady, type AgentCounters, type AgentStatus, type Readiness, type StatusParts } from "./status.js";
 import { NodeDns } from "./dns.js";
 import { PodService } from "./pods.js";
-import type { AgentOptions } from "./options.js";
+import { etcdClientOptions, type AgentOptions } from "./options.js";
 
 /** What the agent runs on once the network config is known and the data path is up. */
 interface Running {
@@ -43,6 +44,8 @@ interface Running {
  */
 export class Agent {
   readonly metrics = new AgentMetrics();
+  /** The agent's one etcd client: the subnet leases and the service registry share it. */
+  private etcd: SharedEtcdClient | undefined;
   private registry: SubnetRegistry | undefined;
   private config: NetworkConfig | undefined;
   private network: Network | undefined;
@@ -109,10 +112,12 @@ export class Agent {
       await this.applyCachedRoutes();
     }
     // etcd's client (gRPC, protobuf) is the slowest module to load: load it only now.
+    const { createEtcdClient } = await import("../common/etcd-client.js");
     const { SubnetRegistry } = await import("../subnet/registry.js");
-    const registry = new SubnetRegistry({
-      endpoints: o.etcdEndpoints, prefix: o.etcdPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile,
-    });
+    // Throws ConfigError at once for TLS files that cannot work (a key that is not the certificate's).
+    const etcd: SharedEtcdClient = { client: createEtcdClient(etcdClientOptions(o)), endpoints: o.etcdEndpoints };
+    this.etcd = etcd;
+    const registry = new SubnetRegistry({ ...etcd, prefix: o.etcdPrefix });
     this.registry = registry;
     const fresh = await this.waitForConfig(registry);
     let restarted = false;
@@ -127,7 +132,7 @@ export class Agent {
     }
     this.config = fresh.config;
     this.queue.change(() => this.table.setPolicy(policyOf(fresh.config)));
-    this.dns = await NodeDns.start(o, fresh.config, this.metrics.registry, this.log.child({ part: "dns" }));
+    this.dns = await NodeDns.start(o, fresh.config, etcd, this.metrics.registry, this.log.child({ part: "dns" }));
     const network = this.network ?? (await this.register(candidates, iface, fresh.config));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
     if (!lastConfig) await this.applyCachedRoutes();
@@ -324,7 +329,7 @@ export class Agent {
   private async etcdError(e: unknown): Promise<void> {
     this.ready.etcd = false;
     this.metrics.counts.etcdErrors++;
-    const probes = await probeEndpoints(this.opts.etcdEndpoints);
+    const probes = await probeEndpoints(etcdClientOptions(this.opts));
     this.waits.report("etcd", `${(e as Error).message}; ${probes.join("; ")} (the data path keeps working)`);
   }
 
@@ -376,6 +381,7 @@ export class Agent {
     await this.dns?.close();
     this.cache.flush();
     this.registry?.close();
+    this.etcd?.client.close(); // after every user of it
   }
 }
 

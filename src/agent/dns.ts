@@ -7,6 +7,7 @@ import type { ListenAddr } from "../dns/server/server.js";
 import { DnsService, localAddresses } from "../dns/service.js";
 import type { NetworkConfig } from "../subnet/network-config.js";
 import { run } from "../common/exec.js";
+import type { SharedEtcdClient } from "../common/etcd-client.js";
 import type { AgentOptions } from "./options.js";
 
 /** The dummy device holding the node-local DNS address, as NodeLocal DNSCache's nodelocaldns (lo when there is no dummy driver). */
@@ -20,7 +21,8 @@ export const DNS_DEVICE = "weft-dns";
 export class NodeDns {
   private constructor(readonly service: DnsService, private readonly close_: () => Promise<void>) {}
 
-  static async start(o: AgentOptions, config: NetworkConfig, metrics: Registry, log: Logger): Promise<NodeDns | undefined> {
+  /** `etcd`: the agent's one client, shared with the subnet leases (closed by the agent, not here). */
+  static async start(o: AgentOptions, config: NetworkConfig, etcd: SharedEtcdClient, metrics: Registry, log: Logger): Promise<NodeDns | undefined> {
     if (o.dnsListen === "off") return undefined;
     const listen = o.dnsListen.map((a) => splitHostPort(a));
     await ensureLocalAddresses(listen, log);
@@ -28,7 +30,7 @@ export class NodeDns {
     // etcd's client loads slowly; this runs after the subnet part has it loaded.
     const { ServiceRegistry } = await import("../registry/store.js");
     const { RegistryWatcher } = await import("../registry/watch.js");
-    const registry = new ServiceRegistry({ endpoints: o.etcdEndpoints, prefix: o.registryPrefix, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile }, log);
+    const registry = new ServiceRegistry({ ...etcd, prefix: o.registryPrefix }, log);
     const watcher = new RegistryWatcher(registry, log);
     const service = new DnsService({
       listen, upstreams, policy: o.dnsPolicy,

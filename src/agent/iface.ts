@@ -13,7 +13,8 @@ interface AddrJson {
 /**
  * The underlay interface, chosen as flanneld does: --iface by name or by
  * address; else the interface of the default route; else the one holding
- * --public-ip. Its first global IPv4 address is the VXLAN source address;
+ * --public-ip. The VXLAN source address is the address --iface named, else
+ * --public-ip if the interface has it, else its first global IPv4 address;
  * --public-ip (if given) is what other nodes send to.
  */
 export async function chooseInterface(opts: { iface?: string | undefined; publicIp?: string | undefined }): Promise<ExternalInterface> {
@@ -35,7 +36,11 @@ export async function chooseInterface(opts: { iface?: string | undefined; public
     if (!link && opts.publicIp) link = links.find((l) => v4(l).some((a) => a.local === opts.publicIp));
     if (!link) throw new ConfigError("no default route to pick the underlay interface from", { hint: "pass --iface <name or address>" });
   }
-  const a = v4(link)[0];
+  // The VXLAN source address: the one --iface named, else --public-ip when the interface has it (as
+  // flanneld does: peers that check the outer source, as the ebpf backend does, see the lease's
+  // address), else the interface's first.
+  const addrs = v4(link);
+  const a = addrs.find((x) => x.local === opts.iface) ?? addrs.find((x) => x.local === opts.publicIp) ?? addrs[0];
   if (!a) throw new ConfigError(`interface ${link.ifname} has no IPv4 address`, { hint: "give it one, or choose another with --iface" });
   const addr = parseIpv4(a.local);
   const publicIp = opts.publicIp ? parseIpv4(opts.publicIp) : addr;

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ConfigError } from "../common/errors.js";
+import type { EtcdClientOptions } from "../common/etcd-client.js";
 
 /**
  * The agent's options. Names follow flanneld's flags where flannel has one;
@@ -53,6 +54,11 @@ export const agentOptionsSchema = z.object({
 });
 
 export type AgentOptions = z.infer<typeof agentOptionsSchema>;
+
+/** The etcd client options the agent's flags give (endpoints and TLS files), for the client and the probe alike. */
+export function etcdClientOptions(o: AgentOptions): EtcdClientOptions {
+  return { endpoints: o.etcdEndpoints, caFile: o.etcdCafile, certFile: o.etcdCertfile, keyFile: o.etcdKeyfile };
+}
 
 export const AGENT_DEFAULTS = {
   etcdEndpoints: "http://127.0.0.1:2379",

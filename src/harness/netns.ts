@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import { run, start } from "../common/exec.js";
 
@@ -73,6 +75,7 @@ export async function sweepNamespaces(prefix = NS_PREFIX): Promise<string[]> {
   for (const n of names) {
     await killNamespacePids(n);
     await run(["ip", "netns", "del", n]).catch(() => undefined);
+    rmSync(join("/etc/netns", n), { recursive: true, force: true }); // a per-namespace resolv.conf (ip netns del leaves it)
   }
   return names;
 }

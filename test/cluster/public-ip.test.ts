@@ -8,18 +8,21 @@ import { Cluster } from "../../src/harness/cluster.js";
  * publishes that address in its lease, the other node programs it as the
  * VXLAN destination, and the overlay traffic to node 0 really arrives at it
  * (counted by nftables in node 0's namespace), none at the interface's first
- * address.
+ * address. Node 0 also sends from that address (as flanneld does when the
+ * address is on the interface): node 2 runs the ebpf backend, which accepts
+ * overlay packets only from the address a node's lease names.
  */
 const PUBLIC = "192.0.2.101";
 let c: Cluster;
 
 beforeAll(async () => {
-  c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1] });
+  c = await Cluster.create({ nodes: 3, podsPerNode: 1, manualNodes: [0, 1, 2], backend: ["vxlan", "vxlan", "ebpf"] });
   await c.node(0).ns.ip("addr", "add", `${PUBLIC}/24`, "dev", "eth0");
   c.startAgent(0, ["--public-ip", PUBLIC]);
   c.startAgent(1);
-  for (const i of [0, 1]) await c.waitReady(i);
-  for (const i of [0, 1]) await c.addPods(c.node(i));
+  c.startAgent(2);
+  for (const i of [0, 1, 2]) await c.waitReady(i);
+  for (const i of [0, 1, 2]) await c.addPods(c.node(i));
   // Count VXLAN datagrams arriving at node 0, by destination address.
   await c.node(0).ns.exec(["nft", "-f", "-"], {
     input: `table ip weft_test {
@@ -59,7 +62,7 @@ describe("--public-ip", () => {
     expect(fdb).not.toContain("dst 192.0.2.1 ");
     const gw = st0.subnet!.split("/")[0]!;
     expect(await c.node(1).ns.ip("neigh", "show", "dev", "weft.1")).toMatch(new RegExp(`^${gw.replace(/\./g, "\\.")} lladdr ${st0.vtepMac} PERMANENT`, "m"));
-    expect((await c.status(1)).peers).toEqual([{ subnet: st0.subnet, publicIp: PUBLIC, vtepMac: st0.vtepMac }]);
+    expect((await c.status(1)).peers).toContainEqual({ subnet: st0.subnet, publicIp: PUBLIC, vtepMac: st0.vtepMac });
   });
 
   it("overlay traffic to the node arrives at that address, and pods reach each other both ways", async () => {
@@ -71,5 +74,13 @@ describe("--public-ip", () => {
     const after = await vxlanCounts();
     expect(after.toPublic - before.toPublic).toBeGreaterThanOrEqual(7); // 5 requests + 2 replies
     expect(after.toIface - before.toIface).toBe(0);
+  });
+
+  it("node 0 sends from that address too, so an ebpf node (which checks the outer source against the lease) takes its traffic", async () => {
+    const [p0, p2] = [c.node(0).pods[0]!, c.node(2).pods[0]!];
+    await p0.ns.exec(["ping", "-c", "3", "-i", "0.05", "-W", "2", "-q", formatIpv4(p2.addr)]);
+    await p2.ns.exec(["ping", "-c", "3", "-i", "0.05", "-W", "2", "-q", formatIpv4(p0.addr)]);
+    expect((await c.status(2)).counters["bpf_unknown_node"] ?? 0).toBe(0);
+    expect(await c.pingAll()).toEqual([]);
   });
 });
