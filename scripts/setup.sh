@@ -16,8 +16,10 @@ cd "$(dirname "$0")/.."
 # standard plugins weft-ipam is tested under and benchmarked against; unbound,
 # dnsperf, dnsutils: the upstream resolver of the DNS tests, the DNS benchmark's
 # load generator and baseline, and dig; strace: tests that watch the order of
-# system calls (the control socket is bound under umask 0177).
-APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils)
+# system calls (the control socket is bound under umask 0177); etcd-client
+# (etcdctl) and openssl: the etcd TLS and RBAC tests make certificates and
+# users; curl: tests that read /metrics from inside a namespace.
+APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server etcd-client openssl curl nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
