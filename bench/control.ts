@@ -16,6 +16,7 @@ import { run } from "../src/common/exec.js";
 import { Netns } from "../src/harness/netns.js";
 import { encodeLeaseAttrs } from "../src/subnet/lease.js";
 import { benchArgs } from "./args.js";
+import type { Figure } from "./report/schema.js";
 
 const args = benchArgs("bench:control", {
   json: { type: "boolean", help: "print one JSON document as the last line" },
@@ -174,9 +175,22 @@ async function main(): Promise<void> {
     const nl = await netlinkComparison();
     log(`iproute2: batch ${nl.batchPerPeerUs.toFixed(1)} us/object vs one process per object ${nl.execPerPeerUs.toFixed(0)} us/object (${(nl.execPerPeerUs / nl.batchPerPeerUs).toFixed(0)}x)`);
     if (json) {
+      const r1 = (x: number): number => Math.round(x * 10) / 10;
+      const figures: Figure[] = [
+        { id: "full_sync_ms", name: `full sync of ${NODES} peers (agent start to ready, kernel programmed)`, unit: "ms", value: Math.round(fullSync), higherIsBetter: false,
+          rounds: [Math.round(fullSync)], summary: "only", ...(NODES === 5000 ? { target: { of: "value", op: "<=", value: 3000 } as const } : {}) },
+        { id: "change_p50_ms", name: "one lease change applied to the kernel, p50", unit: "ms", value: r1(pct(lat, 50)), higherIsBetter: false,
+          rounds: [r1(pct(lat, 50))], summary: "only", samples: lat.map(r1) },
+        { id: "change_p99_ms", name: "one lease change applied to the kernel, p99", unit: "ms", value: r1(pct(lat, 99)), higherIsBetter: false,
+          rounds: [r1(pct(lat, 99))], summary: "only", target: { of: "value", op: "<=", value: 100 } },
+        { id: "agent_rss_mb", name: `agent RSS with ${NODES} peers`, unit: "MB", value: Math.round(rss), higherIsBetter: false,
+          rounds: [Math.round(rss)], summary: "only", ...(NODES === 5000 ? { target: { of: "value", op: "<=", value: 150 } as const } : {}) },
+        { id: "iproute_batch_us", name: "iproute2 object programmed in a batch, against one process per object", unit: "µs/object", value: r1(nl.batchPerPeerUs),
+          higherIsBetter: false, rounds: [r1(nl.batchPerPeerUs)], summary: "only", baseline: { name: "one ip process per object", value: Math.round(nl.execPerPeerUs), rounds: [Math.round(nl.execPerPeerUs)] } },
+      ];
       console.log(JSON.stringify({
         nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
-        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), kernel_routes: after.routes,
+        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), kernel_routes: after.routes, figures,
       }));
     }
   } finally {

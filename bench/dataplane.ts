@@ -17,6 +17,7 @@ import { formatIpv4, parseCidr } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { start } from "../src/common/exec.js";
 import { benchArgs } from "./args.js";
+import type { Figure } from "./report/schema.js";
 
 const BUILT = ["direct", "vxlan", "ebpf", "tun"];
 const args = benchArgs("bench:dataplane", {
@@ -121,12 +122,15 @@ async function measure(c: Cluster): Promise<{ gbps: number; rttUs: number; cpuPe
 const clusters = new Map<string, Cluster>();
 const best = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number; agentCpuPerGb: number }>();
 const notes = new Map<string, string[]>();
+/** Every round of every backend, for the report's spread. */
+const all = new Map<string, { gbps: number; rttUs: number; cpuPerGb: number; agentCpuPerGb: number }[]>();
 try {
   for (const b of backends) clusters.set(b, await topology(b));
   for (let r = 0; r < rounds; r++) {
     for (const b of backends) {
       const m = await measure(clusters.get(b)!);
       log(`round ${r + 1} ${b.padEnd(7)} ${m.gbps.toFixed(2)} Gbit/s  rtt ${m.rttUs.toFixed(0)} us  cpu ${m.cpuPerGb.toFixed(2)} s/GB  agents ${m.agentCpuPerGb.toFixed(2)} s/GB`);
+      all.set(b, [...(all.get(b) ?? []), m]);
       const prev = best.get(b);
       best.set(b, {
         gbps: Math.max(prev?.gbps ?? 0, m.gbps), rttUs: Math.min(prev?.rttUs ?? Infinity, m.rttUs), cpuPerGb: Math.min(prev?.cpuPerGb ?? Infinity, m.cpuPerGb),
@@ -150,11 +154,35 @@ for (const b of backends) {
 const allNotes = backends.flatMap((b) => notes.get(b) ?? []);
 log(allNotes.length === 0 ? "\nno fallbacks: every backend ran as asked, with no agent warnings" : `\nNOTE, these runs were not as asked:\n${allNotes.map((n) => `  ${n}`).join("\n")}`);
 if (json) {
+  // The baseline of each overlay backend: kernel vxlan (flannel's data path); of vxlan itself: direct routing.
+  const baseOf = (b: string): string | undefined => (b === "vxlan" ? (backends.includes("direct") ? "direct" : undefined) : b === "direct" ? undefined : backends.includes("vxlan") ? "vxlan" : undefined);
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const figures: Figure[] = backends.flatMap((b): Figure[] => {
+    const m = best.get(b)!;
+    const rs = all.get(b) ?? [];
+    const base = baseOf(b);
+    const bm = base ? best.get(base) : undefined;
+    const brs = base ? all.get(base) ?? [] : [];
+    const bulk: Figure = {
+      id: `${b}_gbps`, name: `${b}: one TCP stream, pod to pod`, unit: "Gbit/s", value: r2(m.gbps), higherIsBetter: true, rounds: rs.map((x) => r2(x.gbps)), summary: "best",
+      ...(bm && base ? { baseline: { name: base, value: r2(bm.gbps), rounds: brs.map((x) => r2(x.gbps)) } } : {}),
+      ...(b === "tun" && bm ? { target: { of: "ratio", op: ">=", value: 0.6 } as const } : {}),
+    };
+    const rtt: Figure = {
+      id: `${b}_rtt_us`, name: `${b}: ping RTT, pod to pod`, unit: "µs", value: Math.round(m.rttUs), higherIsBetter: false, rounds: rs.map((x) => Math.round(x.rttUs)), summary: "best",
+      ...(bm && base ? { baseline: { name: base, value: Math.round(bm.rttUs), rounds: brs.map((x) => Math.round(x.rttUs)) } } : {}),
+    };
+    const cpu: Figure = {
+      id: `${b}_agent_cpu_s_per_gb`, name: `${b}: agents' CPU per GB carried`, unit: "CPU s/GB", value: r2(m.agentCpuPerGb), higherIsBetter: false,
+      rounds: rs.map((x) => r2(x.agentCpuPerGb)), summary: "best",
+    };
+    return b === "direct" ? [bulk, rtt] : [bulk, rtt, cpu];
+  });
   console.log(JSON.stringify({ results: backends.map((b) => {
     const m = best.get(b)!;
     return {
       backend: b, gbps: +m.gbps.toFixed(2), rtt_us: Math.round(m.rttUs), cpu_s_per_gb: +m.cpuPerGb.toFixed(2), agent_cpu_s_per_gb: +m.agentCpuPerGb.toFixed(2),
       ...((notes.get(b) ?? []).length > 0 ? { notes: notes.get(b) } : {}),
     };
-  }) }));
+  }), figures }));
 }

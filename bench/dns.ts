@@ -36,6 +36,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runDnsperf, type DnsperfResult } from "../src/harness/dnsperf.js";
+import type { Figure } from "./report/schema.js";
 import { benchArgs } from "./args.js";
 import { checkWhileRunning, judgeRound, sweep, type Expected } from "./dns-check.js";
 import { start } from "../src/common/exec.js";
@@ -331,7 +332,26 @@ async function main(): Promise<void> {
     if (json) {
       const qps = (b: ReturnType<typeof best>): number | null => (b ? Math.round(b.qps) : null);
       console.error(JSON.stringify({ unbound_p99_ms: u ? r2(u.p99) : null, dns2_p99_ms: d ? r2(d.p99) : null, weft_p50_ms: w ? r2(w.p50) : null, p99_offered_qps: P99_QPS, seconds: SECONDS, rounds: ROUNDS, excluded_rounds: excluded }));
-      console.log(JSON.stringify({ weft_qps: qps(w), unbound_qps: qps(u), dns2_qps: qps(d), weft_p99_ms: w ? r2(w.p99) : null, weft_udp_path: weftUdp?.path ?? null }));
+      const roundsOf = (name: string, get: (r: NonNullable<ReturnType<typeof best>>) => number, from: (run: (typeof rows extends Map<string, infer R> ? R : never)["runs"][number]) => number): { value: number; rounds: number[] } | undefined => {
+        const b = best(name);
+        return b ? { value: get(b), rounds: (rows.get(name)?.runs ?? []).map(from) } : undefined;
+      };
+      const figures: Figure[] = [];
+      const wq = roundsOf("weft", (b) => Math.round(b.qps), (r) => Math.round(r.qps));
+      for (const [base, label] of [["unbound", "unbound (num-threads 1)"], ["dns2", "dns2 (Node DNS server library)"]] as const) {
+        const bq = roundsOf(base, (b) => Math.round(b.qps), (r) => Math.round(r.qps));
+        if (wq && bq) {
+          figures.push({
+            id: `qps_vs_${base}`, name: `cluster and cached answers, queries per second, against ${label}`, unit: "q/s", value: wq.value, higherIsBetter: true,
+            rounds: wq.rounds, summary: "best", baseline: { name: label, value: bq.value, rounds: bq.rounds },
+            ...(base === "dns2" ? { target: { of: "ratio", op: ">=", value: 10 } as const } : {}),
+          });
+        }
+      }
+      const wp = roundsOf("weft", (b) => r2(b.p99), (r) => r2(r.p99LatencyMs ?? NaN));
+      const up = roundsOf("unbound", (b) => r2(b.p99), (r) => r2(r.p99LatencyMs ?? NaN));
+      if (wp) figures.push({ id: "p99_ms", name: `p99 latency at ${P99_QPS} q/s offered`, unit: "ms", value: wp.value, higherIsBetter: false, rounds: wp.rounds, summary: "best", ...(up ? { baseline: { name: "unbound", value: up.value, rounds: up.rounds } } : {}) });
+      console.log(JSON.stringify({ weft_qps: qps(w), unbound_qps: qps(u), dns2_qps: qps(d), weft_p99_ms: w ? r2(w.p99) : null, weft_udp_path: weftUdp?.path ?? null, figures }));
     }
   } finally {
     for (const c of closers.reverse()) await c().catch(() => undefined);

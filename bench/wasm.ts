@@ -19,6 +19,7 @@ import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
 import { inetChecksum } from "../src/dataplane/reference/checksum.js";
 import { maskOf, parseCidr, parseIpv4, parseMac } from "../src/common/ipv4.js";
 import { benchArgs } from "./args.js";
+import type { Figure } from "./report/schema.js";
 import { DirLpm, checkDirLpm, xorshift32 } from "./lpm-dir.js";
 
 const args = benchArgs("bench:wasm", {
@@ -40,13 +41,13 @@ const rng = xorshift32;
  * and returns the best items/s of each. `verify(k)` runs after every window of
  * function k, outside the timing, to check what its last call produced.
  */
-function compare(fns: (() => void)[], perCall: number, verify: (k: number) => void = () => undefined): number[] {
+function compare(fns: (() => void)[], perCall: number, verify: (k: number) => void = () => undefined): Rates {
   for (let i = 0; i < 50; i++) {
     for (const fn of fns) fn(); // warm up the JIT and the WASM tier-up
   }
   const windows = 9;
   const windowNs = BigInt(Math.round(((seconds / 2) / windows) * 1e9));
-  const best = fns.map(() => 0);
+  const rounds: number[][] = fns.map(() => []);
   for (let w = 0; w < windows; w++) {
     fns.forEach((fn, k) => {
       let calls = 0;
@@ -58,15 +59,23 @@ function compare(fns: (() => void)[], perCall: number, verify: (k: number) => vo
         calls += 8;
         t = process.hrtime.bigint();
       }
-      best[k] = Math.max(best[k] ?? 0, (calls * perCall) / (Number(t - t0) / 1e9));
+      rounds[k]?.push((calls * perCall) / (Number(t - t0) / 1e9));
       verify(k);
     });
   }
-  return best;
+  return { best: rounds.map((r) => Math.max(...r)), rounds };
+}
+
+/** Per function: the best window's items/s, and every window's. */
+interface Rates {
+  readonly best: number[];
+  readonly rounds: number[][];
 }
 
 interface LpmRow {
   prefixes: number; wasm_mlps: number; dir_mlps: number; ts_mlps: number; groups: number; memory_bytes: number; dir_memory_bytes: number;
+  /** M lookups/s of every window: wasm, dir, map. */
+  rounds: number[][];
 }
 
 function benchLpm(count: number): LpmRow {
@@ -103,7 +112,7 @@ function benchLpm(count: number): LpmRow {
   const chunk = 16384;
   let off = 0;
   let sink = 0;
-  const [wasm, dirRate, ts] = compare([() => {
+  const rates = compare([() => {
     core.lookupBatch(addrs.subarray(off, off + chunk), out);
     off = (off + chunk) & (addrs.length - 1);
   }, () => {
@@ -114,7 +123,9 @@ function benchLpm(count: number): LpmRow {
     off = (off + chunk) & (addrs.length - 1);
   }], chunk);
   if (sink === 0.5) log("");
+  const [wasm, dirRate, ts] = rates.best;
   return {
+    rounds: rates.rounds.map((r) => r.map((x) => x / 1e6)),
     prefixes: count, wasm_mlps: (wasm ?? 0) / 1e6, dir_mlps: (dirRate ?? 0) / 1e6, ts_mlps: (ts ?? 0) / 1e6,
     groups: core.lpmGroups(), memory_bytes: core.lpmMemoryBytes(), dir_memory_bytes: dir.memoryBytes(),
   };
@@ -201,7 +212,13 @@ function sameOutput(what: string, got: Uint8Array, want: Uint8Array): void {
   }
 }
 
-function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; decap: { wasm_mpps: number; ts_mpps: number } } {
+interface PacketRates {
+  wasm_mpps: number; ts_mpps: number;
+  /** M packets/s of every window: wasm, reference. */
+  rounds: number[][];
+}
+
+function benchEncapDecap(): { encap: PacketRates; decap: PacketRates } {
   const a = setupCore(0);
   fillPackets(a);
   const descs = a.bytes().slice(a.descBase, a.descBase + BATCH * abi.DESC_SIZE);
@@ -211,7 +228,7 @@ function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; dec
   restore(a);
   if (refA.encapBatch(BATCH, abi.ENCAP_MODE_PAYLOAD) !== BATCH) throw new Error("encap benchmark input is not all valid");
   const wantEncap = output(a, BATCH);
-  const [encapWasm = 0, encapTs = 0] = compare([() => {
+  const encap = compare([() => {
     restore(a);
     a.encap(BATCH);
   }, () => {
@@ -234,17 +251,17 @@ function benchEncapDecap(): { encap: { wasm_mpps: number; ts_mpps: number }; dec
   const refB = setupRef(b, 1);
   if (refB.decapBatch(BATCH) !== BATCH) throw new Error("decap benchmark input is not all valid");
   const wantDecap = output(b, BATCH);
-  const [decapWasm = 0, decapTs = 0] = compare([() => {
+  const decap = compare([() => {
     restoreB();
     b.decap(BATCH);
   }, () => {
     restoreB();
     refB.decapBatch(BATCH);
   }], BATCH, (k) => sameOutput(k === 0 ? "wasm decap" : "reference decap (rerun)", output(b, BATCH), wantDecap));
-  return {
-    encap: { wasm_mpps: encapWasm / 1e6, ts_mpps: encapTs / 1e6 },
-    decap: { wasm_mpps: decapWasm / 1e6, ts_mpps: decapTs / 1e6 },
-  };
+  const mpps = (r: Rates): PacketRates => ({
+    wasm_mpps: (r.best[0] ?? 0) / 1e6, ts_mpps: (r.best[1] ?? 0) / 1e6, rounds: r.rounds.map((w) => w.map((x) => x / 1e6)),
+  });
+  return { encap: mpps(encap), decap: mpps(decap) };
 }
 
 const f = (x: number): string => x.toFixed(2);
@@ -275,6 +292,28 @@ if (json) {
     decap: { wasm_mpps: round(pk.decap.wasm_mpps), ts_mpps: round(pk.decap.ts_mpps) },
     lpm_memory_bytes: lpm[lpm.length - 1]?.memory_bytes ?? 0,
     batches_checked: batchesChecked,
+    figures: [
+      ...lpm.flatMap((r): Figure[] => {
+        const k = r.prefixes >= 1000 ? `${r.prefixes / 1000}k` : String(r.prefixes);
+        const [w = [], d = [], m = []] = r.rounds;
+        return [
+          { id: `lpm_${k}_vs_dir`, name: `LPM lookups, ${k} prefixes, against a typed-array DIR-16-8-8`, unit: "M lookups/s", value: round(r.wasm_mlps), higherIsBetter: true,
+            rounds: w.map(round), summary: "best", baseline: { name: "DIR-16-8-8 (JS)", value: round(r.dir_mlps), rounds: d.map(round) } },
+          { id: `lpm_${k}_vs_map`, name: `LPM lookups, ${k} prefixes, against the Map oracle`, unit: "M lookups/s", value: round(r.wasm_mlps), higherIsBetter: true,
+            rounds: w.map(round), summary: "best", baseline: { name: "Map per length (JS)", value: round(r.ts_mlps), rounds: m.map(round) },
+            ...(r.prefixes === 10000 ? { target: { of: "value", op: ">=", value: 50 } as const } : {}) },
+        ];
+      }),
+      ...(["encap", "decap"] as const).map((what): Figure => {
+        const x = pk[what];
+        const [w = [], t = []] = x.rounds;
+        return {
+          id: `${what}_mpps`, name: `${what}, 1400-byte packets, batches of ${BATCH}`, unit: "M packets/s", value: round(x.wasm_mpps), higherIsBetter: true,
+          rounds: w.map(round), summary: "best", baseline: { name: "TypeScript reference", value: round(x.ts_mpps), rounds: t.map(round) },
+          ...(what === "encap" ? { target: { of: "value", op: ">=", value: 10 } as const } : {}),
+        };
+      }),
+    ],
   };
   console.log(JSON.stringify(doc));
 }
