@@ -79,9 +79,14 @@ done
 base_key=$(printf '%s\n' "$SUITE" "${BASE_PACKAGES[@]}" "${MIRRORS[@]}" "${DPKG_OPTS[@]}" "variant=essential merged-usr-hook no-recommends v2" | sha256sum | cut -c1-16)
 base_tar="$out/base-$base_key.tar"
 
-# The image's content key: the base key, the node binary, this script, and every file of the build it packs.
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+dirty=false
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || dirty=true
+
+# The image's content key: the base key, the revision (an annotation), the node binary, this script,
+# and every file of the build it packs.
 content_key=$({
-  echo "$base_key"
+  echo "$base_key $revision $dirty"
   sha256sum "$node_bin" scripts/image.sh package.json package-lock.json bin/weft.js build/weft-core.wasm \
     build/native/libweft_shim.so build/native/weft_poll.node build/native/weft-cni build/bpf/weft.bpf.o
   find dist/src dist/asm -type f -name '*.js' -print0 | sort -z | xargs -0 sha256sum
@@ -102,9 +107,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-dirty=false
-[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || dirty=true
 source_url=${WEFT_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo "file://$root")}
 # Reproducible timestamps: the commit's time.
 epoch=$(git log -1 --format=%ct 2>/dev/null || echo 0)
