@@ -141,19 +141,25 @@ cp build/native/libweft_shim.so build/native/weft_poll.node build/native/weft-cn
 cp build/bpf/weft.bpf.o "$app/build/bpf/"
 echo "image: production dependencies (npm ci --omit=dev)"
 (cd "$app" && npm ci --omit=dev --no-audit --no-fund --prefer-offline --loglevel=error >/dev/null)
-# koffi ships its native module for every libc and architecture: keep glibc x86-64.
+# koffi ships its native module for every libc and architecture: keep glibc x86-64. Nothing loads
+# type declarations, TypeScript sources, source maps or markdown at run time.
 find "$app/node_modules/@koromix" -mindepth 2 -maxdepth 2 -type d ! -name linux_x64 -exec rm -rf {} + 2>/dev/null || true
+rm -rf "$app/node_modules/@types"
+find "$app/node_modules" -type f \( -name '*.d.ts' -o -name '*.d.cts' -o -name '*.d.mts' -o -name '*.ts' -o -name '*.map' -o -name '*.md' \) -delete
 ln -s /opt/weft/bin/weft.js "$work/app/usr/local/bin/weft"
 t_stage=$SECONDS
 
 # The image, layer by layer; intermediate images are removed at the end.
-step() { # step <from> <dir-to-add> <tag>: one layer
+step() { # step <from> <dir-to-add> <tag> <created-by>: one layer
   local c
   c=$(buildah from --pull-never "$1")
   ctrs+=("$c")
   buildah add --quiet "$c" "$2" / >/dev/null
+  buildah config --created-by "$4" "$c"
   if [ "$3" = "$image" ]; then
+    # No base-image annotations: the base is this script's own rootfs layer, not a published image.
     buildah config \
+      --annotation org.opencontainers.image.base.digest- --annotation org.opencontainers.image.base.name- \
       --entrypoint '["weft"]' --cmd '["--help"]' --workingdir / \
       --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env NODE_ENV=production \
       --stop-signal SIGTERM \
@@ -165,7 +171,7 @@ step() { # step <from> <dir-to-add> <tag>: one layer
       --annotation "org.opencontainers.image.title=weft" \
       --annotation "org.opencontainers.image.description=weft container-network node agent (flannel-compatible VXLAN, IPAM, node-local DNS)" \
       --annotation "org.opencontainers.image.licenses=Apache-2.0" \
-      --annotation "org.opencontainers.image.base.name=debian:$SUITE (mmdebstrap, variant essential)" \
+      --annotation "dev.weft.image.base=debian $SUITE, mmdebstrap variant essential + ${BASE_PACKAGES[*]}" \
       "$c"
   fi
   buildah commit --quiet --rm --timestamp "$epoch" "$c" "$3" >/dev/null
@@ -176,10 +182,11 @@ tmp_node="localhost/weft-build-node:$content_key"
 c0=$(buildah from scratch)
 ctrs+=("$c0")
 buildah add --quiet "$c0" "$base_tar" / >/dev/null
+buildah config --created-by "debian $SUITE rootfs: mmdebstrap --variant=essential --include=$(IFS=,; echo "${BASE_PACKAGES[*]}")" "$c0"
 buildah commit --quiet --rm --timestamp "$epoch" "$c0" "$tmp_base" >/dev/null
 ctrs=("${ctrs[@]/$c0}")
-step "$tmp_base" "$work/node" "$tmp_node"
-step "$tmp_node" "$work/app" "$image"
+step "$tmp_base" "$work/node" "$tmp_node" "node $node_version: this build's own binary, stripped (/usr/local/bin/node)"
+step "$tmp_node" "$work/app" "$image" "weft $version ($revision): /opt/weft, entrypoint /usr/local/bin/weft"
 buildah rmi "$tmp_node" "$tmp_base" >/dev/null
 t_image=$SECONDS
 
@@ -194,16 +201,16 @@ t_archive=$SECONDS
   echo "size (uncompressed): $(podman image inspect --format '{{.Size}}' "$image") bytes"
   echo "oci archive: $archive, $(stat -c %s "$archive") bytes"
   echo "layers (podman history):"
-  podman history --format '  {{.Size}}	{{.CreatedBy}}' "$image"
+  podman history --format '  {{.Size}}	{{.CreatedBy}}' "$image" | cut -c1-150
   echo "largest parts (du -sk, KiB):"
   mkdir -p "$work/rootfs"
   tar -xf "$base_tar" -C "$work/rootfs" 2>/dev/null || true
   cp -a "$work/node/." "$work/app/." "$work/rootfs/"
-  (cd "$work/rootfs" && du -sk usr/local/bin/node opt/weft/node_modules opt/weft/dist opt/weft/build usr/lib/x86_64-linux-gnu usr/bin usr/sbin usr/share var etc 2>/dev/null | sort -rn || true | sed 's/^/  /')
+  (cd "$work/rootfs" && { du -sk usr/local/bin/node opt/weft/node_modules opt/weft/dist opt/weft/build usr/lib/x86_64-linux-gnu usr/bin usr/sbin usr/share var etc 2>/dev/null || true; } | sort -rn | sed 's/^/  /')
   echo "largest packages of the base (dpkg Installed-Size, KiB):"
   dpkg-query --admindir="$work/rootfs/var/lib/dpkg" -W -f '${Installed-Size}\t${Package}\n' | sort -rn | head -12 | sed 's/^/  /'
   echo "largest production dependencies (du -sk, KiB):"
-  (cd "$work/rootfs/opt/weft/node_modules" && du -sk -- * @*/* 2>/dev/null | sort -rn | head -8 | sed "s/^/  /" || true)
+  (cd "$work/rootfs/opt/weft/node_modules" && { du -sk -- * @*/* 2>/dev/null || true; } | sort -rn | head -8 | sed "s/^/  /")
   echo "build times (s): base $((t_base - t0)), stage $((t_stage - t_base)), layers $((t_image - t_stage)), archive $((t_archive - t_image))"
 } > "$out/report.txt"
 cat "$out/report.txt"
