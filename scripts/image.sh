@@ -56,8 +56,9 @@ MIRRORS=(
   "deb http://deb.debian.org/debian $SUITE-updates main"
   "deb http://deb.debian.org/debian-security $SUITE-security main"
 )
-# Nothing the agent reads: documentation, manual pages, translations.
+# Nothing the agent reads: documentation, manual pages, translations, headers (iproute2 ships one).
 DPKG_OPTS=(
+  "path-exclude=/usr/include/*"
   "path-exclude=/usr/share/doc/*" "path-include=/usr/share/doc/*/copyright"
   "path-exclude=/usr/share/man/*" "path-exclude=/usr/share/info/*"
   "path-exclude=/usr/share/locale/*" "path-include=/usr/share/locale/locale.alias"
