@@ -71,10 +71,10 @@ describe("pod spec -> podman run", () => {
 
   it("refuses, by name, a field it does not implement instead of ignoring it", () => {
     const pod = freshPod();
-    (pod as Record<string, unknown>)["hostPID"] = true;
+    (pod as unknown as Record<string, unknown>)["hostPID"] = true;
     expect(() => podmanRunArgs(pod, agentOf(pod), node(), spec)).toThrow(/pod field hostPID: the test runner .* does not implement it/);
     const pod2 = freshPod();
-    (agentOf(pod2) as Record<string, unknown>)["lifecycle"] = { preStop: {} };
+    (agentOf(pod2) as unknown as Record<string, unknown>)["lifecycle"] = { preStop: {} };
     expect(() => podmanRunArgs(pod2, agentOf(pod2), node(), spec)).toThrow(/container agent field lifecycle/);
     const pod3 = freshPod();
     pod3.hostNetwork = false;
