@@ -94,6 +94,7 @@ content_key=$({
 } | sha256sum | cut -c1-32)
 
 current=$(podman image inspect --format '{{index .Labels "dev.weft.image.content"}}' "$image" 2>/dev/null || true)
+previous_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 if [ "$if_changed" = 1 ] && [ "$current" = "$content_key" ] && [ -f "$archive" ] && [ "$(cat "$archive.content" 2>/dev/null)" = "$content_key" ]; then
   echo "image: $image is up to date (content $content_key)"
   exit 0
@@ -189,6 +190,10 @@ ctrs=("${ctrs[@]/$c0}")
 step "$tmp_base" "$work/node" "$tmp_node" "node $node_version: this build's own binary, stripped (/usr/local/bin/node)"
 step "$tmp_node" "$work/app" "$image" "weft $version ($revision): /opt/weft, entrypoint /usr/local/bin/weft"
 buildah rmi "$tmp_node" "$tmp_base" >/dev/null
+# The image this one replaces (now untagged) goes, unless a container still uses it.
+if [ -n "$previous_id" ] && [ "$previous_id" != "$(podman image inspect --format '{{.Id}}' "$image")" ]; then
+  podman rmi "$previous_id" >/dev/null 2>&1 || echo "image: the previous image ${previous_id:0:12} is still in use; left in place"
+fi
 t_image=$SECONDS
 
 rm -f "$archive" "$archive.content"
