@@ -39,6 +39,11 @@ for tool in mmdebstrap buildah podman strip git sha256sum; do
   command -v "$tool" >/dev/null || die "$tool is missing; run npm run setup (it installs mmdebstrap, buildah, podman and runc)"
 done
 
+# One build at a time on this machine (the local storage and its tags are shared).
+mkdir -p /run/lock
+exec {lock}>/run/lock/weft-image.lock
+flock "$lock"
+
 version=$(node -p 'require("./package.json").version')
 image="localhost/weft:$version"
 out=build/image

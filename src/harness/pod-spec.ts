@@ -78,6 +78,8 @@ export interface RunSpec {
   readonly podmanArgs: readonly string[];
   /** Flags appended to the container's args (tests only; empty for the manifest as written). */
   readonly extraArgs?: readonly string[];
+  /** The image to run in place of the container's (an image ID: exactly what a test built). */
+  readonly image?: string;
 }
 
 /**
@@ -114,7 +116,7 @@ export function podmanRunArgs(pod: IPodSpec, c: IContainer, node: NodeView, run:
   if (c.workingDir) argv.push("--workdir", c.workingDir);
   // command replaces the image's ENTRYPOINT, args its CMD (as the kubelet does).
   if (c.command) argv.push("--entrypoint", JSON.stringify(c.command));
-  argv.push(c.image);
+  argv.push(run.image ?? c.image);
   if (c.args) argv.push(...c.args);
   argv.push(...(run.extraArgs ?? []));
   return argv;

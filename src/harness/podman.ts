@@ -40,6 +40,8 @@ export interface DaemonSetOptions {
   readonly secrets?: (c: Cluster, i: number) => Record<string, Record<string, string>>;
   /** A change to node i's pod spec (a copy): tests of bad deployments. */
   readonly mutate?: (pod: IPodSpec, i: number) => void;
+  /** The image to run in place of the manifest's (an image ID, so that a test runs exactly what it built). */
+  readonly image?: string;
   /** Where node i's host path is on this machine, where the default below does not fit. */
   readonly hostPath?: (c: Cluster, i: number, path: string) => string | undefined;
 }
@@ -107,7 +109,7 @@ export class PodmanDaemonSet implements AgentLauncher {
     if (!spec) throw new PodSpecError(`the DaemonSet ${this.opts.daemonSet} has no container ${container}`);
     return podmanRunArgs(pod, spec, this.view(c, i), {
       name: this.name(c, i, container), labels: { [TEST_LABEL]: c.tag }, podName: `${this.opts.daemonSet}-n${i}`, podNamespace: "kube-system",
-      podmanArgs: machineArgs(), extraArgs: extra,
+      podmanArgs: machineArgs(), extraArgs: extra, ...(this.opts.image ? { image: this.opts.image } : {}),
     });
   }
 

@@ -8,7 +8,7 @@ import { podman, PodmanDaemonSet } from "../../src/harness/podman.js";
 import { ServiceRegistry } from "../../src/registry/store.js";
 import { addPod, type CniNode } from "./cni-runtime.js";
 import { addFlannelPod, FLANNEL_SUBNET, programFlannelNode } from "./flannel.js";
-import { ensureImage, IMAGE, MANIFEST } from "./image.js";
+import { ensureImage, MANIFEST } from "./image.js";
 import { probeTimes } from "./probes.js";
 
 /**
@@ -23,15 +23,17 @@ import { probeTimes } from "./probes.js";
 const BACKENDS = ["ebpf", "vxlan", "tun"] as const;
 let c: Cluster;
 let ds: PodmanDaemonSet;
+let imageId: string;
 
 function cniNode(i: number): CniNode {
   return { confDir: ds.hostPath(c, i, "/etc/cni/net.d"), binDir: ds.hostPath(c, i, "/opt/cni/bin"), runDir: ds.hostPath(c, i, "/run/weft"), nodeNs: c.node(i).ns.name };
 }
 
 beforeAll(async () => {
-  ensureImage();
+  const image = ensureImage();
+  imageId = image;
   ds = new PodmanDaemonSet({
-    manifest: MANIFEST, daemonSet: "weft-agent",
+    manifest: MANIFEST, daemonSet: "weft-agent", image,
     // As an operator fills in weft-config: the etcd endpoint, per node pool a backend; the nodes' underlay is
     // eth0 (they have no default route); no DNS upstream: tests send no query out of their namespaces.
     config: (cl, i) => ({ "weft-config": { "etcd-endpoints": cl.etcd.endpoint, backend: BACKENDS[i] ?? "auto", iface: "eth0", "dns-upstream": "none" } }),
@@ -53,7 +55,6 @@ afterAll(async () => {
 
 describe("the DaemonSet from the image, one node per backend, and a flannel node", () => {
   it("install-cni put the plugins and the conflist into each node's directories; each agent runs the image with the manifest's capabilities", async () => {
-    const imageId = (await podman(["image", "inspect", "--format", "{{.Id}}", IMAGE])).stdout.trim();
     for (const [i, backend] of BACKENDS.entries()) {
       const n = cniNode(i);
       for (const bin of ["weft", "weft-ipam"]) expect(existsSync(join(n.binDir, bin)), `${n.binDir}/${bin}`).toBe(true);

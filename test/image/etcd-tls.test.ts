@@ -14,9 +14,9 @@ let c: Cluster;
 let ds: PodmanDaemonSet;
 
 beforeAll(async () => {
-  ensureImage();
+  const image = ensureImage();
   ds = new PodmanDaemonSet({
-    manifest: MANIFEST, daemonSet: "weft-agent",
+    manifest: MANIFEST, daemonSet: "weft-agent", image,
     config: (cl) => ({
       "weft-config": {
         "etcd-endpoints": cl.etcd.endpoint, backend: "vxlan", iface: "eth0", "dns-upstream": "none",
@@ -24,7 +24,7 @@ beforeAll(async () => {
       },
     }),
     // Node 2: the operator forgot the Secret (the volume is optional, so the pod starts without the files).
-    secrets: (cl, i) => {
+    secrets: (cl, i): Record<string, Record<string, string>> => {
       if (i === 2) return {};
       const f = cl.tlsFiles(i);
       return { "weft-etcd-tls": { "ca.crt": readFileSync(f.caFile, "utf8"), "tls.crt": readFileSync(f.certFile, "utf8"), "tls.key": readFileSync(f.keyFile, "utf8") } };

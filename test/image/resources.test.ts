@@ -25,9 +25,9 @@ let ds: PodmanDaemonSet;
 const table: string[] = [];
 
 beforeAll(async () => {
-  ensureImage();
+  const image = ensureImage();
   ds = new PodmanDaemonSet({
-    manifest: MANIFEST, daemonSet: "weft-agent",
+    manifest: MANIFEST, daemonSet: "weft-agent", image,
     config: (cl, i) => ({ "weft-config": { "etcd-endpoints": cl.etcd.endpoint, backend: BACKENDS[i] ?? "auto", iface: "eth0", "dns-upstream": "none" } }),
   });
   c = await Cluster.create({ nodes: 3, podsPerNode: 0, agentLauncher: ds });
