@@ -127,7 +127,10 @@ if [ ! -f "$base_tar" ] || [ "${WEFT_IMAGE_REBUILD_BASE:-0}" = 1 ]; then
   mm=(mmdebstrap --quiet --variant=essential --mode=root --format=tar --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")"
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --aptopt='Apt::Install-Recommends "false"')
   for o in "${DPKG_OPTS[@]}"; do mm+=(--dpkgopt="$o"); done
-  SOURCE_DATE_EPOCH=$epoch "${mm[@]}" "$SUITE" "$work/base.tar" "${MIRRORS[@]}"
+  if ! SOURCE_DATE_EPOCH=$epoch "${mm[@]}" "$SUITE" "$work/base.tar" "${MIRRORS[@]}" >"$work/mmdebstrap.log" 2>&1; then
+    tail -40 "$work/mmdebstrap.log" >&2
+    die "mmdebstrap failed (its log above); it needs Debian's mirrors (deb.debian.org) reachable"
+  fi
   mv "$work/base.tar" "$base_tar"
 fi
 t_base=$SECONDS
