@@ -225,6 +225,12 @@ describe("the DaemonSet", () => {
     }
   });
 
+  it("names the image `npm run image` builds, weft:<package version>, in every container", () => {
+    const version = (JSON.parse(readFileSync("package.json", "utf8")) as { version: string }).version;
+    const pod = daemonSetPod(daemonSet());
+    expect([...(pod.initContainers ?? []), ...pod.containers].map((c) => c.image)).toEqual([`weft:${version}`, `weft:${version}`]);
+  });
+
   it("its install-cni init container runs with its own arguments", () => {
     const args = container("install-cni").args ?? [];
     expect(args).toContain("--bin-dir=/host/opt/cni/bin");

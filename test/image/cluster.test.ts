@@ -78,6 +78,12 @@ describe("the DaemonSet from the image, one node per backend, and a flannel node
     expect(await c.pingAll()).toEqual([]);
     // The ebpf node's plugin registered its pods in the endpoint map.
     expect((await c.status(0)).counters["endpoints"]).toBe(2);
+    // The agent is PID 1 with no init: every process it started (ip, bridge, nft, nsenter) was reaped.
+    for (const i of [0, 1, 2]) {
+      const top = (await podman(["top", ds.name(c, i), "pid", "state", "comm"])).stdout;
+      expect(top).toMatch(/^\s*1\s+\S+\s+node/m);
+      expect(top.split("\n").slice(1).filter((l) => /^\s*\d+\s+Z/.test(l)), top).toEqual([]);
+    }
   });
 
   it("pods on every weft node resolve every pod by name through their node's DNS", async () => {
