@@ -87,6 +87,7 @@ describe("the DaemonSet from the image, one node per backend, and a flannel node
   });
 
   it("pods on every weft node resolve every pod by name through their node's DNS", async () => {
+    expect(c.pods, "the pods of the test above").toHaveLength(8);
     const reg = new ServiceRegistry({ endpoints: [c.etcd.localEndpoint] });
     try {
       await reg.putService("default", "pods", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
