@@ -3,7 +3,7 @@
 # it into the local container storage (podman and buildah share it), then
 # writes an OCI archive for pushing to any registry.
 #
-#   npm run image                  # build (npm run build must have run)
+#   npm run image                  # npm run build, then this
 #   npm run image -- --if-changed  # only when the inputs changed since the last build
 #   WEFT_IMAGE_REBUILD_BASE=1 npm run image   # also rebuild the cached Debian rootfs (security updates)
 #

@@ -233,6 +233,7 @@ export class Cluster {
    * Starts node i's agent (its log goes to <dir>/n<i>/agent.log). `wrap` is a
    * command prefix inside the namespace (e.g. setpriv dropping capabilities).
    * Later flags win: `extra` overrides `nodeAgentArgs`, which overrides `agentArgs`.
+   * With `agentLauncher`, the launcher starts it (with `extra`; `wrap` does not apply).
    */
   startAgent(i: number, extra: readonly string[] = [], wrap: readonly string[] = []): ChildProcess {
     const n = this.node(i);
