@@ -75,7 +75,7 @@ describe("the image", () => {
   it("runs the build's own Node, with weft as its entrypoint", async () => {
     const cfg = JSON.parse((await podman(["image", "inspect", "--format", "{{json .Config}}", IMAGE])).stdout) as { Entrypoint: string[] };
     expect(cfg.Entrypoint).toEqual(["weft"]);
-    const run = (args: string[]): string => execFileSync("podman", ["run", "--rm", ...machineArgs(), ...args], { encoding: "utf8" }).trim();
+    const run = (args: string[]): string => execFileSync("podman", ["run", "--rm", "--network", "none", ...machineArgs(), ...args], { encoding: "utf8" }).trim();
     expect(run([IMAGE, "--version"])).toBe(VERSION);
     expect(run(["--entrypoint", "node", IMAGE, "--version"])).toBe(process.version);
   });
