@@ -19,7 +19,13 @@ cd "$(dirname "$0")/.."
 # system calls (the control socket is bound under umask 0177); etcd-client
 # (etcdctl) and openssl: the etcd TLS and RBAC tests make certificates and
 # users; curl: tests that read /metrics from inside a namespace.
-APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server etcd-client openssl curl nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils)
+# mmdebstrap, buildah, podman, runc: `npm run image` builds the OCI image
+# (a Debian rootfs, layers, an archive) and the image tests run the DaemonSet's
+# containers from it (podman with runc: crun refuses hybrid cgroups);
+# binutils (strip) and git: the image's Node binary and its revision
+# annotation; systemd: `systemd-analyze verify` of the systemd unit.
+APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server etcd-client openssl curl nftables iperf3 clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils
+  mmdebstrap buildah podman runc binutils git systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -43,6 +43,22 @@ export interface ClusterOptions {
    * agent gets a certificate with CN `node-<index>` (`tlsFiles`).
    */
   readonly etcdTls?: boolean;
+  /** Runs agents some other way than `weft agent` in the node's namespace (e.g. containers); see AgentLauncher. */
+  readonly agentLauncher?: AgentLauncher;
+}
+
+/**
+ * Starts a node's agent in place of `weft agent` run in its namespace. The
+ * cluster still reads the agent through its files (`files(i)`: socket, subnet
+ * file, state dir, bpffs), so a launcher must put them there.
+ */
+export interface AgentLauncher {
+  /** Once per node, before its agent first starts (a pod's init containers). */
+  prepare?(c: Cluster, i: number): Promise<void>;
+  /** Starts node i's agent: the child's output is the agent's log, its exit the agent's. `extra`: flags from startAgent. */
+  start(c: Cluster, i: number, extra: readonly string[]): ChildProcess;
+  /** In destroy() (and when create() fails), before the namespaces go: removes what start() left. */
+  destroy?(c: Cluster): Promise<void>;
 }
 
 export interface Pod {
@@ -94,6 +110,7 @@ export class Cluster {
     await run(["mount", "-t", "bpf", "bpf", join(dir, "bpffs")]);
     const hub = await Netns.create("hub", tag);
     let etcd: EtcdServer | undefined;
+    let cluster: Cluster | undefined;
     try {
       await hub.ip("link", "add", "br0", "type", "bridge");
       await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
@@ -103,10 +120,13 @@ export class Cluster {
       const tls = pki && server ? { cert: server.cert, key: server.key, trustedCa: pki.ca.cert, clientCertAuth: true } : undefined;
       etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: "192.0.2.254", port: 2379, tls });
       const c = new Cluster(tag, dir, hub, etcd, opts, pki);
+      cluster = c;
       await c.initNetwork();
       for (let i = 0; i < opts.nodes; i++) await c.addNode(i);
       for (const n of c.nodes) {
-        if (!opts.manualNodes?.includes(n.index)) c.startAgent(n.index);
+        if (opts.manualNodes?.includes(n.index)) continue;
+        await opts.agentLauncher?.prepare?.(c, n.index);
+        c.startAgent(n.index);
       }
       for (const n of c.nodes) {
         if (!opts.manualNodes?.includes(n.index)) await c.waitReady(n.index);
@@ -116,6 +136,7 @@ export class Cluster {
       }
       return c;
     } catch (e) {
+      if (cluster) await opts.agentLauncher?.destroy?.(cluster).catch(() => undefined);
       await etcd?.close().catch(() => undefined);
       await sweepNamespaces(`${NS_PREFIX}${tag}`);
       await run(["umount", "-l", join(dir, "bpffs")]).catch(() => undefined);
@@ -212,12 +233,14 @@ export class Cluster {
    * Starts node i's agent (its log goes to <dir>/n<i>/agent.log). `wrap` is a
    * command prefix inside the namespace (e.g. setpriv dropping capabilities).
    * Later flags win: `extra` overrides `nodeAgentArgs`, which overrides `agentArgs`.
+   * With `agentLauncher`, the launcher starts it (with `extra`; `wrap` does not apply).
    */
   startAgent(i: number, extra: readonly string[] = [], wrap: readonly string[] = []): ChildProcess {
     const n = this.node(i);
     const f = this.files(i);
     mkdirSync(f.bpffs, { recursive: true });
-    const child = n.ns.spawn([...wrap, process.execPath, WEFT_BIN, "agent",
+    const launcher = this.opts.agentLauncher;
+    const child = launcher ? launcher.start(this, i, extra) : n.ns.spawn([...wrap, process.execPath, WEFT_BIN, "agent",
       ...this.etcdArgs(i), "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
       "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
       "--backend", this.backendOf(i), "--bpffs", f.bpffs,
@@ -345,6 +368,7 @@ export class Cluster {
   /** Stops every agent and etcd, deletes every namespace, removes the directory. */
   async destroy(): Promise<void> {
     await Promise.all(this.nodes.map((n) => this.stopAgent(n.index, "SIGKILL").catch(() => undefined)));
+    await this.opts.agentLauncher?.destroy?.(this).catch(() => undefined);
     await this.etcd.close().catch(() => undefined);
     for (const n of this.nodes) {
       for (const p of n.pods) await p.ns.destroy();
