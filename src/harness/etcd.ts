@@ -14,6 +14,8 @@ export interface EtcdOptions {
   /** Client address and port inside that namespace. */
   readonly host?: string;
   readonly port?: number;
+  /** Peer port (chosen once, so a restarted server finds the address its data dir records). */
+  readonly peerPort?: number;
   /**
    * Serve host:port with TLS (https://) from these files; with `clientCertAuth`
    * every client there must present a certificate signed by `trustedCa`. The
@@ -49,7 +51,9 @@ export class EtcdServer {
 
   static async start(opts: EtcdOptions): Promise<EtcdServer> {
     const port = opts.port ?? (opts.netns ? 2379 : await freePort());
-    const s = new EtcdServer({ ...opts, port });
+    // In its own namespace the next port is free; beside other runs it may not be: ask for one.
+    const peerPort = opts.peerPort ?? (opts.netns ? port + 1 : await freePort());
+    const s = new EtcdServer({ ...opts, port, peerPort });
     await s.run();
     s.fwd = await forwardTcpToUnix(s.socket);
     return s;
@@ -71,7 +75,7 @@ export class EtcdServer {
     const port = this.opts.port ?? 2379;
     mkdirSync(dir, { recursive: true });
     rmSync(this.socket, { force: true }); // left by a killed server: etcd would fail to bind it
-    const peer = port + 1;
+    const peer = this.opts.peerPort ?? port + 1;
     const argv = [
       ...(netns ? ["ip", "netns", "exec", netns.name] : []),
       "etcd", "--name", "weft", "--data-dir", join(dir, "data"),

@@ -1,4 +1,5 @@
 import { sweepMounts, sweepNamespaces } from "../../src/harness/netns.js";
+import { sweepContainers } from "../../src/harness/podman.js";
 
 /**
  * Namespaces left by a run that was killed are removed before and after the suite.
@@ -9,12 +10,13 @@ const sweep = process.env["WEFT_NO_SWEEP"] !== "1";
 
 export async function setup(): Promise<void> {
   if (!sweep) return;
+  await sweepContainers();
   await sweepNamespaces();
   await sweepMounts();
 }
 
 export async function teardown(): Promise<void> {
   if (!sweep) return;
-  const left = [...(await sweepNamespaces()), ...(await sweepMounts())];
+  const left = [...(await sweepContainers()), ...(await sweepNamespaces()), ...(await sweepMounts())];
   if (left.length > 0) console.warn(`removed namespaces a test left behind: ${left.join(", ")}`);
 }

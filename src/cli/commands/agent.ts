@@ -5,6 +5,7 @@ import { Agent } from "../../agent/agent.js";
 import { startControlSocket } from "../../agent/control.js";
 import { startHealthServer } from "../../agent/health.js";
 import { AGENT_DEFAULTS, parseAgentOptions } from "../../agent/options.js";
+import { ConfigError } from "../../common/errors.js";
 import { createLogger } from "../../common/log.js";
 
 import { addEtcdOptions, envOption as flag } from "../etcd-flags.js";
@@ -48,8 +49,18 @@ export function registerAgent(program: Command): void {
       const log = createLogger("weft-agent");
       const agent = new Agent(opts, log);
       const servers: (Server | NetServer)[] = [];
-      if (opts.healthListen !== "off") servers.push(await startHealthServer(agent, opts.healthListen));
-      servers.push(await startControlSocket(agent, opts.controlSocket, { onRefused: (reason) => agent.metrics.controlRefused.inc({ reason }) }));
+      try {
+        if (opts.healthListen !== "off") servers.push(await startHealthServer(agent, opts.healthListen));
+        servers.push(await startControlSocket(agent, opts.controlSocket, { onRefused: (reason) => agent.metrics.controlRefused.inc({ reason }) }).catch((e: NodeJS.ErrnoException) => {
+          throw new ConfigError(`--control-socket ${opts.controlSocket}: cannot create the socket (${e.code ?? e.message})`, {
+            hint: "its directory must exist and be writable by the agent (in the DaemonSet: the run volume, hostPath /run/weft, mounted read-write)",
+          });
+        }));
+      } catch (e) {
+        // A server that started would keep the process alive (and /healthz answering) with no agent behind it.
+        servers.forEach((s) => s.close());
+        throw e;
+      }
       let stopping = false;
       const stop = (sig: string): void => {
         if (stopping) return;
