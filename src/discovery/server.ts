@@ -87,10 +87,13 @@ export class DiscoveryServer {
     const s = createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5000, keepAliveTimeout: 5000 }, (req, res) => {
       void this.handle(req, res, via).catch((e: unknown) => this.fail(res, e));
     });
-    s.on("clientError", (err, sock: Socket) => {
-      this.counters.refuse("bad_query");
-      if (sock.writable) sock.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-      else sock.destroy(err);
+    s.on("clientError", (err: NodeJS.ErrnoException, sock: Socket) => {
+      // Not HTTP, or headers past --max-header-size (8 KiB): answered and closed, never handled.
+      const big = err.code === "HPE_HEADER_OVERFLOW";
+      this.counters.refuse(big ? "too_large" : "bad_query");
+      if (!sock.writable) return void sock.destroy();
+      const body = `${JSON.stringify(big ? { error: "request headers larger than 8 KiB", reason: "too_large" } : { error: `not an HTTP/1.1 request this API takes (${err.code ?? "malformed"})`, reason: "bad_query" })}\n`;
+      sock.end(`HTTP/1.1 ${big ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
     this.servers.push(s);
     return s;
@@ -172,7 +175,8 @@ export class DiscoveryServer {
         if (e.reason === "too_large" || e.reason === "acl") {
           // the rest of the request is not read: the connection ends with the answer
           headers["connection"] = "close";
-          res.on("finish", () => res.req.socket.destroySoon());
+          const sock = res.req.socket;
+          res.on("finish", () => sock.destroySoon());
         }
         json(res, e.status, JSON.stringify(e.body()), headers);
       } else res.destroy();

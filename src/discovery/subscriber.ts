@@ -60,6 +60,9 @@ export class Subscriber {
   /** Ends the stream with a last `dropped` event carrying the reason. */
   drop(why: StreamEnd, reason: string): void {
     if (this.ended) return;
+    // The stream ends with the connection: its FIN follows the unread bytes, so a reader sees the reason, then the end.
+    const sock = this.res.socket; // detached from the response by the time it finishes
+    this.res.once("finish", () => sock?.end());
     this.res.end(droppedEvent(reason, this.revision));
     this.linger = setTimeout(() => this.res.destroy(), this.lingerMs);
     this.linger.unref();
