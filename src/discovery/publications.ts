@@ -125,6 +125,7 @@ export class Publications {
 
   /** The pod's address is released: its publications that name the address go (etcd is not waited for past 2 s). */
   private released(containerId: string, ip: string): Promise<void> {
+    if (this.closed) return Promise.resolve(); // stopping: the next run's restore() judges what is left
     return this.serial(containerId, async () => {
       const gone = [...this.byKey.values()].filter((o) => o.pod.containerId === containerId && (o.spec.addresses.includes(ip) || !this.pods.byContainer(containerId)));
       for (const o of gone) {
