@@ -89,9 +89,9 @@ export class DiscoveryServer {
     });
     s.on("clientError", (err: NodeJS.ErrnoException, sock: Socket) => {
       // Not HTTP, or headers past --max-header-size (8 KiB): answered and closed, never handled.
+      if (err.code === "ECONNRESET" || !sock.writable) return void sock.destroy(); // the client went away: nothing to answer
       const big = err.code === "HPE_HEADER_OVERFLOW";
       this.counters.refuse(big ? "too_large" : "bad_query");
-      if (!sock.writable) return void sock.destroy();
       const body = `${JSON.stringify(big ? { error: "request headers larger than 8 KiB", reason: "too_large" } : { error: `not an HTTP/1.1 request this API takes (${err.code ?? "malformed"})`, reason: "bad_query" })}\n`;
       sock.end(`HTTP/1.1 ${big ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
