@@ -201,7 +201,10 @@ export class DiscoveryHub {
       }
     }
     this.flush();
-    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no" });
+    // The stream lasts as long as its connection: no chunked framing, so each write is the frames' bytes alone.
+    res.useChunkedEncodingByDefault = false;
+    res.shouldKeepAlive = false;
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no", connection: "close" });
     res.write(retryFrame(this.limits.retryMs));
     let lastId = this.rev;
     if (from === undefined) {

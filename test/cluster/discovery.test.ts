@@ -234,7 +234,7 @@ describe("the discovery API in a cluster", () => {
   it("1,000 streams on one node: every one gets a change, and etcd's watch count does not move", async () => {
     const watchers = await etcdWatchers();
     expect(watchers).toBe(2 * c.nodes.length); // per agent: one watch of the subnet leases, one of the registry
-    const many = spawnIn(p0b, [process.execPath, "test/discovery/fixtures/many.mjs", "--target", API, "--count", "1000"]);
+    const many = spawnIn(p0b, [process.execPath, "dist/bench/discovery-swarm.js", "--target", API, "--count", "1000"]);
     await until(() => json(many.lines).some((e) => e["type"] === "ready"), 30_000, "1,000 snapshots");
     const t0 = process.hrtime.bigint();
     await side.putEndpoint("shop", "fan", "fan-1", { addresses: ["198.51.100.20"] });
