@@ -60,7 +60,9 @@ export function planPublication(pod: PodRef, raw: unknown): PublishPlan {
     spec = validateEndpoint({ addresses, hostname: body["hostname"], ready: body["ready"], ports: body["ports"] }, `endpoint ${namespace}/${service}/${id}`, { strict: true });
   } catch (e) {
     if (e instanceof RegistryEntryError) throw refuse(400, "bad_body", e.message);
-    throw e;
+    // The validator failed on the value itself (an object whose toString is not a function, where a
+    // string belongs, makes its message fail): whatever it was, it is no endpoint.
+    throw refuse(400, "bad_body", "a field holds a value of a shape no field takes (an object where a string, number or boolean belongs)");
   }
   return { namespace, service, id, spec };
 }

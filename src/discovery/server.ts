@@ -84,7 +84,8 @@ export class DiscoveryServer {
   }
 
   private server(via: Via): Server {
-    const s = createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5000, keepAliveTimeout: 5000 }, (req, res) => {
+    // No Host check: the API has one name per listener, and a refusal from Node itself would carry no reason.
+    const s = createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5000, keepAliveTimeout: 5000, requireHostHeader: false }, (req, res) => {
       void this.handle(req, res, via).catch((e: unknown) => this.fail(res, e));
     });
     s.on("clientError", (err: NodeJS.ErrnoException, sock: Socket) => {
