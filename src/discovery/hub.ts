@@ -67,6 +67,9 @@ export class DiscoveryHub {
   /** Labels of entries that have them, for label-filtered deletes ("ns/name" or "ns/name/id"). */
   private readonly labels = new Map<string, Readonly<Record<string, unknown>>>();
   private snapCache: { rev: string; body: string } | undefined;
+  /** Encoded snapshot events of the current revision, by filter and reason: streams that start together share the bytes. */
+  private readonly snapEvents = new Map<string, Buffer>();
+  private snapEventsRev = "";
   private readonly checks = new Map<string, { at: number; p: ReturnType<RevisionCheck> }>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
@@ -208,7 +211,7 @@ export class DiscoveryHub {
     res.write(retryFrame(this.limits.retryMs));
     let lastId = this.rev;
     if (from === undefined) {
-      res.write(snapshotEvent(this.snapshotJson(filter, reason), this.rev));
+      res.write(this.snapshotEventOf(filter, reason));
       this.counters.snapshots[reason]++;
     } else {
       const r = render(this.log.since(from) ?? [], filter);
@@ -223,6 +226,26 @@ export class DiscoveryHub {
     let g = this.groups.get(filter.key);
     if (!g) this.groups.set(filter.key, (g = new Set()));
     g.add(s);
+  }
+
+  /**
+   * The snapshot event for `filter` at the current revision, encoded once:
+   * a thousand streams starting after an agent restart hold one copy of it,
+   * not a thousand.
+   */
+  private snapshotEventOf(filter: Filter, reason: SnapshotReason): Buffer {
+    if (this.snapEventsRev !== this.rev) {
+      this.snapEvents.clear();
+      this.snapEventsRev = this.rev;
+    }
+    const key = `${reason}\u0000${filter.key}`;
+    let b = this.snapEvents.get(key);
+    if (!b) {
+      if (this.snapEvents.size >= 64) this.snapEvents.clear();
+      b = snapshotEvent(this.snapshotJson(filter, reason), this.rev);
+      this.snapEvents.set(key, b);
+    }
+    return b;
   }
 
   /** Refuses a stream over the limits (429 with the limit). */

@@ -8,7 +8,8 @@ export type StreamEnd = "client" | "slow" | "shutdown" | "error";
 /**
  * One event-stream consumer. Writes go straight to its response; what it
  * has not read yet stays in Node's and the kernel's buffers, and once the
- * agent holds more than `maxPending` bytes for it, it is dropped: a last
+ * agent holds more than `maxPending` bytes for it (besides what was left of
+ * its first snapshot when it started), it is dropped: a last
  * `dropped` event says why (it sees it after reading what came before), the
  * stream ends, and a consumer that does not read even that is cut after
  * `lingerMs`. Other consumers are not touched.
@@ -19,6 +20,8 @@ export class Subscriber {
   events = 0;
   private ended = false;
   private linger: NodeJS.Timeout | undefined;
+  /** What was queued before the first change (the snapshot): a consumer may take its time over it. */
+  private readonly allowance: number;
 
   constructor(
     readonly res: ServerResponse,
@@ -31,6 +34,7 @@ export class Subscriber {
     private readonly onEnd: (s: Subscriber, why: StreamEnd, detail: string) => void,
   ) {
     this.revision = revision;
+    this.allowance = res.writableLength;
     res.on("close", () => this.finish("client", "the client closed the stream"));
     res.on("error", () => this.finish("error", "the stream failed"));
   }
@@ -50,8 +54,8 @@ export class Subscriber {
     this.res.write(buf);
     this.revision = revision;
     this.events += events;
-    if (this.res.writableLength > this.maxPending) {
-      this.drop("slow", `this consumer is too far behind: ${this.res.writableLength} bytes unread, the limit is ${this.maxPending}; reconnect with Last-Event-ID ${this.revision} to resume`);
+    if (this.res.writableLength > this.maxPending + this.allowance) {
+      this.drop("slow", `this consumer is too far behind: ${this.res.writableLength} bytes unread, the limit is ${this.maxPending}${this.allowance ? ` (+${this.allowance} of the first snapshot)` : ""}; reconnect with Last-Event-ID ${this.revision} to resume`);
       return false;
     }
     return true;
