@@ -17,7 +17,7 @@ import { readLines } from "../discovery/lines.js";
  * package's "weft/client") subscribe from pods, over the node-local address
  * and the Unix socket; `weft svc` changes arrive in order; a client resumes
  * with Last-Event-ID (and gets a snapshot after etcd compacted); a pod
- * publishes its endpoint and every node's DNS answers it until CNI DEL; a pod
+ * publishes its endpoint (curl, and the client) and every node's DNS answers it until CNI DEL; a pod
  * cannot publish another's address; the underlay is outside the ACL; a slow
  * consumer is dropped while the others go on; 1,000 streams on one node add
  * no etcd watch; a dead node's publications expire with its lease and come
@@ -253,8 +253,11 @@ describe("the discovery API in a cluster", () => {
   }, 60_000);
 
   it("weft status and /metrics show the API: subscribers, events, drops, publications per pod", async () => {
-    const r = await curl(p0, ["-X", "POST", `${API}/v1/endpoints`], JSON.stringify({ service: "web" }));
-    expect(r.status).toBe(201);
+    // published with the client this time (the package's "weft/client")
+    const out = JSON.parse(await p0.ns.exec([process.execPath, "test/discovery/fixtures/publish.mjs", API, JSON.stringify({ service: "web" })])) as Record<string, unknown>;
+    expect(out).toMatchObject({ published: { endpoint: { id: "web-0", addresses: [formatIpv4(p0.addr)] } }, mine: ["/weft/registry/endpoints/shop/web/web-0"] });
+    const refused = JSON.parse(await p0.ns.exec([process.execPath, "test/discovery/fixtures/publish.mjs", API, JSON.stringify({ service: "web", namespace: "prod" })])) as Record<string, unknown>;
+    expect(refused).toMatchObject({ status: 403, reason: "other_namespace" });
     const m = await metrics(0);
     expect(m).toMatch(/weft_discovery_events_sent_total [1-9]/);
     expect(m).toMatch(/weft_discovery_publications\{pod="shop\/web-0"\} 1/);
