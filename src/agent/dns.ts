@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import type { Registry } from "prom-client";
 import { formatCidr } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
@@ -5,6 +6,11 @@ import { parseUpstream, upstreamsFromResolvConf, type Upstream } from "../dns/fo
 import { splitHostPort } from "../dns/hostport.js";
 import type { ListenAddr } from "../dns/server/server.js";
 import { DnsService, localAddresses } from "../dns/service.js";
+import { ClientAcl } from "../dns/server/acl.js";
+import type { PodDirectory } from "../discovery/pods.js";
+import type { NodeDiscovery } from "../discovery/service.js";
+import type { RegistryWatcher } from "../registry/watch.js";
+import type { ServiceRegistry } from "../registry/store.js";
 import type { NetworkConfig } from "../subnet/network-config.js";
 import { run } from "../common/exec.js";
 import type { SharedEtcdClient } from "../common/etcd-client.js";
@@ -14,18 +20,30 @@ import type { AgentOptions } from "./options.js";
 export const DNS_DEVICE = "weft-dns";
 
 /**
- * The agent's DNS part: the service registry watched from etcd, and the DNS
- * server on the node-local address. A link-local listen address that no
- * interface has is put on a dummy device first.
+ * The agent's DNS part: the service registry watched from etcd, the DNS
+ * server on the node-local address, and the discovery API (streams of the
+ * same registry view, and pods' own publications) on the node-local address
+ * and a Unix socket. A link-local listen address that no interface has is
+ * put on a dummy device first.
  */
 export class NodeDns {
-  private constructor(readonly service: DnsService, private readonly close_: () => Promise<void>) {}
+  private constructor(
+    readonly service: DnsService,
+    /** The discovery API (undefined with --discovery-listen and --discovery-socket off). */
+    readonly discovery: NodeDiscovery | undefined,
+    private readonly close_: () => Promise<void>,
+  ) {}
 
-  /** `etcd`: the agent's one client, shared with the subnet leases (closed by the agent, not here). */
-  static async start(o: AgentOptions, config: NetworkConfig, etcd: SharedEtcdClient, metrics: Registry, log: Logger): Promise<NodeDns | undefined> {
+  /**
+   * `etcd`: the agent's one client, shared with the subnet leases (closed by
+   * the agent, not here). `pods`: the node's pods, for publication through the
+   * discovery API (without it the API is read-only).
+   */
+  static async start(o: AgentOptions, config: NetworkConfig, etcd: SharedEtcdClient, metrics: Registry, log: Logger, pods?: PodDirectory): Promise<NodeDns | undefined> {
     if (o.dnsListen === "off") return undefined;
     const listen = o.dnsListen.map((a) => splitHostPort(a));
-    await ensureLocalAddresses(listen, log);
+    const discoveryListen = o.discoveryListen === "off" ? [] : o.discoveryListen.map((a) => splitHostPort(a));
+    await ensureLocalAddresses([...listen, ...discoveryListen], log);
     const upstreams: Upstream[] = o.dnsUpstream === "none" ? [] : o.dnsUpstream === "resolv.conf" ? upstreamsFromResolvConf() : o.dnsUpstream.map(parseUpstream);
     // etcd's client loads slowly; this runs after the subnet part has it loaded.
     const { ServiceRegistry } = await import("../registry/store.js");
@@ -44,8 +62,22 @@ export class NodeDns {
       },
     }, watcher, log, metrics);
     await service.start();
+    let local = localAddresses();
+    const refresh = setInterval(() => (local = localAddresses()), 30_000);
+    refresh.unref();
+    let discovery: NodeDiscovery | undefined;
+    try {
+      const acl = new ClientAcl([formatCidr(config.network), ...o.dnsAllow], () => local);
+      discovery = await startDiscovery(o, (addr) => acl.allows(addr), registry, watcher, pods, metrics, log.child({ part: "discovery" }));
+    } catch (e) {
+      clearInterval(refresh);
+      await service.close();
+      throw e;
+    }
     void watcher.start().catch((e: unknown) => log.error({ err: (e as Error).message }, "service registry watch failed"));
-    return new NodeDns(service, async () => {
+    return new NodeDns(service, discovery, async () => {
+      clearInterval(refresh);
+      discovery?.close();
       await service.close();
       await watcher.close();
       registry.close();
@@ -59,6 +91,24 @@ export class NodeDns {
   close(): Promise<void> {
     return this.close_();
   }
+}
+
+/** The discovery API on the registry view, with the DNS server's client ACL (`allows`). */
+async function startDiscovery(o: AgentOptions, allows: (addr: string) => boolean, registry: ServiceRegistry, watcher: RegistryWatcher, pods: PodDirectory | undefined,
+  metrics: Registry, log: Logger): Promise<NodeDiscovery | undefined> {
+  if (o.discoveryListen === "off" && o.discoverySocket === "off") return undefined;
+  const { NodeDiscovery } = await import("../discovery/service.js");
+  const { HUB_DEFAULTS } = await import("../discovery/hub.js");
+  return NodeDiscovery.start(registry, watcher, pods, {
+    listen: o.discoveryListen === "off" ? [] : o.discoveryListen.map((a) => splitHostPort(a)),
+    socket: o.discoverySocket === "off" ? undefined : o.discoverySocket,
+    allows,
+    limits: {
+      ...HUB_DEFAULTS, replayEntries: o.discoveryReplay, maxPendingBytes: o.discoveryMaxPending,
+      maxSubscribers: o.discoveryMaxSubscribers, maxPerClient: o.discoveryMaxPerClient,
+    },
+    publication: { ttlSec: o.discoveryLeaseTtl, maxPerPod: o.discoveryMaxPublications, stateFile: join(o.stateDir, "discovery.json") },
+  }, metrics, log);
 }
 
 async function ensureLocalAddresses(listen: readonly ListenAddr[], log: Logger): Promise<void> {

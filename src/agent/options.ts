@@ -49,6 +49,14 @@ export const agentOptionsSchema = z.object({
   dnsTcpIdleTimeout: z.number().min(0.1, "must be at least 0.1 seconds").max(3600),
   dnsTcpReadTimeout: z.number().min(0.1, "must be at least 0.1 seconds").max(60),
   dnsTcpMaxPending: z.number().int().min(1024, "must be at least 1024 bytes").max(64 * 2 ** 20),
+  discoveryListen: z.union([z.literal("off"), z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d{1,5}$/, "each must be an address and port, e.g. 169.254.20.10:8053")).min(1)]),
+  discoverySocket: z.union([z.literal("off"), z.string().regex(/^\/[^\s]*$/, "must be an absolute path, or off")]),
+  discoveryLeaseTtl: z.number().int("must be whole seconds").min(2, "must be at least 2 seconds").max(86400),
+  discoveryMaxSubscribers: z.number().int().min(1).max(1_000_000),
+  discoveryMaxPerClient: z.number().int().min(1).max(1_000_000),
+  discoveryMaxPending: z.number().int().min(4096, "must be at least 4096 bytes").max(2 ** 30),
+  discoveryReplay: z.number().int().min(1).max(10_000_000),
+  discoveryMaxPublications: z.number().int().min(1).max(10_000),
 }).strict().refine((o) => o.subnetLeaseRenewMargin < o.subnetLeaseTtl, {
   message: "must be shorter than --subnet-lease-ttl", path: ["subnetLeaseRenewMargin"],
 });
@@ -91,6 +99,14 @@ export const AGENT_DEFAULTS = {
   dnsTcpIdleTimeout: "10",
   dnsTcpReadTimeout: "2",
   dnsTcpMaxPending: "65536",
+  discoveryListen: "169.254.20.10:8053",
+  discoverySocket: "/run/weft/discovery.sock",
+  discoveryLeaseTtl: "30",
+  discoveryMaxSubscribers: "10000",
+  discoveryMaxPerClient: "1024",
+  discoveryMaxPending: String(2 ** 20),
+  discoveryReplay: "10000",
+  discoveryMaxPublications: "16",
 } as const;
 
 const FLAG: Record<string, string> = {
@@ -103,11 +119,15 @@ const FLAG: Record<string, string> = {
   dnsUpstream: "--dns-upstream", dnsPolicy: "--dns-policy", dnsAllow: "--dns-allow", dnsCacheSize: "--dns-cache-size",
   dnsCacheBytes: "--dns-cache-bytes", dnsMaxWaiting: "--dns-max-waiting", dnsTcpMaxConnections: "--dns-tcp-max-connections",
   dnsTcpMaxPerClient: "--dns-tcp-max-per-client", dnsTcpIdleTimeout: "--dns-tcp-idle-timeout", dnsTcpReadTimeout: "--dns-tcp-read-timeout",
-  dnsTcpMaxPending: "--dns-tcp-max-pending",
+  dnsTcpMaxPending: "--dns-tcp-max-pending", discoveryListen: "--discovery-listen", discoverySocket: "--discovery-socket",
+  discoveryLeaseTtl: "--discovery-lease-ttl", discoveryMaxSubscribers: "--discovery-max-subscribers", discoveryMaxPerClient: "--discovery-max-per-client",
+  discoveryMaxPending: "--discovery-max-pending", discoveryReplay: "--discovery-replay", discoveryMaxPublications: "--discovery-max-publications",
 };
 
 /** DNS limits the command line may not pass yet: their defaults apply. */
 const DNS_LIMITS = ["dnsCacheBytes", "dnsMaxWaiting", "dnsTcpMaxConnections", "dnsTcpMaxPerClient", "dnsTcpIdleTimeout", "dnsTcpReadTimeout", "dnsTcpMaxPending"] as const;
+/** Numeric discovery options: their defaults apply when a caller passes none. */
+const DISCOVERY_NUMBERS = ["discoveryLeaseTtl", "discoveryMaxSubscribers", "discoveryMaxPerClient", "discoveryMaxPending", "discoveryReplay", "discoveryMaxPublications"] as const;
 
 /** Raw CLI values (strings) to validated options; ConfigError names each bad flag. */
 export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
@@ -130,6 +150,9 @@ export function parseAgentOptions(raw: Record<string, unknown>): AgentOptions {
     dnsTtl: num(raw["dnsTtl"]),
     dnsCacheSize: num(raw["dnsCacheSize"]),
     ...Object.fromEntries(DNS_LIMITS.map((k) => [k, num(raw[k] ?? AGENT_DEFAULTS[k])])),
+    discoveryListen: list(raw["discoveryListen"] ?? AGENT_DEFAULTS.discoveryListen, "off"),
+    discoverySocket: raw["discoverySocket"] ?? AGENT_DEFAULTS.discoverySocket,
+    ...Object.fromEntries(DISCOVERY_NUMBERS.map((k) => [k, num(raw[k] ?? AGENT_DEFAULTS[k])])),
   };
   const r = agentOptionsSchema.safeParse(input);
   if (!r.success) {

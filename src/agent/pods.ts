@@ -2,17 +2,19 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Registry } from "prom-client";
 import type { EndpointSpec } from "../backend/types.js";
-import type { Ipv4Prefix } from "../common/ipv4.js";
+import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { handleCni } from "../cni/handler.js";
 import { PodLinks } from "../cni/links.js";
 import { cleanupReleased } from "../cni/pod.js";
 import type { Invocation } from "../cni/request.js";
 import type { CniHost, CniReply } from "../cni/types.js";
+import type { PodDirectory, PodRef } from "../discovery/pods.js";
 import { IpamService } from "../ipam/ipam.js";
 import { IpamMetrics } from "../ipam/metrics.js";
 import { NetnsReconciler } from "../ipam/reconciler.js";
 import { IpamStore } from "../ipam/store.js";
+import type { Allocation } from "../ipam/table.js";
 
 export interface PodServiceOptions {
   readonly stateDir: string;
@@ -35,17 +37,56 @@ export interface PodServiceOptions {
  * The agent's pod side: IPAM (store, service, reconciler) and the CNI
  * handlers, behind the CniHost contract. Opened before etcd is reached, so
  * DEL and CHECK work while the agent waits for its lease; ADD waits for bind().
+ * It is also the discovery API's directory of the node's pods (who holds an
+ * address, which pod a network namespace is), and tells it when a pod's
+ * address is released, whatever released it (DEL, GC, the reconciler).
  */
-export class PodService implements CniHost {
+export class PodService implements CniHost, PodDirectory {
   readonly links = new PodLinks();
   readonly reconciler: NetnsReconciler;
+  private readonly releaseHooks: ((containerId: string, ip: string) => Promise<void>)[] = [];
 
   private constructor(readonly ipam: IpamService, private readonly opts: PodServiceOptions) {
     this.reconciler = new NetnsReconciler(ipam, opts.log, { intervalMs: opts.reconcileIntervalSec * 1000, graceMs: opts.releaseGraceSec * 1000 });
     ipam.leaseProblem = () => opts.dataPath.leaseProblem();
     ipam.onReleased = async (a, reason) => {
       if (reason === "gc" || reason === "reconcile" || reason === "replaced") await cleanupReleased(this, a);
+      for (const f of this.releaseHooks) {
+        await f(a.containerId, formatIpv4(a.ip)).catch((e: Error) => opts.log.warn({ err: e.message, ip: formatIpv4(a.ip) }, "pods: a release hook failed"));
+      }
     };
+  }
+
+  onReleased(f: (containerId: string, ip: string) => Promise<void>): void {
+    this.releaseHooks.push(f);
+  }
+
+  byAddress(ip: string): PodRef | undefined {
+    let n: number;
+    try {
+      n = parseIpv4(ip);
+    } catch {
+      return undefined; // not IPv4: IPAM holds no such address
+    }
+    const a = this.ipam.store.table.holder(n);
+    return a ? this.podOf(a.containerId, a) : undefined;
+  }
+
+  byNetns(inode: number): PodRef | undefined {
+    if (inode === 0) return undefined;
+    const a = this.ipam.store.table.all().find((x) => x.netnsInode === inode);
+    return a ? this.podOf(a.containerId, a) : undefined;
+  }
+
+  byContainer(containerId: string): PodRef | undefined {
+    const a = this.ipam.store.table.all().find((x) => x.containerId === containerId);
+    return a ? this.podOf(containerId, a) : undefined;
+  }
+
+  /** A pod: every allocation of its container (one per network and interface). */
+  private podOf(containerId: string, first: Allocation): PodRef {
+    const all = this.ipam.store.table.all().filter((x) => x.containerId === containerId);
+    return { containerId, namespace: first.podNamespace, name: first.podName, addresses: all.map((x) => formatIpv4(x.ip)) };
   }
 
   static async open(opts: PodServiceOptions): Promise<PodService> {

@@ -8,15 +8,17 @@ export interface ListWatchSource<S, E> {
   /**
    * Watches from `fromRevision`: events in order; `onError` once when the
    * watch cannot go on (compacted, cancelled); `onConnection` as the stream
-   * drops and resumes (the client resumes it where it stopped).
+   * drops and resumes (the client resumes it where it stopped). `revision`
+   * is the event's etcd revision (kv.mod_revision), when the source gives it.
    */
-  watch(fromRevision: string, onEvent: (e: E) => void, onError: (e: Error) => void, onConnection: (up: boolean) => void): Promise<Watcher>;
+  watch(fromRevision: string, onEvent: (e: E, revision?: string) => void, onError: (e: Error) => void, onConnection: (up: boolean) => void): Promise<Watcher>;
 }
 
 export interface ListWatchHooks<S, E> {
-  /** A full listing: the first, and every one after the watch could not go on. */
-  readonly snapshot: (s: S) => void;
-  readonly event: (e: E) => void;
+  /** A full listing: the first, and every one after the watch could not go on; `revision`: the store revision it was read at. */
+  readonly snapshot: (s: S, revision: string) => void;
+  /** One watch event, with its etcd revision when the source gives it. */
+  readonly event: (e: E, revision: string | undefined) => void;
 }
 
 /**
@@ -93,11 +95,11 @@ export class ListWatch<S, E> {
         await cancel(this.watcher);
         this.watcher = undefined;
         this.resyncs++;
-        this.hooks.snapshot(snapshot);
+        this.hooks.snapshot(snapshot, revision);
         const next = (BigInt(revision) + 1n).toString();
         const w = await this.source.watch(
           next,
-          (e) => gen === this.generation && !this.closed && this.hooks.event(e),
+          (e, rev) => gen === this.generation && !this.closed && this.hooks.event(e, rev),
           (err) => gen === this.generation && this.onWatchError(err),
           (up) => {
             if (gen !== this.generation || this.up === up) return;

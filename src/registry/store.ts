@@ -1,5 +1,5 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
-import { ConfigError } from "../common/errors.js";
+import { ConfigError, WeftError } from "../common/errors.js";
 import { clientFrom, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { RegistryEntryError, RegistryUnavailableError, type EntryIssue } from "./errors.js";
@@ -57,6 +57,22 @@ export interface EndpointHandle {
 export interface PutEndpointOptions {
   /** Attach the key to an etcd lease of this many seconds, kept alive by the returned handle. */
   readonly ttlSec?: number | undefined;
+  /**
+   * Write the key on this lease, which the caller grants and keeps alive (one
+   * lease for many endpoints: the agent's publications). Not with `ttlSec`.
+   * The returned handle's close() does nothing; revoke() deletes the key.
+   */
+  readonly lease?: Lease | undefined;
+  /**
+   * With `lease`: write only when the key is absent or already on that lease;
+   * an endpoint someone else wrote is never taken over (RegistryConflictError).
+   */
+  readonly exclusive?: boolean | undefined;
+}
+
+/** An exclusive write found the key written by someone else (another lease, or none). */
+export class RegistryConflictError extends WeftError {
+  readonly code = "WEFT_REGISTRY_CONFLICT";
 }
 
 /**
@@ -122,6 +138,14 @@ export class ServiceRegistry {
     const endpoint: Endpoint = { namespace, service, id, ...spec };
     const key = endpointKey(this.prefix, namespace, service, id);
     const value = encodeEndpoint(spec);
+    if (opts.lease) {
+      if (ttl !== undefined) throw new RegistryEntryError(subject, [{ field: "ttlSec", message: "give either a TTL or a lease, not both" }]);
+      const leaseId = await this.putOnLease(key, value, opts.lease, opts.exclusive === true);
+      return {
+        key, endpoint, leaseId, close: () => undefined,
+        revoke: async () => void (await this.removeEndpoint(namespace, service, id)),
+      };
+    }
     if (ttl === undefined) {
       try {
         await this.client.put(key).value(value);
@@ -137,6 +161,33 @@ export class ServiceRegistry {
     await h.publish();
     this.handles.add(h);
     return h;
+  }
+
+  /** Writes `key` on `lease` (exclusive: only when absent or already on it); the lease's id. */
+  private async putOnLease(key: string, value: string, lease: Lease, exclusive: boolean): Promise<string> {
+    let id: string;
+    try {
+      id = await lease.grant();
+      if (!exclusive) {
+        await lease.put(key).value(value);
+        return id;
+      }
+      const k = Buffer.from(key);
+      const put = [{ request_put: { key: k, value: Buffer.from(value), lease: id } }];
+      // Absent: create it. Present: overwrite only what is on our lease.
+      const created = await this.client.kv.txn({ compare: [{ key: k, target: "Version", result: "Equal", version: 0 }], success: put, failure: [] });
+      if (created.succeeded) return id;
+      const ours = await this.client.kv.txn({ compare: [{ key: k, target: "Lease", result: "Equal", lease: id }], success: put, failure: [{ request_range: { key: k } }] });
+      if (ours.succeeded) return id;
+      const held = ours.responses[0]?.response_range?.kvs?.[0];
+      const by = held && held.lease !== "0" ? `on etcd lease ${held.lease}` : "without a lease";
+      throw new RegistryConflictError(`${key} already exists, written by another publisher (${by}); it is not taken over`, {
+        hint: "publish under another id, or have its publisher remove it",
+      });
+    } catch (e) {
+      if (e instanceof RegistryConflictError) throw e;
+      throw this.unavailable(`writing ${key} on a lease`, e);
+    }
   }
 
   /** Deletes a service and every endpoint under it, atomically. */

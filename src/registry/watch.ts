@@ -14,7 +14,8 @@ export type RegistryChange =
 export interface RegistryWatcherEvents {
   /** Once, after the first list has been applied (its entries came as "change" puts just before). */
   synced: [];
-  change: [RegistryChange];
+  /** A change and the etcd revision it happened at (a re-list's difference: the list's revision). */
+  change: [RegistryChange, string];
 }
 
 export interface RegistryWatcherOptions {
@@ -40,6 +41,8 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
   private synced = false;
   /** Incremented on every applied change. */
   version = 0;
+  /** The etcd revision the view is current through: the last list's, or the last watch event's. */
+  private rev = "0";
 
   constructor(
     private readonly registry: ServiceRegistry,
@@ -52,8 +55,8 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
         const snap = await registry.snapshot();
         return { snapshot: snap, revision: snap.revision };
       },
-      watch: (from, onEvent, onError, onConnection) => registry.watch(from, (e) => onEvent(e), onError, onConnection),
-    }, { snapshot: (s) => this.applySnapshot(s), event: (e) => this.onEvent(e) }, log, opts.retryMs ?? 1000);
+      watch: (from, onEvent, onError, onConnection) => registry.watch(from, (e, rev) => onEvent(e, rev), onError, onConnection),
+    }, { snapshot: (s, rev) => this.applySnapshot(s, rev), event: (e, rev) => this.onEvent(e, rev) }, log, opts.retryMs ?? 1000);
   }
 
   /** Lists taken (1 after start; more after compaction or watch failures). */
@@ -64,6 +67,15 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
   /** True once the first list has been applied (it stays true: the view is kept, and repaired after outages). */
   get isSynced(): boolean {
     return this.synced;
+  }
+
+  /**
+   * The etcd revision the view is current through ("0" before the first
+   * list): every change at or below it has been emitted. Read during a
+   * "change" event, it is that change's revision.
+   */
+  get revision(): string {
+    return this.rev;
   }
 
   /** True while the watch stream is connected (false during an etcd outage or a re-list). */
@@ -102,7 +114,8 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
   }
 
   /** Replaces the view by the snapshot, emitting the difference (services first on puts, last on deletes). */
-  private applySnapshot(snap: RegistrySnapshot): void {
+  private applySnapshot(snap: RegistrySnapshot, revision: string): void {
+    this.rev = revision;
     const svcs = new Map(snap.services.map((s) => [`${s.namespace}/${s.name}`, s] as const));
     const eps = new Map<string, Endpoint>(snap.endpoints.map((e) => [`${e.namespace}/${e.service}/${e.id}`, e] as const));
     for (const s of snap.services) this.put({ kind: "service", value: s });
@@ -115,7 +128,8 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
     }
   }
 
-  private onEvent(e: RegistryWatchEvent): void {
+  private onEvent(e: RegistryWatchEvent, revision: string | undefined): void {
+    if (revision !== undefined && BigInt(revision) > BigInt(this.rev)) this.rev = revision;
     if (e.type === "put") this.put(e.entry);
     else if (e.type === "delete") this.delete(e.key);
     else {
@@ -157,7 +171,7 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
 
   private changed(c: RegistryChange): void {
     this.version++;
-    this.emit("change", c);
+    this.emit("change", c, this.rev);
   }
 }
 

@@ -9,9 +9,9 @@ import { projectRoot } from "../../src/common/paths.js";
  * cli, bench and tests import the harness. This walks every import.
  */
 const LAYERS: readonly (readonly string[])[] = [
-  ["common"],
+  ["common", "client"],
   ["dataplane", "subnet", "registry", "native"],
-  ["routes", "dns", "ipam"],
+  ["routes", "dns", "ipam", "discovery"],
   ["backend"],
   ["cni"],
   ["agent"],

@@ -44,6 +44,14 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--dns-tcp-idle-timeout <seconds>", "close a DNS-over-TCP connection with nothing to do after this long", AGENT_DEFAULTS.dnsTcpIdleTimeout))
     .addOption(flag("--dns-tcp-read-timeout <seconds>", "a DNS-over-TCP message must be complete this long after its first byte", AGENT_DEFAULTS.dnsTcpReadTimeout))
     .addOption(flag("--dns-tcp-max-pending <bytes>", "unsent answer bytes after which a DNS-over-TCP connection is not read", AGENT_DEFAULTS.dnsTcpMaxPending))
+    .addOption(flag("--discovery-listen <addrs>", "discovery API (HTTP, SSE) addresses, comma-separated host:port (off to disable)", AGENT_DEFAULTS.discoveryListen))
+    .addOption(flag("--discovery-socket <path>", "discovery API Unix socket, to mount into pods (off to disable)", AGENT_DEFAULTS.discoverySocket))
+    .addOption(flag("--discovery-lease-ttl <seconds>", "TTL of the etcd lease under pods' published endpoints (the node dies: they go after it)", AGENT_DEFAULTS.discoveryLeaseTtl))
+    .addOption(flag("--discovery-max-subscribers <n>", "discovery streams at most (beyond: 429)", AGENT_DEFAULTS.discoveryMaxSubscribers))
+    .addOption(flag("--discovery-max-per-client <n>", "discovery streams per TCP client address", AGENT_DEFAULTS.discoveryMaxPerClient))
+    .addOption(flag("--discovery-max-pending <bytes>", "unread bytes held for one stream before it is dropped as too slow", AGENT_DEFAULTS.discoveryMaxPending))
+    .addOption(flag("--discovery-replay <changes>", "registry changes kept so a reconnecting stream gets only what it missed", AGENT_DEFAULTS.discoveryReplay))
+    .addOption(flag("--discovery-max-publications <n>", "endpoints one pod may publish", AGENT_DEFAULTS.discoveryMaxPublications))
     .action(async (raw: Record<string, unknown>) => {
       const opts = parseAgentOptions(raw);
       const log = createLogger("weft-agent");

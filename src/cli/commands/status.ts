@@ -1,6 +1,8 @@
 import type { Command } from "commander";
 import { AGENT_DEFAULTS } from "../../agent/options.js";
 import { queryStatus } from "../../agent/control.js";
+import type { AgentStatus } from "../../agent/status.js";
+import type { DiscoverySummary } from "../../discovery/service.js";
 import { capabilityTable } from "../capabilities.js";
 
 export function registerStatus(program: Command): void {
@@ -46,5 +48,21 @@ export function registerStatus(program: Command): void {
         console.log(`          queries ${d.queries} (noerror ${d.answered.noerror}, nxdomain ${d.answered.nxdomain}, servfail ${d.answered.servfail}, refused ${d.answered.refused})   cache ${d.cache.entries} entries, ${d.cache.hits} hits, ${d.cache.misses} misses, ${d.cache.stale} stale`);
         console.log(`          upstreams ${d.upstreams.length ? d.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ") : "none (forwarding off)"}`);
       }
+      const disc = (st as AgentStatus & { discovery?: DiscoverySummary }).discovery;
+      if (disc) for (const line of discoveryLines(disc)) console.log(line);
     });
+}
+
+/** The discovery API's lines of `weft status`. */
+export function discoveryLines(d: DiscoverySummary): string[] {
+  const snaps = Object.entries(d.snapshots).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ");
+  const refused = Object.entries(d.refused).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ");
+  const pubs = d.publications.reduce((n, p) => n + p.count, 0);
+  return [
+    `discovery: ${d.listen.join(", ") || "-"}   revision ${d.revision}   replay ${d.replay.entries} changes (complete after revision ${d.replay.floor})`,
+    `          subscribers ${d.subscribers.tcp + d.subscribers.unix} (tcp ${d.subscribers.tcp}, unix ${d.subscribers.unix})   events sent ${d.eventsSent}   ` +
+      `snapshots ${snaps || "0"}   resumed ${d.resumed} (${d.replayed} events)   dropped slow ${d.ended.slow}`,
+    `          publications ${d.publication ? pubs : "off"}${d.publications.length ? `: ${d.publications.map((p) => `${p.pod} ${p.count}`).join(", ")}` : ""}` +
+      `${refused ? `   refused ${refused}` : ""}`,
+  ];
 }
