@@ -132,7 +132,7 @@ export class Agent {
     }
     this.config = fresh.config;
     this.queue.change(() => this.table.setPolicy(policyOf(fresh.config)));
-    this.dns = await NodeDns.start(o, fresh.config, etcd, this.metrics.registry, this.log.child({ part: "dns" }));
+    this.dns = await NodeDns.start(o, fresh.config, etcd, this.metrics.registry, this.log.child({ part: "dns" }), this.pods);
     const network = this.network ?? (await this.register(candidates, iface, fresh.config));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
     if (!lastConfig) await this.applyCachedRoutes();
@@ -356,7 +356,7 @@ export class Agent {
     return {
       readiness: this.readiness(), config: this.config, lease: this.running?.manager.lease, secondsLeft: this.running?.manager.secondsLeft,
       network: this.network, backendChoice: this.backendChoice, table: this.table, counts: this.metrics.counts,
-      waiting: this.waits.list(), dns: this.dns?.service.summary(),
+      waiting: this.waits.list(), dns: this.dns?.service.summary(), discovery: this.dns?.discovery?.summary(),
     };
   }
 

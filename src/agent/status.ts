@@ -1,5 +1,6 @@
 import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
 import type { Network } from "../backend/types.js";
+import type { DiscoverySummary } from "../discovery/service.js";
 import type { DnsSummary } from "../dns/service.js";
 import type { Rejection } from "../routes/accept.js";
 import type { RouteTable } from "../routes/table.js";
@@ -54,6 +55,8 @@ export interface AgentStatus {
   readonly waiting: Wait[];
   /** The node-local DNS server (absent with --dns-listen off). */
   readonly dns?: DnsSummary | undefined;
+  /** The discovery API (absent when off). */
+  readonly discovery?: DiscoverySummary | undefined;
 }
 
 /** The agent's state a status document is made from. */
@@ -69,6 +72,7 @@ export interface StatusParts {
   readonly counts: AgentCounts;
   readonly waiting: Wait[];
   readonly dns: DnsSummary | undefined;
+  readonly discovery?: DiscoverySummary | undefined;
 }
 
 const REJECTIONS_SHOWN = 200;
@@ -115,5 +119,6 @@ export function agentStatus(p: StatusParts): AgentStatus {
     paths: ns?.paths ?? {},
     waiting: p.waiting,
     dns: p.dns,
+    discovery: p.discovery,
   };
 }

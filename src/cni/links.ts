@@ -124,7 +124,12 @@ export class PodLinks {
     if (!existsSync(`/sys/class/net/${name}/bridge`)) {
       throw new CniError(CNI_CODE.INVALID_CONFIG, `"bridge": ${name} exists and is not a bridge`, "name a bridge weft may create or own (default cni0)", "bridge");
     }
-    await this.host([`addr replace ${formatIpv4(gateway)}/${len} dev ${dev(name)}`, `link set dev ${dev(name)} mtu ${mtu} up`], `configuring bridge ${name}`);
+    // A fixed MAC: a bridge without one takes its lowest port's, which changes as pods come and go,
+    // and pods keep the old one in their ARP cache for the gateway until it expires.
+    await this.host([
+      `link set dev ${dev(name)} address ${podMac(gateway)}`,
+      `addr replace ${formatIpv4(gateway)}/${len} dev ${dev(name)}`, `link set dev ${dev(name)} mtu ${mtu} up`,
+    ], `configuring bridge ${name}`);
     this.bridgeReady = want;
   }
 

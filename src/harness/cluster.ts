@@ -190,10 +190,10 @@ export class Cluster {
   }
 
   /** Paths of a node's agent files. */
-  files(i: number): { subnetFile: string; socket: string; log: string; stateDir: string; bpffs: string } {
+  files(i: number): { subnetFile: string; socket: string; discoverySocket: string; log: string; stateDir: string; bpffs: string } {
     const d = this.node(i).dir;
     return {
-      subnetFile: join(d, "subnet.env"), socket: join(d, "agent.sock"), log: join(d, "agent.log"), stateDir: join(d, "state"),
+      subnetFile: join(d, "subnet.env"), socket: join(d, "agent.sock"), discoverySocket: join(d, "discovery.sock"), log: join(d, "agent.log"), stateDir: join(d, "state"),
       bpffs: join(this.dir, "bpffs", `n${i}`),
     };
   }
@@ -242,7 +242,7 @@ export class Cluster {
     const launcher = this.opts.agentLauncher;
     const child = launcher ? launcher.start(this, i, extra) : n.ns.spawn([...wrap, process.execPath, WEFT_BIN, "agent",
       ...this.etcdArgs(i), "--iface", "eth0", "--state-dir", f.stateDir, "--subnet-file", f.subnetFile,
-      "--control-socket", f.socket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
+      "--control-socket", f.socket, "--discovery-socket", f.discoverySocket, "--health-listen", "127.0.0.1:9099", "--reconcile-interval", "2",
       "--backend", this.backendOf(i), "--bpffs", f.bpffs,
       // Tests never send queries past the namespaces they create; "default" tests the node's resolv.conf.
       ...(this.opts.dnsUpstream === "default" ? [] : ["--dns-upstream", "none"]),

@@ -100,6 +100,15 @@ export function canonicalDnsName(s: string): string | undefined {
 
 // ------------------------------------------------------------------ schemas
 
+/** A value in a message, whatever it is: JSON text, or its tag when even that fails (an object without a toString). */
+function shown(v: unknown): string {
+  try {
+    return typeof v === "string" ? v : JSON.stringify(v) ?? String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}
+
 type ErrorFn = (iss: { input?: unknown }) => string;
 const want = (what: string): ErrorFn => (iss) => (iss.input === undefined ? `is required: ${what}` : `must be ${what}`);
 
@@ -140,7 +149,7 @@ function schemas(strict: boolean) {
   const object = strict ? z.strictObject : z.object;
   const port = object({
     name: label(15).optional(),
-    protocol: z.enum(PROTOCOLS, { error: (iss) => `${iss.input === undefined ? "is required" : `"${String(iss.input)}" is not a protocol`}: TCP, UDP or SCTP` }).default("TCP"),
+    protocol: z.enum(PROTOCOLS, { error: (iss) => `${iss.input === undefined ? "is required" : `"${shown(iss.input)}" is not a protocol`}: TCP, UDP or SCTP` }).default("TCP"),
     port: z.number({ error: want("a port number 1-65535") }).int("must be a whole number 1-65535").min(1, "must be 1-65535").max(65535, "must be 1-65535"),
   }, { error: 'must be an object like {"name":"http","protocol":"TCP","port":80}' });
   const ports = z.array(port, { error: want("a list of ports") }).default([]).check((ctx) => {
@@ -150,7 +159,7 @@ function schemas(strict: boolean) {
     });
   });
   const service = object({
-    type: z.enum(SERVICE_TYPES, { error: (iss) => `${iss.input === undefined ? "is required" : `"${String(iss.input)}" is not a service type`}: ClusterIP, Headless or ExternalName` }),
+    type: z.enum(SERVICE_TYPES, { error: (iss) => `${iss.input === undefined ? "is required" : `"${shown(iss.input)}" is not a service type`}: ClusterIP, Headless or ExternalName` }),
     clusterIPs: ipList("IPv4 or IPv6 addresses").default([]),
     externalName: dnsName.optional(),
     ports,

@@ -109,10 +109,6 @@ beforeAll(async () => {
   p0 = await addPod(0, "web-0");
   p0b = await addPod(0, "web-1");
   p1 = await addPod(1, "web-2");
-  // cni0 takes the lowest MAC of its ports unless one is set (src/cni/links.ts sets none), so a pod
-  // added or deleted later can change the gateway's MAC under the other pods' ARP caches and cut
-  // them off for up to half a minute. Pinned here until the plugin pins it (reported with the fix).
-  for (const n of c.nodes) await n.ns.ip("link", "set", "dev", "cni0", "address", "0a:58:00:00:00:01");
 }, 120_000);
 afterAll(async () => {
   for (const ch of running) ch.kill("SIGKILL");

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { queryIpam } from "../../src/agent/control.js";
 import { parseIpv4 } from "../../src/common/ipv4.js";
-import { hostIfName } from "../../src/cni/links.js";
+import { hostIfName, podMac } from "../../src/cni/links.js";
 import { Cluster } from "../../src/harness/cluster.js";
 import { Netns } from "../../src/harness/netns.js";
 import { execPlugin, installPlugins, resultIp, type CniOut } from "../helpers/cni.js";
@@ -81,6 +81,17 @@ describe("weft main plugin, one node per backend", () => {
   it("every pod pings every other pod, across all three backends", async () => {
     expect(c.pods).toHaveLength(6);
     expect(await c.pingAll()).toEqual([]);
+  });
+
+  it("the bridge keeps one MAC (the gateway's) as pods come and go, so pods' ARP entries for the gateway stay right", async () => {
+    const n = c.node(0);
+    const mac = async (): Promise<string> => (JSON.parse(await n.ns.ip("-json", "link", "show", "dev", "cni0")) as { address: string }[])[0]!.address;
+    const gw = (added.get("n0c0")!.json?.["ips"] as { gateway: string }[])[0]!.gateway;
+    expect(await mac()).toBe(podMac(parseIpv4(gw)));
+    const ns = await podNs("n0mac");
+    expect((await weft(0, "ADD", "n0mac", `/run/netns/${ns.name}`)).exit).toBe(0);
+    expect((await weft(0, "DEL", "n0mac", `/run/netns/${ns.name}`)).exit).toBe(0);
+    expect(await mac()).toBe(podMac(parseIpv4(gw)));
   });
 
   it("CHECK passes as ADD left things, fails when the route is gone, and a repeated ADD repairs it with the same address", async () => {

@@ -88,6 +88,8 @@ describe("writing: bad input is refused with the field and the fix", () => {
     ["unknown port field", "default", "web", { ...WEB, ports: [{ port: 80, targetPort: 8080 }] }, /ports\[0\]\.targetPort is not a field of a port/],
     ["bad boolean", "default", "web", { ...WEB, publishNotReadyAddresses: "yes" }, /publishNotReadyAddresses must be true or false \(got "yes"\)/],
     ["not an object", "default", "web", [1], /service default\/web: must be a JSON object/],
+    ["a type that is an object without a usable toString", "default", "web", { ...WEB, type: { toString: 1 } }, /type "\{"toString":1\}" is not a service type/],
+    ["a protocol that is an object without a usable toString", "default", "web", { ...WEB, ports: [{ protocol: { toString: 1 }, port: 80 }] }, /protocol "\{"toString":1\}" is not a protocol/],
     ["bad namespace", "Default", "web", WEB, /service Default\/web: namespace "Default" is not a DNS-1123 label/],
     ["name too long", "default", "a".repeat(64), WEB, /name "a{64}" is 64 characters long; at most 63/],
   ];
