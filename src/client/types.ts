@@ -20,6 +20,7 @@ export interface Service {
   readonly externalName?: string | undefined;
   readonly ports: readonly ServicePort[];
   readonly publishNotReadyAddresses: boolean;
+  readonly labels?: Readonly<Record<string, string>> | undefined;
 }
 
 export interface Endpoint {
@@ -32,6 +33,7 @@ export interface Endpoint {
   readonly ready: boolean;
   readonly nodeName?: string | undefined;
   readonly ports: readonly ServicePort[];
+  readonly labels?: Readonly<Record<string, string>> | undefined;
 }
 
 /** `GET /v1/services` and the `snapshot` event of a watch. */
@@ -71,6 +73,8 @@ export interface PublishRequest {
   readonly hostname?: string;
   readonly ready?: boolean;
   readonly ports?: readonly { readonly name?: string; readonly protocol?: "TCP" | "UDP" | "SCTP"; readonly port: number }[];
+  /** Labels subscribers select by (`label=k=v`). */
+  readonly labels?: Readonly<Record<string, string>>;
 }
 
 /** The agent's answer to a publication. */

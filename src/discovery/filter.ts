@@ -1,4 +1,4 @@
-import { labelProblem } from "../registry/types.js";
+import { labelKeyProblem, labelProblem, labelValueProblem } from "../registry/types.js";
 import type { Endpoint, Service } from "../registry/types.js";
 import { refuse } from "./errors.js";
 
@@ -23,10 +23,6 @@ export interface ServicesQuery {
 
 const PARAMS = ["watch", "namespace", "name", "label"];
 export const MAX_LABELS = 16;
-/** Kubernetes label keys: an optional DNS-subdomain prefix and "/", then a name of 1-63 characters. */
-const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
-const PREFIX = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Parses the query of `GET /v1/services`; refuses (400 bad_query) anything it does not take, saying what. */
 export function parseServicesQuery(search: URLSearchParams): ServicesQuery {
@@ -59,13 +55,10 @@ function parseSelector(s: string): readonly [string, string | undefined] {
   const eq = s.indexOf("=");
   const k = eq < 0 ? s : s.slice(0, eq);
   const v = eq < 0 ? undefined : s.slice(eq + 1);
-  const slash = k.lastIndexOf("/");
-  const prefix = slash < 0 ? undefined : k.slice(0, slash);
-  const name = slash < 0 ? k : k.slice(slash + 1);
-  if (!LABEL_NAME.test(name) || (prefix !== undefined && (prefix.length > 253 || !PREFIX.test(prefix)))) {
+  if (labelKeyProblem(k)) {
     throw refuse(400, "bad_query", `label=${printable(s)}: the key must be a label key like app or example.com/tier (a name of 1-63 letters, digits, - _ .)`);
   }
-  if (v !== undefined && !LABEL_VALUE.test(v)) throw refuse(400, "bad_query", `label=${printable(s)}: the value must be at most 63 letters, digits, - _ . (starting and ending alphanumeric)`);
+  if (v !== undefined && labelValueProblem(v)) throw refuse(400, "bad_query", `label=${printable(s)}: the value must be at most 63 letters, digits, - _ . (starting and ending alphanumeric)`);
   return [k, v];
 }
 

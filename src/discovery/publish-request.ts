@@ -5,7 +5,7 @@ import { printable } from "./filter.js";
 import type { PodRef } from "./pods.js";
 
 /** What a pod may put in `POST /v1/endpoints`. */
-const FIELDS = ["service", "namespace", "id", "addresses", "hostname", "ready", "ports"];
+const FIELDS = ["service", "namespace", "id", "addresses", "hostname", "ready", "ports", "labels"];
 
 export interface PublishPlan {
   readonly namespace: string;
@@ -57,7 +57,7 @@ export function planPublication(pod: PodRef, raw: unknown): PublishPlan {
   }
   let spec: EndpointSpec;
   try {
-    spec = validateEndpoint({ addresses, hostname: body["hostname"], ready: body["ready"], ports: body["ports"] }, `endpoint ${namespace}/${service}/${id}`, { strict: true });
+    spec = validateEndpoint({ addresses, hostname: body["hostname"], ready: body["ready"], ports: body["ports"], labels: body["labels"] }, `endpoint ${namespace}/${service}/${id}`, { strict: true });
   } catch (e) {
     if (e instanceof RegistryEntryError) throw refuse(400, "bad_body", e.message);
     // The validator failed on the value itself (an object whose toString is not a function, where a

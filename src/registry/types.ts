@@ -36,6 +36,8 @@ export interface ServiceSpec {
   readonly externalName?: string | undefined;
   readonly ports: readonly ServicePort[];
   readonly publishNotReadyAddresses: boolean;
+  /** Kubernetes-style labels (subscribers of the discovery API select by them). */
+  readonly labels?: Readonly<Record<string, string>> | undefined;
 }
 
 /** The JSON value of an endpoint key. */
@@ -46,6 +48,7 @@ export interface EndpointSpec {
   readonly ready: boolean;
   readonly nodeName?: string | undefined;
   readonly ports: readonly ServicePort[];
+  readonly labels?: Readonly<Record<string, string>> | undefined;
 }
 
 export interface Service extends ServiceSpec {
@@ -76,6 +79,27 @@ export function labelProblem(s: string, max = 63): string | undefined {
   if (s.length > max) return `"${s}" is ${s.length} characters long; at most ${max}`;
   if (!LABEL_RE.test(s)) return `"${s}" is not a DNS-1123 label (${LABEL_HELP})`;
   return undefined;
+}
+
+/** Kubernetes label keys: an optional DNS-subdomain prefix and "/", then a name of 1-63 characters; values up to 63. */
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+const LABEL_PREFIX = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** Labels one entry may carry. */
+export const MAX_ENTRY_LABELS = 32;
+
+/** Why `k` is not a label key (app, example.com/tier), or undefined. */
+export function labelKeyProblem(k: string): string | undefined {
+  const slash = k.lastIndexOf("/");
+  const prefix = slash < 0 ? undefined : k.slice(0, slash);
+  const name = slash < 0 ? k : k.slice(slash + 1);
+  if (LABEL_NAME.test(name) && (prefix === undefined || (prefix.length <= 253 && LABEL_PREFIX.test(prefix)))) return undefined;
+  return "is not a label key like app or example.com/tier (a name of 1-63 letters, digits, - _ ., optionally after a DNS prefix and /)";
+}
+
+/** Why `v` is not a label value, or undefined. */
+export function labelValueProblem(v: string): string | undefined {
+  return LABEL_VALUE.test(v) ? undefined : "is not a label value (at most 63 letters, digits, - _ ., starting and ending alphanumeric)";
 }
 
 /** Why `s` is not an endpoint id, or undefined when it is one. */
@@ -141,9 +165,18 @@ const dnsName = z.string({ error: want("a DNS name, e.g. db.example.com") }).tra
   return c;
 });
 
+const labels = z.record(z.string(), z.string({ error: want("a string label value") })).check((ctx) => {
+  const entries = Object.entries(ctx.value);
+  if (entries.length > MAX_ENTRY_LABELS) ctx.issues.push({ code: "custom", message: `has ${entries.length} labels; at most ${MAX_ENTRY_LABELS}`, input: ctx.value });
+  for (const [k, v] of entries) {
+    const p = labelKeyProblem(k) ?? labelValueProblem(v);
+    if (p) ctx.issues.push({ code: "custom", path: [k], message: `${JSON.stringify(k)}: ${JSON.stringify(v)} ${p}`, input: v });
+  }
+}).optional();
+
 const PORT_FIELDS = ["name", "protocol", "port"];
-const SERVICE_FIELDS = ["type", "clusterIPs", "externalName", "ports", "publishNotReadyAddresses"];
-const ENDPOINT_FIELDS = ["addresses", "hostname", "ready", "nodeName", "ports"];
+const SERVICE_FIELDS = ["type", "clusterIPs", "externalName", "ports", "publishNotReadyAddresses", "labels"];
+const ENDPOINT_FIELDS = ["addresses", "hostname", "ready", "nodeName", "ports", "labels"];
 
 function schemas(strict: boolean) {
   const object = strict ? z.strictObject : z.object;
@@ -164,6 +197,7 @@ function schemas(strict: boolean) {
     externalName: dnsName.optional(),
     ports,
     publishNotReadyAddresses: z.boolean({ error: want("true or false") }).default(false),
+    labels,
   }, { error: "must be a JSON object" }).check((ctx) => {
     const s = ctx.value;
     const add = (field: string, message: string): void => void ctx.issues.push({ code: "custom", path: [field], message, input: s });
@@ -178,6 +212,7 @@ function schemas(strict: boolean) {
     ready: z.boolean({ error: want("true or false") }).default(true),
     nodeName: z.string({ error: want("a string") }).min(1, "must not be empty").max(253, "is longer than 253 characters").optional(),
     ports,
+    labels,
   }, { error: "must be a JSON object" });
   return { service, endpoint };
 }
@@ -261,12 +296,18 @@ const portJson = (p: ServicePort): ServicePort => ({ name: p.name, protocol: p.p
 
 /** The stored JSON of a service (the spec's fields only, in a fixed order). */
 export function encodeService(s: ServiceSpec): string {
-  return JSON.stringify({ type: s.type, clusterIPs: s.clusterIPs, externalName: s.externalName, ports: s.ports.map(portJson), publishNotReadyAddresses: s.publishNotReadyAddresses });
+  return JSON.stringify({
+    type: s.type, clusterIPs: s.clusterIPs, externalName: s.externalName, ports: s.ports.map(portJson), publishNotReadyAddresses: s.publishNotReadyAddresses,
+    ...(s.labels && Object.keys(s.labels).length > 0 ? { labels: s.labels } : {}),
+  });
 }
 
 /** The stored JSON of an endpoint (the spec's fields only, in a fixed order). */
 export function encodeEndpoint(e: EndpointSpec): string {
-  return JSON.stringify({ addresses: e.addresses, hostname: e.hostname, ready: e.ready, nodeName: e.nodeName, ports: e.ports.map(portJson) });
+  return JSON.stringify({
+    addresses: e.addresses, hostname: e.hostname, ready: e.ready, nodeName: e.nodeName, ports: e.ports.map(portJson),
+    ...(e.labels && Object.keys(e.labels).length > 0 ? { labels: e.labels } : {}),
+  });
 }
 
 // ------------------------------------------------------------------ keys

@@ -62,9 +62,18 @@ describe("snapshots and refusals", () => {
     const web = await http({ port: d.port }, "GET", "/v1/services?name=web");
     expect((web.json["services"] as unknown[]).length).toBe(1);
     expect((web.json["endpoints"] as unknown[]).length).toBe(1);
-    // a label selector: no entry carries labels (the registry has none yet), so none passes
+    // label selectors: entries without labels pass none; labelled ones pass key=value and key alone
+    expect((await http({ port: d.port }, "GET", "/v1/services?label=app=web")).json).toMatchObject({ services: [], endpoints: [] });
+    await d.registry.putService("default", "api", { ...WEB, clusterIPs: ["198.18.255.11"], labels: { app: "web", "example.com/tier": "front" } });
+    await d.registry.putEndpoint("default", "api", "api-1", { ...ep(7), labels: { app: "web" } });
+    await until(() => d.watcher.services().size === 3 && d.watcher.allEndpoints().length === 2);
     const labelled = await http({ port: d.port }, "GET", "/v1/services?label=app=web");
-    expect(labelled.json).toMatchObject({ services: [], endpoints: [] });
+    expect((labelled.json["services"] as { name: string }[]).map((s) => s.name)).toEqual(["api"]);
+    expect((labelled.json["endpoints"] as { id: string }[]).map((e) => e.id)).toEqual(["api-1"]);
+    const tier = await http({ port: d.port }, "GET", "/v1/services?label=example.com/tier&label=app=web");
+    expect((tier.json["services"] as { name: string }[]).map((s) => s.name)).toEqual(["api"]);
+    expect(tier.json["endpoints"]).toEqual([]); // the endpoint has no tier label
+    expect((await http({ port: d.port }, "GET", "/v1/services?label=app=db")).json).toMatchObject({ services: [], endpoints: [] });
   });
 
   it("refuses what it does not take with a 4xx, a reason and a count: query, path, method, Last-Event-ID, header size", async () => {

@@ -139,6 +139,21 @@ describe("weft svc put / ls / rm", () => {
     expect((await registry().snapshot()).services).toEqual([]);
   });
 
+  it("--label puts labels on services and endpoints (what discovery subscribers select by); a bad one is refused naming the flag", async () => {
+    let r = await weft(["put", "service", "default/lab", ...ep(), "--cluster-ip", "198.18.255.12", "--label", "app=web", "--label", "example.com/tier=front"]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('"labels":{"app":"web","example.com/tier":"front"}');
+    r = await weft(["put", "endpoint", "default/lab/lab-0", ...ep(), "--address", "198.18.1.9", "--label", "app=web"]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('"labels":{"app":"web"}');
+    r = await weft(["put", "service", "default/lab", ...ep(), "--cluster-ip", "198.18.255.12", "--label", "app"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--label "app": write key=value/);
+    r = await weft(["put", "service", "default/lab", ...ep(), "--cluster-ip", "198.18.255.12", "--label", "app=we b"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/--label.*is not a label value/);
+  });
+
   it("an unreachable etcd: exit 1 with a message saying so", async () => {
     const r = await weft(["ls", "--etcd-endpoints", "http://127.0.0.1:9", "--registry-prefix", prefix]);
     expect(r.status).toBe(1);

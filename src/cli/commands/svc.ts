@@ -93,25 +93,38 @@ function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-interface PutServiceOpts extends Common { type?: string; clusterIp: string[]; port: string[]; externalName?: string; publishNotReady?: boolean; json?: string }
-interface PutEndpointOpts extends Common { address: string[]; hostname?: string; notReady?: boolean; nodeName?: string; port: string[]; ttl?: string; json?: string }
+interface PutServiceOpts extends Common { type?: string; clusterIp: string[]; port: string[]; externalName?: string; publishNotReady?: boolean; label: string[]; json?: string }
+interface PutEndpointOpts extends Common { address: string[]; hostname?: string; notReady?: boolean; nodeName?: string; port: string[]; label: string[]; ttl?: string; json?: string }
+
+/** --label k=v flags as a labels object (the registry checks the keys and values). */
+function labelFlags(flags: readonly string[]): Record<string, string> | undefined {
+  if (flags.length === 0) return undefined;
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const f of flags) {
+    const eq = f.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--label "${f}": write key=value, e.g. --label app=web`);
+    out[f.slice(0, eq)] = f.slice(eq + 1);
+  }
+  return { ...out };
+}
 
 async function putService(refText: string, o: PutServiceOpts): Promise<void> {
   const [ns = "", name = ""] = ref(refText, 2, "service", "<namespace>/<name>");
   let input: unknown;
   if (o.json !== undefined) {
-    const given = [o.type && "--type", o.clusterIp.length && "--cluster-ip", o.port.length && "--port", o.externalName && "--external-name", o.publishNotReady && "--publish-not-ready"];
+    const given = [o.type && "--type", o.clusterIp.length && "--cluster-ip", o.port.length && "--port", o.externalName && "--external-name", o.publishNotReady && "--publish-not-ready", o.label.length && "--label"];
     input = jsonArg(o.json, given.filter((g): g is string => typeof g === "string"));
   } else {
     const type = o.type === undefined ? "ClusterIP" : (SERVICE_TYPES.find((t) => t.toLowerCase() === o.type?.toLowerCase()) ?? o.type);
     input = {
       type, clusterIPs: o.clusterIp, ports: o.port.map(parsePortFlag),
       ...(o.externalName !== undefined ? { externalName: o.externalName } : {}), publishNotReadyAddresses: o.publishNotReady === true,
+      ...(o.label.length > 0 ? { labels: labelFlags(o.label) } : {}),
     };
   }
   const reg = await open(o);
   try {
-    const flags = { type: "--type", clusterIPs: "--cluster-ip", ports: "--port", externalName: "--external-name", publishNotReadyAddresses: "--publish-not-ready" };
+    const flags = { type: "--type", clusterIPs: "--cluster-ip", ports: "--port", externalName: "--external-name", publishNotReadyAddresses: "--publish-not-ready", labels: "--label" };
     const s = await reg.putService(ns, name, input as Service).catch((e: unknown) => {
       throw o.json === undefined ? asFlagError(e, flags, { ports: o.port, clusterIPs: o.clusterIp }) : e;
     });
@@ -131,17 +144,18 @@ async function putEndpoint(refText: string, o: PutEndpointOpts): Promise<void> {
   }
   let input: unknown;
   if (o.json !== undefined) {
-    const given = [o.address.length && "--address", o.hostname && "--hostname", o.notReady && "--not-ready", o.nodeName && "--node-name", o.port.length && "--port"];
+    const given = [o.address.length && "--address", o.hostname && "--hostname", o.notReady && "--not-ready", o.nodeName && "--node-name", o.port.length && "--port", o.label.length && "--label"];
     input = jsonArg(o.json, given.filter((g): g is string => typeof g === "string"));
   } else {
     input = {
       addresses: o.address, ports: o.port.map(parsePortFlag), ready: o.notReady !== true,
       ...(o.hostname !== undefined ? { hostname: o.hostname } : {}), ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : {}),
+      ...(o.label.length > 0 ? { labels: labelFlags(o.label) } : {}),
     };
   }
   const reg = await open(o);
   try {
-    const flags = { addresses: "--address", hostname: "--hostname", ready: "--not-ready", nodeName: "--node-name", ports: "--port", ttlSec: "--ttl" };
+    const flags = { addresses: "--address", hostname: "--hostname", ready: "--not-ready", nodeName: "--node-name", ports: "--port", ttlSec: "--ttl", labels: "--label" };
     const h: EndpointHandle = await reg.putEndpoint(ns, svc, id, input as Endpoint, { ttlSec }).catch((e: unknown) => {
       throw o.json === undefined ? asFlagError(e, flags, { ports: o.port, addresses: o.address }) : e;
     });
@@ -200,6 +214,7 @@ export function registerSvc(program: Command): void {
     .option("--port <[name:][protocol:]port>", "a port, e.g. http:TCP:80 (repeat for more)", collect, [])
     .option("--external-name <dns-name>", "the DNS name an ExternalName service aliases")
     .option("--publish-not-ready", "publish endpoints that are not ready too")
+    .option("--label <key=value>", "a label (discovery API subscribers select by labels; repeat for more)", collect, [])
     .option("--json <json>", "the whole service as JSON instead of the flags above")
     .action((r: string, o: PutServiceOpts) => explainEtcdErrors(o, () => putService(r, o)));
   common(put.command("endpoint").description("write an endpoint: <namespace>/<service>/<id>").argument("<ref>", "<namespace>/<service>/<id>"))
@@ -208,6 +223,7 @@ export function registerSvc(program: Command): void {
     .option("--not-ready", "mark it not ready")
     .option("--node-name <name>", "the node it runs on")
     .option("--port <[name:][protocol:]port>", "a port, e.g. http:TCP:8080 (repeat for more)", collect, [])
+    .option("--label <key=value>", "a label (repeat for more)", collect, [])
     .option("--ttl <seconds>", "attach it to an etcd lease and stay in the foreground keeping it alive; revoked on SIGINT/SIGTERM")
     .option("--json <json>", "the whole endpoint as JSON instead of the flags above")
     .action((r: string, o: PutEndpointOpts) => explainEtcdErrors(o, () => putEndpoint(r, o)));
