@@ -86,14 +86,15 @@ base_key=$(printf '%s\n' "$SUITE" "${BASE_PACKAGES[@]}" "${MIRRORS[@]}" "${DPKG_
 base_tar="$out/base-$base_key.tar"
 
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+source_url=$(scripts/source-url.sh "${WEFT_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo "$root")}")
 dirty=false
 [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || dirty=true
 
-# The image's content key: the base key, the revision (an annotation), the node binary, this script,
+# The image's content key: the base key, the revision and source (annotations), the node binary, these scripts,
 # and every file of the build it packs.
 content_key=$({
-  echo "$base_key $revision $dirty"
-  sha256sum "$node_bin" scripts/image.sh package.json package-lock.json bin/weft.js build/weft-core.wasm \
+  echo "$base_key $revision $dirty $source_url"
+  sha256sum "$node_bin" scripts/image.sh scripts/source-url.sh package.json package-lock.json bin/weft.js build/weft-core.wasm \
     build/native/libweft_shim.so build/native/weft_poll.node build/native/weft-cni build/bpf/weft.bpf.o
   find dist/src dist/asm -type f -name '*.js' -print0 | sort -z | xargs -0 sha256sum
 } | sha256sum | cut -c1-32)
@@ -114,7 +115,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-source_url=${WEFT_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo "file://$root")}
 # Reproducible timestamps: the commit's time.
 epoch=$(git log -1 --format=%ct 2>/dev/null || echo 0)
 created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
