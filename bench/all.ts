@@ -1,20 +1,21 @@
 /**
- * `weft bench all [--quick] [--only a,b] [--out DIR]` (also `npm run bench:all -- …`)
+ * `weft bench all [--quick] [--only a,b] [--out DIR] [--results DOC]` (also `npm run bench:all -- …`)
  *
  * Runs the benchmarks one after another, each as its own process with
  * --json, and writes into DIR: results.json (every figure with its unit,
  * rounds, baseline and target; schema in bench/report/schema.ts), report.md,
  * and one SVG chart per benchmark (charts/<name>.svg). Progress goes to
  * stderr: a bar with the step and an ETA on a terminal, plain lines otherwise.
+ * With --results, the report also goes into DOC between its markers
+ * (bench/report/embed.ts), chart links relative to DOC.
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants, mkdirSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { benchArgs } from "./args.js";
-import { chartSpec, renderSvg } from "./report/charts.js";
 import { machine } from "./report/machine.js";
-import { renderReport } from "./report/report.js";
+import { checkDoc, writeRun, type Written } from "./report/write.js";
 import { SCHEMA_VERSION, type BenchJson, type BenchRun, type Results } from "./report/schema.js";
 
 /** Each benchmark, with its arguments for a full and a quick run, and how long each takes here (for the ETA). */
@@ -32,6 +33,7 @@ const args = benchArgs("bench:all", {
   quick: { type: "boolean", help: "shorter and fewer rounds (about 3 minutes here)" },
   only: { type: "string", default: NAMES.join(","), choices: NAMES, list: true, help: "comma-separated benchmarks to run" },
   out: { type: "string", default: "bench-report", help: "directory for results.json, report.md and charts/" },
+  results: { type: "string", default: "", help: "also put the report into this document between its markers, keeping the prose around them (bench/RESULTS.md)" },
 }, { seconds: "each benchmark's own time is set by --quick (or run `weft bench <name> --seconds N` alone)", json: "results.json in --out is the machine-readable form" });
 
 const out = resolve(args.out);
@@ -41,6 +43,14 @@ try {
 } catch (e) {
   console.error(`bench:all: --out ${args.out}: cannot write there: ${(e as Error).message}`);
   process.exit(2);
+}
+if (args.results !== "") {
+  try {
+    checkDoc(args.results);
+  } catch (e) {
+    console.error(`bench:all: --results ${(e as Error).message}`);
+    process.exit(2);
+  }
 }
 
 const names = args.only.split(",").map((s) => s.trim()).filter(Boolean) as Name[];
@@ -101,14 +111,12 @@ if (tty) process.stderr.write("\n");
 const results: Results = {
   schema: SCHEMA_VERSION, date: new Date().toISOString(), quick: args.quick, seconds: (Date.now() - started) / 1000, machine: machine(), runs,
 };
-writeFileSync(join(out, "results.json"), `${JSON.stringify(results, null, 1)}\n`);
-const charts = new Map<string, string>();
-for (const run of runs) {
-  const spec = chartSpec(run);
-  if (!spec) continue;
-  writeFileSync(join(out, "charts", `${run.bench}.svg`), await renderSvg(spec));
-  charts.set(run.bench, `charts/${run.bench}.svg`);
+let written: Written;
+try {
+  written = await writeRun(results, out, args.results === "" ? undefined : args.results);
+} catch (e) {
+  console.error(`bench:all: ${(e as Error).message}`);
+  process.exit(2);
 }
-writeFileSync(join(out, "report.md"), renderReport(results, charts));
-console.error(`bench:all: ${runs.filter((r) => r.ok).length} of ${runs.length} benchmarks ran; ${Math.round(results.seconds)} s; wrote ${join(out, "report.md")}, results.json and ${charts.size} charts`);
+console.error(`bench:all: ${runs.filter((r) => r.ok).length} of ${runs.length} benchmarks ran; ${Math.round(results.seconds)} s; wrote ${written.report}, results.json and ${written.charts} charts${args.results === "" ? "" : `, and the report into ${args.results}`}`);
 process.exitCode = runs.every((r) => r.ok) ? 0 : 1;

@@ -7,10 +7,10 @@
  * significant regression is found; 2 for a file that cannot be read or of
  * another schema version.
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { compareResults, renderChanges } from "./report/compare.js";
-import { checkResults, ResultsFileError, type Results } from "./report/schema.js";
+import { ResultsFileError } from "./report/schema.js";
+import { loadResults as load } from "./report/write.js";
 
 function usage(why: string): never {
   console.error(`bench:compare: ${why}\nusage: weft bench compare OLD.json NEW.json [--json] [--fail-on-regression]`);
@@ -26,21 +26,6 @@ try {
 const files = parsed.positionals;
 if (files.length !== 2) usage(`give two results.json files, got ${files.length}`);
 
-function load(path: string): Results {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new ResultsFileError(`${path}: cannot be read: ${(e as Error).message}`);
-  }
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (e) {
-    throw new ResultsFileError(`${path}: not JSON: ${(e as Error).message}`);
-  }
-  return checkResults(doc, path);
-}
 
 try {
   const [a, b] = [load(files[0]!), load(files[1]!)];

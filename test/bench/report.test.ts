@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { chartSpec, renderSvg } from "../../bench/report/charts.js";
 import { compareResults, renderChanges } from "../../bench/report/compare.js";
+import { BEGIN, embedReport, END, relink } from "../../bench/report/embed.js";
 import { renderReport } from "../../bench/report/report.js";
 import { checkResults, meetsTarget, ratioOf, ResultsFileError, type Figure, type Results } from "../../bench/report/schema.js";
 import { projectRoot } from "../../src/common/paths.js";
@@ -106,6 +107,64 @@ describe("compare", () => {
   });
 });
 
+describe("the report inside a document (bench/RESULTS.md)", () => {
+  const report = "# weft bench report\n\n![wasm](charts/wasm.svg)\n";
+  it("goes between the markers, replacing the last one and keeping the prose on both sides", () => {
+    const doc = `intro\n\n${BEGIN}\nold report\n${END}\n\n## How the figures were reached\nprose\n`;
+    const once = embedReport(doc, report, "/x/RESULTS.md");
+    expect(once).toBe(`intro\n\n${BEGIN}\n# weft bench report\n\n![wasm](charts/wasm.svg)\n${END}\n\n## How the figures were reached\nprose\n`);
+    expect(embedReport(once, report, "/x/RESULTS.md")).toBe(once);
+  });
+  it("a new document is the report alone; one without markers keeps its text below the report", () => {
+    expect(embedReport(undefined, report, "/x/R.md")).toBe(`${BEGIN}\n${report}${END}\n`);
+    expect(embedReport("notes\n", report, "/x/R.md")).toBe(`${BEGIN}\n${report}${END}\n\nnotes\n`);
+  });
+  it("broken markers are refused, not guessed at (the prose would be lost)", () => {
+    for (const bad of [`${BEGIN}\nno end`, `${END}\n${BEGIN}\n`, `${BEGIN}\n${END}\n${BEGIN}\n${END}\n`, `only ${END}`]) {
+      expect(() => embedReport(bad, report, "/x/R.md")).toThrow(/markers are broken/);
+    }
+  });
+  it("chart links are made relative to the document", () => {
+    expect(relink(report, "/r/bench/latest", "/r/bench/RESULTS.md")).toContain("![wasm](latest/charts/wasm.svg)");
+    expect(relink(report, "/r/out", "/r/bench/RESULTS.md")).toContain("![wasm](../out/charts/wasm.svg)");
+    expect(relink(report, "/r/bench", "/r/bench/RESULTS.md")).toContain("![wasm](./charts/wasm.svg)");
+  });
+  it("weft bench report draws a recorded run again into a folder and a document, and refuses a document with broken markers", () => {
+    const out = join(dir, "again");
+    const doc = join(dir, "RESULTS.md");
+    writeFileSync(doc, `# Results\n\n${BEGIN}\nstale\n${END}\n\nprose stays\n`);
+    const r = weft("report", join(root, "test/fixtures/bench-wasm-quick.json"), "--out", out, "--results", doc);
+    expect(r.status, r.stderr).toBe(0);
+    expect(existsSync(join(out, "charts", "wasm.svg"))).toBe(true);
+    const text = readFileSync(doc, "utf8");
+    expect(text).toMatch(/^# Results\n\n<!-- weft bench report: begin/);
+    expect(text).not.toContain("stale");
+    expect(text).toContain("![wasm](again/charts/wasm.svg)");
+    expect(text).toContain(`| weft commit | ${recorded.machine.commit} |`);
+    expect(text.endsWith(`${END}\n\nprose stays\n`)).toBe(true);
+    writeFileSync(doc, `${BEGIN}\nno end\n`);
+    const broken = weft("report", join(root, "test/fixtures/bench-wasm-quick.json"), "--out", out, "--results", doc);
+    expect(broken.status).toBe(2);
+    expect(broken.stderr).toMatch(/RESULTS\.md: its report markers are broken/);
+    expect(readFileSync(doc, "utf8")).toBe(`${BEGIN}\nno end\n`);
+    expect(weft("report").stderr).toMatch(/give one results\.json file, got 0/);
+  });
+});
+
+describe("the committed report", () => {
+  it("bench/RESULTS.md holds exactly the report of bench/latest/results.json, a full run of every benchmark, with its charts", () => {
+    const latest = checkResults(JSON.parse(readFileSync(join(root, "bench/latest/results.json"), "utf8")), "bench/latest/results.json");
+    expect(latest.quick).toBe(false);
+    expect(latest.runs.map((r) => [r.bench, r.ok])).toEqual(["wasm", "control", "ipam", "dns", "dataplane"].map((b) => [b, true]));
+    const charts = new Map(latest.runs.map((r) => [r.bench, `charts/${r.bench}.svg`]));
+    for (const c of charts.values()) expect(readFileSync(join(root, "bench/latest", c), "utf8")).toMatch(/^<svg/);
+    const doc = readFileSync(join(root, "bench/RESULTS.md"), "utf8");
+    const want = embedReport(doc, relink(renderReport(latest, charts), join(root, "bench/latest"), join(root, "bench/RESULTS.md")), "RESULTS.md");
+    expect(doc, "regenerate with: weft bench report bench/latest/results.json --results bench/RESULTS.md").toBe(want);
+    expect(readFileSync(join(root, "README.md"), "utf8")).toContain("](bench/latest/charts/dataplane.svg)");
+  });
+});
+
 describe("weft bench all", () => {
   it("bad options are refused with a clear message: an unknown benchmark, an unwritable --out", () => {
     const unknown = weft("all", "--only", "wasm,nope");
@@ -114,11 +173,19 @@ describe("weft bench all", () => {
     const unwritable = weft("all", "--only", "wasm", "--out", "/etc/hostname/report");
     expect(unwritable.status).toBe(2);
     expect(unwritable.stderr).toMatch(/--out \/etc\/hostname\/report: cannot write there/);
+    const doc = join(dir, "broken.md");
+    writeFileSync(doc, `${END}\n`);
+    const broken = weft("all", "--only", "wasm", "--out", join(dir, "unused"), "--results", doc);
+    expect(broken.status).toBe(2);
+    expect(broken.stderr).toMatch(/--results .*broken\.md: its report markers are broken/);
+    expect(broken.stderr).not.toMatch(/\[1\/1\] wasm/); // refused before running anything
+    expect(existsSync(join(dir, "unused", "results.json"))).toBe(false);
   });
 
   it("a real quick run of the wasm benchmark writes results.json, report.md and its chart", () => {
     const out = join(dir, "run");
-    const r = weft("all", "--only", "wasm", "--quick", "--out", out);
+    const doc = join(dir, "RUN.md");
+    const r = weft("all", "--only", "wasm", "--quick", "--out", out, "--results", doc);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/\[1\/1\] wasm/); // plain progress lines when stderr is not a terminal
     const results = checkResults(JSON.parse(readFileSync(join(out, "results.json"), "utf8")), "results.json");
@@ -127,5 +194,6 @@ describe("weft bench all", () => {
     for (const f of results.runs[0]!.figures) expect(f.rounds.length).toBe(9);
     expect(readFileSync(join(out, "report.md"), "utf8")).toMatch(/^# weft bench report/);
     expect(existsSync(join(out, "charts", "wasm.svg"))).toBe(true);
+    expect(readFileSync(doc, "utf8")).toContain("![wasm](run/charts/wasm.svg)");
   }, 180_000);
 });
