@@ -24,7 +24,10 @@ const PLAN = {
   control: { full: [], quick: ["--nodes", "1000", "--changes", "40"], fullS: 60, quickS: 25 },
   ipam: { full: [], quick: ["--rounds", "60", "--allocs", "3000"], fullS: 60, quickS: 20 },
   dns: { full: ["--seconds", "10", "--rounds", "3"], quick: ["--seconds", "2", "--rounds", "2"], fullS: 150, quickS: 40 },
-  dataplane: { full: ["--backends", "direct,vxlan,ebpf,tun", "--seconds", "5", "--rounds", "3"], quick: ["--backends", "direct,vxlan,ebpf,tun", "--seconds", "2", "--rounds", "1"], fullS: 180, quickS: 60 },
+  dataplane: {
+    full: ["--backends", "direct,vxlan,vxlan-routed,ebpf,tun", "--seconds", "4", "--rounds", "3"],
+    quick: ["--backends", "direct,vxlan,vxlan-routed,ebpf,tun", "--seconds", "1", "--rounds", "1"], fullS: 420, quickS: 90,
+  },
 } as const;
 type Name = keyof typeof PLAN;
 const NAMES = Object.keys(PLAN) as Name[];

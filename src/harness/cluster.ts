@@ -45,6 +45,15 @@ export interface ClusterOptions {
   readonly etcdTls?: boolean;
   /** Runs agents some other way than `weft agent` in the node's namespace (e.g. containers); see AgentLauncher. */
   readonly agentLauncher?: AgentLauncher;
+  /**
+   * How pods hang off their node: "bridge" (the default: a cni0 bridge
+   * holding the gateway, as flannel's bridge CNI config does) or "routed"
+   * (no bridge, as the ptp plugin wires pods: the pod has its address as a
+   * /32 and a default route via the gateway on the link; the host side of
+   * its veth holds the gateway as a /32, and the node routes the pod's /32
+   * to it).
+   */
+  readonly podWiring?: "bridge" | "routed";
 }
 
 /**
@@ -300,6 +309,7 @@ export class Cluster {
   async addPods(n: ClusterNode, subnet = n.subnet, mtu = this.mtuOf(n.index)): Promise<void> {
     if (!subnet) throw new Error(`node ${n.index} has no subnet yet`);
     if (this.opts.podsPerNode === 0) return; // pods come from the CNI plugin (which makes cni0 itself)
+    if (this.opts.podWiring === "routed") return this.addRoutedPods(n, subnet, mtu);
     await n.ns.ip("link", "add", "cni0", "type", "bridge");
     await n.ns.ip("addr", "add", `${formatIpv4(subnet.addr + 1)}/${subnet.len}`, "dev", "cni0");
     await n.ns.ip("link", "set", "cni0", "mtu", String(mtu), "up");
@@ -311,6 +321,25 @@ export class Cluster {
       await ns.ip("link", "set", "eth0", "mtu", String(mtu));
       await ns.ip("addr", "add", `${formatIpv4(addr)}/${subnet.len}`, "dev", "eth0");
       await ns.ip("route", "add", "default", "via", formatIpv4(subnet.addr + 1));
+      n.pods.push({ ns, node: n.index, addr });
+      if (n.agent) await this.registerPod(n.index, j);
+    }
+  }
+
+  /** Bridge-less pods (podWiring "routed"): a /32 route per pod on the node, the gateway on the host side of its veth. */
+  private async addRoutedPods(n: ClusterNode, subnet: Ipv4Prefix, mtu: number): Promise<void> {
+    const gw = formatIpv4(subnet.addr + 1);
+    for (let j = 0; j < this.opts.podsPerNode; j++) {
+      const ns = await Netns.create(`n${n.index}p${j}`, this.tag);
+      await veth(ns, "eth0", n.ns, `p${j}`);
+      await n.ns.ip("link", "set", `p${j}`, "mtu", String(mtu));
+      await n.ns.ip("addr", "add", `${gw}/32`, "dev", `p${j}`);
+      const addr = subnet.addr + 2 + j;
+      await n.ns.ip("route", "add", `${formatIpv4(addr)}/32`, "dev", `p${j}`, "src", gw);
+      await ns.ip("link", "set", "eth0", "mtu", String(mtu));
+      await ns.ip("addr", "add", `${formatIpv4(addr)}/32`, "dev", "eth0");
+      await ns.ip("route", "add", gw, "dev", "eth0", "scope", "link");
+      await ns.ip("route", "add", "default", "via", gw, "dev", "eth0");
       n.pods.push({ ns, node: n.index, addr });
       if (n.agent) await this.registerPod(n.index, j);
     }
