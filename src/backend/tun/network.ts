@@ -24,6 +24,8 @@ export interface TunSetup {
   readonly rxFd: number;
   readonly maxBatch: number;
   readonly slotSize: number;
+  /** Busy-poll budget of each worker after a packet, µs (0: sleep in poll() at once); native/weft_shim.c. */
+  readonly busyPollUs: number;
   /** Which variant of each fast/slow path the device and sockets got (./paths.ts). */
   readonly paths: Readonly<Record<string, string>>;
 }
@@ -74,6 +76,7 @@ export class TunNetwork implements Network {
       mode, tunFd: this.setup.tunFd, sockFds: mode === "tx" ? this.setup.txFds : [this.setup.rxFd],
       vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
       dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize, mtu: this.mtu,
+      busyPollUs: this.setup.busyPollUs,
     };
     const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
     this.workers[mode] = { worker, port: port1 };

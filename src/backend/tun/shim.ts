@@ -31,6 +31,8 @@ export interface Shim {
   udpRecvBatch(fd: number, mem: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
   /** Sends units [0, n), each out of fds[sport % fds.length]. */
   udpSendUnits(fds: Int32Array, mem: ArrayBuffer, units: number, iovs: number, iovCap: number, n: number): number;
+  /** This thread's busy-poll budget after a packet, µs (0: off; at most 1000). */
+  setSpin(us: number): number;
   /** This thread's counters since the last call (then reset). */
   takeStats(): ShimStats;
   close(fd: number): number;
@@ -57,6 +59,7 @@ export function loadShim(): Shim {
     udpPort: l.func("int weft_udp_port(int fd)"),
     udpRecvBatch: (fd, mem, desc, slot0, slotSize, room, max, timeoutMs) => udpRecv(fd, mem, mem.byteLength, desc, slot0, slotSize, room, max, timeoutMs),
     udpSendUnits: (fds, mem, units, iovs, iovCap, n) => udpSend(fds, fds.length, mem, mem.byteLength, units, iovs, iovCap, n),
+    setSpin: l.func("int weft_shim_set_spin(int us)"),
     takeStats: () => {
       stats(out, out.length);
       return Object.fromEntries(SHIM_STATS.map((k, i) => [k, out[i] ?? 0])) as ShimStats;

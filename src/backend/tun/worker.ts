@@ -13,7 +13,7 @@ import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from "
 import * as abi from "../../../asm/abi.js";
 import { WasmCore } from "../../dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
-import { SHIM_STATS, loadShim, type ShimStats } from "./shim.js";
+import { SHIM_STATS, checked, loadShim, type ShimStats } from "./shim.js";
 
 export type WorkerControl =
   | { readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean }
@@ -37,6 +37,7 @@ export interface WorkerInit {
   readonly maxBatch: number;
   readonly slotSize: number;
   readonly mtu: number;
+  readonly busyPollUs: number;
 }
 
 export interface WorkerReport {
@@ -53,6 +54,7 @@ const UNITS = abi.MAX_UNITS;
 
 function main(init: WorkerInit): void {
   const shim = loadShim();
+  checked(shim.setSpin(init.busyPollUs), `setting busy polling to ${init.busyPollUs} µs`);
   const core = WasmCore.create({
     maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
   });
