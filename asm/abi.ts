@@ -126,7 +126,8 @@ export const L_COUNT = 13;
 //   +18 u16 segs  tx: datagrams; rx: TCP segments coalesced
 //   +20 i32 res   peer index, or R_* < 0 (nothing to send)
 // The iovec table holds 2 x MAX_UNITS entries; the header arena ARENA_BLOCK
-// bytes per unit (segment headers written by TSO).
+// bytes per unit (segment headers written by TSO, or a whole small segment:
+// asm/tun-tx.ts packs datagrams of up to ARENA_BLOCK bytes).
 // ---------------------------------------------------------------------------
 export const UNIT_SIZE = 32;
 export const UNIT_IOV = 0;
@@ -138,7 +139,7 @@ export const UNIT_GSO = 16;
 export const UNIT_SEGS = 18;
 export const UNIT_RES = 20;
 export const IOV_SIZE = 8;
-export const ARENA_BLOCK = 160;
+export const ARENA_BLOCK = 288;
 /** struct virtio_net_hdr in front of every packet read from / written to the TUN device. */
 export const VNET_HLEN = 10;
 /** Datagrams in one UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS floor). */

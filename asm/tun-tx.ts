@@ -8,7 +8,9 @@
 // checksums) go to the header arena and its payload stays where it was read,
 // so a unit is an iovec list [headers][payload][headers][payload]... that
 // the kernel splits into equal datagrams (UDP_SEGMENT): one send per unit of
-// up to UDP_MAX_SEGS datagrams, no payload copy.
+// up to UDP_MAX_SEGS datagrams, no payload copy. Small segments (a datagram
+// no bigger than an arena block) are packed instead: headers and payload
+// copied back to back, one iovec per unit.
 //
 // The virtio_net_hdr comes from the kernel but describes what a local pod
 // sent, whose TCP stack a remote peer steers (its MSS option sets the
@@ -146,8 +148,14 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const flags0 = tcp ? <u32>load<u8>(l4, TCP_FLAGS) : 0;
   const id0 = <u32>bswap<u16>(load<u16>(p, 4));
   const ps = pseudo(p, tcp ? IPPROTO_TCP : IPPROTO_UDP);
-  // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 142 fits an arena block (ARENA_BLOCK 160).
+  // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 170 fits an arena block (ARENA_BLOCK 288).
   const dgram = OVERHEAD + hdrs + gsoSize;
+  // Small segments are packed: headers and a copy of the payload back to back
+  // in the arena, so that a unit is one iovec (the kernel's copy of many tiny
+  // iovecs costs far more than this copy). Each segment still takes one block
+  // of the budget, and is no bigger than one, so the arena never overflows.
+  const packed = dgram <= <u32>ARENA_BLOCK;
+  let cursor = arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
   const fit: u32 = UDP_MAX_PAYLOAD / dgram;
   const perUnit: u32 = fit < <u32>UDP_MAX_SEGS ? (fit > 0 ? fit : 1) : <u32>UDP_MAX_SEGS;
   let k = first;
@@ -155,11 +163,12 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
     const u = openUnit(res, rtUnderlay, rtSport, dport());
     const want: u32 = segs - k < perUnit ? segs - k : perUnit;
     let cnt: u32 = 0;
+    const start = cursor;
     while (cnt < want && nIovs + 2 <= 2 * maxUnits && nBlocks < maxUnits) {
       const s = k + cnt;
       const at = s * gsoSize;
       const size = payload - at < gsoSize ? payload - at : gsoSize;
-      const h = arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
+      const h = packed ? cursor : arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
       nBlocks++;
       writeVxlanEth(h, rtPeer);
       const ip = h + <usize>OVERHEAD;
@@ -168,7 +177,12 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
       be16(ip + 4, (id0 + s) & 0xffff);
       ipCsum(ip, ihl);
       const t = ip + <usize>ihl;
-      const chunk = p + <usize>hdrs + <usize>at;
+      let chunk = p + <usize>hdrs + <usize>at;
+      if (packed) {
+        memory.copy(ip + <usize>hdrs, chunk, size);
+        chunk = ip + <usize>hdrs;
+        cursor = chunk + <usize>size;
+      }
       if (tcp) {
         store<u32>(t, bswap<u32>(seq0 + at), 4);
         let f = flags0;
@@ -183,10 +197,13 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
         const c = ~sum16(chunk, size, sum16(t, UDP_HLEN, ps + UDP_HLEN + size)) & 0xffff;
         be16(t + UDP_CSUM, c == 0 ? 0xffff : c);
       }
-      addIov(h, OVERHEAD + hdrs);
-      if (size > 0) addIov(chunk, size);
+      if (!packed) {
+        addIov(h, OVERHEAD + hdrs);
+        if (size > 0) addIov(chunk, size);
+      }
       cnt++;
     }
+    if (packed) addIov(start, <u32>(cursor - start));
     closeUnit(u, cnt, cnt > 1 ? dgram : 0);
     k += cnt;
   }

@@ -93,6 +93,34 @@ describe("tun transmit: super-packets from the device", () => {
     expect([a.unit(0).segs, a.unit(1).segs]).toEqual([64, Math.ceil(65_000 / 536) - 64]);
   });
 
+  it("small segments (MSS 88) are packed: one iovec per unit, headers and payload back to back, every datagram right", () => {
+    const a = coreAs(A, LIMITS);
+    const payload = randBytes(rng(11), 20_000);
+    const ip = ipv4({ src: podA, dst: podB, proto: 6, id: 7, payload: tcpSuper(payload, 9, 0x18) });
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_TCPV4, 52, 88, 20, 16), ip));
+    expect(a.tunTx(0, 1)).toBe(1);
+    const segs = Math.ceil(20_000 / 88);
+    expect(a.tunUnits()).toBe(Math.ceil(segs / 64));
+    const b = coreAs(B, LIMITS);
+    const got: Uint8Array[] = [];
+    for (let i = 0; i < a.tunUnits(); i++) {
+      const u = a.unit(i);
+      expect(u.iovs).toHaveLength(1);
+      expect(u.gso).toBe(22 + 52 + 88);
+      for (const dg of datagrams(a, u)) {
+        b.setDesc(0, b.writeSlot(0, dg), dg.length, NODES[A].underlay);
+        expect(b.decap(1)).toBe(1);
+        const d = b.desc(0);
+        const seg = b.bytes().slice(d.off, d.off + d.len);
+        expect(l4Valid(seg)).toBe(true);
+        expect(new DataView(seg.buffer).getUint32(24)).toBe(9 + got.length * 88);
+        got.push(seg.slice(52));
+      }
+    }
+    expect(got).toHaveLength(segs);
+    expect(cat(...got)).toEqual(payload);
+  });
+
   it("a USO packet becomes equal UDP datagrams with valid checksums", () => {
     const a = coreAs(A, LIMITS);
     const payload = randBytes(rng(7), 4_000);
