@@ -25,6 +25,13 @@ import {
   VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN, isFragment, tcpHdrLen,
 } from "./units";
 
+/**
+ * Segments one coalesced packet may hold: small segments (a peer's small
+ * MSS) coalesce across received buffers up to 64 KiB as the kernel's GRO
+ * would, bounded so that the device write's iovecs (the header, then one per
+ * segment) stay within writev's limit of 1024.
+ */
+const MERGE_SEGS: u32 = 512;
 /** Datagrams one buffer may claim (a UDP_GRO buffer holds at most 64 KiB). */
 const MAX_DATAGRAMS: u32 = 65536;
 
@@ -220,7 +227,7 @@ function oversized(ip: usize, tot: u32): void {
 function merge(ip: usize, tot: u32): bool {
   if (open < 0 || !mergeable) return false;
   const f = mFirst;
-  if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= <u32>UDP_MAX_SEGS) return false;
+  if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
   // Same addresses, protocol, TOS, TTL, DF; same ports, ack, window and options; next sequence number.
   if (load<u8>(ip) != 0x45 || load<u64>(ip, 12) != load<u64>(f, 12) || load<u8>(ip, 9) != 6) return false;
   if (load<u16>(ip) != load<u16>(f) || load<u8>(ip, 8) != load<u8>(f, 8)) return false;

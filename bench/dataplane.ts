@@ -1,5 +1,5 @@
 /**
- * `npm run bench:dataplane -- --backends direct,vxlan --seconds 5 [--rounds 2] [--measures bulk,rr] [--json]`
+ * `npm run bench:dataplane -- --backends direct,vxlan --seconds 5 [--rounds 2] [--measures bulk,rr] [--tun-busy-poll µs] [--json]`
  *
  * Per backend (bench/dataplane/topology.ts) two nodes with one pod each, and
  * between the pods (bench/dataplane/measure.ts): one TCP stream with the
@@ -21,6 +21,7 @@ const args = benchArgs("bench:dataplane", {
   seconds: { type: "number", default: 5, min: 1, integer: true, help: "seconds per measurement per backend per round" },
   rounds: { type: "number", default: 2, min: 1, integer: true, help: "rounds, alternating the backends" },
   measures: { type: "string", default: MEASURES.join(","), choices: MEASURES, list: true, help: "comma-separated measurements" },
+  "tun-busy-poll": { type: "number", default: -1, min: -1, max: 1000, integer: true, help: "the tun agents' --tun-busy-poll in µs (-1: the agent's default)" },
 });
 const json = args.json;
 const backends = args.backends.split(",").map((s) => s.trim()).filter(Boolean) as BenchBackend[];
@@ -39,7 +40,8 @@ const clusters = new Map<BenchBackend, Cluster>();
 const rounds = new Map<BenchBackend, Sample[]>();
 const notes = new Map<BenchBackend, string[]>();
 try {
-  for (const b of backends) clusters.set(b, await topology(b));
+  const tunArgs = args["tun-busy-poll"] >= 0 ? ["--tun-busy-poll", String(args["tun-busy-poll"])] : [];
+  for (const b of backends) clusters.set(b, await topology(b, b === "tun" ? tunArgs : []));
   for (let r = 0; r < args.rounds; r++) {
     for (const b of backends) {
       const m = await measure(clusters.get(b)!, args.seconds, what);

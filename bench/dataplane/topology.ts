@@ -21,9 +21,10 @@ export function agentBackend(b: BenchBackend): string | undefined {
   return b === "direct" ? undefined : b === "vxlan-routed" ? "vxlan" : b;
 }
 
-export async function topology(backend: BenchBackend): Promise<Cluster> {
-  if (backend === "vxlan-routed") return Cluster.create({ nodes: 2, podsPerNode: 1, backend: "vxlan", podWiring: "routed" });
-  if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend });
+/** `agentArgs`: extra `weft agent` flags for the backend's agents (e.g. --tun-busy-poll for tun). */
+export async function topology(backend: BenchBackend, agentArgs: readonly string[] = []): Promise<Cluster> {
+  if (backend === "vxlan-routed") return Cluster.create({ nodes: 2, podsPerNode: 1, backend: "vxlan", podWiring: "routed", agentArgs });
+  if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend, agentArgs });
   // direct: no agent; routes and pods by hand.
   const c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1] });
   for (const i of [0, 1]) {

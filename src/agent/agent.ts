@@ -183,7 +183,7 @@ export class Agent {
   /** Starts the data path: the first candidate backend that works. */
   private async register(candidates: Backend[], iface: ExternalInterface, config: NetworkConfig): Promise<Network> {
     const o = this.opts;
-    const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach }, this.log);
+    const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach, tunBusyPollUs: o.tunBusyPoll }, this.log);
     this.backendChoice = r.choice;
     this.network = r.network;
     return r.network;

@@ -39,6 +39,8 @@ export interface RegisterContext {
   readonly bpffs: string;
   /** How the ebpf backend attaches programs: tcx links, tc filters, or tcx when the kernel has it. */
   readonly bpfAttach: "auto" | "tcx" | "tc";
+  /** The tun backend's busy polling after a packet, µs (0: off). */
+  readonly tunBusyPollUs: number;
   readonly log: Logger;
 }
 

@@ -181,6 +181,32 @@ describe("tun receive: datagrams coalesced for the device", () => {
     expect(b.tunRx(0, 1)).toBe(1);
   }
 
+  it("small segments (MSS 88) from several received buffers coalesce past 64 into one TSO packet, as GRO would", () => {
+    const a = coreAs(A, LIMITS);
+    const payload = randBytes(rng(12), 20_000);
+    const ip = ipv4({ src: podA, dst: podB, proto: 6, payload: tcpSuper(payload, 77, 0x10) });
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_TCPV4, 52, 88, 20, 16), ip));
+    a.tunTx(0, 1);
+    const segs = Math.ceil(20_000 / 88);
+    const bufs = Array.from({ length: a.tunUnits() }, (_, i) => ({ buf: cat(...datagrams(a, a.unit(i))), gso: a.unit(i).gso }));
+    expect(bufs).toHaveLength(4); // 64 + 64 + 64 + 36 datagrams
+    const b = coreAs(B, LIMITS);
+    const dv = new DataView(b.bytes().buffer);
+    bufs.forEach(({ buf, gso }, i) => {
+      b.setDesc(i, b.writeSlot(i, buf), buf.length, NODES[A].underlay);
+      dv.setUint16(b.descBase + i * abi.DESC_SIZE + abi.DESC_GSO, gso, true);
+    });
+    expect(b.tunRx(0, bufs.length)).toBe(bufs.length);
+    expect(b.tunUnits()).toBe(1);
+    const u = b.unit(0);
+    expect(u.segs).toBe(segs);
+    expect(u.iovs).toHaveLength(segs); // [virtio_net_hdr + headers + first payload], then one per segment
+    const mem = b.bytes();
+    const pkt = cat(...u.iovs.map(([o, l]) => mem.slice(o, o + l)));
+    expect(new DataView(pkt.buffer).getUint16(4, true)).toBe(88); // gso_size
+    expect(pkt.slice(10 + 52)).toEqual(payload);
+  });
+
   it("43 segments of one flow become one TSO packet: [virtio_net_hdr + headers][payload]...", () => {
     const { buf, gso, payload } = groBuffer(60_000);
     const b = coreAs(B, LIMITS);

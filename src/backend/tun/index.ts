@@ -10,13 +10,6 @@ import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, tunPaths } from "
 /** Sockets the sender spreads flows over (each has its own source port). */
 const TX_SOCKETS = 8;
 const SOCKET_BUFFER = 8 << 20;
-/**
- * After a packet, each worker looks for the next one for up to this long
- * (yielding the CPU between looks) before it sleeps: a request/response
- * exchange saves a thread wake-up on every hop. Idle agents do not spin
- * (native/weft_shim.c, wait_readable). Measured in bench/RESULTS.md.
- */
-const BUSY_POLL_US = 50;
 /** A slot: headroom 64 + virtio_net_hdr + 65535-byte packet, rounded up to 64. */
 const SLOT = 65664;
 
@@ -62,10 +55,10 @@ export const tunBackend: Backend = {
       const udpGro = shim.udpGro(rxFd) === 1;
       const paths = tunPaths(offloads[0]!, udpGro);
       for (const w of slowPathWarnings(paths)) ctx.log.warn({ device, ...w }, "tun data path runs a slow variant");
-      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: BUSY_POLL_US, paths }, attrs, ctx.config, ctx.iface, ctx.log);
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, paths }, attrs, ctx.config, ctx.iface, ctx.log);
       net.start();
       ctx.log.info({
-        device, mtu, port: b.port, busyPollUs: BUSY_POLL_US, txPorts: txFds.map((fd) => shim.udpPort(fd)),
+        device, mtu, port: b.port, busyPollUs: ctx.tunBusyPollUs, txPorts: txFds.map((fd) => shim.udpPort(fd)),
         offloads: { csum: (offloads[0]! & TUN_F_CSUM) !== 0, tso4: (offloads[0]! & TUN_F_TSO4) !== 0, uso4: (offloads[0]! & TUN_F_USO4) !== 0, udpGro },
         paths,
       }, "tun data path ready");

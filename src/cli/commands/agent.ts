@@ -22,6 +22,7 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--state-dir <dir>", "state kept across restarts", AGENT_DEFAULTS.stateDir))
     .addOption(flag("--bpffs <dir>", "bpffs for the ebpf backend's pins (must outlive the agent)", AGENT_DEFAULTS.bpffs))
     .addOption(flag("--bpf-attach <how>", "auto | tcx | tc: how the ebpf backend attaches its programs", AGENT_DEFAULTS.bpfAttach))
+    .addOption(flag("--tun-busy-poll <µs>", "tun backend: after a packet, how long each worker looks for the next before it sleeps (latency against CPU; 0: off)", AGENT_DEFAULTS.tunBusyPoll))
     .addOption(flag("--health-listen <host:port>", "serve /healthz, /readyz, /metrics (off to disable)", AGENT_DEFAULTS.healthListen))
     .addOption(flag("--control-socket <path>", "unix socket `weft status` asks", AGENT_DEFAULTS.controlSocket))
     .addOption(flag("--subnet-lease-ttl <seconds>", "TTL of the etcd lease under our subnet key", AGENT_DEFAULTS.subnetLeaseTtl))
