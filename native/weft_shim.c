@@ -107,12 +107,15 @@ int weft_tun_unpersist(int fd)
  * spin_us before it sleeps in poll(): the next packet of a request/response
  * exchange usually comes within tens of microseconds, and a sleeping
  * thread's wake-up costs about as much again on each hop. Only while
- * traffic flows: a thread that got nothing for ACTIVE_NS sleeps at once, so
- * an idle agent uses no CPU. Under bulk load the fd is seldom empty and the
- * spin seldom runs. */
+ * small messages flow: a thread that got nothing for ACTIVE_NS sleeps at
+ * once, so an idle agent uses no CPU, and one whose last batch carried bulk
+ * (LIGHT_BYTES or more) sleeps too: a stream's next super-packet is not
+ * worth the CPU a spin takes from the pods. */
 #define ACTIVE_NS 2000000ull
+#define LIGHT_BYTES 16384u
 static __thread int spin_us;
 static __thread uint64_t last_packet_ns;
+static __thread uint32_t last_batch_bytes;
 
 static uint64_t now_ns(void)
 {
@@ -141,7 +144,7 @@ static int wait_readable(int fd, int timeout_ms)
 	if (spin_us > 0) {
 		uint64_t now = now_ns();
 
-		if (now - last_packet_ns < ACTIVE_NS) {
+		if (now - last_packet_ns < ACTIVE_NS && last_batch_bytes < LIGHT_BYTES) {
 			uint64_t end = now + (uint64_t)spin_us * 1000u;
 
 			do {
@@ -191,8 +194,14 @@ int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 		wr32(d + WEFT_DESC_LEN, (uint32_t)len);
 		n++;
 	}
-	if (n > 0)
+	if (n > 0) {
+		uint32_t bytes = 0;
+
+		for (int i = 0; i < n; i++)
+			bytes += rd32(base + desc + (uint32_t)i * WEFT_DESC_SIZE + WEFT_DESC_LEN);
 		last_packet_ns = now_ns();
+		last_batch_bytes = bytes;
+	}
 	return n;
 }
 
@@ -283,8 +292,14 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 	}
 	if (r < 0)
 		return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
-	if (r > 0)
+	if (r > 0) {
+		uint32_t bytes = 0;
+
+		for (int i = 0; i < r; i++)
+			bytes += msgs[i].msg_len;
 		last_packet_ns = now_ns();
+		last_batch_bytes = bytes;
+	}
 	for (int i = 0; i < r; i++) {
 		uint8_t *d = base + desc + (uint32_t)i * WEFT_DESC_SIZE;
 		uint8_t tos = 0;
