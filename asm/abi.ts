@@ -142,7 +142,9 @@ export const IOV_SIZE = 8;
 export const ARENA_BLOCK = 288;
 /** struct virtio_net_hdr in front of every packet read from / written to the TUN device. */
 export const VNET_HLEN = 10;
-/** Datagrams in one UDP_SEGMENT send (the kernel's UDP_MAX_SEGMENTS floor). */
+/** Datagrams in one UDP_SEGMENT send: the kernel's UDP_MAX_SEGMENTS floor (older kernels), the default. */
 export const UDP_MAX_SEGS = 64;
+/** ...and its ceiling (kernels that take 128; the agent probes which: native/weft_shim.c, weft_udp_gso_max_segs). */
+export const UDP_SEGS_LIMIT = 128;
 /** tun_rx: the receive descriptor's DESC_SPORT field carries the UDP_GRO segment size (0: one datagram). */
 export const DESC_GSO = 16;

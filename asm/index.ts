@@ -11,6 +11,6 @@ export { csum_replace16, csum_replace32, inet_csum, inet_sum } from "./checksum"
 export { flow_hash, flow_sport, jhash_3words } from "./flow";
 export { encap_batch } from "./encap";
 export { decap_batch } from "./decap";
-export { tun_set_mtu, tun_units } from "./units";
+export { tun_set_mtu, tun_set_udp_segs, tun_units } from "./units";
 export { tun_tx_batch } from "./tun-tx";
 export { tun_rx_batch } from "./tun-rx";

@@ -38,6 +38,7 @@ export const H_POOL_USED: usize = 108; // u32, pool units in use
 export const H_RULES: usize = 112; // u32, prefixes stored
 export const H_PEERS: usize = 116; // u32, peers stored
 export const H_TUN_MTU: usize = 120; // u32, the TUN device's MTU (tun receive: the segment size of oversized packets)
+export const H_UDP_SEGS: usize = 124; // u32, datagrams per UDP_SEGMENT send (0: UDP_MAX_SEGS)
 export const H_COUNTERS: usize = 128; // 2 x R_COUNT u64 (room for R_COUNT <= 19)
 export const H_POOL_FREE: usize = 432; // POOL_CLASSES (17) u32 free-list heads (unit index + 1; 0 = empty)
 const HDR_SIZE: usize = 512;

@@ -8,7 +8,7 @@
 // checksums) go to the header arena and its payload stays where it was read,
 // so a unit is an iovec list [headers][payload][headers][payload]... that
 // the kernel splits into equal datagrams (UDP_SEGMENT): one send per unit of
-// up to UDP_MAX_SEGS datagrams, no payload copy. Small segments (a datagram
+// up to udpSegs() datagrams (64, or 128 where the kernel takes it), no payload copy. Small segments (a datagram
 // no bigger than an arena block) are packed instead: headers and payload
 // copied back to back, one iovec per unit.
 //
@@ -21,13 +21,13 @@
 // the next call, given the same descriptor, resumes at the next segment.
 import {
   ARENA_BLOCK, DESC_LEN, DESC_OFF, DESC_SIZE, DIR_ENCAP, E_INVALID, ENCAP_PAYLOAD_OVERHEAD, R_BAD_DESC, R_BAD_VNET,
-  R_TOO_BIG, R_TRUNCATED, UDP_MAX_SEGS, VNET_HLEN,
+  R_TOO_BIG, R_TRUNCATED, VNET_HLEN,
 } from "./abi";
 import { sum16 } from "./checksum";
 import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
-  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
+  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu, udpSegs,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_HLEN, UDP_HLEN, VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE,
   TCP_CSUM, TCP_CWR, TCP_FIN, TCP_FLAGS, TCP_PSH, UDP_CSUM, UDP_LEN, isFragment, tcpHdrLen,
 } from "./units";
@@ -137,7 +137,7 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
 /**
  * Writes segments [first, segs) of a TSO (tcp) or USO (udp) super-packet
  * with `payload` bytes after `hdrs` bytes of headers, as the kernel's GSO
- * would cut them, into units of up to UDP_MAX_SEGS equal datagrams, until
+ * would cut them, into units of up to udpSegs() equal datagrams, until
  * the unit, iovec or arena room runs out. segNext says where it stopped.
  */
 function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp: bool, res: i32, first: u32): void {
@@ -157,7 +157,8 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const packed = dgram <= <u32>ARENA_BLOCK;
   let cursor = arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
   const fit: u32 = UDP_MAX_PAYLOAD / dgram;
-  const perUnit: u32 = fit < <u32>UDP_MAX_SEGS ? (fit > 0 ? fit : 1) : <u32>UDP_MAX_SEGS;
+  const maxSegs = udpSegs();
+  const perUnit: u32 = fit < maxSegs ? (fit > 0 ? fit : 1) : maxSegs;
   let k = first;
   while (k < segs && room(1, 2) && nBlocks < maxUnits) {
     const u = openUnit(res, rtUnderlay, rtSport, dport());

@@ -4,9 +4,9 @@
 // units, 2 x maxUnits iovecs); the batch functions ask `room()` before every
 // addition, and stop (to be called again) when it runs out, so nothing is
 // ever written past them.
-import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT } from "./abi";
+import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, UDP_MAX_SEGS, UDP_SEGS_LIMIT } from "./abi";
 import { sum16 } from "./checksum";
-import { H_TUN_MTU, descBase, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
+import { H_TUN_MTU, H_UDP_SEGS, descBase, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
 
 /** virtio_net_hdr flags and GSO types (include/uapi/linux/virtio_net.h). */
 export const NEEDS_CSUM: u32 = 1;
@@ -64,6 +64,18 @@ export function tun_set_mtu(mtu: u32): i32 {
   if (hdrBase == 0 || mtu < 576 || mtu > 65535) return E_INVALID;
   store<u32>(hdrBase + H_TUN_MTU, mtu);
   return 0;
+}
+
+/** Sets how many datagrams one UDP_SEGMENT send may carry (the kernel's UDP_MAX_SEGMENTS: 64, or 128 on newer kernels). */
+export function tun_set_udp_segs(n: u32): i32 {
+  if (hdrBase == 0 || n < 1 || n > <u32>UDP_SEGS_LIMIT) return E_INVALID;
+  store<u32>(hdrBase + H_UDP_SEGS, n);
+  return 0;
+}
+
+export function udpSegs(): u32 {
+  const n = load<u32>(hdrBase + H_UDP_SEGS);
+  return n == 0 ? <u32>UDP_MAX_SEGS : n;
 }
 
 export function tunMtu(): u32 {

@@ -321,6 +321,37 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 }
 
 
+/* How many datagrams one UDP_SEGMENT send may carry here: the kernel's
+ * UDP_MAX_SEGMENTS, 128 on newer kernels and 64 before. Asked by sending
+ * 128 one-byte segments from a throwaway socket to our own address (bind_ip,
+ * host order) on the discard port: the kernel refuses more than its limit
+ * with EINVAL before anything is sent; otherwise the datagrams are
+ * delivered locally and dropped. Returns 128, 64, or -errno (no GSO). */
+int weft_udp_gso_max_segs(uint32_t bind_ip)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(bind_ip) };
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(bind_ip) };
+	static const char bytes[128];
+	int one = 1, r = -EINVAL, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &one, sizeof(one)) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	for (int segs = 128; segs >= 64; segs /= 2) {
+		if (sendto(fd, bytes, (size_t)segs, 0, (struct sockaddr *)&to, sizeof(to)) == segs) {
+			r = segs;
+			break;
+		}
+		r = -errno;
+	}
+	close(fd);
+	return r;
+}
+
 int weft_close(int fd)
 {
 	return close(fd) < 0 ? -errno : 0;

@@ -12,15 +12,16 @@ import { TUN_FAST_PATHS, TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, t
 describe("tun path variants", () => {
   it("names the offloads the kernel took and the GRO state; only the full set is the fast path", () => {
     const all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | 0x40; // USO6 comes with USO4 and is not ours to name
-    expect(tunPaths(all, true)).toEqual(TUN_FAST_PATHS);
-    expect(slowPathWarnings(tunPaths(all, true))).toEqual([]);
-    const old = tunPaths(TUN_F_CSUM | TUN_F_TSO4, false); // a kernel before 6.2, GRO refused
-    expect(old).toEqual({ offloads: "csum,tso4", udp_gro: "off" });
+    expect(tunPaths(all, true, 128)).toEqual(TUN_FAST_PATHS);
+    expect(slowPathWarnings(tunPaths(all, true, 128))).toEqual([]);
+    const old = tunPaths(TUN_F_CSUM | TUN_F_TSO4, false, 64); // a kernel before 6.2, GRO refused
+    expect(old).toEqual({ offloads: "csum,tso4", udp_gro: "off", udp_gso_segs: "64" });
     expect(slowPathWarnings(old)).toEqual([
       expect.objectContaining({ path: "offloads", variant: "csum,tso4", why: expect.stringMatching(/USO4 needs Linux 6\.2/) }),
       expect.objectContaining({ path: "udp_gro", variant: "off", why: expect.stringMatching(/UDP_GRO/) }),
+      expect.objectContaining({ path: "udp_gso_segs", variant: "64", why: expect.stringMatching(/at most 64 datagrams/) }),
     ]);
-    expect(tunPaths(0, true).offloads).toBe("none");
+    expect(tunPaths(0, true, 128).offloads).toBe("none");
   });
 });
 

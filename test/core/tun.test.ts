@@ -121,6 +121,21 @@ describe("tun transmit: super-packets from the device", () => {
     expect(cat(...got)).toEqual(payload);
   });
 
+  it("with the kernel's limit set to 128, a unit carries 128 datagrams (and never more than 65507 bytes); 0 and 129 are refused", () => {
+    const a = coreAs(A, LIMITS);
+    a.setUdpSegs(128);
+    const ip = ipv4({ src: podA, dst: podB, proto: 6, payload: tcpSuper(randBytes(rng(13), 30_000), 1, 0x10) });
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_TCPV4, 52, 88, 20, 16), ip));
+    a.tunTx(0, 1);
+    const segs = Math.ceil(30_000 / 88);
+    expect(Array.from({ length: a.tunUnits() }, (_, i) => a.unit(i).segs)).toEqual([128, 128, segs - 256]);
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_TCPV4, 52, 1398, 20, 16), ipv4({ src: podA, dst: podB, proto: 6, payload: tcpSuper(randBytes(rng(14), 65_000), 1, 0x10) })));
+    a.tunTx(0, 1);
+    expect(a.unit(0).segs).toBe(Math.floor(65507 / (22 + 52 + 1398))); // bytes bind first at a full MSS
+    expect(() => a.setUdpSegs(0)).toThrow(/1\.\.128/);
+    expect(() => a.setUdpSegs(129)).toThrow(/1\.\.128/);
+  });
+
   it("a USO packet becomes equal UDP datagrams with valid checksums", () => {
     const a = coreAs(A, LIMITS);
     const payload = randBytes(rng(7), 4_000);

@@ -53,9 +53,11 @@ export const tunBackend: Backend = {
       const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
       // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
       const udpGro = shim.udpGro(rxFd) === 1;
-      const paths = tunPaths(offloads[0]!, udpGro);
+      const probed = shim.udpGsoMaxSegs(ctx.iface.addr);
+      const udpSegs = probed > 0 ? probed : 64; // UDP_SEGMENT itself failing shows at the first send, counted
+      const paths = tunPaths(offloads[0]!, udpGro, udpSegs);
       for (const w of slowPathWarnings(paths)) ctx.log.warn({ device, ...w }, "tun data path runs a slow variant");
-      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, paths }, attrs, ctx.config, ctx.iface, ctx.log);
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, udpSegs, paths }, attrs, ctx.config, ctx.iface, ctx.log);
       net.start();
       ctx.log.info({
         device, mtu, port: b.port, busyPollUs: ctx.tunBusyPollUs, txPorts: txFds.map((fd) => shim.udpPort(fd)),

@@ -26,6 +26,8 @@ export interface TunSetup {
   readonly slotSize: number;
   /** Busy-poll budget of each worker after a packet, µs (0: sleep in poll() at once); native/weft_shim.c. */
   readonly busyPollUs: number;
+  /** Datagrams per UDP_SEGMENT send: the kernel's limit (paths.ts, udp_gso_segs). */
+  readonly udpSegs: number;
   /** Which variant of each fast/slow path the device and sockets got (./paths.ts). */
   readonly paths: Readonly<Record<string, string>>;
 }
@@ -76,7 +78,7 @@ export class TunNetwork implements Network {
       mode, tunFd: this.setup.tunFd, sockFds: mode === "tx" ? this.setup.txFds : [this.setup.rxFd],
       vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
       dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize, mtu: this.mtu,
-      busyPollUs: this.setup.busyPollUs,
+      busyPollUs: this.setup.busyPollUs, udpSegs: this.setup.udpSegs,
     };
     const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
     this.workers[mode] = { worker, port: port1 };
@@ -153,7 +155,7 @@ export class TunNetwork implements Network {
       const offloads = new Int32Array(1);
       const fd = shim.tunOpen(this.setup.device, offloads);
       if (fd < 0) throw new Error(`reopening ${this.setup.device}: errno ${-fd}`);
-      const paths = tunPaths(offloads[0]!, this.setup.paths["udp_gro"] === "on");
+      const paths = tunPaths(offloads[0]!, this.setup.paths["udp_gro"] === "on", this.setup.udpSegs);
       for (const w of slowPathWarnings(paths)) this.log.warn({ device: this.setup.device, ...w }, "tun data path runs a slow variant");
       this.setup = { ...this.setup, tunFd: fd, paths };
       this.send("tx", { t: "tun", fd });

@@ -6,7 +6,10 @@
  *             arrives one datagram per read)
  *   udp_gro   "on": equal datagrams of a flow arrive coalesced in one receive
  *             buffer; "off": one datagram per receive
- * UDP_SEGMENT sends have no variant: the shim always uses them.
+ *   udp_gso_segs  datagrams one UDP_SEGMENT send carries: "128", or "64" on
+ *             kernels whose UDP_MAX_SEGMENTS is 64 (twice the sends for small
+ *             segments)
+ * UDP_SEGMENT itself has no variant: the shim always uses it.
  */
 
 /** linux/if_tun.h */
@@ -15,11 +18,11 @@ export const TUN_F_TSO4 = 0x02;
 export const TUN_F_USO4 = 0x20;
 
 /** Every variant at its fastest. */
-export const TUN_FAST_PATHS: Readonly<Record<string, string>> = { offloads: "csum,tso4,uso4", udp_gro: "on" };
+export const TUN_FAST_PATHS: Readonly<Record<string, string>> = { offloads: "csum,tso4,uso4", udp_gro: "on", udp_gso_segs: "128" };
 
-export function tunPaths(offloadFlags: number, udpGro: boolean): Record<string, string> {
+export function tunPaths(offloadFlags: number, udpGro: boolean, udpSegs: number): Record<string, string> {
   const on = ([["csum", TUN_F_CSUM], ["tso4", TUN_F_TSO4], ["uso4", TUN_F_USO4]] as const).filter(([, f]) => (offloadFlags & f) !== 0).map(([n]) => n);
-  return { offloads: on.length > 0 ? on.join(",") : "none", udp_gro: udpGro ? "on" : "off" };
+  return { offloads: on.length > 0 ? on.join(",") : "none", udp_gro: udpGro ? "on" : "off", udp_gso_segs: String(udpSegs) };
 }
 
 /** One warning per variant that is not the fast one, saying why it matters. */
@@ -33,6 +36,12 @@ export function slowPathWarnings(paths: Readonly<Record<string, string>>): { pat
   }
   if (paths["udp_gro"] !== "on") {
     out.push({ path: "udp_gro", variant: paths["udp_gro"] ?? "off", why: "the kernel refused UDP_GRO on the VXLAN socket: one datagram per receive, no coalescing into TSO writes" });
+  }
+  if (paths["udp_gso_segs"] !== TUN_FAST_PATHS["udp_gso_segs"]) {
+    out.push({
+      path: "udp_gso_segs", variant: paths["udp_gso_segs"] ?? "64",
+      why: "this kernel's UDP_SEGMENT sends carry at most 64 datagrams (newer kernels 128): small segments take twice the sends",
+    });
   }
   return out;
 }

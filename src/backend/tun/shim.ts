@@ -31,6 +31,8 @@ export interface Shim {
   udpRecvBatch(fd: number, mem: ArrayBuffer, desc: number, slot0: number, slotSize: number, room: number, max: number, timeoutMs: number): number;
   /** Sends units [0, n), each out of fds[sport % fds.length]. */
   udpSendUnits(fds: Int32Array, mem: ArrayBuffer, units: number, iovs: number, iovCap: number, n: number): number;
+  /** Datagrams one UDP_SEGMENT send may carry on this kernel (128 or 64), or -errno. */
+  udpGsoMaxSegs(bindIp: number): number;
   /** This thread's busy-poll budget after a packet, µs (0: off; at most 1000). */
   setSpin(us: number): number;
   /** This thread's counters since the last call (then reset). */
@@ -60,6 +62,7 @@ export function loadShim(): Shim {
     udpRecvBatch: (fd, mem, desc, slot0, slotSize, room, max, timeoutMs) => udpRecv(fd, mem, mem.byteLength, desc, slot0, slotSize, room, max, timeoutMs),
     udpSendUnits: (fds, mem, units, iovs, iovCap, n) => udpSend(fds, fds.length, mem, mem.byteLength, units, iovs, iovCap, n),
     setSpin: l.func("int weft_shim_set_spin(int us)"),
+    udpGsoMaxSegs: l.func("int weft_udp_gso_max_segs(uint32_t bind_ip)"),
     takeStats: () => {
       stats(out, out.length);
       return Object.fromEntries(SHIM_STATS.map((k, i) => [k, out[i] ?? 0])) as ShimStats;

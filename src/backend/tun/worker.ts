@@ -38,6 +38,8 @@ export interface WorkerInit {
   readonly slotSize: number;
   readonly mtu: number;
   readonly busyPollUs: number;
+  /** Datagrams per UDP_SEGMENT send (the kernel's limit, probed once). */
+  readonly udpSegs: number;
 }
 
 export interface WorkerReport {
@@ -59,6 +61,7 @@ function main(init: WorkerInit): void {
     maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
   });
   core.setTunMtu(init.mtu);
+  core.setUdpSegs(init.udpSegs);
   core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;

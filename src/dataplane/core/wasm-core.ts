@@ -42,6 +42,7 @@ interface CoreExports {
   tun_rx_batch(from: number, n: number): number;
   tun_units(): number;
   tun_set_mtu(mtu: number): number;
+  tun_set_udp_segs(n: number): number;
 }
 
 export const DEFAULT_LIMITS: CoreLimits = {
@@ -395,6 +396,11 @@ export class WasmCore {
   /** The TUN device's MTU: tun receive cuts bigger TCP/UDP packets into TSO/USO packets of this size. */
   setTunMtu(mtu: number): void {
     check(this.x.tun_set_mtu(mtu), `setting the TUN MTU to ${mtu}`, "576..65535");
+  }
+
+  /** Datagrams one UDP_SEGMENT send may carry: the kernel's UDP_MAX_SEGMENTS (64, or 128 on newer kernels). */
+  setUdpSegs(n: number): void {
+    check(this.x.tun_set_udp_segs(n), `setting datagrams per UDP_SEGMENT send to ${n}`, `1..${abi.UDP_SEGS_LIMIT}`);
   }
 
   /** Unit i of the last tun batch, with its iovecs (tests and tools; the shim reads memory directly). */
