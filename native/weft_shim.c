@@ -102,27 +102,39 @@ int weft_tun_unpersist(int fd)
 	return ioctl(fd, TUNSETPERSIST, 0) < 0 ? -errno : 0;
 }
 
-/* Busy polling (weft_shim_set_spin): after a packet, a thread that finds
- * its fd empty looks again, yielding the CPU between looks, for up to
- * spin_us before it sleeps in poll(): the next packet of a request/response
- * exchange usually comes within tens of microseconds, and a sleeping
- * thread's wake-up costs about as much again on each hop. Only while
- * small messages flow: a thread that got nothing for ACTIVE_NS sleeps at
- * once, so an idle agent uses no CPU, and one whose last batch carried bulk
- * (LIGHT_BYTES or more) sleeps too: a stream's next super-packet is not
- * worth the CPU a spin takes from the pods. */
-#define ACTIVE_NS 2000000ull
-#define LIGHT_BYTES 16384u
-static __thread int spin_us;
-static __thread uint64_t last_packet_ns;
-static __thread uint32_t last_batch_bytes;
-
 static uint64_t now_ns(void)
 {
 	struct timespec t;
 
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* Busy polling (weft_shim_set_spin): after a packet, a thread that finds
+ * its fd empty looks again, yielding the CPU between looks, for up to
+ * spin_us before it sleeps in poll(): the next packet of a request/response
+ * exchange usually comes within tens of microseconds, and a sleeping
+ * thread's wake-up costs about as much again on each hop. Only while
+ * small messages flow: a thread that got nothing for ACTIVE_NS sleeps at
+ * once, so an idle agent uses no CPU; and while any worker of this agent
+ * carried bulk (a batch of LIGHT_BYTES or more) within ACTIVE_NS, no worker
+ * spins: a stream's next super-packet, or the ACKs coming back the other
+ * way, are not worth the CPU a spin takes from the pods. */
+#define ACTIVE_NS 2000000ull
+#define LIGHT_BYTES 16384u
+static __thread int spin_us;
+static __thread uint64_t last_packet_ns;
+/* Process-wide (all workers): when a worker last read a bulk batch. */
+static uint64_t last_bulk_ns;
+
+/* Notes a batch of `bytes` read now. */
+static void note_batch(uint32_t bytes)
+{
+	uint64_t now = now_ns();
+
+	last_packet_ns = now;
+	if (bytes >= LIGHT_BYTES)
+		__atomic_store_n(&last_bulk_ns, now, __ATOMIC_RELAXED);
 }
 
 /* Sets this thread's busy-poll budget in microseconds (0: off; at most 1000). */
@@ -144,7 +156,7 @@ static int wait_readable(int fd, int timeout_ms)
 	if (spin_us > 0) {
 		uint64_t now = now_ns();
 
-		if (now - last_packet_ns < ACTIVE_NS && last_batch_bytes < LIGHT_BYTES) {
+		if (now - last_packet_ns < ACTIVE_NS && now - __atomic_load_n(&last_bulk_ns, __ATOMIC_RELAXED) >= ACTIVE_NS) {
 			uint64_t end = now + (uint64_t)spin_us * 1000u;
 
 			do {
@@ -199,8 +211,7 @@ int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 
 		for (int i = 0; i < n; i++)
 			bytes += rd32(base + desc + (uint32_t)i * WEFT_DESC_SIZE + WEFT_DESC_LEN);
-		last_packet_ns = now_ns();
-		last_batch_bytes = bytes;
+		note_batch(bytes);
 	}
 	return n;
 }
@@ -297,8 +308,7 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 
 		for (int i = 0; i < r; i++)
 			bytes += msgs[i].msg_len;
-		last_packet_ns = now_ns();
-		last_batch_bytes = bytes;
+		note_batch(bytes);
 	}
 	for (int i = 0; i < r; i++) {
 		uint8_t *d = base + desc + (uint32_t)i * WEFT_DESC_SIZE;
