@@ -68,9 +68,10 @@ if (json) {
     const v = bestOf(rounds.get(b), metric(id));
     return v === undefined ? undefined : Math.round(v * 10 ** digits) / 10 ** digits;
   };
+  const round2 = (v: number | undefined): number | undefined => (v === undefined ? undefined : Math.round(v * 100) / 100);
   console.log(JSON.stringify({ results: backends.map((b) => ({
     backend: b, gbps: best(b, "gbps"), rtt_us: best(b, "rtt_us", 0),
-    cpu_s_per_gb: bestOf(rounds.get(b), { ...metric("agent_cpu_s_per_gb"), key: "cpuPerGb" }), agent_cpu_s_per_gb: best(b, "agent_cpu_s_per_gb"),
+    cpu_s_per_gb: round2(bestOf(rounds.get(b), { ...metric("agent_cpu_s_per_gb"), key: "cpuPerGb" })), agent_cpu_s_per_gb: best(b, "agent_cpu_s_per_gb"),
     gbps_4flows: best(b, "gbps_4flows"), gbps_mss88: best(b, "gbps_mss88", 3), rr_p50_us: best(b, "rr_p50_us", 1), rr_p99_us: best(b, "rr_p99_us", 1),
     udp64_rx_pps: best(b, "udp64_rx_pps", 0),
     ...((notes.get(b) ?? []).length > 0 ? { notes: notes.get(b) } : {}),
