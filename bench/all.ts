@@ -88,7 +88,9 @@ function runOne(name: Name, argv: readonly string[]): Promise<BenchRun> {
       const seconds = (Date.now() - t0) / 1000;
       const last = stdout.trim().split("\n").pop() ?? "";
       const fail = (why: string): void => done({ bench: name, argv, seconds, ok: false, error: why, figures: [] });
-      if (code !== 0) return fail(`exit ${code}: ${stderr.trim().split("\n").slice(-3).join(" / ") || "no output"}`);
+      // The error's own lines, not its stack: "    at …" frames and Node's version line say nothing.
+      const said = stderr.trim().split("\n").filter((l) => l.trim() !== "" && !/^\s+at /.test(l) && !/^Node\.js v/.test(l));
+      if (code !== 0) return fail(`exit ${code}: ${said.slice(-3).join(" / ") || "no output"}`);
       try {
         const doc = JSON.parse(last) as BenchJson;
         if (!Array.isArray(doc.figures)) return fail("its JSON has no figures");

@@ -58,19 +58,37 @@ interface IperfEnd {
   end?: { sum_received?: { bits_per_second: number; bytes: number; seconds: number } };
 }
 
+/** Waits until something in `pod`'s namespace listens on TCP `port` (a fixed sleep loses the race on a loaded machine). */
+async function listening(pod: Pod, port: number, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const out = await pod.ns.exec(["ss", "-Htln", `sport = :${port}`]).catch(() => "");
+    if (out.trim() !== "") return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`bench:dataplane: the ${what} server in ${pod.ns.name} is not listening on port ${port} after 5 s`);
+}
+
+/** Stops a server and waits (up to 2 s) until it is gone, so that the next measurement's server owns the port. */
+async function stop(srv: ReturnType<Pod["ns"]["spawn"]>): Promise<void> {
+  if (srv.exitCode !== null || srv.signalCode !== null) return;
+  const gone = new Promise<void>((r) => srv.once("exit", () => r()));
+  srv.kill();
+  await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
+}
+
 /** Runs the iperf3 client in `client` against a one-shot server in `server`; returns the receiver's sum. */
 async function iperf(client: Pod, server: Pod, seconds: number, extra: readonly string[], what: string): Promise<{ bitsPerSecond: number; bytes: number; seconds: number }> {
   const addr = formatIpv4(server.addr);
   const srv = server.ns.spawn(["iperf3", "-s", "-1", "-B", addr]);
   try {
-    await new Promise((r) => setTimeout(r, 300));
+    await listening(server, 5201, "iperf3");
     const out = await client.ns.exec(["iperf3", "-c", addr, "-t", String(seconds), "-J", ...extra], { timeoutMs: (seconds + 20) * 1000 });
     const doc = JSON.parse(out) as IperfEnd;
     const rx = doc.end?.sum_received;
     if (doc.error !== undefined || !rx || !(rx.bytes > 0)) throw new Error(`bench:dataplane: iperf3 (${what}) gave no result: ${doc.error ?? out.slice(0, 300)}`);
     return { bitsPerSecond: rx.bits_per_second, bytes: rx.bytes, seconds: rx.seconds };
   } finally {
-    srv.kill();
+    await stop(srv);
   }
 }
 
@@ -79,14 +97,14 @@ async function sockperf(client: Pod, server: Pod, seconds: number): Promise<{ p5
   const addr = formatIpv4(server.addr);
   const srv = server.ns.spawn(["sockperf", "server", "--tcp", "-i", addr, "-p", "11111"]);
   try {
-    await new Promise((r) => setTimeout(r, 300));
+    await listening(server, 11111, "sockperf");
     const out = await client.ns.exec(["sockperf", "ping-pong", "--tcp", "-i", addr, "-p", "11111", "-m", "64", "-t", String(seconds)], { timeoutMs: (seconds + 20) * 1000 });
     const pct = (p: string): number => Number(new RegExp(`percentile ${p} =\\s*([\\d.]+)`).exec(out)?.[1] ?? NaN);
     const r = { p50: pct("50\\.000"), p99: pct("99\\.000") };
     if (!Number.isFinite(r.p50) || !Number.isFinite(r.p99)) throw new Error(`bench:dataplane: sockperf gave no percentiles: ${out.slice(-400)}`);
     return r;
   } finally {
-    srv.kill();
+    await stop(srv);
   }
 }
 

@@ -10,6 +10,7 @@ import { refuse } from "./errors.js";
 import { PublicationLease } from "./lease.js";
 import { podLabel, type PodDirectory, type PodRef } from "./pods.js";
 import { planPublication } from "./publish-request.js";
+import { KeyedSerial } from "../common/keyed-serial.js";
 
 export interface PublicationOptions {
   /** TTL of the agent's lease under every publication (s). */
@@ -51,7 +52,8 @@ export interface EntryView {
 export class Publications {
   private readonly byKey = new Map<string, Owned>();
   private readonly lease: PublicationLease;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** One operation at a time per key. */
+  private readonly serial = new KeyedSerial();
   private closed = false;
 
   constructor(
@@ -80,7 +82,7 @@ export class Publications {
   /** Publishes (or replaces) the pod's endpoint; `created` is false for a replacement. */
   publish(pod: PodRef, body: unknown): Promise<{ publication: Publication; created: boolean }> {
     const plan = planPublication(pod, body);
-    return this.serial(pod.containerId, async () => {
+    return this.serial.run(pod.containerId, async () => {
       const current = this.pods.byContainer(pod.containerId);
       if (!current || plan.spec.addresses.some((a) => !current.addresses.includes(a))) {
         throw refuse(403, "not_a_pod", "the pod's address was released while publishing; nothing was published");
@@ -108,7 +110,7 @@ export class Publications {
 
   /** Removes one of the pod's publications; false when the pod has none by that name. */
   unpublish(pod: PodRef, namespace: string, service: string, id: string): Promise<boolean> {
-    return this.serial(pod.containerId, async () => {
+    return this.serial.run(pod.containerId, async () => {
       const key = endpointKey(this.registry.prefix, namespace, service, id);
       const o = this.byKey.get(key);
       if (!o) return false;
@@ -126,7 +128,7 @@ export class Publications {
   /** The pod's address is released: its publications that name the address go (etcd is not waited for past 2 s). */
   private released(containerId: string, ip: string): Promise<void> {
     if (this.closed) return Promise.resolve(); // stopping: the next run's restore() judges what is left
-    return this.serial(containerId, async () => {
+    return this.serial.run(containerId, async () => {
       const gone = [...this.byKey.values()].filter((o) => o.pod.containerId === containerId && (o.spec.addresses.includes(ip) || !this.pods.byContainer(containerId)));
       for (const o of gone) {
         this.byKey.delete(o.key);
@@ -236,18 +238,6 @@ export class Publications {
         this.log.warn({ err: (e as Error).message, file: this.opts.stateFile }, "discovery: cannot keep the publications in the state dir (they still work; a restart loses them)");
       }
     });
-  }
-
-  private async serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(key, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    }
   }
 
   /** Stops the lease's keepalive: the publications stay in etcd until its TTL (a restarted agent takes them over). */

@@ -7,6 +7,7 @@ import { AddressUnavailableError, NoLeaseError } from "./errors.js";
 import type { IpamMetrics } from "./metrics.js";
 import type { IpamStore } from "./store.js";
 import { allocationKey, keyOf, type Allocation } from "./table.js";
+import { KeyedSerial } from "../common/keyed-serial.js";
 
 export interface AllocateRequest {
   readonly network: string;
@@ -40,7 +41,8 @@ export type ReleaseReason = "del" | "gc" | "reconcile" | "rollback" | "replaced"
  */
 export class IpamService {
   private subnet: Ipv4Prefix | undefined;
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** One operation at a time per key. */
+  private readonly serial = new KeyedSerial();
   private readonly plans = new Map<string, IpamPlan>();
   /** The plan last used per network, for metrics and STATUS. */
   readonly lastPlan = new Map<string, IpamPlan>();
@@ -92,19 +94,6 @@ export class IpamService {
     return p;
   }
 
-  /** Runs `fn` with no other operation on `key` in flight. */
-  private async serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(key, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    }
-  }
-
   /**
    * An address for the attachment, durable before this resolves. A repeated
    * ADD for the same network, container and interface returns the address it
@@ -113,7 +102,7 @@ export class IpamService {
    */
   allocate(req: AllocateRequest, cacheKey: string): Promise<Grant> {
     const key = allocationKey(req.network, req.containerId, req.ifname);
-    return this.serial(key, async () => {
+    return this.serial.run(key, async () => {
       this.refuseIfUntrusted("add");
       const plan = this.plan(req.spec, cacheKey);
       this.remember(req.network, plan);
@@ -181,7 +170,7 @@ export class IpamService {
    */
   release(network: string, containerId: string, ifname: string, reason: ReleaseReason = "del"): Promise<Allocation | undefined> {
     const key = allocationKey(network, containerId, ifname);
-    return this.serial(key, async () => {
+    return this.serial.run(key, async () => {
       const a = this.store.table.get(key);
       if (this.store.problem) {
         this.metrics?.stateRefused.inc({ op: reason === "reconcile" ? "reconcile" : reason === "gc" ? "gc" : "del" });

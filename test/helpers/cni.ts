@@ -51,6 +51,14 @@ export function execPlugin(plugin: string, call: CniCall, ctx: { cniPath: string
   }
   const argv = ctx.nodeNs ? ["ip", "netns", "exec", ctx.nodeNs, plugin] : [plugin];
   const input = typeof call.conf === "string" ? call.conf : JSON.stringify(call.conf);
+  return spawnJson(argv, env, input);
+}
+
+/**
+ * Runs argv with `env`, `input` on stdin; resolves with the exit code, the
+ * output, stdout parsed as JSON when it is JSON, and the time taken.
+ */
+export function spawnJson(argv: readonly string[], env: Record<string, string>, input: string): Promise<CniOut> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const p = spawn(argv[0] as string, argv.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });

@@ -1,9 +1,9 @@
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseIpv4 } from "../../src/common/ipv4.js";
 import type { Cluster, Pod } from "../../src/harness/cluster.js";
 import { Netns } from "../../src/harness/netns.js";
+import { spawnJson, type CniOut } from "../helpers/cni.js";
 
 /**
  * The container runtime's side of CNI on a node of an image cluster: it reads
@@ -22,12 +22,7 @@ export interface CniNode {
   readonly nodeNs: string;
 }
 
-export interface CniResult {
-  readonly exit: number;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly json: Record<string, unknown> | undefined;
-}
+export type CniResult = CniOut;
 
 const NODE_EXEC = join(import.meta.dirname, "node-exec.mjs");
 
@@ -47,25 +42,7 @@ export function execCni(n: CniNode, command: string, containerId: string, netns:
     CNI_IFNAME: ifname, CNI_PATH: n.binDir, CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + containerId,
   };
   const argv = ["ip", "netns", "exec", n.nodeNs, process.execPath, NODE_EXEC, `${n.runDir}:/run/weft`, "--", join(n.binDir, String(plugin["type"]))];
-  return new Promise((resolve, reject) => {
-    const p = spawn(argv[0]!, argv.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    p.on("error", reject);
-    p.on("close", (code) => {
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = JSON.parse(stdout) as Record<string, unknown>;
-      } catch {
-        json = undefined;
-      }
-      resolve({ exit: code ?? -1, stdout, stderr, json });
-    });
-    p.stdin.on("error", () => undefined);
-    p.stdin.end(JSON.stringify(conf));
-  });
+  return spawnJson(argv, env, JSON.stringify(conf));
 }
 
 /** A pod on node i through the installed plugin: a fresh namespace, CNI ADD; added to the node's pods. */
