@@ -57,6 +57,8 @@ describe("README and CLI", () => {
     [["--dns-upstream", "dns.example"], /--dns-upstream "dns.example": must be resolv.conf, none, or comma-separated addresses/],
     [["--dns-ttl", "-5"], /--dns-ttl "-5"/],
     [["--tun-busy-poll", "2000"], /--tun-busy-poll "2000": must be at most 1000 µs/],
+    [["--ipam-reclaim-threshold", "0"], /--ipam-reclaim-threshold "0": must be above 0/],
+    [["--ipam-reclaim-threshold", "1.5"], /--ipam-reclaim-threshold "1.5": must be at most 1/],
     [["--tun-busy-poll", "1.5"], /--tun-busy-poll "1.5": must be a whole number of microseconds/],
   ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
     const r = weft("agent", ...(args as string[]));

@@ -97,6 +97,7 @@ export class Agent {
     this.pods = await PodService.open({
       stateDir: o.stateDir, subnetFile: o.subnetFile, registry: this.metrics.registry, log: this.log.child({ part: "pods" }),
       reconcileIntervalSec: o.ipamReconcileInterval, releaseGraceSec: o.ipamReleaseGrace,
+      reclaimThreshold: o.ipamReclaimThreshold, pressureGraceSec: o.ipamPressureGrace,
       dataPath: {
         notReady: () => this.podsNotReady(),
         leaseProblem: () => this.leaseProblem(),

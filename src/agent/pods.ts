@@ -12,6 +12,7 @@ import type { CniHost, CniReply } from "../cni/types.js";
 import type { PodDirectory, PodRef } from "../discovery/pods.js";
 import { IpamService } from "../ipam/ipam.js";
 import { IpamMetrics } from "../ipam/metrics.js";
+import { PoolPressure } from "../ipam/pressure.js";
 import { NetnsReconciler } from "../ipam/reconciler.js";
 import { IpamStore } from "../ipam/store.js";
 import type { Allocation } from "../ipam/table.js";
@@ -22,6 +23,9 @@ export interface PodServiceOptions {
   readonly registry: Registry;
   readonly reconcileIntervalSec: number;
   readonly releaseGraceSec: number;
+  /** Reclaim under pressure (ipam/pressure.ts): the usage that starts it, and its shorter grace. */
+  readonly reclaimThreshold: number;
+  readonly pressureGraceSec: number;
   readonly log: Logger;
   /** The agent's data path, as it is at the moment of the call. */
   readonly dataPath: {
@@ -44,10 +48,13 @@ export interface PodServiceOptions {
 export class PodService implements CniHost, PodDirectory {
   readonly links = new PodLinks();
   readonly reconciler: NetnsReconciler;
+  readonly pressure: PoolPressure;
   private readonly releaseHooks: ((containerId: string, ip: string) => Promise<void>)[] = [];
 
   private constructor(readonly ipam: IpamService, private readonly opts: PodServiceOptions) {
     this.reconciler = new NetnsReconciler(ipam, opts.log, { intervalMs: opts.reconcileIntervalSec * 1000, graceMs: opts.releaseGraceSec * 1000 });
+    this.pressure = new PoolPressure(ipam, this.reconciler, opts.log, { threshold: opts.reclaimThreshold, graceMs: opts.pressureGraceSec * 1000 });
+    ipam.pressure = this.pressure;
     ipam.leaseProblem = () => opts.dataPath.leaseProblem();
     ipam.onReleased = async (a, reason) => {
       if (reason === "gc" || reason === "reconcile" || reason === "replaced") await cleanupReleased(this, a);
@@ -136,6 +143,7 @@ export class PodService implements CniHost, PodDirectory {
 
   async close(): Promise<void> {
     this.reconciler.stop();
+    this.pressure.stop();
     this.links.close();
     await this.ipam.close();
   }

@@ -142,9 +142,9 @@ export const CAPABILITIES: readonly Capability[] = [
   },
   {
     area: "ipam", name: "per-node IPAM + CNI plugins", status: "done",
-    note: "crash-safe journal, pools by namespace/labels, GC + netns reconciler; `weft`, `weft-ipam` (CNI 1.1, static C client); " +
+    note: "crash-safe journal, pools by namespace/labels, GC + netns reconciler, early reclaim past a usage threshold; `weft`, `weft-ipam` (CNI 1.1, static C client); " +
       "ADD as a runtime execs it, start-up included (static C vs Go `host-local`): p50 3.85 vs 4.77 ms, p99 23.87 vs 19.89 ms",
-    tests: ["test/ipam/allocator.test.ts", "test/ipam/store.test.ts", "test/ipam/reconciler.test.ts", "test/cni/ipam-plugin.test.ts", "test/cni/weft-plugin.test.ts"],
+    tests: ["test/ipam/allocator.test.ts", "test/ipam/store.test.ts", "test/ipam/reconciler.test.ts", "test/ipam/pressure.test.ts", "test/cni/ipam-plugin.test.ts", "test/cni/weft-plugin.test.ts"],
     claims: [{
       text: "ADD as a runtime execs it, start-up included (static C vs Go `host-local`): p50 3.85 vs 4.77 ms, p99 23.87 vs 19.89 ms", artifact: "bench/results/ipam.json",
       figures: [

@@ -3,8 +3,9 @@ import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { checkRequested, DEFAULT_POOL, pickNext, poolOf, reservedFor, selectPool, usage, type PodIdentity, type PoolUsage } from "./allocator.js";
 import { planFor, type IpamPlan, type IpamSpec } from "./config.js";
-import { AddressUnavailableError, NoLeaseError } from "./errors.js";
+import { AddressUnavailableError, NoLeaseError, PoolExhaustedError } from "./errors.js";
 import type { IpamMetrics } from "./metrics.js";
+import type { PoolPressure } from "./pressure.js";
 import type { IpamStore } from "./store.js";
 import { allocationKey, keyOf, type Allocation } from "./table.js";
 import { KeyedSerial } from "../common/keyed-serial.js";
@@ -48,6 +49,8 @@ export class IpamService {
   readonly lastPlan = new Map<string, IpamPlan>();
   /** Why the bound subnet may not be used right now (e.g. its lease expired while etcd was unreachable), or undefined. */
   leaseProblem: (() => string | undefined) | undefined;
+  /** Reclaim under pressure (pressure.ts): told of every allocation, asked before an ADD fails for a full pool. */
+  pressure: PoolPressure | undefined;
   /** Called after an allocation is released (the main plugin removes the pod's host-side objects). */
   onReleased: ((a: Allocation, reason: ReleaseReason) => Promise<void>) | undefined;
 
@@ -120,7 +123,7 @@ export class IpamService {
         requested = true;
       } else {
         const pool = selectPool(plan, req.pod);
-        ip = (pool ? undefined : reservedFor(plan, this.store.table, req.pod)) ?? this.pick(plan, req.network, pool);
+        ip = (pool ? undefined : reservedFor(plan, this.store.table, req.pod)) ?? await this.pick(plan, req.network, pool);
         requested = ip !== undefined && plan.reserved.some((r) => ip >= r.first && ip <= r.last);
       }
       const a: Allocation = {
@@ -130,6 +133,7 @@ export class IpamService {
       };
       await this.store.commit({ op: "add", a });
       this.metrics?.allocated.inc({ pool: a.pool });
+      this.pressure?.allocated(a.network, a.pool);
       return { allocation: a, plan, existed: false };
     });
   }
@@ -148,12 +152,29 @@ export class IpamService {
     for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && k !== network) this.lastPlan.delete(k);
   }
 
-  private pick(plan: IpamPlan, network: string, pool: ReturnType<typeof selectPool>): number {
+  /** The next free address; a full pool first reclaims under pressure and tries again, then fails saying what waits. */
+  private async pick(plan: IpamPlan, network: string, pool: ReturnType<typeof selectPool>): Promise<number> {
+    const name = pool?.name ?? DEFAULT_POOL;
     try {
       return pickNext(plan, this.store.table, network, pool);
     } catch (e) {
-      this.metrics?.exhausted.inc({ pool: pool?.name ?? DEFAULT_POOL });
-      throw e;
+      if (!(e instanceof PoolExhaustedError)) throw e;
+      const p = this.pressure;
+      if (p && (await p.exhausted(network, name))) {
+        try {
+          return pickNext(plan, this.store.table, network, pool);
+        } catch {
+          // full again: fall through to the error
+        }
+      }
+      this.metrics?.exhausted.inc({ pool: name });
+      if (!p) throw e;
+      const u = usage(plan, this.store.table, pool);
+      throw new PoolExhaustedError(
+        `no free address in pool "${name}" of ${formatCidr(plan.subnet)}: ${u.used} of ${u.capacity} in use; ${p.waiting} of them held by pods whose ` +
+          `network namespace is gone, freed once gone for ${p.opts.graceMs / 1000} s (--ipam-pressure-grace)`,
+        { recoverable: true, hint: "the runtime retries the ADD; delete pods, run `weft ipam gc`, or widen the pool" },
+      );
     }
   }
 

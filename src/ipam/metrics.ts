@@ -50,6 +50,23 @@ export class IpamMetrics {
       },
     });
     new Gauge({
+      name: "weft_ipam_pool_usage_ratio", help: "Addresses in use over those that can be handed out (capacity less unused reservations), per pool; reclaiming starts at --ipam-reclaim-threshold",
+      labelNames: ["network", "pool"], registers,
+      collect() {
+        this.reset();
+        for (const u of self.service?.usage() ?? []) {
+          const room = u.capacity - u.reserved;
+          this.set({ network: u.network, pool: u.pool }, room > 0 ? u.used / room : 1);
+        }
+      },
+    });
+    new Gauge({
+      name: "weft_ipam_pressure_events", help: "Times since start a pool's usage reached --ipam-reclaim-threshold (or it was full) and addresses of vanished pods were reclaimed early", registers,
+      collect() {
+        this.set(self.service?.pressure?.events ?? 0);
+      },
+    });
+    new Gauge({
       name: "weft_ipam_allocations", help: "Addresses held right now", registers,
       collect() {
         this.set(self.service?.store.table.size ?? 0);

@@ -65,7 +65,7 @@ beforeAll(async () => {
   side = new ServiceRegistry({ endpoints: [etcd.localEndpoint], prefix });
   dir = mkdtempSync(join(tmpdir(), "weft-pub-"));
   pods = await PodService.open({
-    stateDir: dir, subnetFile: join(dir, "subnet.env"), registry: new Registry(), reconcileIntervalSec: 3600, releaseGraceSec: 3600, log: silentLogger,
+    stateDir: dir, subnetFile: join(dir, "subnet.env"), registry: new Registry(), reconcileIntervalSec: 3600, releaseGraceSec: 3600, reclaimThreshold: 0.9, pressureGraceSec: 10, log: silentLogger,
     dataPath: { notReady: () => undefined, leaseProblem: () => undefined, addEndpoint: async () => undefined, removeEndpoint: async () => false },
   });
   pods.bind(subnet);

@@ -30,6 +30,8 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--reconcile-interval <seconds>", "how often the kernel state is checked and repaired", AGENT_DEFAULTS.reconcileInterval))
     .addOption(flag("--ipam-reconcile-interval <seconds>", "how often pod addresses are checked for a vanished network namespace", AGENT_DEFAULTS.ipamReconcileInterval))
     .addOption(flag("--ipam-release-grace <seconds>", "how long a namespace must stay gone before its address is released", AGENT_DEFAULTS.ipamReleaseGrace))
+    .addOption(flag("--ipam-reclaim-threshold <share>", "when a pool's usage reaches this share (0-1], free the addresses of pods whose network namespace is gone at once, after --ipam-pressure-grace", AGENT_DEFAULTS.ipamReclaimThreshold))
+    .addOption(flag("--ipam-pressure-grace <seconds>", "under pressure, how long a pod's network namespace must look gone before its address is freed", AGENT_DEFAULTS.ipamPressureGrace))
     .addOption(flag("--dns-listen <addrs>", "node-local DNS addresses (comma-separated host[:port]; off to disable)", AGENT_DEFAULTS.dnsListen))
     .addOption(flag("--cluster-domain <name>", "the cluster DNS zone", AGENT_DEFAULTS.clusterDomain))
     .addOption(flag("--dns-ttl <seconds>", "TTL of cluster-zone answers", AGENT_DEFAULTS.dnsTtl))
