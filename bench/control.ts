@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control [-- --json] [-- --nodes N] [-- --changes K] [-- --verbose]`
+ * `npm run bench:control [-- --json] [-- --nodes N] [-- --subnet-len L] [-- --changes K] [-- --verbose]`
  *
  * The control plane at scale: N simulated node leases (default 5,000) in a
  * real etcd; one real agent in a network namespace. Measures the time from
@@ -9,7 +9,7 @@
  * process per object, the choice the vxlan backend rests on.
  */
 import { readFileSync } from "node:fs";
-import { queryCounters } from "../src/agent/control.js";
+import { queryCounters, queryStatus } from "../src/agent/control.js";
 import { formatIpv4 } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { run } from "../src/common/exec.js";
@@ -20,7 +20,8 @@ import type { Figure } from "./report/schema.js";
 
 const args = benchArgs("bench:control", {
   json: { type: "boolean", help: "print one JSON document as the last line" },
-  nodes: { type: "number", default: 5000, min: 1, max: 8100, integer: true, help: "simulated node leases" },
+  nodes: { type: "number", default: 5000, min: 1, integer: true, help: "simulated node leases (at most the subnets of --subnet-len less the agent's own and 50 for changes)" },
+  "subnet-len": { type: "number", default: 29, min: 24, max: 30, integer: true, help: "the cluster network 198.18.0.0/16's subnet length (/29: 8,192 subnets, /30: 16,384)" },
   changes: { type: "number", default: 100, min: 0, integer: true, help: "lease changes timed after the full sync" },
   verbose: { type: "boolean", help: "print every change latency and the agent's last log lines" },
 }, {
@@ -28,17 +29,26 @@ const args = benchArgs("bench:control", {
 });
 const json = args.json;
 const NODES = args.nodes;
+const LEN = args["subnet-len"];
+/** Subnets of the cluster network 198.18.0.0/16 at --subnet-len. */
+const SUBNETS = 2 ** (LEN - 16);
+/** The agent's own subnet and the 50 subnets the changes use come out of the same range. */
+if (NODES > SUBNETS - 52) {
+  console.error(`bench:control: --nodes ${NODES} does not fit the cluster network 198.18.0.0/16 at /${LEN}: it has ${SUBNETS} subnets, ` +
+    `of which the agent takes one and the changes 50 (at most ${SUBNETS - 52} nodes)${LEN < 30 ? `; use --subnet-len ${Math.min(30, LEN + Math.ceil(Math.log2((NODES + 52) / SUBNETS)))}` : ""}. ` +
+    "The simulated PublicIPs (198.19.0.0/16, outside the cluster network and unique, as the agent requires) allow 65,534.");
+  process.exit(2);
+}
 const CHANGES = args.changes;
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
 /**
- * Simulated node i: the (i+1)th /29 of the cluster network 198.18.0.0/16
- * (8,192 of them), PublicIP 198.19.0.0 + i + 1 — unique (the agent refuses a
+ * Simulated node i: the (i+1)th subnet (--subnet-len) of the cluster network
+ * 198.18.0.0/16, PublicIP 198.19.0.0 + i + 1 — unique (the agent refuses a
  * PublicIP used twice), outside the cluster network, and on no interface:
  * these addresses only appear as neighbour and FDB entries in the node's
  * namespace.
  */
-const SUBNETS = 8192;
 function simLease(i: number): { key: string; value: string } {
   const pub = (0xc6130000 + i + 1) >>> 0;
   const mac = Uint8Array.of(0x02, 0x5e, (i >> 16) & 255, (i >> 8) & 255, i & 255, 0x01);
@@ -50,7 +60,7 @@ function simLease(i: number): { key: string; value: string } {
 
 /** Simulated node i's subnet, as `ip route` prints it. */
 function subnetOf(i: number): string {
-  return `${formatIpv4((0xc6120000 + (i + 1) * 8) >>> 0)}/29`;
+  return `${formatIpv4((0xc6120000 + (i + 1) * 2 ** (32 - LEN)) >>> 0)}/${LEN}`;
 }
 
 function pct(xs: number[], p: number): number {
@@ -109,7 +119,7 @@ async function checkKernel(c: Cluster, expected: ReadonlySet<string>, when: stri
 
 async function main(): Promise<void> {
   log(`bench:control: ${NODES} simulated leases, ${CHANGES} changes`);
-  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: 29 });
+  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: LEN });
   const reg = c.registry();
   try {
     const lease = await reg.grant(86400);
@@ -168,6 +178,17 @@ async function main(): Promise<void> {
       lat.push(performance.now() - t);
     }
     const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
+    // `weft status`: the control socket's status answer with every peer, five times; the median.
+    const statusMs: number[] = [];
+    let statusBytes = 0;
+    for (let k = 0; k < 5; k++) {
+      const ts = performance.now();
+      const st = await queryStatus(sock, 30_000);
+      statusMs.push(performance.now() - ts);
+      statusBytes = JSON.stringify(st).length;
+    }
+    const statusP50 = pct(statusMs, 50);
+    log(`weft status: ${statusP50.toFixed(1)} ms for ${(statusBytes / 1024).toFixed(0)} KiB (${NODES} peers, median of 5)`);
     const after = await checkKernel(c, expected, `after ${CHANGES} changes`);
     if (args.verbose) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
     log(`change applied: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (${CHANGES} changes: add/delete one lease)`);
@@ -185,12 +206,14 @@ async function main(): Promise<void> {
           rounds: [r1(pct(lat, 99))], summary: "only", target: { of: "value", op: "<=", value: 100 } },
         { id: "agent_rss_mb", name: `agent RSS with ${NODES} peers`, unit: "MB", value: Math.round(rss), higherIsBetter: false,
           rounds: [Math.round(rss)], summary: "only", ...(NODES === 5000 ? { target: { of: "value", op: "<=", value: 150 } as const } : {}) },
+        { id: "status_ms", name: `\`weft status\` answer with ${NODES} peers (median of 5)`, unit: "ms", value: r1(statusP50), higherIsBetter: false,
+          rounds: statusMs.map(r1), summary: "median" },
         { id: "iproute_batch_us", name: "iproute2 object programmed in a batch, against one process per object", unit: "µs/object", value: r1(nl.batchPerPeerUs),
           higherIsBetter: false, rounds: [r1(nl.batchPerPeerUs)], summary: "only", baseline: { name: "one ip process per object", value: Math.round(nl.execPerPeerUs), rounds: [Math.round(nl.execPerPeerUs)] } },
       ];
       console.log(JSON.stringify({
         nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
-        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), kernel_routes: after.routes, figures,
+        change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), status_ms: r1(statusP50), status_kib: Math.round(statusBytes / 1024), kernel_routes: after.routes, figures,
       }));
     }
   } finally {
