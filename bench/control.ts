@@ -188,6 +188,11 @@ async function main(): Promise<void> {
       statusBytes = JSON.stringify(st).length;
     }
     const statusP50 = pct(statusMs, 50);
+    // Where the RSS is: the agent's own heap gauges from /metrics.
+    const metrics = await c.node(0).ns.exec(["curl", "-s", "http://127.0.0.1:9099/metrics"]).catch(() => "");
+    const gauge = (name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(metrics)?.[1] ?? NaN) / 2 ** 20;
+    log(`agent memory: heap used ${gauge("weft_nodejs_heap_size_used_bytes").toFixed(0)} MB of ${gauge("weft_nodejs_heap_size_total_bytes").toFixed(0)} MB, ` +
+      `external ${gauge("weft_nodejs_external_memory_bytes").toFixed(0)} MB`);
     log(`weft status: ${statusP50.toFixed(1)} ms for ${(statusBytes / 1024).toFixed(0)} KiB (${NODES} peers, median of 5)`);
     const after = await checkKernel(c, expected, `after ${CHANGES} changes`);
     if (args.verbose) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
