@@ -24,7 +24,7 @@ import { chooseInterface } from "./iface.js";
 import { ApplyQueue } from "./apply-queue.js";
 import { Waits } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
-import { agentCounters, agentStatus, isReady, type AgentCounters, type AgentStatus, type Readiness, type StatusParts } from "./status.js";
+import { agentCounters, agentStatus, isReady, type AgentCounters, type AgentStatus, type PeerWindow, type Readiness, type StatusParts } from "./status.js";
 import { NodeDns } from "./dns.js";
 import { PodService } from "./pods.js";
 import { etcdClientOptions, type AgentOptions } from "./options.js";
@@ -366,8 +366,8 @@ export class Agent {
     return agentCounters(this.parts());
   }
 
-  status(): AgentStatus {
-    return agentStatus(this.parts());
+  status(window?: PeerWindow): AgentStatus {
+    return agentStatus(this.parts(), window);
   }
 
   /** Stops the agent; the data path, the lease and the subnet file stay. */

@@ -158,7 +158,7 @@ async function handleCniLine(agent: Agent, json: string): Promise<string> {
 }
 
 /**
- * One request line: `status`, `counters`, `endpoint-add {"ip","ifname","mac"}`,
+ * One request line: `status [{"peerOffset","peerLimit"}]`, `counters`, `endpoint-add {"ip","ifname","mac"}`,
  * `endpoint-del {"ip"}`, `ipam-ls`, `ipam-show <address|container>`,
  * `ipam-gc {"deadNow"}`. Replies {ok: true, ...} or {ok: false, error}.
  */
@@ -167,8 +167,16 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
   const verb = sp < 0 ? line : line.slice(0, sp);
   try {
     switch (verb) {
-      case "status":
-        return { ok: true, status: agent.status() };
+      case "status": {
+        // `status` lists every peer; `status {"peerOffset":N,"peerLimit":M}` a window of them (weft status shows the first few).
+        const arg = (sp < 0 ? {} : JSON.parse(line.slice(sp + 1))) as { peerOffset?: unknown; peerLimit?: unknown };
+        const n = (v: unknown, what: string, dflt: number): number => {
+          if (v === undefined) return dflt;
+          if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw new ConfigError(`status: ${what} must be a whole number of 0 or more, got ${JSON.stringify(v)}`);
+          return v;
+        };
+        return { ok: true, status: agent.status({ offset: n(arg.peerOffset, "peerOffset", 0), limit: n(arg.peerLimit, "peerLimit", Infinity) }) };
+      }
       case "counters":
         return { ok: true, counters: agent.counters() };
       case "endpoint-add":
@@ -212,9 +220,10 @@ export async function requestEndpoint(path: string, verb: "endpoint-add" | "endp
   await query<Record<string, unknown>>(path, `${verb} ${JSON.stringify(arg)}`, 10_000);
 }
 
-/** Asks a running agent for its status. */
-export async function queryStatus(path: string, timeoutMs = 3000): Promise<AgentStatus> {
-  return (await query<{ status: AgentStatus }>(path, "status", timeoutMs)).status;
+/** Asks a running agent for its status: every peer, or `peers` (a window of them). */
+export async function queryStatus(path: string, timeoutMs = 3000, peers?: { offset: number; limit: number }): Promise<AgentStatus> {
+  const req = peers ? `status ${JSON.stringify({ peerOffset: peers.offset, peerLimit: peers.limit })}` : "status";
+  return (await query<{ status: AgentStatus }>(path, req, timeoutMs)).status;
 }
 
 /** Asks a running agent for its readiness and counters only. */

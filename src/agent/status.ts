@@ -44,7 +44,11 @@ export interface AgentStatus {
   readonly backendChoice: string;
   readonly device: string | undefined;
   readonly mtu: number | undefined;
+  /** The peers asked for (all of them unless the request gave a window), sorted by subnet. */
   readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
+  /** How many peers there are, and where `peers` starts among them. */
+  readonly peerCount: number;
+  readonly peersFrom: number;
   /** Lease keys not used, with the reason (at most 200; `rejectedLeaseCount` has the total). */
   readonly rejectedLeases: Rejection[];
   readonly rejectedLeaseCount: number;
@@ -95,9 +99,17 @@ export function agentCounters(p: StatusParts): AgentCounters {
   };
 }
 
-/** Everything, peers included. */
-export function agentStatus(p: StatusParts): AgentStatus {
+/** Which peers a status answer lists: `limit` of them from `offset` (sorted by subnet); all by default. */
+export interface PeerWindow {
+  readonly offset: number;
+  readonly limit: number;
+}
+
+/** Everything, peers included (or the window of them asked for). */
+export function agentStatus(p: StatusParts, window: PeerWindow = { offset: 0, limit: Infinity }): AgentStatus {
   const ns = p.network?.status();
+  const all = p.table.all().sort((a, b) => a.subnet.addr - b.subnet.addr);
+  const from = Math.min(window.offset, all.length);
   const rejected = p.table.rejections();
   const left = p.secondsLeft;
   return {
@@ -112,7 +124,9 @@ export function agentStatus(p: StatusParts): AgentStatus {
     backendChoice: p.backendChoice,
     device: ns?.device,
     mtu: ns?.mtu,
-    peers: p.table.all().map((l) => ({ subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vtepMac: formatMac(l.attrs.vtepMac) })),
+    peers: all.slice(from, from + window.limit).map((l) => ({ subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vtepMac: formatMac(l.attrs.vtepMac) })),
+    peerCount: all.length,
+    peersFrom: from,
     rejectedLeases: rejected.slice(0, REJECTIONS_SHOWN),
     rejectedLeaseCount: rejected.length,
     counters: agentCounters(p).counters,

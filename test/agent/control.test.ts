@@ -28,7 +28,7 @@ beforeAll(async () => {
   sock = join(dir, "agent.sock");
   agent = new Agent(parseAgentOptions({ ...AGENT_DEFAULTS, stateDir: dir, controlSocket: sock }), silentLogger);
   const real = agent.status.bind(agent);
-  agent.status = () => (statusCalls++, real()); // counts replies produced; each is the real one
+  agent.status = (w) => (statusCalls++, real(w)); // counts replies produced; each is the real one
   server = await startControlSocket(agent, sock, { onRefused: (r) => refused.push(r) });
 });
 afterAll(async () => {
@@ -77,6 +77,21 @@ describe("the control socket under hostile clients", () => {
     expect(reply).toMatch(/"ok":false.*longer than/);
     expect(refused).toContain("too_long");
     expect((await queryCounters(sock)).ready).toBe(false); // still answering
+  });
+
+  it("a status request with a bad peer window is refused saying what is wrong; a good one answers", async () => {
+    const s = await connect();
+    let reply = "";
+    s.on("data", (d: Buffer) => (reply += d.toString()));
+    s.write('status {"peerLimit":-1}\nstatus {"peerOffset":"x"}\nstatus {nope\nstatus {"peerLimit":0}\n');
+    for (let i = 0; i < 100 && reply.split("\n").filter(Boolean).length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    s.destroy();
+    const lines = reply.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { ok: boolean; error?: string; status?: { peers: unknown[]; peerCount: number } });
+    expect(lines.map((l) => l.ok)).toEqual([false, false, false, true]);
+    expect(lines[0]!.error).toMatch(/peerLimit must be a whole number of 0 or more, got -1/);
+    expect(lines[1]!.error).toMatch(/peerOffset must be a whole number of 0 or more, got "x"/);
+    expect(lines[2]!.error).toMatch(/JSON/);
+    expect(lines[3]!.status).toMatchObject({ peers: [], peerCount: 0 });
   });
 
   it("a client that pipelines requests and never reads is not read further: the answers it has not taken stay bounded", async () => {

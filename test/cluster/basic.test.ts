@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatCidr } from "../../src/common/ipv4.js";
 import { projectRoot } from "../../src/common/paths.js";
 import { Cluster } from "../../src/harness/cluster.js";
 
@@ -49,5 +50,26 @@ describe("3-node cluster, kernel vxlan backend", () => {
     expect(out).toMatch(/backend: +vxlan \(asked for\) +device: weft\.1 +mtu: 1450/);
     expect(out).toMatch(/^peers: +2$/m);
     expect(out).toMatch(/counters: .*peersProgrammed=2/);
+  });
+
+  it("`weft status` lists a window of the peers when asked (a node with thousands of peers answers in one screen), sorted by subnet", async () => {
+    const run = (...args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const p = spawn(process.execPath, ["bin/weft.js", "status", "--control-socket", c.files(1).socket, ...args], { cwd: projectRoot() });
+      let s = "";
+      p.stdout.on("data", (d: Buffer) => (s += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (s += d.toString()));
+      p.on("close", (code) => resolve({ code, out: s }));
+    });
+    const others = [0, 2].map((i) => c.nodes[i]!.subnet!).sort((a, b) => a.addr - b.addr).map((s) => formatCidr(s));
+    const first = await run("--peers", "1");
+    expect(first.out).toMatch(/^peers: +2 \(1-1 shown; weft status --peers all, or --peers N --peers-from K\)$/m);
+    expect(first.out.split("\n").filter((l) => / via /.test(l)).map((l) => l.trim().split(" ")[0])).toEqual([others[0]]);
+    const second = await run("--peers", "1", "--peers-from", "1");
+    expect(second.out.split("\n").filter((l) => / via /.test(l)).map((l) => l.trim().split(" ")[0])).toEqual([others[1]]);
+    const json = JSON.parse((await run("--json", "--peers", "0")).out) as { peers: unknown[]; peerCount: number };
+    expect([json.peers, json.peerCount]).toEqual([[], 2]);
+    const bad = await run("--peers", "-3");
+    expect(bad.code).not.toBe(0);
+    expect(bad.out).toMatch(/--peers -3: a whole number or all/);
   });
 });

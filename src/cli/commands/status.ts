@@ -3,7 +3,11 @@ import { AGENT_DEFAULTS } from "../../agent/options.js";
 import { queryStatus } from "../../agent/control.js";
 import type { AgentStatus } from "../../agent/status.js";
 import type { DiscoverySummary } from "../../discovery/service.js";
+import { ConfigError } from "../../common/errors.js";
 import { capabilityTable } from "../capabilities.js";
+
+/** Peers `weft status` lists unless told otherwise: past a few dozen the list says little and costs the agent a large answer. */
+const PEERS_SHOWN = 20;
 
 export function registerStatus(program: Command): void {
   program
@@ -12,12 +16,18 @@ export function registerStatus(program: Command): void {
     .option("--capabilities", "print the capability status table and exit")
     .option("--control-socket <path>", "the agent's control socket", process.env["WEFT_CONTROL_SOCKET"] ?? AGENT_DEFAULTS.controlSocket)
     .option("--json", "print the raw status document")
-    .action(async (opts: { capabilities?: boolean; controlSocket: string; json?: boolean }) => {
+    .option("--peers <n|all>", `how many peers to list (all: every one); --json lists every peer unless this is given`)
+    .option("--peers-from <n>", "list peers from this position (sorted by subnet)", "0")
+    .action(async (opts: { capabilities?: boolean; controlSocket: string; json?: boolean; peers?: string; peersFrom: string }) => {
       if (opts.capabilities) {
         console.log(capabilityTable());
         return;
       }
-      const st = await queryStatus(opts.controlSocket);
+      const limit = opts.peers === undefined ? (opts.json ? Infinity : PEERS_SHOWN) : opts.peers === "all" ? Infinity : Number(opts.peers);
+      const offset = Number(opts.peersFrom);
+      if (!(limit === Infinity || (Number.isInteger(limit) && limit >= 0))) throw new ConfigError(`--peers ${opts.peers}: a whole number or all`);
+      if (!Number.isInteger(offset) || offset < 0) throw new ConfigError(`--peers-from ${opts.peersFrom}: a whole number of 0 or more`);
+      const st = await queryStatus(opts.controlSocket, 10_000, limit === Infinity && offset === 0 ? undefined : { offset, limit: limit === Infinity ? 2 ** 31 : limit });
       if (opts.json) {
         console.log(JSON.stringify(st, null, 2));
         return;
@@ -30,7 +40,7 @@ export function registerStatus(program: Command): void {
       const paths = Object.entries(st.paths ?? {});
       if (paths.length > 0) console.log(`paths:    ${paths.map(([k, v]) => `${k} ${v}`).join("   ")}`);
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
-      console.log(`peers:    ${st.peers.length}`);
+      console.log(`peers:    ${st.peerCount}${st.peers.length < st.peerCount ? ` (${st.peers.length === 0 ? "none" : `${st.peersFrom + 1}-${st.peersFrom + st.peers.length}`} shown; weft status --peers all, or --peers N --peers-from K)` : ""}`);
       for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
       if (st.rejectedLeaseCount > 0) {
         console.log(`rejected: ${st.rejectedLeaseCount} lease keys not used${st.rejectedLeaseCount > st.rejectedLeases.length ? ` (first ${st.rejectedLeases.length} shown)` : ""}`);
