@@ -8,7 +8,10 @@
  * agent's RSS. Also times iproute2 batch programming against one `ip`
  * process per object, the choice the vxlan backend rests on.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import * as abi from "../asm/abi.js";
+import { WasmCore } from "../src/dataplane/core/wasm-core.js";
 import { queryCounters, queryStatus } from "../src/agent/control.js";
 import { formatIpv4 } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
@@ -21,6 +24,7 @@ import type { Figure } from "./report/schema.js";
 const args = benchArgs("bench:control", {
   json: { type: "boolean", help: "print one JSON document as the last line" },
   nodes: { type: "number", default: 5000, min: 1, integer: true, help: "simulated node leases (at most the subnets of --subnet-len less the agent's own and 50 for changes)" },
+  backend: { type: "string", default: "vxlan", choices: ["vxlan", "ebpf", "tun"], help: "the agent's backend (vxlan: the kernel objects are checked one by one; ebpf: map sizes; tun: WASM table sizes)" },
   "subnet-len": { type: "number", default: 29, min: 24, max: 30, integer: true, help: "the cluster network 198.18.0.0/16's subnet length (/29: 8,192 subnets, /30: 16,384)" },
   changes: { type: "number", default: 100, min: 0, integer: true, help: "lease changes timed after the full sync" },
   verbose: { type: "boolean", help: "print every change latency and the agent's last log lines" },
@@ -66,6 +70,26 @@ function subnetOf(i: number): string {
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+}
+
+/** The ebpf backend's pinned maps: entries and the kernel's memory for each (bpftool's bytes_memlock). */
+async function bpfMapSizes(c: Cluster): Promise<{ text: string; bytes: Record<string, number> }> {
+  const dir = join(c.files(0).bpffs, "weft", "maps");
+  const bytes: Record<string, number> = {};
+  const parts: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const info = JSON.parse(await run(["bpftool", "-j", "map", "show", "pinned", join(dir, name)])) as { type: string; max_entries: number; bytes_memlock?: number };
+    bytes[name] = info.bytes_memlock ?? 0;
+    parts.push(`${name} (${info.type}, ${info.max_entries} max) ${((info.bytes_memlock ?? 0) / 2 ** 20).toFixed(1)} MiB`);
+  }
+  return { text: parts.join(", "), bytes };
+}
+
+/** A tun worker's WASM core, made as the worker makes it (tables sized for 65,536 peers and prefixes up front). */
+function wasmTableSizes(): { text: string; bytes: Record<string, number> } {
+  const core = WasmCore.create({ maxPeers: 65536, maxRules: 65536, maxBatch: 16, slots: 16, slotSize: 65664, headroom: 64, units: abi.MAX_UNITS });
+  const mem = core.bytes().byteLength;
+  return { text: `each of the agent's two workers holds a WASM memory of ${(mem / 2 ** 20).toFixed(1)} MiB, allocated at start (peers and prefixes up to 65,536; 16 packet slots of 64 KiB)`, bytes: { wasm_memory_per_worker: mem } };
 }
 
 async function netlinkComparison(): Promise<{ batchPerPeerUs: number; execPerPeerUs: number }> {
@@ -119,7 +143,7 @@ async function checkKernel(c: Cluster, expected: ReadonlySet<string>, when: stri
 
 async function main(): Promise<void> {
   log(`bench:control: ${NODES} simulated leases, ${CHANGES} changes`);
-  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: LEN });
+  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: LEN, backend: args.backend });
   const reg = c.registry();
   try {
     const lease = await reg.grant(86400);
@@ -148,8 +172,13 @@ async function main(): Promise<void> {
     }
     log(`full sync: ${fullSync.toFixed(0)} ms (agent start to ${NODES} peers programmed)`);
     const expected = new Set(Array.from({ length: NODES }, (_, i) => subnetOf(i)));
-    const synced = await checkKernel(c, expected, "after the full sync");
-    log(`kernel after the full sync: ${synced.routes} routes, ${synced.neigh} neighbours, ${synced.fdb} FDB entries on weft.1 (= ${NODES} leases)`);
+    const vxlan = args.backend === "vxlan";
+    if (vxlan) {
+      const synced = await checkKernel(c, expected, "after the full sync");
+      log(`kernel after the full sync: ${synced.routes} routes, ${synced.neigh} neighbours, ${synced.fdb} FDB entries on weft.1 (= ${NODES} leases)`);
+    }
+    const tables = args.backend === "ebpf" ? await bpfMapSizes(c) : args.backend === "tun" ? wasmTableSizes() : undefined;
+    if (tables) log(`${args.backend} tables with ${NODES} peers: ${tables.text}`);
 
     // Changes: 50 simulated leases from the top of the range (above the first NODES), leaving out the agent's own.
     const own = (await c.status(0)).subnet;
@@ -202,10 +231,10 @@ async function main(): Promise<void> {
     log(`agent memory: heap used ${gauge("weft_nodejs_heap_size_used_bytes").toFixed(0)} MB of ${gauge("weft_nodejs_heap_size_total_bytes").toFixed(0)} MB, ` +
       `external ${gauge("weft_nodejs_external_memory_bytes").toFixed(0)} MB`);
     log(`weft status: ${statusP50.toFixed(1)} ms for ${(statusBytes / 1024).toFixed(0)} KiB (${NODES} peers, median of 5)`);
-    const after = await checkKernel(c, expected, `after ${CHANGES} changes`);
+    const after = vxlan ? await checkKernel(c, expected, `after ${CHANGES} changes`) : { routes: NaN, neigh: NaN, fdb: NaN };
     if (args.verbose) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
     log(`change applied: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (${CHANGES} changes: add/delete one lease)`);
-    log(`agent RSS: ${rss.toFixed(0)} MB; kernel after the changes: ${after.routes} routes, ${after.neigh} neighbours, ${after.fdb} FDB entries on weft.1 (= ${expected.size} leases)`);
+    log(`agent RSS: ${rss.toFixed(0)} MB${vxlan ? `; kernel after the changes: ${after.routes} routes, ${after.neigh} neighbours, ${after.fdb} FDB entries on weft.1 (= ${expected.size} leases)` : ""}`);
     const nl = await netlinkComparison();
     log(`iproute2: batch ${nl.batchPerPeerUs.toFixed(1)} us/object vs one process per object ${nl.execPerPeerUs.toFixed(0)} us/object (${(nl.execPerPeerUs / nl.batchPerPeerUs).toFixed(0)}x)`);
     if (json) {
@@ -228,6 +257,7 @@ async function main(): Promise<void> {
       ];
       console.log(JSON.stringify({
         nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
+        backend: args.backend, ...(tables ? { table_bytes: tables.bytes } : {}),
         change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), status_ms: r1(statusP50), status_kib: Math.round(statusBytes / 1024), kernel_routes: after.routes, figures,
       }));
     }
