@@ -36,10 +36,10 @@ const NODES = args.nodes;
 const LEN = args["subnet-len"];
 /** Subnets of the cluster network 198.18.0.0/16 at --subnet-len. */
 const SUBNETS = 2 ** (LEN - 16);
-/** The agent's own subnet and the 50 subnets the changes use come out of the same range. */
-if (NODES > SUBNETS - 52) {
+/** The agent's own subnet, the 50 subnets the changes use and the 100 that join at once come out of the same range. */
+if (NODES > SUBNETS - 152) {
   console.error(`bench:control: --nodes ${NODES} does not fit the cluster network 198.18.0.0/16 at /${LEN}: it has ${SUBNETS} subnets, ` +
-    `of which the agent takes one and the changes 50 (at most ${SUBNETS - 52} nodes)${LEN < 30 ? `; use --subnet-len ${Math.min(30, LEN + Math.ceil(Math.log2((NODES + 52) / SUBNETS)))}` : ""}. ` +
+    `of which the agent takes one, the changes 50 and the joins 100 (at most ${SUBNETS - 152} nodes)${LEN < 30 ? `; use --subnet-len ${Math.min(30, LEN + Math.ceil(Math.log2((NODES + 152) / SUBNETS)))}` : ""}. ` +
     "The simulated PublicIPs (198.19.0.0/16, outside the cluster network and unique, as the agent requires) allow 65,534.");
   process.exit(2);
 }
@@ -182,8 +182,10 @@ async function main(): Promise<void> {
 
     // Changes: 50 simulated leases from the top of the range (above the first NODES), leaving out the agent's own.
     const own = (await c.status(0)).subnet;
-    const pool: number[] = [];
-    for (let i = SUBNETS - 2; pool.length < 50 && i >= NODES; i--) if (subnetOf(i) !== own) pool.push(i);
+    const spare: number[] = [];
+    for (let i = SUBNETS - 2; spare.length < 150 && i >= NODES; i--) if (subnetOf(i) !== own) spare.push(i);
+    const pool = spare.slice(0, 50);
+    const joins = spare.slice(50, 150);
     if (CHANGES > 0 && pool.length === 0) throw new Error(`no free subnets left for changes above ${NODES} leases`);
     const lat: number[] = [];
     for (let i = 0; i < CHANGES; i++) {
@@ -205,6 +207,25 @@ async function main(): Promise<void> {
         await new Promise((r) => setImmediate(r));
       }
       lat.push(performance.now() - t);
+    }
+    // 100 nodes join at once (one etcd transaction): the time until the agent has programmed all of them.
+    let joinMs = NaN;
+    if (joins.length === 100) {
+      const before = (await queryCounters(sock)).counters["peersProgrammed"] ?? 0;
+      const t = performance.now();
+      await reg.client.if("/bench/never", "Version", "==", 0).then(...joins.map((idx) => {
+        const l = simLease(idx);
+        return reg.client.put(l.key).value(l.value).lease(lease);
+      })).commit();
+      for (;;) {
+        const k = await queryCounters(sock);
+        if ((k.counters["peersProgrammed"] ?? 0) >= before + 100) break;
+        if (performance.now() - t > 30_000) throw new Error(`100 joining nodes not programmed in 30 s: ${JSON.stringify(k.counters)}`);
+        await new Promise((r) => setImmediate(r));
+      }
+      joinMs = performance.now() - t;
+      for (const idx of joins) expected.add(subnetOf(idx));
+      log(`100 nodes joining at once (one etcd transaction): all programmed ${joinMs.toFixed(0)} ms after the write`);
     }
     const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
     // `weft status`: the control socket's status answer with every peer, five times; the median.
@@ -248,6 +269,8 @@ async function main(): Promise<void> {
           rounds: [r1(pct(lat, 99))], summary: "only", target: { of: "value", op: "<=", value: 100 } },
         { id: "agent_rss_mb", name: `agent RSS with ${NODES} peers`, unit: "MB", value: Math.round(rss), higherIsBetter: false,
           rounds: [Math.round(rss)], summary: "only", ...(NODES === 5000 ? { target: { of: "value", op: "<=", value: 150 } as const } : {}) },
+        ...(Number.isFinite(joinMs) ? [{ id: "join100_ms", name: "100 nodes joining at once, all programmed", unit: "ms", value: Math.round(joinMs), higherIsBetter: false,
+          rounds: [Math.round(joinMs)], summary: "only" } satisfies Figure] : []),
         { id: "status_ms", name: `\`weft status\` answer with ${NODES} peers (median of 5)`, unit: "ms", value: r1(statusP50), higherIsBetter: false,
           rounds: statusMs.map(r1), summary: "median" },
         { id: "status_first20_ms", name: `\`weft status\` as it asks by default (first 20 of ${NODES} peers, median of 5)`, unit: "ms", value: r1(pct(shortMs, 50)),
@@ -257,7 +280,7 @@ async function main(): Promise<void> {
       ];
       console.log(JSON.stringify({
         nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
-        backend: args.backend, ...(tables ? { table_bytes: tables.bytes } : {}),
+        backend: args.backend, ...(tables ? { table_bytes: tables.bytes } : {}), ...(Number.isFinite(joinMs) ? { join100_ms: Math.round(joinMs) } : {}),
         change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), status_ms: r1(statusP50), status_kib: Math.round(statusBytes / 1024), kernel_routes: after.routes, figures,
       }));
     }
