@@ -156,7 +156,8 @@ static int wait_readable(int fd, int timeout_ms)
 	if (spin_us > 0) {
 		uint64_t now = now_ns();
 
-		if (now - last_packet_ns < ACTIVE_NS && now - __atomic_load_n(&last_bulk_ns, __ATOMIC_RELAXED) >= ACTIVE_NS) {
+		/* last_bulk_ns may be a moment after `now` (another worker wrote it since): compare without subtracting. */
+		if (now - last_packet_ns < ACTIVE_NS && __atomic_load_n(&last_bulk_ns, __ATOMIC_RELAXED) + ACTIVE_NS <= now) {
 			uint64_t end = now + (uint64_t)spin_us * 1000u;
 
 			do {
@@ -352,11 +353,13 @@ int weft_udp_gso_max_segs(uint32_t bind_ip)
 		return r;
 	}
 	for (int segs = 128; segs >= 64; segs /= 2) {
-		if (sendto(fd, bytes, (size_t)segs, 0, (struct sockaddr *)&to, sizeof(to)) == segs) {
+		ssize_t n = sendto(fd, bytes, (size_t)segs, 0, (struct sockaddr *)&to, sizeof(to));
+
+		if (n == segs) {
 			r = segs;
 			break;
 		}
-		r = -errno;
+		r = n < 0 ? -errno : -EIO;
 	}
 	close(fd);
 	return r;

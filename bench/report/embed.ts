@@ -13,7 +13,8 @@ export const END = "<!-- weft bench report: end -->";
 /** `report` (links relative to `outDir`) as it reads from a document at `docPath`. */
 export function relink(report: string, outDir: string, docPath: string): string {
   const rel = relative(dirname(docPath), outDir) || ".";
-  return report.replace(/\]\(charts\//g, `](${rel.split("\\").join("/")}/charts/`);
+  const to = `](${rel.split("\\").join("/")}/charts/`;
+  return report.replace(/\]\(charts\//g, () => to); // a function: "$" in a path is not a replacement pattern
 }
 
 /**

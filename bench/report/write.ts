@@ -1,5 +1,6 @@
 import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { writeFileAtomic } from "../../src/common/fs-atomic.js";
 import { chartSpec, renderSvg } from "./charts.js";
 import { embedReport, relink } from "./embed.js";
 import { renderReport } from "./report.js";
@@ -18,6 +19,10 @@ export interface Written {
 }
 
 export async function writeRun(results: Results, outDir: string, doc?: string): Promise<Written> {
+  // A name becomes a file name: a results.json from elsewhere must not write outside `out`.
+  for (const run of results.runs) {
+    if (!/^[a-z0-9-]+$/.test(run.bench)) throw new ResultsFileError(`a run named ${JSON.stringify(String(run.bench).slice(0, 40))}: benchmark names are lower-case letters, digits and dashes`);
+  }
   const out = resolve(outDir);
   mkdirSync(join(out, "charts"), { recursive: true });
   writeFileSync(join(out, "results.json"), `${JSON.stringify(results, null, 1)}\n`);
@@ -44,7 +49,7 @@ function readDoc(doc: string): string | undefined {
 }
 
 function embedInto(doc: string, report: string): void {
-  writeFileSync(doc, embedReport(readDoc(doc), report, doc));
+  writeFileAtomic(doc, embedReport(readDoc(doc), report, doc)); // a failed write leaves the document as it was
 }
 
 /** Before a run: the document can be read, its markers are whole, and its folder can be written. */

@@ -169,7 +169,10 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
     switch (verb) {
       case "status": {
         // `status` lists every peer; `status {"peerOffset":N,"peerLimit":M}` a window of them (weft status shows the first few).
-        const arg = (sp < 0 ? {} : JSON.parse(line.slice(sp + 1))) as { peerOffset?: unknown; peerLimit?: unknown };
+        const text = sp < 0 ? "" : line.slice(sp + 1).trim();
+        const parsed: unknown = text === "" ? {} : JSON.parse(text);
+        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ConfigError(`status: the argument must be a JSON object such as {"peerLimit":20}, got ${text.slice(0, 60)}`);
+        const arg = parsed as { peerOffset?: unknown; peerLimit?: unknown };
         const n = (v: unknown, what: string, dflt: number): number => {
           if (v === undefined) return dflt;
           if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw new ConfigError(`status: ${what} must be a whole number of 0 or more, got ${JSON.stringify(v)}`);

@@ -18,6 +18,11 @@ export class KeyedSerial {
     }
   }
 
+  /** Whether `key` has work queued or running. */
+  busy(key: string): boolean {
+    return this.tails.has(key);
+  }
+
   /** Keys with work queued or running. */
   get size(): number {
     return this.tails.size;

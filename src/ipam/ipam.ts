@@ -40,6 +40,9 @@ export type ReleaseReason = "del" | "gc" | "reconcile" | "rollback" | "replaced"
  * crash-safe store. Operations on one attachment run one at a time;
  * different attachments run concurrently and share disk syncs.
  */
+/** The longest an ADD that found its pool full waits for the early reclaim before it fails. */
+const RECLAIM_WAIT_MS = 5000;
+
 export class IpamService {
   private subnet: Ipv4Prefix | undefined;
   /** One operation at a time per key. */
@@ -160,7 +163,8 @@ export class IpamService {
     } catch (e) {
       if (!(e instanceof PoolExhaustedError)) throw e;
       const p = this.pressure;
-      if (p && (await p.exhausted(network, name))) {
+      // Bounded: this ADD holds its attachment's lock while it waits (the reconciler skips busy attachments, so it cannot wait on us).
+      if (p && (await Promise.race([p.exhausted(network, name), new Promise<boolean>((r) => setTimeout(() => r(false), RECLAIM_WAIT_MS).unref())]))) {
         try {
           return pickNext(plan, this.store.table, network, pool);
         } catch {
@@ -176,6 +180,11 @@ export class IpamService {
         { recoverable: true, hint: "the runtime retries the ADD; delete pods, run `weft ipam gc`, or widen the pool" },
       );
     }
+  }
+
+  /** Whether an operation on the attachment `key` (keyOf) is queued or running. */
+  busy(key: string): boolean {
+    return this.serial.busy(key);
   }
 
   find(network: string, containerId: string, ifname: string): Allocation | undefined {

@@ -58,7 +58,7 @@ export class PoolPressure {
       this.log.warn({ network, pool, usage: Math.round(r * 1000) / 1000, threshold: this.opts.threshold, graceMs: this.opts.graceMs },
         "ipam: pool usage crossed the reclaim threshold; freeing the addresses of pods whose network namespace is gone");
     }
-    void this.reclaim();
+    this.reclaim().catch((e: Error) => this.log.warn({ network, pool, err: e.message }, "ipam: early reclaim failed; the reconciler's timer will try again"));
   }
 
   /** Before an ADD fails for a full pool: one pass now; true when it freed something. */
@@ -89,7 +89,7 @@ export class PoolPressure {
     if (this.reconciler.waiting > 0 && this.followUp === undefined && !this.stopped) {
       this.followUp = setTimeout(() => {
         this.followUp = undefined;
-        if (this.above.size > 0) void this.reclaim();
+        if (this.above.size > 0) this.reclaim().catch((e: Error) => this.log.warn({ err: e.message }, "ipam: early reclaim failed; the reconciler's timer will try again"));
       }, this.opts.graceMs + 10);
       this.followUp.unref();
     }

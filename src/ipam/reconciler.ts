@@ -26,6 +26,8 @@ export class NetnsReconciler {
   private readonly suspects = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<number> | undefined;
+  /** The grace of the pass in `running` (a shorter one asked meanwhile runs after it, not instead). */
+  private runningGrace = Infinity;
 
   constructor(private readonly ipam: IpamService, private readonly log: Logger, readonly opts: { intervalMs: number; graceMs: number }) {}
 
@@ -42,10 +44,24 @@ export class NetnsReconciler {
     this.timer = undefined;
   }
 
-  /** One pass; returns how many were released. `graceMs` overrides the grace (0: `weft ipam gc --dead-now`). */
+  /**
+   * One pass; returns how many were released. `graceMs` overrides the grace
+   * (0: `weft ipam gc --dead-now`; the pressure grace). A pass asked while one
+   * runs shares it when its grace is no shorter, and otherwise runs right
+   * after it with its own grace (an early reclaim is not lost to a timer pass).
+   */
   pass(now = Date.now(), graceMs = this.opts.graceMs): Promise<number> {
-    this.running ??= this.passNow(now, graceMs).finally(() => (this.running = undefined));
-    return this.running;
+    if (this.running && graceMs >= this.runningGrace) return this.running;
+    const after = this.running?.catch(() => 0) ?? Promise.resolve(0);
+    const p = after.then(() => this.passNow(now, graceMs));
+    this.running = p;
+    this.runningGrace = graceMs;
+    p.finally(() => {
+      if (this.running !== p) return;
+      this.running = undefined;
+      this.runningGrace = Infinity;
+    }).catch(() => undefined);
+    return p;
   }
 
   private async passNow(now: number, graceMs: number): Promise<number> {
@@ -65,6 +81,9 @@ export class NetnsReconciler {
       // Re-validate just before the release: the namespace may have come back (or the pod been re-added).
       const current = this.ipam.find(a.network, a.containerId, a.ifname);
       if (!current || current !== a || !isDead(current)) continue;
+      // An ADD or DEL of this attachment in flight owns it now: never wait behind it (an ADD that
+      // finds its pool full waits on this pass). The next pass looks again.
+      if (this.ipam.busy(key)) continue;
       this.log.info({ ip: formatIpv4(a.ip), container: a.containerId, netns: a.netns, deadForMs: now - since }, "ipam: releasing the address of a pod whose network namespace is gone");
       if (await this.ipam.release(a.network, a.containerId, a.ifname, "reconcile")) released++;
       this.suspects.delete(key);

@@ -83,15 +83,18 @@ describe("the control socket under hostile clients", () => {
     const s = await connect();
     let reply = "";
     s.on("data", (d: Buffer) => (reply += d.toString()));
-    s.write('status {"peerLimit":-1}\nstatus {"peerOffset":"x"}\nstatus {nope\nstatus {"peerLimit":0}\n');
-    for (let i = 0; i < 100 && reply.split("\n").filter(Boolean).length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    s.write('status {"peerLimit":-1}\nstatus {"peerOffset":"x"}\nstatus {nope\nstatus null\nstatus [1]\nstatus {"peerLimit":0}\nstatus \n');
+    for (let i = 0; i < 100 && reply.split("\n").filter(Boolean).length < 7; i++) await new Promise((r) => setTimeout(r, 20));
     s.destroy();
     const lines = reply.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { ok: boolean; error?: string; status?: { peers: unknown[]; peerCount: number } });
-    expect(lines.map((l) => l.ok)).toEqual([false, false, false, true]);
+    expect(lines.map((l) => l.ok)).toEqual([false, false, false, false, false, true, true]);
     expect(lines[0]!.error).toMatch(/peerLimit must be a whole number of 0 or more, got -1/);
     expect(lines[1]!.error).toMatch(/peerOffset must be a whole number of 0 or more, got "x"/);
     expect(lines[2]!.error).toMatch(/JSON/);
-    expect(lines[3]!.status).toMatchObject({ peers: [], peerCount: 0 });
+    expect(lines[3]!.error).toMatch(/must be a JSON object such as \{"peerLimit":20\}, got null/);
+    expect(lines[4]!.error).toMatch(/must be a JSON object/);
+    expect(lines[5]!.status).toMatchObject({ peers: [], peerCount: 0 });
+    expect(lines[6]!.status).toMatchObject({ peerCount: 0 }); // a trailing space is no argument
   });
 
   it("a client that pipelines requests and never reads is not read further: the answers it has not taken stay bounded", async () => {

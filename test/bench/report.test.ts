@@ -128,6 +128,16 @@ describe("the report inside a document (bench/RESULTS.md)", () => {
     expect(relink(report, "/r/bench/latest", "/r/bench/RESULTS.md")).toContain("![wasm](latest/charts/wasm.svg)");
     expect(relink(report, "/r/out", "/r/bench/RESULTS.md")).toContain("![wasm](../out/charts/wasm.svg)");
     expect(relink(report, "/r/bench", "/r/bench/RESULTS.md")).toContain("![wasm](./charts/wasm.svg)");
+    expect(relink(report, "/r/out$&1", "/r/bench/RESULTS.md")).toContain("![wasm](../out$&1/charts/wasm.svg)"); // "$" is no pattern
+  });
+  it("a results file whose benchmark name is not a plain name is refused before anything is written under it", async () => {
+    const bad = JSON.parse(JSON.stringify(recorded)) as { runs: { bench: string }[] };
+    bad.runs[0]!.bench = "../escape";
+    const { writeRun } = await import("../../bench/report/write.js");
+    const out = join(dir, "plain");
+    await expect(writeRun(bad as unknown as Results, out)).rejects.toThrow(/benchmark names are lower-case letters, digits and dashes/);
+    expect(existsSync(join(dir, "escape.svg"))).toBe(false);
+    expect(existsSync(out)).toBe(false); // nothing written at all
   });
   it("weft bench report draws a recorded run again into a folder and a document, and refuses a document with broken markers", () => {
     const out = join(dir, "again");

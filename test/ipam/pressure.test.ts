@@ -93,6 +93,31 @@ describe("reclaim under pressure", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250); // not before the pressure grace
   });
 
+  it("an early pass asked while a timer pass runs is not lost: it runs after it with its own, shorter grace", async () => {
+    const n = await node("overlap", "198.18.12.0/28", 0);
+    const ns = await pod(n, "gone");
+    await ns.destroy();
+    const timer = n.rec.pass(Date.now(), HOUR); // the timer's pass: an hour's grace frees nothing
+    const early = n.rec.pass(Date.now(), 0); // asked while it runs
+    expect([await timer, await early]).toEqual([0, 1]);
+    expect(n.ipam.find("net", "gone", "eth0")).toBeUndefined();
+  });
+
+  it("a pass skips an attachment with an ADD or DEL in flight instead of waiting behind it (that ADD may be waiting on the pass)", async () => {
+    const n = await node("busy", "198.18.13.0/28", 0);
+    const ns = await pod(n, "inflight");
+    await ns.destroy();
+    const busy = n.ipam.busy.bind(n.ipam);
+    n.ipam.busy = (key) => key.endsWith("/inflight/eth0") || busy(key);
+    try {
+      expect(await n.rec.pass(Date.now(), 0)).toBe(0);
+      expect(n.ipam.find("net", "inflight", "eth0")).toBeDefined();
+    } finally {
+      n.ipam.busy = busy;
+    }
+    expect(await n.rec.pass(Date.now(), 0)).toBe(1);
+  });
+
   it("a pool full of live pods: the ADD fails saying what is held and that none waits; nothing is freed", async () => {
     const n = await node("live", "198.18.11.0/29", 0); // 5 addresses
     for (let i = 0; i < 5; i++) await pod(n, `x${i}`);

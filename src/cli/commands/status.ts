@@ -23,8 +23,9 @@ export function registerStatus(program: Command): void {
         console.log(capabilityTable());
         return;
       }
-      const limit = opts.peers === undefined ? (opts.json ? Infinity : PEERS_SHOWN) : opts.peers === "all" ? Infinity : Number(opts.peers);
-      const offset = Number(opts.peersFrom);
+      const whole = (v: string): number => (/^\d+$/.test(v.trim()) ? Number(v) : NaN);
+      const limit = opts.peers === undefined ? (opts.json ? Infinity : PEERS_SHOWN) : opts.peers === "all" ? Infinity : whole(opts.peers);
+      const offset = whole(opts.peersFrom);
       if (!(limit === Infinity || (Number.isInteger(limit) && limit >= 0))) throw new ConfigError(`--peers ${opts.peers}: a whole number or all`);
       if (!Number.isInteger(offset) || offset < 0) throw new ConfigError(`--peers-from ${opts.peersFrom}: a whole number of 0 or more`);
       const st = await queryStatus(opts.controlSocket, 10_000, limit === Infinity && offset === 0 ? undefined : { offset, limit: limit === Infinity ? 2 ** 31 : limit });
@@ -40,7 +41,8 @@ export function registerStatus(program: Command): void {
       const paths = Object.entries(st.paths ?? {});
       if (paths.length > 0) console.log(`paths:    ${paths.map(([k, v]) => `${k} ${v}`).join("   ")}`);
       console.log(`node:     public ${st.publicIp ?? "-"}   vtep ${st.vtepMac ?? "-"}`);
-      console.log(`peers:    ${st.peerCount}${st.peers.length < st.peerCount ? ` (${st.peers.length === 0 ? "none" : `${st.peersFrom + 1}-${st.peersFrom + st.peers.length}`} shown; weft status --peers all, or --peers N --peers-from K)` : ""}`);
+      const peerCount = st.peerCount ?? st.peers.length; // an agent from before peer windows lists every peer
+      console.log(`peers:    ${peerCount}${st.peers.length < peerCount ? ` (${st.peers.length === 0 ? "none" : `${st.peersFrom + 1}-${st.peersFrom + st.peers.length}`} shown; weft status --peers all, or --peers N --peers-from K)` : ""}`);
       for (const p of st.peers) console.log(`  ${p.subnet.padEnd(18)} via ${p.publicIp.padEnd(15)} ${p.vtepMac}`);
       if (st.rejectedLeaseCount > 0) {
         console.log(`rejected: ${st.rejectedLeaseCount} lease keys not used${st.rejectedLeaseCount > st.rejectedLeases.length ? ` (first ${st.rejectedLeases.length} shown)` : ""}`);
