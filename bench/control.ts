@@ -67,6 +67,17 @@ function subnetOf(i: number): string {
   return `${formatIpv4((0xc6120000 + (i + 1) * 2 ** (32 - LEN)) >>> 0)}/${LEN}`;
 }
 
+/** Runs `f` n times one after another; each run's milliseconds. */
+async function times(n: number, f: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let k = 0; k < n; k++) {
+    const t = performance.now();
+    await f();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
@@ -228,23 +239,12 @@ async function main(): Promise<void> {
       log(`100 nodes joining at once (one etcd transaction): all programmed ${joinMs.toFixed(0)} ms after the write`);
     }
     const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
-    // `weft status`: the control socket's status answer with every peer, five times; the median.
-    const statusMs: number[] = [];
-    let statusBytes = 0;
-    for (let k = 0; k < 5; k++) {
-      const ts = performance.now();
-      const st = await queryStatus(sock, 30_000);
-      statusMs.push(performance.now() - ts);
-      statusBytes = JSON.stringify(st).length;
-    }
+    // `weft status`: the control socket's status answer with every peer, and as `weft status` asks by default
+    // (the first 20 peers and the counts); five times each, the median.
+    const statusMs = await times(5, () => queryStatus(sock, 30_000));
+    const statusBytes = JSON.stringify(await queryStatus(sock, 30_000)).length;
     const statusP50 = pct(statusMs, 50);
-    // What `weft status` asks by default: the first 20 peers and the counts.
-    const shortMs: number[] = [];
-    for (let k = 0; k < 5; k++) {
-      const ts = performance.now();
-      await queryStatus(sock, 30_000, { offset: 0, limit: 20 });
-      shortMs.push(performance.now() - ts);
-    }
+    const shortMs = await times(5, () => queryStatus(sock, 30_000, { offset: 0, limit: 20 }));
     log(`weft status (first 20 peers, the default): ${pct(shortMs, 50).toFixed(1)} ms (median of 5)`);
     // Where the RSS is: the agent's own heap gauges from /metrics.
     const metrics = await c.node(0).ns.exec(["curl", "-s", "http://127.0.0.1:9099/metrics"]).catch(() => "");

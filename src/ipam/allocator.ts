@@ -109,6 +109,12 @@ export interface PoolUsage {
   readonly reserved: number;
 }
 
+/** In-use addresses over those that can be handed out (capacity less unused reservations); a pool with no room is full (1). */
+export function usageRatio(u: PoolUsage): number {
+  const room = u.capacity - u.reserved;
+  return room > 0 ? u.used / room : 1;
+}
+
 /** Usage of one pool (undefined: the default pool). O(pool size). */
 export function usage(plan: IpamPlan, table: AllocationTable, pool: Pool | undefined): PoolUsage {
   const span = spanOf(plan, pool);

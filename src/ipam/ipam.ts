@@ -251,6 +251,15 @@ export class IpamService {
   }
 
   /** Usage of every pool of every network seen since start. */
+  /** Usage of one pool of `network` (DEFAULT_POOL: the default pool), as usage() gives it; undefined when unknown here. */
+  poolUsage(network: string, pool: string): PoolUsage | undefined {
+    const plan = this.lastPlan.get(network);
+    if (!plan || !this.subnet || plan.subnet.addr !== this.subnet.addr) return undefined;
+    const p = plan.pools.find((x) => x.name === pool);
+    if (!p && pool !== DEFAULT_POOL) return undefined;
+    return usage(plan, this.store.table, p);
+  }
+
   usage(): (PoolUsage & { network: string })[] {
     const out: (PoolUsage & { network: string })[] = [];
     for (const [network, plan] of this.lastPlan) {

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { usageRatio } from "./allocator.js";
 import type { IpamService } from "./ipam.js";
 
 /** IPAM metrics on the agent's registry; pool usage is computed when scraped. */
@@ -54,10 +55,7 @@ export class IpamMetrics {
       labelNames: ["network", "pool"], registers,
       collect() {
         this.reset();
-        for (const u of self.service?.usage() ?? []) {
-          const room = u.capacity - u.reserved;
-          this.set({ network: u.network, pool: u.pool }, room > 0 ? u.used / room : 1);
-        }
+        for (const u of self.service?.usage() ?? []) this.set({ network: u.network, pool: u.pool }, usageRatio(u));
       },
     });
     new Gauge({

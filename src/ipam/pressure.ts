@@ -1,4 +1,5 @@
 import type { Logger } from "../common/log.js";
+import { usageRatio } from "./allocator.js";
 import type { IpamService } from "./ipam.js";
 import type { NetnsReconciler } from "./reconciler.js";
 
@@ -36,40 +37,36 @@ export class PoolPressure {
 
   constructor(private readonly ipam: IpamService, private readonly reconciler: NetnsReconciler, private readonly log: Logger, readonly opts: PressureOptions) {}
 
-  /** Usage ratio of `pool` in `network` (0 when it is unknown or has no room at all). */
+  /** Usage ratio of `pool` in `network` (usageRatio; 0 when the pool is unknown here). O(pool size). */
   ratio(network: string, pool: string): number {
-    const u = this.ipam.usage().find((x) => x.network === network && x.pool === pool);
-    if (!u) return 0;
-    const room = u.capacity - u.reserved;
-    return room > 0 ? u.used / room : 1;
+    const u = this.ipam.poolUsage(network, pool);
+    return u ? usageRatio(u) : 0;
   }
 
   /** After an allocation from `pool`: reclaims in the background when the pool is at or above the threshold. */
   allocated(network: string, pool: string): void {
-    const key = JSON.stringify([network, pool]);
     const r = this.ratio(network, pool);
     if (r < this.opts.threshold) {
-      this.above.delete(key);
+      this.above.delete(JSON.stringify([network, pool]));
       return;
     }
-    if (!this.above.has(key)) {
-      this.above.set(key, { network, pool });
-      this.events++;
-      this.log.warn({ network, pool, usage: Math.round(r * 1000) / 1000, threshold: this.opts.threshold, graceMs: this.opts.graceMs },
-        "ipam: pool usage crossed the reclaim threshold; freeing the addresses of pods whose network namespace is gone");
-    }
+    this.enter(network, pool, { usage: Math.round(r * 1000) / 1000 }, "ipam: pool usage crossed the reclaim threshold; freeing the addresses of pods whose network namespace is gone");
     this.reclaim().catch((e: Error) => this.log.warn({ network, pool, err: e.message }, "ipam: early reclaim failed; the reconciler's timer will try again"));
   }
 
   /** Before an ADD fails for a full pool: one pass now; true when it freed something. */
   async exhausted(network: string, pool: string): Promise<boolean> {
-    const key = JSON.stringify([network, pool]);
-    if (!this.above.has(key)) {
-      this.above.set(key, { network, pool });
-      this.events++;
-      this.log.warn({ network, pool, threshold: this.opts.threshold, graceMs: this.opts.graceMs }, "ipam: pool full; freeing the addresses of pods whose network namespace is gone");
-    }
+    this.enter(network, pool, {}, "ipam: pool full; freeing the addresses of pods whose network namespace is gone");
     return (await this.reclaim()) > 0;
+  }
+
+  /** Notes `pool` as under pressure; the first time (since it was last below the threshold) it counts and logs the event. */
+  private enter(network: string, pool: string, fields: Record<string, unknown>, msg: string): void {
+    const key = JSON.stringify([network, pool]);
+    if (this.above.has(key)) return;
+    this.above.set(key, { network, pool });
+    this.events++;
+    this.log.warn({ network, pool, ...fields, threshold: this.opts.threshold, graceMs: this.opts.graceMs }, msg);
   }
 
   /** How many addresses look dead and wait out their grace (for the ADD's error). */

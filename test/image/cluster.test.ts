@@ -5,8 +5,7 @@ import { formatIpv4 } from "../../src/common/ipv4.js";
 import { Cluster } from "../../src/harness/cluster.js";
 import { PingProbe } from "../../src/harness/probe.js";
 import { podman, PodmanDaemonSet } from "../../src/harness/podman.js";
-import { ServiceRegistry } from "../../src/registry/store.js";
-import { addPod, type CniNode } from "./cni-runtime.js";
+import { addPod, publishPods, type CniNode } from "./cni-runtime.js";
 import { addFlannelPod, FLANNEL_SUBNET, programFlannelNode } from "./flannel.js";
 import { ensureImage, MANIFEST } from "./image.js";
 import { probeTimes } from "./probes.js";
@@ -88,15 +87,7 @@ describe("the DaemonSet from the image, one node per backend, and a flannel node
 
   it("pods on every weft node resolve every pod by name through their node's DNS", async () => {
     expect(c.pods, "the pods of the test above").toHaveLength(8);
-    const reg = new ServiceRegistry({ endpoints: [c.etcd.localEndpoint] });
-    try {
-      await reg.putService("default", "pods", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
-      for (const [k, p] of c.pods.entries()) {
-        await reg.putEndpoint("default", "pods", `pod-${k}`, { addresses: [formatIpv4(p.addr)], hostname: `pod-${k}`, ready: true, nodeName: `n${p.node}`, ports: [] });
-      }
-    } finally {
-      reg.close();
-    }
+    await publishPods(c);
     for (const from of c.pods.filter((p) => p.node < 3)) {
       for (const [k, p] of c.pods.entries()) {
         const dig = (): Promise<string> => from.ns.exec(["dig", "@169.254.20.10", "+short", "+time=2", "+tries=1", `pod-${k}.pods.default.svc.cluster.local`], { timeoutMs: 10_000 });

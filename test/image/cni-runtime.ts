@@ -1,8 +1,9 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseIpv4 } from "../../src/common/ipv4.js";
+import { formatIpv4, parseIpv4 } from "../../src/common/ipv4.js";
 import type { Cluster, Pod } from "../../src/harness/cluster.js";
 import { Netns } from "../../src/harness/netns.js";
+import { ServiceRegistry } from "../../src/registry/store.js";
 import { spawnJson, type CniOut } from "../helpers/cni.js";
 
 /**
@@ -58,4 +59,17 @@ export async function addPod(c: Cluster, n: CniNode, i: number, name: string): P
   const pod = { ns, node: i, addr: parseIpv4(addr.split("/")[0]!) };
   c.node(i).pods.push(pod);
   return pod;
+}
+
+/** Every pod of the cluster as an endpoint `pod-<k>` of the headless service default/pods, so each resolves by name. */
+export async function publishPods(c: Cluster): Promise<void> {
+  const reg = new ServiceRegistry({ endpoints: [c.etcd.localEndpoint] });
+  try {
+    await reg.putService("default", "pods", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
+    for (const [k, p] of c.pods.entries()) {
+      await reg.putEndpoint("default", "pods", `pod-${k}`, { addresses: [formatIpv4(p.addr)], hostname: `pod-${k}`, ready: true, nodeName: `n${p.node}`, ports: [] });
+    }
+  } finally {
+    reg.close();
+  }
 }

@@ -1,47 +1,18 @@
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { formatIpv4, parseCidr, parseIpv4 } from "../../src/common/ipv4.js";
+import { parseIpv4 } from "../../src/common/ipv4.js";
 import type { Cluster, Pod } from "../../src/harness/cluster.js";
 import { Netns } from "../../src/harness/netns.js";
+import { FLANNEL_SUBNET, programFlannelNode } from "../helpers/flannel-node.js";
 
 /**
  * A node that runs no weft, programmed by hand as flanneld programs a vxlan
- * node (as test/cluster/interop.test.ts does): device flannel.1, the subnet's
- * /32, its lease in flannel's JSON, and per peer a permanent neighbour, FDB
- * entry and onlink route. Its pods come from Debian's `bridge` plugin with
+ * node (test/helpers/flannel-node.ts, shared with the interop tests). Its pods come from Debian's `bridge` plugin with
  * `host-local` IPAM, the delegation flannel's CNI plugin makes.
  */
-export const FLANNEL_MAC = "02:f1:a0:00:00:03";
-export const FLANNEL_SUBNET = "198.18.200.0/24";
-
-export async function programFlannelNode(c: Cluster, i: number): Promise<void> {
-  const reg = c.registry();
-  try {
-    const n = c.node(i);
-    const pub = formatIpv4(n.underlay);
-    await n.ns.ip("link", "add", "flannel.1", "address", FLANNEL_MAC, "type", "vxlan", "id", "1", "local", pub, "dev", "eth0", "dstport", "8472", "nolearning");
-    await n.ns.ip("link", "set", "flannel.1", "mtu", "1450", "up");
-    await n.ns.ip("addr", "add", "198.18.200.0/32", "dev", "flannel.1");
-    const lease = await reg.grant(86400);
-    const key = "/coreos.com/network/subnets/198.18.200.0-24";
-    const value = JSON.stringify({ PublicIP: pub, PublicIPv6: null, BackendType: "vxlan", BackendData: { VNI: 1, VtepMAC: FLANNEL_MAC } });
-    const txn = await reg.client.if(key, "Version", "==", 0).then(reg.client.put(key).value(value).lease(lease)).commit();
-    if (!txn.succeeded) throw new Error(`${key} exists already`);
-    const all = await reg.client.getAll().prefix("/coreos.com/network/subnets/").strings();
-    for (const [k, v] of Object.entries(all)) {
-      const m = /(\d+\.\d+\.\d+\.\d+)-(\d+)$/.exec(k);
-      const attrs = JSON.parse(v) as { PublicIP: string; BackendData: { VtepMAC: string } };
-      if (!m || attrs.PublicIP === pub) continue;
-      await n.ns.ip("neigh", "replace", m[1]!, "lladdr", attrs.BackendData.VtepMAC, "dev", "flannel.1", "nud", "permanent");
-      await n.ns.exec(["bridge", "fdb", "replace", attrs.BackendData.VtepMAC, "dev", "flannel.1", "dst", attrs.PublicIP, "self", "permanent"]);
-      await n.ns.ip("route", "replace", `${m[1]}/${m[2]}`, "via", m[1]!, "dev", "flannel.1", "onlink");
-    }
-    n.subnet = parseCidr(FLANNEL_SUBNET);
-  } finally {
-    reg.close();
-  }
-}
+export { programFlannelNode };
+export { FLANNEL_SUBNET };
 
 /** A pod on the flannel node: Debian's bridge + host-local, as flannel's CNI plugin delegates. */
 export async function addFlannelPod(c: Cluster, i: number, name: string): Promise<Pod> {

@@ -6,8 +6,7 @@ import { start } from "../../src/common/exec.js";
 import { Cluster } from "../../src/harness/cluster.js";
 import { podman, PodmanDaemonSet } from "../../src/harness/podman.js";
 import { quantityBytes, quantityCores } from "../../src/harness/pod-spec.js";
-import { ServiceRegistry } from "../../src/registry/store.js";
-import { addPod, type CniNode } from "./cni-runtime.js";
+import { addPod, publishPods, type CniNode } from "./cni-runtime.js";
 import { ensureImage, MANIFEST } from "./image.js";
 import { probeTimes } from "./probes.js";
 
@@ -35,15 +34,7 @@ beforeAll(async () => {
     const n: CniNode = { confDir: ds.hostPath(c, i, "/etc/cni/net.d"), binDir: ds.hostPath(c, i, "/opt/cni/bin"), runDir: ds.hostPath(c, i, "/run/weft"), nodeNs: c.node(i).ns.name };
     for (const j of [0, 1]) await addPod(c, n, i, `p${j}`);
   }
-  const reg = new ServiceRegistry({ endpoints: [c.etcd.localEndpoint] });
-  try {
-    await reg.putService("default", "pods", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
-    for (const [k, p] of c.pods.entries()) {
-      await reg.putEndpoint("default", "pods", `pod-${k}`, { addresses: [formatIpv4(p.addr)], hostname: `pod-${k}`, ready: true, nodeName: `n${p.node}`, ports: [] });
-    }
-  } finally {
-    reg.close();
-  }
+  await publishPods(c);
 }, 900_000);
 afterAll(async () => {
   if (table.length > 0) console.log(["resources of the agent containers (measured):", ...table].join("\n"));

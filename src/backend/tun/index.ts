@@ -1,4 +1,5 @@
 import { accessSync, constants } from "node:fs";
+import * as abi from "../../../asm/abi.js";
 import { run } from "../../common/exec.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
 import { deviceMtu, keepVtepMac, knownVtepMac, readDevice } from "../device.js";
@@ -54,7 +55,7 @@ export const tunBackend: Backend = {
       // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
       const udpGro = shim.udpGro(rxFd) === 1;
       const probed = shim.udpGsoMaxSegs(ctx.iface.addr);
-      const udpSegs = probed > 0 ? probed : 64; // UDP_SEGMENT itself failing shows at the first send, counted
+      const udpSegs = probed > 0 ? probed : abi.UDP_MAX_SEGS; // UDP_SEGMENT itself failing shows at the first send, counted
       const paths = tunPaths(offloads[0]!, udpGro, udpSegs);
       for (const w of slowPathWarnings(paths)) ctx.log.warn({ device, ...w }, "tun data path runs a slow variant");
       const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, udpSegs, paths }, attrs, ctx.config, ctx.iface, ctx.log);
