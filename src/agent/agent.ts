@@ -4,7 +4,7 @@ import type { Logger } from "../common/log.js";
 import { applyMasq, masqPresent } from "../backend/masq.js";
 import { registerDatapathVariants } from "../backend/paths-metric.js";
 import { backendCandidates, registerFirst } from "../backend/select.js";
-import type { Backend, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
+import type { Backend, EndpointKey, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { RouteCache } from "../routes/cache.js";
@@ -102,7 +102,7 @@ export class Agent {
         notReady: () => this.podsNotReady(),
         leaseProblem: () => this.leaseProblem(),
         addEndpoint: (e) => this.addEndpoint(e),
-        removeEndpoint: (ip) => this.removeEndpoint(ip),
+        removeEndpoint: (e) => this.removeEndpoint(e),
       },
     });
     const lastConfig = readCachedConfig(join(o.stateDir, "network.json"));
@@ -349,8 +349,8 @@ export class Agent {
     await this.network.addEndpoint?.(e);
   }
 
-  async removeEndpoint(ip: number): Promise<boolean> {
-    return (await this.network?.removeEndpoint?.(ip)) ?? false;
+  async removeEndpoint(e: EndpointKey): Promise<boolean> {
+    return (await this.network?.removeEndpoint?.(e)) ?? false;
   }
 
   private parts(): StatusParts {

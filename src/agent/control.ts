@@ -186,7 +186,7 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
       case "endpoint-del": {
         const arg = JSON.parse(line.slice(sp + 1)) as { ip?: string; ifname?: string; mac?: string };
         const ip = parseIpv4(String(arg.ip));
-        if (verb === "endpoint-del") return { ok: true, removed: await agent.removeEndpoint(ip) };
+        if (verb === "endpoint-del") return { ok: true, removed: await agent.removeEndpoint({ ip }) };
         if (!arg.ifname || !arg.mac) throw new ConfigError("endpoint-add needs ip, ifname and mac");
         await agent.addEndpoint({ ip, ifname: arg.ifname, mac: parseMac(arg.mac) });
         return { ok: true };

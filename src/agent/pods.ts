@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Registry } from "prom-client";
-import type { EndpointSpec } from "../backend/types.js";
+import type { EndpointKey, EndpointSpec } from "../backend/types.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { handleCni } from "../cni/handler.js";
@@ -33,7 +33,7 @@ export interface PodServiceOptions {
     /** Why the node's subnet may not be handed out from now, or undefined. */
     leaseProblem(): string | undefined;
     addEndpoint(e: EndpointSpec): Promise<void>;
-    removeEndpoint(ip: number): Promise<boolean>;
+    removeEndpoint(e: EndpointKey): Promise<boolean>;
   };
 }
 
@@ -124,8 +124,8 @@ export class PodService implements CniHost, PodDirectory {
     return this.opts.dataPath.addEndpoint(e);
   }
 
-  removeEndpoint(ip: number): Promise<boolean> {
-    return this.opts.dataPath.removeEndpoint(ip);
+  removeEndpoint(e: EndpointKey): Promise<boolean> {
+    return this.opts.dataPath.removeEndpoint(e);
   }
 
   notReady(): string | undefined {

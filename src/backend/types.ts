@@ -18,16 +18,29 @@ export interface ExternalInterface {
   readonly prefixLen: number;
   /** Address other nodes send to (--public-ip, else addr). */
   readonly publicIp: number;
+  /** The interface's global IPv6 address, when it has one (the IPv6 VXLAN source address). */
+  readonly addr6?: bigint | undefined;
+  /** IPv6 address other nodes send to (--public-ipv6, else addr6); set when the cluster runs IPv6. */
+  readonly publicIpv6?: bigint | undefined;
   readonly mtu: number;
 }
 
 /** A local pod, as the CNI side (or the harness) reports it. */
 export interface EndpointSpec {
-  readonly ip: number;
+  /** The pod's IPv4 address; undefined in an IPv6-only cluster. */
+  readonly ip: number | undefined;
+  /** The pod's IPv6 address, when the cluster runs IPv6. */
+  readonly ip6?: bigint | undefined;
   /** Host-side interface of the pod's veth pair. */
   readonly ifname: string;
   /** The pod's own MAC. */
   readonly mac: Uint8Array;
+}
+
+/** Which pod an endpoint removal names: its addresses, one per family it has. */
+export interface EndpointKey {
+  readonly ip?: number | undefined;
+  readonly ip6?: bigint | undefined;
 }
 
 export interface RegisterContext {
@@ -88,7 +101,7 @@ export interface Network {
    * the kernel routes for (vxlan) need nothing and leave these out.
    */
   addEndpoint?(e: EndpointSpec): Promise<void>;
-  removeEndpoint?(ip: number): Promise<boolean>;
+  removeEndpoint?(e: EndpointKey): Promise<boolean>;
   /**
    * Makes the data path match `routes` exactly: recreates a deleted device,
    * adds what is missing, removes what is stale. Returns what it fixed.

@@ -65,7 +65,7 @@ function result(req: CniRequest, grant: Grant, hostIf: string, mtu: number): Cni
  */
 export async function cmdDel(host: CniHost, req: CniRequest): Promise<void> {
   const a = host.ipam.find(req.network, req.containerId, req.ifname);
-  if (a) await host.removeEndpoint(a.ip);
+  if (a) await host.removeEndpoint({ ip: a.ip });
   await host.links.deleteVeth(a?.hostIf || hostIfName(req.network, req.containerId, req.ifname));
   await host.ipam.release(req.network, req.containerId, req.ifname, "del");
 }
@@ -73,7 +73,7 @@ export async function cmdDel(host: CniHost, req: CniRequest): Promise<void> {
 /** Cleans up after an address released by GC or the reconciler (no DEL came). */
 export async function cleanupReleased(host: CniHost, a: Allocation): Promise<void> {
   if (!a.hostIf) return;
-  await host.removeEndpoint(a.ip);
+  await host.removeEndpoint({ ip: a.ip });
   await host.links.deleteVeth(a.hostIf);
 }
 

@@ -1,5 +1,6 @@
 import { formatIpv4, formatMac, parseIpv4, parseMac, type Ipv4Prefix } from "../common/ipv4.js";
 import { WeftError } from "../common/errors.js";
+import type { Ipv6Prefix } from "../common/ipv6.js";
 
 /**
  * Subnet leases in flannel's format. Key: `<prefix>/subnets/a.b.c.d-len`
@@ -7,17 +8,25 @@ import { WeftError } from "../common/errors.js";
  * {"PublicIP":"…","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"…"}}
  */
 export interface LeaseAttrs {
+  /** IPv4 underlay address (PublicIP); 0 ("0.0.0.0") on an IPv6-only network. */
   readonly publicIp: number;
   readonly backendType: string;
-  /** For vxlan leases: the VNI and VTEP MAC from BackendData. */
+  /** For vxlan leases: the VNI and VTEP MAC from BackendData (the IPv4 device's). */
   readonly vni: number;
   readonly vtepMac: Uint8Array;
+  /** IPv6 underlay address (PublicIPv6), when the node runs IPv6. */
+  readonly publicIpv6?: bigint | undefined;
+  /** BackendV6Data: the IPv6 device's VNI and VTEP MAC, when the node runs IPv6. */
+  readonly v6?: { readonly vni: number; readonly vtepMac: Uint8Array } | undefined;
 }
 
 export interface Lease {
   /** The etcd key, relative to the subnets prefix (`198.18.5.0-24`, or flannel's dual-stack `…&<v6>-<len>`). */
   readonly key: string;
+  /** The IPv4 subnet; 0.0.0.0/0 on an IPv6-only network (flannel's key has an empty IPv4 part then). */
   readonly subnet: Ipv4Prefix;
+  /** The IPv6 subnet of a dual-stack or IPv6-only lease. */
+  readonly subnet6?: Ipv6Prefix | undefined;
   readonly attrs: LeaseAttrs;
   /** etcd lease ID as a decimal string; "0" for a reservation (a key without a lease). */
   readonly leaseId: string;

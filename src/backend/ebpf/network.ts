@@ -7,7 +7,7 @@ import type { NetworkConfig } from "../../subnet/network-config.js";
 import { writeFileAtomic } from "../../common/fs-atomic.js";
 import { ipJson } from "../../common/iproute.js";
 import { setDeviceAddress } from "../device.js";
-import type { EndpointSpec, Network, NetworkStatus } from "../types.js";
+import type { EndpointKey, EndpointSpec, Network, NetworkStatus } from "../types.js";
 import { ensureExternalDevice, setClusterRoute, type ExternalDeviceSpec } from "./device.js";
 import type { Datapath } from "./loader.js";
 import { REASONS, type NodeInfo } from "./maps.js";
@@ -86,6 +86,7 @@ export class EbpfNetwork implements Network {
 
   /** A local pod: its address, host-side veth and MAC. */
   async addEndpoint(e: EndpointSpec): Promise<void> {
+    if (e.ip === undefined) return; // IPv4 only here so far
     const stored = { ip: formatIpv4(e.ip), ifname: e.ifname, mac: formatMac(e.mac) };
     await this.installEndpoint(stored);
     this.endpoints.set(stored.ip, stored);
@@ -99,7 +100,9 @@ export class EbpfNetwork implements Network {
     this.dp.attach("weft_from_pod", link.ifindex, "ingress");
   }
 
-  async removeEndpoint(ip: number): Promise<boolean> {
+  async removeEndpoint(k: EndpointKey): Promise<boolean> {
+    const ip = k.ip;
+    if (ip === undefined) return false;
     const key = formatIpv4(ip);
     const e = this.endpoints.get(key);
     const cur = this.dp.maps.endpoint(ip);
@@ -148,7 +151,7 @@ export class EbpfNetwork implements Network {
     for (const e of [...this.endpoints.values()]) {
       if (!links.has(e.ifname)) {
         this.log.info({ ip: e.ip, ifname: e.ifname }, "endpoint's interface is gone; removing it");
-        await this.removeEndpoint(parseIpv4(e.ip));
+        await this.removeEndpoint({ ip: parseIpv4(e.ip) });
         fixed++;
       } else if (!m.endpoint(parseIpv4(e.ip))) {
         await this.installEndpoint(e);
@@ -157,7 +160,7 @@ export class EbpfNetwork implements Network {
     }
     for (const a of m.endpointAddrs()) {
       if (!this.endpoints.has(formatIpv4(a))) {
-        await this.removeEndpoint(a);
+        await this.removeEndpoint({ ip: a });
         fixed++;
       }
     }
