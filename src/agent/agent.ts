@@ -1,7 +1,8 @@
 import { ConfigError } from "../common/errors.js";
 import { formatCidr, formatIpv4 } from "../common/ipv4.js";
+import { formatIpv6 } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
-import { applyMasq, masqPresent } from "../backend/masq.js";
+import { applyMasq, masqPresent, type MasqScope } from "../backend/masq.js";
 import { registerDatapathVariants } from "../backend/paths-metric.js";
 import { backendCandidates, registerFirst } from "../backend/select.js";
 import type { Backend, EndpointKey, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
@@ -15,12 +16,12 @@ import { SubnetManager, SubnetRangeFullError } from "../subnet/manager.js";
 import { parseNetworkConfig, type NetworkConfig } from "../subnet/network-config.js";
 import { RegistryUnavailableError } from "../subnet/errors.js";
 import type { SubnetRegistry } from "../subnet/registry.js";
-import { readPreviousSubnet, writeSubnetFile } from "../subnet/subnet-file.js";
+import { readPreviousSubnet, readPreviousSubnet6, writeSubnetFile } from "../subnet/subnet-file.js";
 import { writeFileAtomic } from "../common/fs-atomic.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { probeEndpoints } from "../common/etcd-probe.js";
 import type { SharedEtcdClient } from "../common/etcd-client.js";
-import { chooseInterface } from "./iface.js";
+import { chooseInterface, requireFamilies } from "./iface.js";
 import { ApplyQueue } from "./apply-queue.js";
 import { Waits } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
@@ -89,8 +90,11 @@ export class Agent {
   async start(): Promise<void> {
     const o = this.opts;
     const candidates = backendCandidates(o.backend, o.bpffs, this.log);
-    const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp });
-    this.log.info({ iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu }, "underlay interface");
+    const iface = await chooseInterface({ iface: o.iface, publicIp: o.publicIp, publicIpv6: o.publicIpv6 });
+    this.log.info({
+      iface: iface.name, addr: formatIpv4(iface.addr), publicIp: formatIpv4(iface.publicIp), mtu: iface.mtu,
+      ...(iface.addr6 !== undefined ? { addr6: formatIpv6(iface.addr6), publicIpv6: formatIpv6(iface.publicIpv6 ?? iface.addr6) } : {}),
+    }, "underlay interface");
     // A restart: the data path comes back from the state dir (network config and routes of the last
     // run) before etcd is even asked, so a data path that lives in this process (tun) forwards again
     // within a second. etcd then confirms or corrects both.
@@ -143,6 +147,7 @@ export class Agent {
       renewMarginSec: o.subnetLeaseRenewMargin,
       retrySec: Math.min(60, Math.max(1, Math.floor(o.subnetLeaseRenewMargin / 4))),
       previousSubnet: readPreviousSubnet(o.subnetFile),
+      previousSubnet6: readPreviousSubnet6(o.subnetFile),
     }, this.log);
     const run: Running = { registry, config: fresh.config, network, manager };
     this.running = run;
@@ -184,6 +189,7 @@ export class Agent {
   /** Starts the data path: the first candidate backend that works. */
   private async register(candidates: Backend[], iface: ExternalInterface, config: NetworkConfig): Promise<Network> {
     const o = this.opts;
+    requireFamilies(iface, config);
     const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach, tunBusyPollUs: o.tunBusyPoll }, this.log);
     this.backendChoice = r.choice;
     this.network = r.network;
@@ -243,13 +249,14 @@ export class Agent {
     this.ready.dataPath = false;
     this.ready.subnetFile = false;
     await net.configureLocal(l);
-    this.queue.change(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp }));
+    this.queue.change(() => this.table.setSelf({ subnet: l.subnet, publicIp: net.leaseAttrs.publicIp, subnet6: l.subnet6, publicIpv6: net.leaseAttrs.publicIpv6 }));
     await this.queue.idle();
     this.ready.dataPath = true;
-    if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
-    writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
+    if (this.opts.ipMasq) await applyMasq(masqScope(cfg, l));
+    const v4 = cfg.enableIpv4 ? { network: cfg.network, subnet: l.subnet } : { network: undefined, subnet: undefined };
+    writeSubnetFile(this.opts.subnetFile, { ...v4, network6: cfg.ipv6?.network, subnet6: cfg.ipv6 ? l.subnet6 : undefined, mtu: net.mtu, ipMasq: this.opts.ipMasq });
     this.ready.subnetFile = true;
-    this.pods?.bind(l.subnet);
+    this.pods?.bind(v4.subnet);
   }
 
   /**
@@ -305,9 +312,10 @@ export class Agent {
     try {
       this.metrics.counts.reconcileFixes += await this.queue.reconcile();
       const l = run.manager.lease;
-      if (this.opts.ipMasq && l && !(await masqPresent())) {
+      const scope = l ? masqScope(run.config, l) : undefined;
+      if (this.opts.ipMasq && scope && (!(await masqPresent(scope.v4 ? "ip" : "ip6")) || (scope.v4 && scope.v6 && !(await masqPresent("ip6"))))) {
         this.log.warn("masquerade rules were removed; restoring them");
-        await applyMasq(run.config.network, l.subnet);
+        await applyMasq(scope);
       }
     } catch (e) {
       this.log.error({ err: (e as Error).message }, "reconcile failed");
@@ -398,4 +406,12 @@ function readCachedConfig(path: string): { config: NetworkConfig; text: string }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** What --ip-masq covers: each family the network runs, with this node's subnet of it. */
+function masqScope(cfg: NetworkConfig, l: Lease): MasqScope {
+  return {
+    v4: cfg.enableIpv4 ? { cluster: cfg.network, pod: l.subnet } : undefined,
+    v6: cfg.ipv6 && l.subnet6 ? { cluster: cfg.ipv6.network, pod: l.subnet6 } : undefined,
+  };
 }

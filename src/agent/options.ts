@@ -17,6 +17,7 @@ export const agentOptionsSchema = z.object({
   etcdKeyfile: z.string().optional(),
   iface: z.string().optional(),
   publicIp: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, "must be an IPv4 address").optional(),
+  publicIpv6: z.string().regex(/^[0-9a-fA-F:.]{2,45}$/, "must be an IPv6 address").optional(),
   backend: z.enum(["auto", "ebpf", "vxlan", "tun"]),
   subnetFile: z.string().min(1),
   ipMasq: z.boolean(),
@@ -117,7 +118,7 @@ export const AGENT_DEFAULTS = {
 
 const FLAG: Record<string, string> = {
   etcdEndpoints: "--etcd-endpoints", etcdPrefix: "--etcd-prefix", etcdCafile: "--etcd-cafile", etcdCertfile: "--etcd-certfile",
-  etcdKeyfile: "--etcd-keyfile", iface: "--iface", publicIp: "--public-ip", backend: "--backend", subnetFile: "--subnet-file",
+  etcdKeyfile: "--etcd-keyfile", iface: "--iface", publicIp: "--public-ip", publicIpv6: "--public-ipv6", backend: "--backend", subnetFile: "--subnet-file",
   ipMasq: "--ip-masq", stateDir: "--state-dir", bpffs: "--bpffs", bpfAttach: "--bpf-attach", tunBusyPoll: "--tun-busy-poll", healthListen: "--health-listen", controlSocket: "--control-socket",
   subnetLeaseTtl: "--subnet-lease-ttl", subnetLeaseRenewMargin: "--subnet-lease-renew-margin", reconcileInterval: "--reconcile-interval",
   ipamReconcileInterval: "--ipam-reconcile-interval", ipamReleaseGrace: "--ipam-release-grace",

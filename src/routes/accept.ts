@@ -1,6 +1,7 @@
 import { contains, formatCidr, formatIpv4, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
-import type { Lease, LeaseDecodeReason } from "../subnet/lease.js";
-import type { NetworkConfig } from "../subnet/network-config.js";
+import { contains6, formatCidr6, formatIpv6, isUnicastIpv6, maskOf6, overlaps6, type Ipv6Prefix } from "../common/ipv6.js";
+import { isNoIpv4, type Lease, type LeaseDecodeReason } from "../subnet/lease.js";
+import type { Ipv6NetworkConfig, NetworkConfig } from "../subnet/network-config.js";
 
 /**
  * Which leases of other nodes weft uses. Anyone who can write under the
@@ -23,13 +24,21 @@ export type LeaseRejectReason =
   | "overlaps_own_subnet"
   | "public_ip_is_ours"
   | "overlaps_lease"
-  | "public_ip_taken";
+  | "public_ip_taken"
+  | "family_mismatch"
+  | "subnet6_outside_network"
+  | "subnet6_outside_range"
+  | "subnet6_length"
+  | "subnet6_host_bits"
+  | "public_ipv6_not_unicast"
+  | "public_ipv6_in_cluster";
 
 /** Every reason, for metrics (a zero series per reason) and documentation. */
 export const LEASE_REJECT_REASONS: readonly LeaseRejectReason[] = [
   "bad_key", "bad_value", "foreign_backend", "vni_mismatch", "vtep_mac_not_unicast", "subnet_outside_network",
   "subnet_outside_range", "subnet_length", "subnet_host_bits", "public_ip_not_unicast", "public_ip_in_cluster",
-  "overlaps_own_subnet", "public_ip_is_ours", "overlaps_lease", "public_ip_taken",
+  "overlaps_own_subnet", "public_ip_is_ours", "overlaps_lease", "public_ip_taken", "family_mismatch",
+  "subnet6_outside_network", "subnet6_outside_range", "subnet6_length", "subnet6_host_bits", "public_ipv6_not_unicast", "public_ipv6_in_cluster",
 ];
 
 export interface Rejection {
@@ -47,10 +56,16 @@ export interface LeasePolicy {
   readonly subnetMin: number | undefined;
   readonly subnetMax: number | undefined;
   readonly vni: number;
+  /** The network runs IPv4 (EnableIPv4). Absent means true. */
+  readonly enableIpv4?: boolean;
+  /** The network's IPv6 half (EnableIPv6), with SubnetMin/Max only when the config names them. */
+  readonly ipv6?: Ipv6NetworkConfig | undefined;
 }
 
 export function policyOf(c: NetworkConfig): LeasePolicy {
   return {
+    enableIpv4: c.enableIpv4,
+    ipv6: c.ipv6,
     network: c.network,
     subnetLen: c.subnetLen,
     subnetMin: c.rangeSet?.min ? c.subnetMin : undefined,
@@ -63,6 +78,8 @@ export function policyOf(c: NetworkConfig): LeasePolicy {
 export interface SelfLease {
   readonly subnet: Ipv4Prefix;
   readonly publicIp: number;
+  readonly subnet6?: Ipv6Prefix | undefined;
+  readonly publicIpv6?: bigint | undefined;
 }
 
 /** True for unicast IPv4 a VTEP can have: not 0/8, loopback, multicast, reserved or broadcast. */
@@ -74,6 +91,46 @@ export function isUnicastIpv4(a: number): boolean {
 /** Why a lease, on its own, must not be used; undefined when it may be. */
 export function checkLease(l: Lease, p: LeasePolicy, self: SelfLease | undefined): Rejection | undefined {
   const r = (reason: LeaseRejectReason, detail: string): Rejection => ({ key: l.key, reason, detail });
+  if (p.enableIpv4 === false) {
+    // An IPv6-only network: the key's IPv4 part is flannel's empty 0.0.0.0-0, and the lease must carry IPv6.
+    if (!isNoIpv4(l.subnet) || !l.subnet6) return r("family_mismatch", `an IPv6-only network takes keys 0.0.0.0-0&<ipv6>-<len>, not ${l.key}`);
+    return checkV6(l, p, self, r);
+  }
+  const v4 = checkV4(l, p, self, r);
+  if (v4) return v4;
+  // A dual-stack network routes a peer's IPv6 when its lease has it; an IPv4-only lease (an older or IPv4-only node) is routed over IPv4 alone.
+  return p.ipv6 && l.subnet6 ? checkV6(l, p, self, r) : undefined;
+}
+
+type Reject = (reason: LeaseRejectReason, detail: string) => Rejection;
+
+/** The IPv6 half of a lease: its subnet, PublicIPv6 and BackendV6Data. */
+function checkV6(l: Lease, p: LeasePolicy, self: SelfLease | undefined, r: Reject): Rejection | undefined {
+  const c = p.ipv6;
+  const s = l.subnet6;
+  if (!c || !s) return undefined;
+  const net = formatCidr6(c.network);
+  const text = formatCidr6(s);
+  if ((s.addr & maskOf6(s.len)) !== s.addr) return r("subnet6_host_bits", `IPv6 subnet ${formatIpv6(s.addr)}/${s.len} has host bits set`);
+  if (s.len < c.network.len || !contains6(c.network, s.addr)) return r("subnet6_outside_network", `IPv6 subnet ${text} is not inside the cluster's IPv6Network ${net}`);
+  if (s.len !== c.subnetLen) return r("subnet6_length", `IPv6 subnet ${text} is not a /${c.subnetLen} (the network config's IPv6SubnetLen)`);
+  if ((c.rangeSet.min && s.addr < c.subnetMin) || (c.rangeSet.max && s.addr > c.subnetMax)) {
+    return r("subnet6_outside_range", `IPv6 subnet ${text} is outside IPv6SubnetMin-IPv6SubnetMax ${formatIpv6(c.subnetMin)}-${formatIpv6(c.subnetMax)}`);
+  }
+  const ip = l.attrs.publicIpv6;
+  if (ip === undefined || !l.attrs.v6) return r("family_mismatch", `the key names IPv6 subnet ${text} but the value has no PublicIPv6 and BackendV6Data to reach it`);
+  if (l.attrs.v6.vni !== p.vni) return r("vni_mismatch", `BackendV6Data.VNI ${l.attrs.v6.vni} is not the cluster's VNI ${p.vni}`);
+  const mac = l.attrs.v6.vtepMac;
+  if (((mac[0] ?? 1) & 1) !== 0 || mac.every((b) => b === 0)) return r("vtep_mac_not_unicast", "BackendV6Data.VtepMAC is a multicast, broadcast or all-zero address");
+  if (!isUnicastIpv6(ip)) return r("public_ipv6_not_unicast", `PublicIPv6 ${formatIpv6(ip)} is not a global or unique-local unicast address`);
+  if (contains6(c.network, ip)) return r("public_ipv6_in_cluster", `PublicIPv6 ${formatIpv6(ip)} lies inside the cluster's IPv6Network ${net}: traffic to it would loop into the overlay`);
+  if (self?.subnet6 && overlaps6(s, self.subnet6)) return r("overlaps_own_subnet", `IPv6 subnet ${text} overlaps this node's ${formatCidr6(self.subnet6)}`);
+  if (self?.publicIpv6 !== undefined && ip === self.publicIpv6) return r("public_ip_is_ours", `PublicIPv6 ${formatIpv6(ip)} is this node's own address`);
+  return undefined;
+}
+
+/** The IPv4 half: everything weft checked before IPv6. */
+function checkV4(l: Lease, p: LeasePolicy, self: SelfLease | undefined, r: Reject): Rejection | undefined {
   const s = l.subnet;
   const net = formatCidr(p.network);
   if (((s.addr & maskOf(s.len)) >>> 0) !== s.addr) return r("subnet_host_bits", `subnet ${formatIpv4(s.addr)}/${s.len} has host bits set`);
@@ -100,7 +157,8 @@ export function checkLease(l: Lease, p: LeasePolicy, self: SelfLease | undefined
   return undefined;
 }
 
-/** Our own key: our subnet and our PublicIP. Neither a route nor a rejection. */
+/** Our own key: our subnet(s) and our public address(es). Neither a route nor a rejection. */
 export function isOwnLease(l: Lease, self: SelfLease | undefined): boolean {
-  return self !== undefined && l.subnet.addr === self.subnet.addr && l.subnet.len === self.subnet.len && l.attrs.publicIp === self.publicIp;
+  return self !== undefined && l.subnet.addr === self.subnet.addr && l.subnet.len === self.subnet.len && l.attrs.publicIp === self.publicIp &&
+    l.subnet6?.addr === self.subnet6?.addr && l.subnet6?.len === self.subnet6?.len && l.attrs.publicIpv6 === self.publicIpv6;
 }

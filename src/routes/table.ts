@@ -1,4 +1,5 @@
-import { formatCidr, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr6, formatIpv6 } from "../common/ipv6.js";
 import { sameAttrs, type Lease } from "../subnet/lease.js";
 import type { SkippedKey } from "../subnet/registry.js";
 import { checkLease, isOwnLease, type LeasePolicy, type Rejection, type SelfLease } from "./accept.js";
@@ -18,6 +19,26 @@ export function isEmpty(d: RouteDiff): boolean {
 }
 
 const cidr = (p: Ipv4Prefix): string => formatCidr(p);
+
+/**
+ * What a used lease holds alone, as strings: its subnets and its public
+ * addresses, each family's only when the cluster runs that family. Two
+ * leases sharing any of them conflict (subnets of one length on their
+ * boundaries overlap only when equal).
+ */
+function claims(l: Lease, p: LeasePolicy | undefined): string[] {
+  const out: string[] = [];
+  if (p?.enableIpv4 !== false) out.push(`s4 ${cidr(l.subnet)}`);
+  if (p?.ipv6 && l.subnet6) out.push(`s6 ${formatCidr6(l.subnet6)}`);
+  if (l.attrs.publicIp !== 0) out.push(`a4 ${formatIpv4(l.attrs.publicIp)}`);
+  if (p?.ipv6 && l.attrs.publicIpv6 !== undefined) out.push(`a6 ${formatIpv6(l.attrs.publicIpv6)}`);
+  return out;
+}
+
+/** The route's name in the backends' view: its IPv4 subnet, or on an IPv6-only network its IPv6 subnet. */
+function routeKey(l: Lease, p: LeasePolicy | undefined): string {
+  return p?.enableIpv4 === false && l.subnet6 ? formatCidr6(l.subnet6) : cidr(l.subnet);
+}
 
 export interface RouteTableHooks {
   /** A key was rejected, or rejected for another reason than before (log it once, count it). */
@@ -48,11 +69,10 @@ export class RouteTable {
   private readonly routes = new Map<string, Lease>();
   /** Keys not used, with the reason. Bounded by the keys that exist: a deleted key leaves. */
   private readonly rejected = new Map<string, Rejection>();
-  /** Decoded leases that pass checkLease, indexed by what two leases may not share. */
-  private readonly bySubnet = new Map<string, Set<string>>();
-  private readonly byIp = new Map<number, Set<string>>();
-  /** Where each indexed key sits in bySubnet / byIp. */
-  private readonly indexed = new Map<string, { readonly sub: string; readonly ip: number }>();
+  /** Decoded leases that pass checkLease, indexed by what two leases may not share (claims()). */
+  private readonly byClaim = new Map<string, Set<string>>();
+  /** Where each indexed key sits in byClaim. */
+  private readonly indexed = new Map<string, readonly string[]>();
 
   constructor(private readonly hooks: RouteTableHooks = {}) {}
 
@@ -64,8 +84,9 @@ export class RouteTable {
     return [...this.routes.values()];
   }
 
-  get(p: Ipv4Prefix): Lease | undefined {
-    return this.routes.get(cidr(p));
+  /** The route for a subnet, by its text (198.18.5.0/24, or 2001:db8:1::/64 on an IPv6-only network). */
+  get(subnet: string): Lease | undefined {
+    return this.routes.get(subnet);
   }
 
   get rejectedCount(): number {
@@ -131,8 +152,7 @@ export class RouteTable {
   /** Every lease judged again (a new snapshot, policy or own lease). */
   private rebuild(before: ReadonlyMap<string, Rejection> = new Map(this.rejected)): RouteDiff {
     for (const k of [...this.rejected.keys()]) if (this.leases.has(k)) this.rejected.delete(k);
-    this.bySubnet.clear();
-    this.byIp.clear();
+    this.byClaim.clear();
     this.indexed.clear();
     const ok: Lease[] = [];
     for (const l of this.leases.values()) if (this.judgeAlone(l, before)) ok.push(l);
@@ -151,19 +171,18 @@ export class RouteTable {
     const touch = (keys: Iterable<string> | undefined): void => {
       for (const k of keys ?? []) if (!group.has(k)) (group.add(k), queue.push(k));
     };
+    const p = this.policy;
     for (const s of seeds) {
-      touch(this.bySubnet.get(cidr(s.subnet)));
-      touch(this.byIp.get(s.attrs.publicIp));
+      for (const c of claims(s, p)) touch(this.byClaim.get(c));
       touch([s.key]);
     }
     // Drop the group from the indexes, then judge its current members again.
-    const subnets = new Set<string>(seeds.map((s) => cidr(s.subnet)));
+    const subnets = new Set<string>(seeds.map((s) => routeKey(s, p)));
     for (let k = queue.shift(); k !== undefined; k = queue.shift()) {
       const l = this.leases.get(k);
       if (!l) continue;
-      subnets.add(cidr(l.subnet));
-      touch(this.bySubnet.get(cidr(l.subnet)));
-      touch(this.byIp.get(l.attrs.publicIp));
+      subnets.add(routeKey(l, p));
+      for (const c of claims(l, p)) touch(this.byClaim.get(c));
     }
     for (const k of group) this.unindex(k);
     for (const [sub, l] of this.routes) if (group.has(l.key)) subnets.add(sub);
@@ -186,10 +205,9 @@ export class RouteTable {
       this.reject(why, before);
       return false;
     }
-    const sub = cidr(l.subnet);
-    index(this.bySubnet, sub, l.key);
-    index(this.byIp, l.attrs.publicIp, l.key);
-    this.indexed.set(l.key, { sub, ip: l.attrs.publicIp });
+    const cs = claims(l, this.policy);
+    for (const c of cs) index(this.byClaim, c, l.key);
+    this.indexed.set(l.key, cs);
     return true;
   }
 
@@ -197,26 +215,28 @@ export class RouteTable {
     const at = this.indexed.get(key);
     if (!at) return;
     this.indexed.delete(key);
-    drop(this.bySubnet, at.sub, key);
-    drop(this.byIp, at.ip, key);
+    for (const c of at) drop(this.byClaim, c, key);
   }
 
-  /** Oldest first: a lease is used when no older one took its subnet or its PublicIP. */
+  /** Oldest first: a lease is used when no older one took one of its subnets or public addresses. */
   private resolve(candidates: Lease[], before: ReadonlyMap<string, Rejection>): Map<string, Lease> {
     candidates.sort(older);
     const out = new Map<string, Lease>();
-    const ips = new Map<number, Lease>();
+    const held = new Map<string, Lease>();
     for (const l of candidates) {
-      const sub = cidr(l.subnet);
-      const bySub = out.get(sub);
-      const byIp = ips.get(l.attrs.publicIp);
-      if (bySub) {
-        this.reject({ key: l.key, reason: "overlaps_lease", detail: `subnet ${sub} is already held by the older key ${bySub.key}` }, before);
-      } else if (byIp) {
-        this.reject({ key: l.key, reason: "public_ip_taken", detail: `its PublicIP is already used by the older key ${byIp.key} (two nodes cannot share an address)` }, before);
+      const cs = claims(l, this.policy);
+      const clash = cs.find((c) => held.has(c));
+      const holder = clash === undefined ? undefined : held.get(clash);
+      if (clash !== undefined && holder) {
+        const what = clash.slice(3);
+        if (clash.startsWith("s")) {
+          this.reject({ key: l.key, reason: "overlaps_lease", detail: `subnet ${what} is already held by the older key ${holder.key}` }, before);
+        } else {
+          this.reject({ key: l.key, reason: "public_ip_taken", detail: `its public address ${what} is already used by the older key ${holder.key} (two nodes cannot share an address)` }, before);
+        }
       } else {
-        out.set(sub, l);
-        ips.set(l.attrs.publicIp, l);
+        out.set(routeKey(l, this.policy), l);
+        for (const c of cs) held.set(c, l);
       }
     }
     return out;

@@ -1,8 +1,9 @@
 import { EventEmitter } from "node:events";
 import { WeftError } from "../common/errors.js";
-import { formatCidr, formatIpv4, formatMac, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatIpv4, formatMac, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
-import { parseSubnetKey, sameAttrs, type Lease, type LeaseAttrs } from "./lease.js";
+import { formatIpv6, overlaps6, type Ipv6Prefix } from "../common/ipv6.js";
+import { isNoIpv4, NO_IPV4, parseLeaseKey, sameAttrs, type Lease, type LeaseAttrs } from "./lease.js";
 import type { NetworkConfig } from "./network-config.js";
 import { RegistryUnavailableError } from "./errors.js";
 import type { LeaseSnapshot, SubnetRegistry } from "./registry.js";
@@ -35,6 +36,8 @@ export interface ManagerOptions {
   readonly retrySec: number;
   /** The subnet we held before (from the subnet file), tried first when free. */
   readonly previousSubnet?: Ipv4Prefix | undefined;
+  /** The IPv6 subnet we held before (FLANNEL_IPV6_SUBNET), tried with it. */
+  readonly previousSubnet6?: Ipv6Prefix | undefined;
   readonly attempts?: number;
 }
 
@@ -70,19 +73,32 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     return this.current?.leaseId === "0" ? Infinity : Math.max(0, (this.expiresAt - Date.now()) / 1000);
   }
 
-  private compatible(s: Ipv4Prefix): boolean {
-    return s.len === this.config.subnetLen && s.addr >= this.config.subnetMin && s.addr <= this.config.subnetMax;
+  /** flannel's isSubnetConfigCompat and isIPv6SubnetConfigCompat: both halves fit the config (an absent half where the config has none). */
+  private compatible(s: Ipv4Prefix, s6: Ipv6Prefix | undefined): boolean {
+    const c = this.config;
+    const v4 = c.enableIpv4 ? s.len === c.subnetLen && s.addr >= c.subnetMin && s.addr <= c.subnetMax : isNoIpv4(s);
+    const v6 = c.ipv6 === undefined ? s6 === undefined : s6 !== undefined && s6.len === c.ipv6.subnetLen && s6.addr >= c.ipv6.subnetMin && s6.addr <= c.ipv6.subnetMax;
+    return v4 && v6;
+  }
+
+  /** The same node: the same PublicIP, or on an IPv6-only network (PublicIP 0.0.0.0) the same PublicIPv6. */
+  private isOurs(a: LeaseAttrs): boolean {
+    return this.config.enableIpv4 ? a.publicIp === this.attrs.publicIp : a.publicIpv6 !== undefined && a.publicIpv6 === this.attrs.publicIpv6;
+  }
+
+  private ourAddress(): string {
+    return this.config.enableIpv4 ? `PublicIP ${formatIpv4(this.attrs.publicIp)}` : `PublicIPv6 ${formatIpv6(this.attrs.publicIpv6 ?? 0n)}`;
   }
 
   /** Acquires a lease; retries lost races, throws SubnetRangeFullError when nothing is free. */
   async acquire(): Promise<Lease> {
     const attempts = this.opts.attempts ?? 10;
     for (let i = 0; i < attempts; i++) {
-      const got = await this.tryAcquire(await this.registry.listLeases(), this.opts.previousSubnet);
+      const got = await this.tryAcquire(await this.registry.listLeases(), this.opts.previousSubnet, this.opts.previousSubnet6);
       if (got) {
         this.current = got;
         await this.scheduleRenewal(got);
-        this.log.info({ subnet: formatCidr(got.subnet), leaseId: got.leaseId }, "subnet lease acquired");
+        this.log.info({ subnet: got.key, leaseId: got.leaseId }, "subnet lease acquired");
         this.emit("acquired", got);
         return got;
       }
@@ -90,45 +106,56 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     throw new AcquireFailedError(`could not acquire a subnet after ${attempts} attempts: other nodes kept taking the chosen one`, { recoverable: true });
   }
 
-  private async tryAcquire(snap: LeaseSnapshot, prev: Ipv4Prefix | undefined): Promise<Lease | undefined> {
-    const mine = snap.leases.find((l) => l.attrs.publicIp === this.attrs.publicIp);
+  private async tryAcquire(snap: LeaseSnapshot, prev: Ipv4Prefix | undefined, prev6: Ipv6Prefix | undefined): Promise<Lease | undefined> {
+    const mine = snap.leases.find((l) => this.isOurs(l.attrs));
     if (mine) {
       if (mine.leaseId !== "0" && formatMac(mine.attrs.vtepMac) !== formatMac(this.attrs.vtepMac)) {
         throw new PublicIpConflictError(
-          `the live lease ${mine.key} holds this node's PublicIP ${formatIpv4(this.attrs.publicIp)} with VtepMAC ${formatMac(mine.attrs.vtepMac)}, ` +
+          `the live lease ${mine.key} holds this node's ${this.ourAddress()} with VtepMAC ${formatMac(mine.attrs.vtepMac)}, ` +
           `not ours (${formatMac(this.attrs.vtepMac)}): another machine has this address`,
-          { hint: "give this node another --public-ip; or, if that lease is this machine's own from before its state dir was lost, delete the key (etcdctl del <prefix>/subnets/" + mine.key + ") or wait for it to expire" },
+          { hint: "give this node another --public-ip / --public-ipv6; or, if that lease is this machine's own from before its state dir was lost, delete the key (etcdctl del <prefix>/subnets/" + mine.key + ") or wait for it to expire" },
         );
       }
-      if (this.compatible(mine.subnet)) {
+      if (this.compatible(mine.subnet, mine.subnet6)) {
         if (sameAttrs(mine.attrs, this.attrs)) return mine;
-        this.log.info({ subnet: formatCidr(mine.subnet) }, "reusing the lease of our PublicIP with new attributes");
+        this.log.info({ subnet: mine.key }, "reusing the lease of our public address with new attributes");
         return this.registry.rewrite(mine, this.attrs, this.opts.ttlSec);
       }
       if (mine.leaseId === "0") {
-        this.log.error({ subnet: formatCidr(mine.subnet) }, "a reservation for our PublicIP does not fit the network config; ignoring it");
+        this.log.error({ subnet: mine.key }, "a reservation for our public address does not fit the network config; ignoring it");
       } else {
-        this.log.warn({ subnet: formatCidr(mine.subnet) }, "our old lease does not fit the network config; deleting it");
+        this.log.warn({ subnet: mine.key }, "our old lease does not fit the network config (a family added or removed, or the ranges changed); deleting it");
         await this.registry.deleteLease(mine);
       }
     }
-    // Keys we cannot read still hold their subnet: creation would fail on them anyway.
-    const taken = [...snap.leases.map((l) => l.subnet), ...snap.skipped.flatMap((s) => parseSubnetKey(s.key) ?? [])];
-    if (prev && this.compatible(prev) && !taken.some((t) => overlaps(t, prev))) {
-      const l = await this.registry.create(prev, this.attrs, this.opts.ttlSec);
+    // Keys we cannot read still hold their subnets: creation would fail on them anyway.
+    const keys = [...snap.leases, ...snap.skipped.flatMap((s) => parseLeaseKey(s.key) ?? [])];
+    const taken = this.config.enableIpv4 ? keys.map((k) => k.subnet).filter((t) => !isNoIpv4(t)) : [];
+    const taken6 = keys.flatMap((k) => k.subnet6 ?? []);
+    const v4 = this.config.enableIpv4 ? prev : NO_IPV4;
+    const v6 = this.config.ipv6 ? prev6 : undefined;
+    const havePrev = this.config.ipv6 ? v6 !== undefined : v4 !== undefined;
+    if (v4 && havePrev && this.compatible(v4, v6) &&
+      !taken.some((t) => overlaps(t, v4)) && !(v6 && taken6.some((t) => overlaps6(t, v6)))) {
+      const l = await this.registry.create(v4, v6, this.attrs, this.opts.ttlSec);
       if (l) return l;
     }
-    const free = this.freeSubnets(taken, 100);
-    if (free.length === 0) {
+    const free = this.config.enableIpv4 ? this.freeSubnets(taken, 100) : [NO_IPV4];
+    const free6 = this.config.ipv6 ? this.freeSubnets6(taken6, 100) : [undefined];
+    if (free.length === 0 || free6.length === 0) {
       const reserved = snap.leases.filter((l) => l.leaseId === "0").length;
+      const c6 = this.config.ipv6;
+      const range = free.length === 0
+        ? `/${this.config.subnetLen} subnet in ${formatIpv4(this.config.subnetMin)}-${formatIpv4(this.config.subnetMax)}`
+        : `/${c6?.subnetLen ?? 0} IPv6 subnet in ${formatIpv6(c6?.subnetMin ?? 0n)}-${formatIpv6(c6?.subnetMax ?? 0n)}`;
       throw new SubnetRangeFullError(
-        `no free /${this.config.subnetLen} subnet in ${formatIpv4(this.config.subnetMin)}-${formatIpv4(this.config.subnetMax)}: ` +
-        `${snap.leases.length - reserved} leased, ${reserved} reserved, ${snap.skipped.length} unreadable keys`,
-        { hint: "widen Network/SubnetMax or shorten SubnetLen in the network config, or remove stale leases", recoverable: true },
+        `no free ${range}: ${snap.leases.length - reserved} leased, ${reserved} reserved, ${snap.skipped.length} unreadable keys`,
+        { hint: "widen the network (or its SubnetMax) or shorten the subnet length in the network config, or remove stale leases", recoverable: true },
       );
     }
     const pick = free[Math.floor(Math.random() * free.length)];
-    return pick ? this.registry.create(pick, this.attrs, this.opts.ttlSec) : undefined;
+    const pick6 = free6[Math.floor(Math.random() * free6.length)];
+    return pick ? this.registry.create(pick, pick6, this.attrs, this.opts.ttlSec) : undefined;
   }
 
   private freeSubnets(taken: Ipv4Prefix[], max: number): Ipv4Prefix[] {
@@ -137,6 +164,19 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     for (let a = this.config.subnetMin; a <= this.config.subnetMax && out.length < max; a += size) {
       const cand = { addr: a, len: this.config.subnetLen };
       if (!taken.some((t) => overlaps(t, cand))) out.push(cand);
+    }
+    return out;
+  }
+
+  /** Up to `max` free IPv6 subnets from IPv6SubnetMin on: at most taken + max steps, however large the range. */
+  private freeSubnets6(taken: Ipv6Prefix[], max: number): Ipv6Prefix[] {
+    const c = this.config.ipv6;
+    if (!c) return [];
+    const size = 1n << BigInt(128 - c.subnetLen);
+    const out: Ipv6Prefix[] = [];
+    for (let a = c.subnetMin; a <= c.subnetMax && out.length < max; a += size) {
+      const cand = { addr: a, len: c.subnetLen };
+      if (!taken.some((t) => overlaps6(t, cand))) out.push(cand);
     }
     return out;
   }
@@ -192,7 +232,7 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     try {
       const ttl = await this.registry.keepAlive(l.leaseId);
       if (ttl > 0) {
-        this.log.debug({ subnet: formatCidr(l.subnet), ttl }, "lease renewed");
+        this.log.debug({ subnet: l.key, ttl }, "lease renewed");
         this.armRenewal(ttl);
         return;
       }
@@ -216,7 +256,7 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
   onKeyPut(lease: Lease): void {
     const l = this.current;
     if (!l || l.key !== lease.key) return;
-    if (lease.attrs.publicIp !== this.attrs.publicIp) this.lost(l, `another node (${formatIpv4(lease.attrs.publicIp)}) wrote it`);
+    if (!this.isOurs(lease.attrs)) this.lost(l, `another node (${nodeName(lease)}) wrote it`);
     else this.current = lease; // our own write or renewal
   }
 
@@ -250,7 +290,7 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
     const now = await this.registry.getLease(l.key);
     if (this.current !== l) return true;
     if (!now) this.lost(l, "its key was gone when checked");
-    else if (now.attrs.publicIp !== this.attrs.publicIp) this.lost(l, `another node (${formatIpv4(now.attrs.publicIp)}) wrote it`);
+    else if (!this.isOurs(now.attrs)) this.lost(l, `another node (${nodeName(now)}) wrote it`);
     else return true;
     return false;
   }
@@ -264,18 +304,18 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
 
   private reacquire(l: Lease, reason: string): Promise<Lease> {
     if (this.reacquiring) return this.reacquiring;
-    this.log.warn({ subnet: formatCidr(l.subnet), reason }, "our subnet lease was lost; acquiring again");
+    this.log.warn({ subnet: l.key, reason }, "our subnet lease was lost; acquiring again");
     this.current = undefined;
     this.emit("lost", l, reason);
     const run = async (): Promise<Lease> => {
       for (let delay = 1; ; delay = Math.min(delay * 2, 30)) {
         if (this.closed) throw new AcquireFailedError("closed while acquiring");
         try {
-          const got = await this.tryAcquire(await this.registry.listLeases(), l.subnet);
+          const got = await this.tryAcquire(await this.registry.listLeases(), l.subnet, l.subnet6);
           if (got) {
             this.current = got;
             await this.scheduleRenewal(got);
-            this.log.info({ subnet: formatCidr(got.subnet) }, "subnet lease acquired again");
+            this.log.info({ subnet: got.key }, "subnet lease acquired again");
             this.emit("acquired", got);
             return got;
           }
@@ -298,6 +338,12 @@ export class SubnetManager extends EventEmitter<{ acquired: [Lease]; lost: [Leas
 
 /** The longest wait setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A lease's node, by its public address(es), for log lines. */
+function nodeName(l: Lease): string {
+  const v6 = l.attrs.publicIpv6 === undefined ? "" : formatIpv6(l.attrs.publicIpv6);
+  return l.attrs.publicIp === 0 ? v6 : v6 === "" ? formatIpv4(l.attrs.publicIp) : `${formatIpv4(l.attrs.publicIp)}, ${v6}`;
+}
 
 function overlaps(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
   const len = Math.min(a.len, b.len);

@@ -1,5 +1,6 @@
 import { ConfigError } from "../common/errors.js";
 import { contains, formatCidr, formatIpv4, parseCidr, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { contains6, formatCidr6, formatIpv6, maskOf6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../common/ipv6.js";
 
 /**
  * The cluster network config, stored as flannel stores it at
@@ -18,7 +19,20 @@ export interface VxlanBackendConfig {
   readonly directRouting: boolean;
 }
 
+/** The IPv6 half of a network config (flannel's IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax). */
+export interface Ipv6NetworkConfig {
+  readonly network: Ipv6Prefix;
+  readonly subnetLen: number;
+  readonly subnetMin: bigint;
+  readonly subnetMax: bigint;
+  readonly rangeSet: { readonly min: boolean; readonly max: boolean };
+}
+
 export interface NetworkConfig {
+  /** EnableIPv4 (default true). When false, `network` is 0.0.0.0/0 and means nothing. */
+  readonly enableIpv4: boolean;
+  /** The IPv6 network when EnableIPv6 is true; undefined otherwise. */
+  readonly ipv6?: Ipv6NetworkConfig | undefined;
   readonly network: Ipv4Prefix;
   readonly subnetLen: number;
   /** First and last subnet addresses that may be leased (inclusive). */
@@ -65,9 +79,18 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ConfigError("the network config must be a JSON object");
   const obj = raw as Json;
 
+  const enableIpv4 = bool(obj, "EnableIPv4") ?? true;
+  const enableIpv6 = bool(obj, "EnableIPv6") ?? false;
+  if (!enableIpv4 && !enableIpv6) throw new ConfigError("EnableIPv4 and EnableIPv6 are both false: the network has no address family", { hint: "set EnableIPv4 or EnableIPv6 to true" });
+  const ipv6 = enableIpv6 ? parseIpv6Part(obj) : undefined;
+  const backend = parseBackend(field(obj, "Backend"));
+  if (!enableIpv4) {
+    return { enableIpv4, ipv6, network: { addr: 0, len: 0 }, subnetLen: 0, subnetMin: 0, subnetMax: 0, rangeSet: { min: false, max: false }, backend };
+  }
+
   const netText = field(obj, "Network");
   if (typeof netText !== "string" || netText === "") {
-    throw new ConfigError("please define a correct Network parameter in the network config", { hint: 'e.g. "Network": "198.18.0.0/16"' });
+    throw new ConfigError("please define a correct Network parameter in the network config", { hint: 'e.g. "Network": "198.18.0.0/16", or "EnableIPv4": false for an IPv6-only network' });
   }
   const network = parseCidr(netText, { strict: false }); // flannel masks host bits too
 
@@ -97,8 +120,55 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   if (subnetMin > subnetMax) throw new ConfigError(`SubnetMin ${formatIpv4(subnetMin)} is above SubnetMax ${formatIpv4(subnetMax)}`);
 
   return {
-    network, subnetLen, subnetMin, subnetMax, rangeSet: { min: minSet !== undefined, max: maxSet !== undefined }, backend: parseBackend(field(obj, "Backend")),
+    enableIpv4, ipv6, network, subnetLen, subnetMin, subnetMax, rangeSet: { min: minSet !== undefined, max: maxSet !== undefined }, backend,
   };
+}
+
+function bool(obj: Json, name: string): boolean | undefined {
+  const v = field(obj, name);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function addr6(obj: Json, name: string): bigint | undefined {
+  const v = field(obj, name);
+  if (v === undefined || v === null || v === "") return undefined;
+  if (typeof v !== "string") throw new ConfigError(`${name} must be an IPv6 address string, got ${JSON.stringify(v)}`);
+  return parseIpv6(v);
+}
+
+/** flannel's CheckNetworkConfig for the IPv6 half: the same rules, at 128 bits. */
+function parseIpv6Part(obj: Json): Ipv6NetworkConfig {
+  const netText = field(obj, "IPv6Network");
+  if (typeof netText !== "string" || netText === "") {
+    throw new ConfigError("EnableIPv6 is true: please define a correct IPv6Network parameter in the network config", { hint: 'e.g. "IPv6Network": "2001:db8:1::/56"' });
+  }
+  const network = parseCidr6(netText, { strict: false });
+  let subnetLen = int(obj, "IPv6SubnetLen", "") ?? 0;
+  if (subnetLen > 0) {
+    if (subnetLen > 126) throw new ConfigError(`IPv6SubnetLen must be less than /127, got ${subnetLen}`);
+    if (subnetLen < network.len + 2) {
+      throw new ConfigError(`IPv6SubnetLen /${subnetLen}: the IPv6Network /${network.len} must be able to accommodate at least four subnets`, {
+        hint: `use an IPv6SubnetLen of at least ${network.len + 2}`,
+      });
+    }
+  } else {
+    if (network.len > 124) throw new ConfigError(`IPv6Network ${formatCidr6(network)} is too small: the minimum useful prefix is /124`);
+    subnetLen = network.len <= 62 ? 64 : network.len + 2;
+  }
+  const size = 1n << BigInt(128 - subnetLen);
+  const last = network.addr + (1n << BigInt(128 - network.len)) - size;
+  const minSet = addr6(obj, "IPv6SubnetMin");
+  const maxSet = addr6(obj, "IPv6SubnetMax");
+  const subnetMin = minSet ?? network.addr + size;
+  const subnetMax = maxSet ?? last;
+  for (const [name, v] of [["IPv6SubnetMin", subnetMin], ["IPv6SubnetMax", subnetMax]] as const) {
+    if (!contains6(network, v)) throw new ConfigError(`${name} ${formatIpv6(v)} is not in the range of the IPv6Network ${formatCidr6(network)}`);
+    if ((v & ~maskOf6(subnetLen)) !== 0n) throw new ConfigError(`${name} ${formatIpv6(v)} is not on an IPv6SubnetLen (/${subnetLen}) boundary`);
+  }
+  if (subnetMin > subnetMax) throw new ConfigError(`IPv6SubnetMin ${formatIpv6(subnetMin)} is above IPv6SubnetMax ${formatIpv6(subnetMax)}`);
+  return { network, subnetLen, subnetMin, subnetMax, rangeSet: { min: minSet !== undefined, max: maxSet !== undefined } };
 }
 
 function parseBackend(v: unknown): VxlanBackendConfig {
@@ -128,13 +198,23 @@ function parseBackend(v: unknown): VxlanBackendConfig {
 
 /** The JSON `weft network init` writes: what flannel writes, with weft's explicit defaults. */
 export function formatNetworkConfig(opts: {
-  network: Ipv4Prefix; subnetLen?: number; subnetMin?: number; subnetMax?: number;
+  network?: Ipv4Prefix | undefined; subnetLen?: number; subnetMin?: number; subnetMax?: number;
+  ipv6Network?: Ipv6Prefix | undefined; ipv6SubnetLen?: number; ipv6SubnetMin?: bigint; ipv6SubnetMax?: bigint;
   vni?: number; port?: number; mtu?: number; directRouting?: boolean;
 }): string {
-  const doc: Json = { Network: formatCidr(opts.network) };
+  const doc: Json = {};
+  if (opts.network !== undefined) doc["Network"] = formatCidr(opts.network);
+  else doc["EnableIPv4"] = false;
   if (opts.subnetLen !== undefined) doc["SubnetLen"] = opts.subnetLen;
   if (opts.subnetMin !== undefined) doc["SubnetMin"] = formatIpv4(opts.subnetMin);
   if (opts.subnetMax !== undefined) doc["SubnetMax"] = formatIpv4(opts.subnetMax);
+  if (opts.ipv6Network !== undefined) {
+    doc["EnableIPv6"] = true;
+    doc["IPv6Network"] = formatCidr6(opts.ipv6Network);
+    if (opts.ipv6SubnetLen !== undefined) doc["IPv6SubnetLen"] = opts.ipv6SubnetLen;
+    if (opts.ipv6SubnetMin !== undefined) doc["IPv6SubnetMin"] = formatIpv6(opts.ipv6SubnetMin);
+    if (opts.ipv6SubnetMax !== undefined) doc["IPv6SubnetMax"] = formatIpv6(opts.ipv6SubnetMax);
+  }
   const backend: Json = { Type: "vxlan", VNI: opts.vni ?? 1, Port: opts.port ?? 8472 };
   if (opts.mtu !== undefined) backend["MTU"] = opts.mtu;
   if (opts.directRouting !== undefined) backend["DirectRouting"] = opts.directRouting;

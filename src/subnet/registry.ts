@@ -5,7 +5,8 @@ import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
 import type { Ipv4Prefix } from "../common/ipv4.js";
-import { encodeLeaseAttrs, parseLeaseAttrs, parseSubnetKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs, type LeaseDecodeReason } from "./lease.js";
+import type { Ipv6Prefix } from "../common/ipv6.js";
+import { encodeLeaseAttrs, parseLeaseAttrs, parseLeaseKey, subnetKey, LeaseFormatError, type Lease, type LeaseAttrs, type LeaseDecodeReason } from "./lease.js";
 
 
 
@@ -128,11 +129,12 @@ export class SubnetRegistry {
   /** A lease from a key-value, or why it is skipped. */
   decode(kv: IKeyValue): Lease | SkippedKey {
     const key = this.relative(kv);
-    const subnet = parseSubnetKey(key);
-    if (!subnet) return { key, reason: "bad_key", detail: "the key does not name a subnet (a.b.c.d-len)" };
+    const k = parseLeaseKey(key);
+    if (!k) return { key, reason: "bad_key", detail: "the key does not name a subnet (a.b.c.d-len, or a.b.c.d-len&<ipv6>-len)" };
     try {
       return {
-        key, subnet, attrs: parseLeaseAttrs(kv.value.toString()), leaseId: kv.lease, modRevision: kv.mod_revision, createRevision: kv.create_revision,
+        key, subnet: k.subnet, ...(k.subnet6 ? { subnet6: k.subnet6 } : {}), attrs: parseLeaseAttrs(kv.value.toString()),
+        leaseId: kv.lease, modRevision: kv.mod_revision, createRevision: kv.create_revision,
       };
     } catch (e) {
       if (e instanceof LeaseFormatError) return { key, reason: e.reason, detail: e.message };
@@ -150,8 +152,8 @@ export class SubnetRegistry {
    * only if the key does not exist (Version == 0). Returns undefined when
    * another node holds it; the granted lease is then revoked.
    */
-  async create(subnet: Ipv4Prefix, attrs: LeaseAttrs, ttlSec: number): Promise<Lease | undefined> {
-    const key = this.subnetsPrefix + subnetKey(subnet);
+  async create(subnet: Ipv4Prefix, subnet6: Ipv6Prefix | undefined, attrs: LeaseAttrs, ttlSec: number): Promise<Lease | undefined> {
+    const key = this.subnetsPrefix + subnetKey(subnet, subnet6);
     let id: string | undefined;
     try {
       id = await this.grant(ttlSec);
@@ -161,7 +163,9 @@ export class SubnetRegistry {
         await this.revoke(id).catch(() => undefined);
         return undefined;
       }
-      return { key: subnetKey(subnet), subnet, attrs, leaseId: id, modRevision: r.header.revision, createRevision: r.header.revision };
+      return {
+        key: subnetKey(subnet, subnet6), subnet, ...(subnet6 ? { subnet6 } : {}), attrs, leaseId: id, modRevision: r.header.revision, createRevision: r.header.revision,
+      };
     } catch (e) {
       if (id !== undefined) await this.revoke(id).catch(() => undefined);
       throw new RegistryUnavailableError(`creating ${key}`, e);

@@ -67,8 +67,13 @@ describe("lease keys and values (flannel's format)", () => {
     ['{"PublicIP":"300.1.1.1","BackendType":"vxlan"}', /PublicIP/],
     ['{"PublicIP":"192.0.2.1","BackendType":"host-gw","BackendData":null}', /not "vxlan"/],
     ['{"PublicIP":"192.0.2.1","BackendType":"vxlan"}', /no BackendData/],
-    ['{"PublicIP":"192.0.2.1","BackendType":"vxlan","BackendData":{"VNI":1}}', /no VtepMAC/],
+    ['{"PublicIP":"192.0.2.1","BackendType":"vxlan","BackendData":{"VNI":1}}', /no BackendData.VtepMAC/],
     ['{"PublicIP":"192.0.2.1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}', /VtepMAC/],
+    ['{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::zz","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}', /PublicIPv6.*not an IPv6 address/],
+    ['{"PublicIP":"192.0.2.1","PublicIPv6":7,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}', /PublicIPv6 7 is not a string/],
+    ['{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}}', /BackendV6Data but no PublicIPv6/],
+    ['{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:01"},"BackendV6Data":{"VNI":1}}', /no BackendV6Data.VtepMAC/],
+    ['{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::1","BackendType":"vxlan","BackendV6Data":[]}', /no BackendV6Data object/],
   ])("rejects %s", (v, msg) => {
     expect(() => parseLeaseAttrs(v)).toThrow(msg);
   });

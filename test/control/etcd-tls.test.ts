@@ -49,7 +49,7 @@ describe("the registries over TLS with a client certificate", () => {
       const seen: string[] = [];
       const snap = await reg.listLeases();
       const w = await reg.watch(String(BigInt(snap.revision) + 1n), (ev) => seen.push(ev.type === "put" ? ev.lease.key : ev.type), () => undefined, () => undefined);
-      const l = await reg.create(parseCidr("198.18.7.0/24"), attrs, 30);
+      const l = await reg.create(parseCidr("198.18.7.0/24"), undefined, attrs, 30);
       expect(l?.key).toBe("198.18.7.0-24");
       await until(() => seen.includes("198.18.7.0-24"));
       await w.cancel();

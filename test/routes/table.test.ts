@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { formatCidr, formatIpv4, parseIpv4, parseMac } from "../../src/common/ipv4.js";
 import { LEASE_REJECT_REASONS, policyOf, type Rejection } from "../../src/routes/accept.js";
 import { RouteTable } from "../../src/routes/table.js";
-import { parseSubnetKey, type Lease } from "../../src/subnet/lease.js";
+import { NO_IPV4, parseLeaseKey, parseSubnetKey, type Lease } from "../../src/subnet/lease.js";
+import { parseCidr6, parseIpv6 } from "../../src/common/ipv6.js";
 import { parseNetworkConfig } from "../../src/subnet/network-config.js";
 import { Rng } from "../fuzz/lib.js";
 
@@ -68,8 +69,74 @@ describe("lease validation: what other nodes write is checked before anything is
     expect(w.reported.map((r) => [r.key, r.reason])).toEqual([[key, reason]]);
   });
 
+  // IPv6: [case, key, PublicIPv6 (undefined: none), options, reason, config]
+  const DUAL = parseNetworkConfig('{"Network":"198.18.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/48","Backend":{"Type":"vxlan","VNI":1}}');
+  const DUAL_RANGED = parseNetworkConfig('{"Network":"198.18.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/48","IPv6SubnetMin":"2001:db8:1:10::","IPv6SubnetMax":"2001:db8:1:20::","Backend":{"Type":"vxlan","VNI":1}}');
+  const ONLY6 = parseNetworkConfig('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/48","Backend":{"Type":"vxlan","VNI":1}}');
+  const SELF6 = { ...SELF, subnet6: parseCidr6("2001:db8:1:1::/64"), publicIpv6: parseIpv6("2001:db8:ff::1") };
+  const cases6: [string, string, string | undefined, { mac6?: string; vni6?: number }, string, typeof CONFIG][] = [
+    ["a v6 subnet outside IPv6Network", "198.18.5.0-24&2001:db8:2:5::-64", "2001:db8:ff::9", {}, "subnet6_outside_network", DUAL],
+    ["a v6 subnet of another length", "198.18.5.0-24&2001:db8:1:5::-80", "2001:db8:ff::9", {}, "subnet6_length", DUAL],
+    ["host bits in the v6 key", "198.18.5.0-24&2001:db8:1:5::1-64", "2001:db8:ff::9", {}, "subnet6_host_bits", DUAL],
+    ["a v6 subnet below IPv6SubnetMin", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:ff::9", {}, "subnet6_outside_range", DUAL_RANGED],
+    ["a v6 key without PublicIPv6", "198.18.5.0-24&2001:db8:1:5::-64", undefined, {}, "family_mismatch", DUAL],
+    ["an IPv4 key on an IPv6-only network", "198.18.5.0-24", "2001:db8:ff::9", {}, "family_mismatch", ONLY6],
+    ["a real IPv4 part on an IPv6-only network", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:ff::9", {}, "family_mismatch", ONLY6],
+    ["PublicIPv6 multicast", "198.18.5.0-24&2001:db8:1:5::-64", "ff02::1", {}, "public_ipv6_not_unicast", DUAL],
+    ["PublicIPv6 link-local", "198.18.5.0-24&2001:db8:1:5::-64", "fe80::1", {}, "public_ipv6_not_unicast", DUAL],
+    ["PublicIPv6 inside the cluster's IPv6Network", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:1:7::1", {}, "public_ipv6_in_cluster", DUAL],
+    ["our own v6 subnet", "198.18.5.0-24&2001:db8:1:1::-64", "2001:db8:ff::9", {}, "overlaps_own_subnet", DUAL],
+    ["our PublicIPv6", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:ff::1", {}, "public_ip_is_ours", DUAL],
+    ["another BackendV6Data VNI", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:ff::9", { vni6: 9 }, "vni_mismatch", DUAL],
+    ["a multicast BackendV6Data VtepMAC", "198.18.5.0-24&2001:db8:1:5::-64", "2001:db8:ff::9", { mac6: "33:33:00:00:00:01" }, "vtep_mac_not_unicast", DUAL],
+  ];
+  const lease6 = (key: string, ip4: string, ip6: string | undefined, o: { mac6?: string; vni6?: number; rev?: number } = {}): Lease => {
+    const k = parseLeaseKey(key);
+    if (!k) throw new Error(`bad test key ${key}`);
+    const base = lease(key.split("&")[0] ?? key, ip4, { rev: o.rev });
+    return {
+      ...base, key, subnet: k.subnet, subnet6: k.subnet6,
+      attrs: { ...base.attrs, ...(ip6 === undefined ? {} : { publicIpv6: parseIpv6(ip6), v6: { vni: o.vni6 ?? 1, vtepMac: parseMac(o.mac6 ?? "02:00:00:00:00:06") } }) },
+    };
+  };
+  it.each(cases6)("refuses %s (%s via %s): %s", (_what, key, ip6, opts, reason, config) => {
+    const reported: Rejection[] = [];
+    const t = new RouteTable({ onReject: (r) => reported.push(r) });
+    t.setPolicy(policyOf(config));
+    t.setSelf(config.enableIpv4 ? SELF6 : { ...SELF6, subnet: NO_IPV4, publicIp: 0 });
+    const goodKey = config.enableIpv4 ? "198.18.12.0-24&2001:db8:1:12::-64" : "0.0.0.0-0&2001:db8:1:12::-64";
+    const ip4 = (k: string): string => (k.startsWith("0.0.0.0-0") ? "0.0.0.0" : "192.0.2.50");
+    const d = t.replaceAll([lease6(goodKey, ip4(goodKey), "2001:db8:ff::50", { rev: 1 }), lease6(key, key.startsWith("0.0.0.0") ? "0.0.0.0" : "192.0.2.9", ip6, { ...opts, rev: 2 })]);
+    expect(d.added.map((l) => l.key)).toEqual([goodKey]);
+    expect(t.rejections()).toEqual([{ key, reason, detail: expect.any(String) }]);
+    expect(reported.map((r) => r.reason)).toEqual([reason]);
+  });
+
+  it("a dual-stack network routes an IPv4-only peer over IPv4; an IPv4-only network ignores a peer's v6 part (mixed clusters)", () => {
+    const t = new RouteTable();
+    t.setPolicy(policyOf(DUAL));
+    const d = t.replaceAll([lease("198.18.7.0-24", "192.0.2.7"), lease6("198.18.8.0-24&2001:db8:1:8::-64", "192.0.2.8", "2001:db8:ff::8")]);
+    expect(d.added.map((l) => l.key).sort()).toEqual(["198.18.7.0-24", "198.18.8.0-24&2001:db8:1:8::-64"]);
+    const v4only = new RouteTable();
+    v4only.setPolicy(policyOf(CONFIG));
+    expect(v4only.replaceAll([lease6("198.18.8.0-24&2001:db8:2:8::-64", "192.0.2.8", "2001:db8:ff::8")]).added).toHaveLength(1);
+  });
+
+  it("two leases with one IPv6 subnet or one PublicIPv6: the older wins, on an IPv6-only network too", () => {
+    const t = new RouteTable();
+    t.setPolicy(policyOf(ONLY6));
+    const a = lease6("0.0.0.0-0&2001:db8:1:8::-64", "0.0.0.0", "2001:db8:ff::8", { rev: 5 });
+    const b = lease6("0.0.0.0-0&2001:db8:1:9::-64", "0.0.0.0", "2001:db8:ff::8", { rev: 6 });
+    const c = lease6("0.0.0.0-0&2001:db8:1:a::-64", "0.0.0.0", "2001:db8:ff::a", { rev: 7 });
+    const d = t.replaceAll([b, c, a]);
+    expect(d.added.map((l) => l.key).sort()).toEqual([a.key, c.key]);
+    expect(t.rejections().map((r) => [r.key, r.reason])).toEqual([[b.key, "public_ip_taken"]]);
+    // The winner goes: the next in line takes its place.
+    expect(t.delete(a.key).added.map((l) => l.key)).toEqual([b.key]);
+  });
+
   it("every reason has a test case or a conflict test, and a metric label", () => {
-    const covered = new Set([...cases.map((c) => c[4]), "bad_key", "bad_value", "foreign_backend", "overlaps_lease", "public_ip_taken"]);
+    const covered = new Set([...cases.map((c) => c[4]), ...cases6.map((c) => c[4]), "bad_key", "bad_value", "foreign_backend", "overlaps_lease", "public_ip_taken"]);
     expect([...covered].sort()).toEqual([...LEASE_REJECT_REASONS].sort());
   });
 

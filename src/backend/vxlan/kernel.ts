@@ -8,7 +8,13 @@
 //     route   <remote subnet> via <remote network address> dev weft.<VNI> onlink
 //   with DirectRouting, for a node on our own L2 segment: only
 //     route   <remote subnet> via <remote PublicIP> dev <iface>
+// and for IPv6, as flanneld programs flannel-v6.<VNI>: a second device
+// weft-v6.<VNI> over the IPv6 underlay (local <iface IPv6>, MTU underlay - 70),
+// <IPv6 subnet network>/128 on it, and per remote node with IPv6 the same
+// three entries from the lease's IPv6 subnet, BackendV6Data.VtepMAC and
+// PublicIPv6.
 import { formatCidr, formatIpv4, formatMac, parseMac } from "../../common/ipv4.js";
+import { formatCidr6, formatIpv6 } from "../../common/ipv6.js";
 import { run } from "../../common/exec.js";
 import type { Lease } from "../../subnet/lease.js";
 import { batch, bridgeJson, ipJson, type BatchRunner } from "../../common/iproute.js";
@@ -16,11 +22,39 @@ import { readDevice, type LinkJson } from "../device.js";
 
 export interface DeviceSpec {
   readonly name: string;
+  /** The underlay family the device sends over (and the inner family it carries). */
+  readonly family: 4 | 6;
   readonly vni: number;
   readonly port: number;
-  readonly localAddr: number;
+  /** The VXLAN source address, as text of the device's family. */
+  readonly localAddr: string;
   readonly iface: string;
   readonly mtu: number;
+}
+
+/** One peer as one family's device sees it: the texts its kernel objects are written with. */
+export interface PeerView {
+  /** The remote subnet (the route's destination, and the peer's name). */
+  readonly net: string;
+  /** The remote subnet's network address: the onlink gateway and the neighbour. */
+  readonly gw: string;
+  readonly mac: string;
+  /** The remote underlay address (FDB destination). */
+  readonly pub: string;
+}
+
+/** A lease as the IPv4 device programs it. */
+export function view4(l: Lease): PeerView {
+  return { net: formatCidr(l.subnet), gw: formatIpv4(l.subnet.addr), mac: formatMac(l.attrs.vtepMac), pub: formatIpv4(l.attrs.publicIp) };
+}
+
+/** A lease as the IPv6 device programs it; undefined for a lease without IPv6. */
+export function view6(l: Lease): PeerView | undefined {
+  const s = l.subnet6;
+  const v6 = l.attrs.v6;
+  const pub = l.attrs.publicIpv6;
+  if (!s || !v6 || pub === undefined) return undefined;
+  return { net: formatCidr6(s), gw: formatIpv6(s.addr), mac: formatMac(v6.vtepMac), pub: formatIpv6(pub) };
 }
 
 /** Why an existing device cannot be reused, or undefined when it can. */
@@ -29,7 +63,8 @@ export function incompatibility(link: LinkJson, spec: DeviceSpec): string | unde
   if (link.linkinfo?.info_kind !== "vxlan") return `it is a ${link.linkinfo?.info_kind ?? "non-vxlan"} device`;
   if (d?.id !== spec.vni) return `its VNI is ${d?.id}, not ${spec.vni}`;
   if (d?.port !== spec.port) return `its port is ${d?.port}, not ${spec.port}`;
-  if (d?.local !== undefined && d.local !== formatIpv4(spec.localAddr)) return `its local address is ${d.local}`;
+  const local = spec.family === 6 ? d?.local6 : d?.local;
+  if (local !== spec.localAddr) return `its local address is ${local ?? "unset"}, not ${spec.localAddr}`;
   if (d?.link !== undefined && d.link !== spec.iface) return `it sends through ${d.link}, not ${spec.iface}`;
   if (d?.learning) return "it has learning on";
   return undefined;
@@ -52,7 +87,7 @@ export async function ensureDevice(spec: DeviceSpec, mac: Uint8Array, onRecreate
   }
   if (!existing || incompatibility(existing, spec)) {
     await run(["ip", "link", "add", spec.name, "address", formatMac(mac), "mtu", String(spec.mtu), "type", "vxlan",
-      "id", String(spec.vni), "local", formatIpv4(spec.localAddr), "dev", spec.iface, "dstport", String(spec.port), "nolearning"]);
+      "id", String(spec.vni), "local", spec.localAddr, "dev", spec.iface, "dstport", String(spec.port), "nolearning"]);
     created = true;
   }
   try {
@@ -73,11 +108,8 @@ export interface PeerLines {
   readonly route: string;
 }
 
-export function peerLines(l: Lease, dev: string, direct: string | undefined, op: "add" | "del"): PeerLines {
-  const gw = formatIpv4(l.subnet.addr);
-  const mac = formatMac(l.attrs.vtepMac);
-  const pub = formatIpv4(l.attrs.publicIp);
-  const net = formatCidr(l.subnet);
+export function peerLines(v: PeerView, dev: string, direct: string | undefined, op: "add" | "del"): PeerLines {
+  const { gw, mac, pub, net } = v;
   if (direct) {
     return { neigh: undefined, fdb: undefined, route: op === "add" ? `route replace ${net} via ${pub} dev ${direct}` : `route del ${net} via ${pub} dev ${direct}` };
   }
@@ -126,11 +158,12 @@ export interface KernelPeers {
   readonly routes: Map<string, string>; // subnet -> gateway
 }
 
-export async function readPeers(dev: string): Promise<KernelPeers> {
+export async function readPeers(dev: string, family: 4 | 6 = 4): Promise<KernelPeers> {
+  const f = family === 6 ? "-6" : "-4";
   const [neigh, fdb, routes] = await Promise.all([
-    ipJson<{ dst: string; lladdr?: string; state?: string[] }>(["neigh", "show", "dev", dev]),
+    ipJson<{ dst: string; lladdr?: string; state?: string[] }>([f, "neigh", "show", "dev", dev]),
     bridgeJson<{ mac: string; dst?: string; flags?: string[] }>(["fdb", "show", "dev", dev]),
-    ipJson<{ dst: string; gateway?: string }>(["route", "show", "dev", dev]),
+    ipJson<{ dst: string; gateway?: string }>([f, "route", "show", "dev", dev]),
   ]);
   return {
     neigh: new Map(neigh.filter((n) => n.state?.includes("PERMANENT") && n.lladdr).map((n) => [n.dst, n.lladdr ?? ""])),

@@ -1,12 +1,13 @@
-import { formatCidr, formatIpv4, formatMac, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
+import { formatCidr, formatIpv4, maskOf, parseIpv4, parseMac, type Ipv4Prefix } from "../../common/ipv4.js";
 import type { Logger } from "../../common/log.js";
 import type { RouteDiff } from "../../routes/table.js";
-import { subnetKey, type Lease, type LeaseAttrs } from "../../subnet/lease.js";
+import { NO_IPV4, subnetKey, type Lease, type LeaseAttrs } from "../../subnet/lease.js";
+import { parseCidr6, parseIpv6 } from "../../common/ipv6.js";
 import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { BatchSession, ipJson, type BatchRunner } from "../../common/iproute.js";
-import { readDevice, setDeviceAddress } from "../device.js";
-import { ensureDevice, peerLines, programPeers, readPeers, type DeviceSpec, type PeerLines } from "./kernel.js";
+import { readDevice, setDeviceAddress, setDeviceAddress6 } from "../device.js";
+import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type DeviceSpec, type PeerLines, type PeerView } from "./kernel.js";
 
 /**
  * The vxlan backend's event loop: route-table diffs in, kernel objects out.
@@ -14,13 +15,30 @@ import { ensureDevice, peerLines, programPeers, readPeers, type DeviceSpec, type
  * programming fails half-way is undone and retried by the next reconcile,
  * which also recreates the device if someone deleted it.
  */
+/** One family's device and the peers programmed on it (IPv4: weft.<VNI>; IPv6: weft-v6.<VNI>). */
+interface Family {
+  readonly spec: DeviceSpec;
+  readonly mac: Uint8Array;
+  /** A lease as this device programs it; undefined when the lease lacks this family. */
+  readonly view: (l: Lease) => PeerView | undefined;
+  /** Peers as programmed: subnet -> lease. */
+  readonly programmed: Map<string, Lease>;
+  readonly failed: Map<string, string>;
+}
+
+/**
+ * The vxlan backend's event loop: route-table diffs in, kernel objects out,
+ * on one device per family the network runs (IPv4 over the IPv4 underlay,
+ * IPv6 over the IPv6 underlay, as flannel's dual stack does). Work is
+ * serialized (one batch at a time, in order). A peer whose programming
+ * fails half-way is undone and retried by the next reconcile, which also
+ * recreates a device if someone deleted it.
+ */
 export class VxlanNetwork implements Network {
   readonly backend = "vxlan" as const;
   readonly mtu: number;
   private local: Lease | undefined;
-  /** Peers as programmed: subnet -> lease. */
-  private readonly programmed = new Map<string, Lease>();
-  private readonly failed = new Map<string, string>();
+  private readonly families: Family[];
   private queue: Promise<unknown> = Promise.resolve();
   /** Bumped by every change to the kernel objects (so a reconcile can tell its reading is stale). */
   private generation = 0;
@@ -30,13 +48,16 @@ export class VxlanNetwork implements Network {
   private readonly runner: BatchRunner = (tool, lines) => this.sessions[tool].run(lines);
 
   constructor(
-    readonly spec: DeviceSpec,
+    devices: { readonly v4?: { spec: DeviceSpec; mac: Uint8Array } | undefined; readonly v6?: { spec: DeviceSpec; mac: Uint8Array } | undefined },
     readonly leaseAttrs: LeaseAttrs,
     private readonly config: NetworkConfig,
     private readonly iface: ExternalInterface,
     private readonly log: Logger,
   ) {
-    this.mtu = spec.mtu;
+    const fam = (d: { spec: DeviceSpec; mac: Uint8Array }, view: (l: Lease) => PeerView | undefined): Family =>
+      ({ spec: d.spec, mac: d.mac, view, programmed: new Map(), failed: new Map() });
+    this.families = [...(devices.v4 ? [fam(devices.v4, view4)] : []), ...(devices.v6 ? [fam(devices.v6, view6)] : [])];
+    this.mtu = Math.min(...this.families.map((f) => f.spec.mtu));
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
@@ -45,56 +66,74 @@ export class VxlanNetwork implements Network {
     return p;
   }
 
-  /** The interface for a DirectRouting peer (same L2 segment as us), else undefined. */
-  private direct(l: Lease): string | undefined {
-    if (!this.config.backend.directRouting) return undefined;
+  /** The interface for a DirectRouting peer (same L2 segment as us, IPv4), else undefined. */
+  private direct(f: Family, l: Lease): string | undefined {
+    if (f.spec.family !== 4 || !this.config.backend.directRouting) return undefined;
     const m = maskOf(this.iface.prefixLen);
     return ((l.attrs.publicIp & m) >>> 0) === ((this.iface.addr & m) >>> 0) ? this.iface.name : undefined;
+  }
+
+  private async address(f: Family, lease: Lease): Promise<void> {
+    if (f.spec.family === 4) await setDeviceAddress(f.spec.name, lease.subnet, this.config.network);
+    else if (lease.subnet6 && this.config.ipv6) await setDeviceAddress6(f.spec.name, lease.subnet6, this.config.ipv6.network);
   }
 
   configureLocal(lease: Lease): Promise<void> {
     return this.serial(async () => {
       this.local = lease;
-      await setDeviceAddress(this.spec.name, lease.subnet, this.config.network);
+      for (const f of this.families) await this.address(f, lease);
     });
   }
 
   apply(diff: RouteDiff): Promise<void> {
-    return this.serial(() => this.applyNow(diff.removed.concat(diff.changed.map((c) => c.before)), diff.added.concat(diff.changed.map((c) => c.after))));
+    return this.serial(async () => {
+      for (const f of this.families) {
+        await this.applyNow(f, diff.removed.concat(diff.changed.map((c) => c.before)), diff.added.concat(diff.changed.map((c) => c.after)));
+      }
+    });
   }
 
-  private async applyNow(remove: readonly Lease[], add: readonly Lease[]): Promise<void> {
+  private async applyNow(f: Family, removeAll: readonly Lease[], addAll: readonly Lease[]): Promise<void> {
     this.generation++;
+    const remove = removeAll.filter((l) => f.view(l));
+    const add = addAll.filter((l) => f.view(l));
     if (remove.length > 0) {
-      await programPeers(remove.map((l) => this.lines(l, "del")), "del", this.runner);
+      await programPeers(remove.map((l) => this.lines(f, l, "del")), "del", this.runner);
       for (const l of remove) {
-        this.programmed.delete(formatCidr(l.subnet));
-        this.failed.delete(formatCidr(l.subnet));
+        const k = this.name(f, l);
+        f.programmed.delete(k);
+        f.failed.delete(k);
       }
     }
     if (add.length === 0) return;
-    const failed = await programPeers(add.map((l) => this.lines(l, "add")), "add", this.runner);
+    const failed = await programPeers(add.map((l) => this.lines(f, l, "add")), "add", this.runner);
     const undo: Lease[] = [];
     add.forEach((l, i) => {
-      const k = formatCidr(l.subnet);
+      const k = this.name(f, l);
       const err = failed.get(i);
       if (err === undefined) {
-        this.programmed.set(k, l);
-        this.failed.delete(k);
+        f.programmed.set(k, l);
+        f.failed.delete(k);
       } else {
-        this.failed.set(k, err);
-        this.programmed.delete(k);
+        f.failed.set(k, err);
+        f.programmed.delete(k);
         undo.push(l);
       }
     });
     if (undo.length > 0) {
-      this.log.error({ peers: undo.map((l) => formatCidr(l.subnet)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
-      await programPeers(undo.map((l) => this.lines(l, "del")), "del", this.runner);
+      this.log.error({ device: f.spec.name, peers: undo.map((l) => this.name(f, l)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
+      await programPeers(undo.map((l) => this.lines(f, l, "del")), "del", this.runner);
     }
   }
 
-  private lines(l: Lease, op: "add" | "del"): PeerLines {
-    return peerLines(l, this.spec.name, this.direct(l), op);
+  private name(f: Family, l: Lease): string {
+    return f.view(l)?.net ?? l.key;
+  }
+
+  private lines(f: Family, l: Lease, op: "add" | "del"): PeerLines {
+    const v = f.view(l);
+    if (!v) throw new Error(`lease ${l.key} has no ${f.spec.family === 6 ? "IPv6" : "IPv4"} part`);
+    return peerLines(v, f.spec.name, this.direct(f, l), op);
   }
 
   /**
@@ -105,28 +144,34 @@ export class VxlanNetwork implements Network {
    * reading is stale and it tries again.
    */
   async reconcile(routes: readonly Lease[]): Promise<number> {
-    const dev = await readDevice(this.spec.name);
+    let fixed = 0;
+    for (const f of this.families) fixed += await this.reconcileFamily(f, routes);
+    return fixed;
+  }
+
+  private async reconcileFamily(f: Family, routes: readonly Lease[]): Promise<number> {
+    const dev = await readDevice(f.spec.name);
     if (!dev || !dev.flags?.includes("UP")) {
       await this.serial(async () => {
-        this.log.warn({ device: this.spec.name }, dev ? "vxlan device is down; bringing it up" : "vxlan device disappeared; recreating it");
-        await ensureDevice(this.spec, this.leaseAttrs.vtepMac, () => undefined);
-        if (this.local) await setDeviceAddress(this.spec.name, this.local.subnet, this.config.network);
+        this.log.warn({ device: f.spec.name }, dev ? "vxlan device is down; bringing it up" : "vxlan device disappeared; recreating it");
+        await ensureDevice(f.spec, f.mac, () => undefined);
+        if (this.local) await this.address(f, this.local);
         // iproute2 caches interface indexes: a long-lived process would still use the old device's.
         this.sessions.ip.close();
         this.sessions.bridge.close();
         this.recreated++;
-        this.programmed.clear();
+        f.programmed.clear();
         this.generation++;
       });
     }
     for (let attempt = 0; attempt < 3; attempt++) {
       const gen = this.generation;
-      const { missing, stale } = await this.compare(routes);
+      const { missing, stale } = await this.compare(f, routes);
       if (missing.length === 0 && stale.length === 0) return 0;
       const done = await this.serial(async () => {
         if (gen !== this.generation) return false;
-        this.log.info({ missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
-        await this.applyNow(stale, missing);
+        this.log.info({ device: f.spec.name, missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
+        await this.applyNow(f, stale, missing);
         return true;
       });
       if (done) return missing.length + stale.length;
@@ -135,19 +180,20 @@ export class VxlanNetwork implements Network {
   }
 
   /** What the kernel lacks and what it should not have, given `routes`. */
-  private async compare(routes: readonly Lease[]): Promise<{ missing: Lease[]; stale: Lease[] }> {
-    const k = await readPeers(this.spec.name);
-    const viaIface = await this.directRoutes();
-    const want = new Map(routes.map((l) => [formatCidr(l.subnet), l]));
+  private async compare(f: Family, routes: readonly Lease[]): Promise<{ missing: Lease[]; stale: Lease[] }> {
+    const k = await readPeers(f.spec.name, f.spec.family);
+    const viaIface = await this.directRoutes(f);
+    const mine = routes.filter((l) => f.view(l));
+    const want = new Set(mine.map((l) => this.name(f, l)));
     const missing: Lease[] = [];
-    for (const l of routes) {
-      if (this.direct(l)) {
-        if (viaIface.get(formatCidr(l.subnet)) !== formatIpv4(l.attrs.publicIp)) missing.push(l);
+    for (const l of mine) {
+      const v = f.view(l);
+      if (!v) continue;
+      if (this.direct(f, l)) {
+        if (viaIface.get(v.net) !== v.pub) missing.push(l);
         continue;
       }
-      const gw = formatIpv4(l.subnet.addr);
-      const mac = formatMac(l.attrs.vtepMac);
-      const ok = k.neigh.get(gw) === mac && k.fdb.get(mac) === formatIpv4(l.attrs.publicIp) && k.routes.get(formatCidr(l.subnet)) === gw;
+      const ok = k.neigh.get(v.gw) === v.mac && k.fdb.get(v.mac) === v.pub && k.routes.get(v.net) === v.gw;
       if (!ok) missing.push(l);
     }
     // Stale: routes on the device (or DirectRouting routes) for subnets no lease names any more.
@@ -155,18 +201,18 @@ export class VxlanNetwork implements Network {
     for (const [dst, gw] of k.routes) {
       if (want.has(dst)) continue;
       const mac = k.neigh.get(gw) ?? "00:00:00:00:00:00";
-      stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), mac, k.fdb.get(mac) ?? "0.0.0.0"));
+      stale.push(f.programmed.get(dst) ?? synthetic(f.spec.family, dst, gw, mac, k.fdb.get(mac)));
     }
     for (const [dst, gw] of viaIface) {
-      if (!want.has(dst)) stale.push(this.programmed.get(dst) ?? synthetic(parsePrefix(dst), "00:00:00:00:00:00", gw));
+      if (!want.has(dst)) stale.push(f.programmed.get(dst) ?? synthetic(4, dst, formatIpv4(parsePrefix(dst).addr), "00:00:00:00:00:00", gw));
     }
     return { missing, stale };
   }
 
   /** DirectRouting routes on the underlay interface: cluster-network subnet -> gateway. */
-  private async directRoutes(): Promise<Map<string, string>> {
+  private async directRoutes(f: Family): Promise<Map<string, string>> {
     const out = new Map<string, string>();
-    if (!this.config.backend.directRouting) return out;
+    if (f.spec.family !== 4 || !this.config.backend.directRouting) return out;
     const net = this.config.network;
     for (const r of await ipJson<{ dst: string; gateway?: string }>(["route", "show", "dev", this.iface.name])) {
       if (!r.gateway || r.dst === "default") continue;
@@ -177,16 +223,17 @@ export class VxlanNetwork implements Network {
   }
 
   status(): NetworkStatus {
+    const sum = (g: (f: Family) => number): number => this.families.reduce((n, f) => n + g(f), 0);
     return {
       backend: "vxlan",
-      device: this.spec.name,
+      device: this.families.map((f) => f.spec.name).join(","),
       mtu: this.mtu,
-      peers: { programmed: this.programmed.size, failed: this.failed.size },
-      counters: { device_recreated: this.recreated },
+      peers: { programmed: sum((f) => f.programmed.size), failed: sum((f) => f.failed.size) },
+      counters: { device_recreated: this.recreated, ...Object.fromEntries(this.families.filter((f) => f.spec.family === 6).map((f) => ["peers_v6", f.programmed.size])) },
     };
   }
 
-  /** Stops nothing in the kernel: the device, neighbours, FDB and routes stay for traffic to keep flowing. */
+  /** Stops nothing in the kernel: the devices, neighbours, FDB and routes stay for traffic to keep flowing. */
   async close(): Promise<void> {
     await this.queue;
     this.sessions.ip.close();
@@ -200,12 +247,22 @@ function parsePrefix(dst: string): Ipv4Prefix {
   return { addr: parseIpv4(a ?? ""), len: len === undefined ? 32 : Number(len) };
 }
 
-/** A lease rebuilt from kernel state alone, so that a stale entry can be removed. */
-function synthetic(subnet: Ipv4Prefix, mac: string, dst: string): Lease {
+/** A lease rebuilt from kernel state alone, so that a stale entry of one family's device can be removed. */
+function synthetic(family: 4 | 6, dst: string, gw: string, mac: string, pub: string | undefined): Lease {
+  const vtepMac = parseMac(mac);
+  if (family === 6) {
+    const subnet6 = parseCidr6(dst.includes("/") ? dst : `${dst}/128`, { strict: false });
+    return {
+      key: subnetKey(NO_IPV4, subnet6), subnet: NO_IPV4, subnet6,
+      attrs: { publicIp: 0, backendType: "vxlan", vni: 0, vtepMac, publicIpv6: parseIpv6(pub ?? "::"), v6: { vni: 0, vtepMac } },
+      leaseId: "0", modRevision: "0", createRevision: "0",
+    };
+  }
+  const subnet = parsePrefix(dst);
   return {
     key: subnetKey(subnet),
     subnet,
-    attrs: { publicIp: parseIpv4(dst), backendType: "vxlan", vni: 0, vtepMac: parseMac(mac) },
+    attrs: { publicIp: parseIpv4(pub ?? "0.0.0.0"), backendType: "vxlan", vni: 0, vtepMac },
     leaseId: "0",
     modRevision: "0",
     createRevision: "0",

@@ -16,6 +16,7 @@ export function registerAgent(program: Command): void {
     .description("run the node agent: subnet lease in etcd, route table, data path, health and status")
     .addOption(flag("--iface <name|addr>", "underlay interface (default: the default route's)"))
     .addOption(flag("--public-ip <addr>", "address other nodes send to (default: the interface's)"))
+    .addOption(flag("--public-ipv6 <addr>", "IPv6 address other nodes send to when the network runs IPv6 (default: the interface's global IPv6 address)"))
     .addOption(flag("--backend <name>", "auto | ebpf | vxlan | tun", AGENT_DEFAULTS.backend))
     .addOption(flag("--subnet-file <file>", "flannel-format subnet.env to write", AGENT_DEFAULTS.subnetFile))
     .addOption(flag("--ip-masq", "masquerade pod traffic leaving the cluster network"))
