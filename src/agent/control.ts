@@ -3,6 +3,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { dirname } from "node:path";
 import { ConfigError, WeftError } from "../common/errors.js";
 import { contains, formatCidr, formatIpv4, parseIpv4, parseMac } from "../common/ipv4.js";
+import { parseIpv6 } from "../common/ipv6.js";
 import { versionOf, type Invocation } from "../cni/request.js";
 import { CNI_CODE, CniError } from "../cni/spec.js";
 import type { CniReply } from "../cni/types.js";
@@ -184,11 +185,13 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
         return { ok: true, counters: agent.counters() };
       case "endpoint-add":
       case "endpoint-del": {
-        const arg = JSON.parse(line.slice(sp + 1)) as { ip?: string; ifname?: string; mac?: string };
-        const ip = parseIpv4(String(arg.ip));
-        if (verb === "endpoint-del") return { ok: true, removed: await agent.removeEndpoint({ ip }) };
-        if (!arg.ifname || !arg.mac) throw new ConfigError("endpoint-add needs ip, ifname and mac");
-        await agent.addEndpoint({ ip, ifname: arg.ifname, mac: parseMac(arg.mac) });
+        const arg = JSON.parse(line.slice(sp + 1)) as { ip?: unknown; ip6?: unknown; ifname?: string; mac?: string };
+        if (arg.ip === undefined && arg.ip6 === undefined) throw new ConfigError(`${verb} needs ip, ip6 or both`);
+        const ip = arg.ip === undefined ? undefined : parseIpv4(String(arg.ip));
+        const ip6 = arg.ip6 === undefined ? undefined : parseIpv6(String(arg.ip6));
+        if (verb === "endpoint-del") return { ok: true, removed: await agent.removeEndpoint({ ip, ip6 }) };
+        if (!arg.ifname || !arg.mac) throw new ConfigError("endpoint-add needs ip (or ip6), ifname and mac");
+        await agent.addEndpoint({ ip, ip6, ifname: arg.ifname, mac: parseMac(arg.mac) });
         return { ok: true };
       }
       case "ipam-ls":
@@ -219,7 +222,7 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
 }
 
 /** Registers or removes a local pod with a running agent. */
-export async function requestEndpoint(path: string, verb: "endpoint-add" | "endpoint-del", arg: { ip: string; ifname?: string; mac?: string }): Promise<void> {
+export async function requestEndpoint(path: string, verb: "endpoint-add" | "endpoint-del", arg: { ip?: string; ip6?: string; ifname?: string; mac?: string }): Promise<void> {
   await query<Record<string, unknown>>(path, `${verb} ${JSON.stringify(arg)}`, 10_000);
 }
 

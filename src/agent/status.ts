@@ -1,4 +1,5 @@
 import { formatCidr, formatIpv4, formatMac } from "../common/ipv4.js";
+import { formatCidr6, formatIpv6 } from "../common/ipv6.js";
 import type { Network } from "../backend/types.js";
 import type { DiscoverySummary } from "../discovery/service.js";
 import type { DnsSummary } from "../dns/service.js";
@@ -37,6 +38,10 @@ export interface AgentStatus {
   readonly readiness: Readiness;
   readonly network: string | undefined;
   readonly subnet: string | undefined;
+  /** The IPv6 half, when the network runs IPv6. */
+  readonly network6?: string | undefined;
+  readonly subnet6?: string | undefined;
+  readonly publicIpv6?: string | undefined;
   readonly leaseSecondsLeft: number | undefined;
   readonly publicIp: string | undefined;
   readonly vtepMac: string | undefined;
@@ -45,7 +50,7 @@ export interface AgentStatus {
   readonly device: string | undefined;
   readonly mtu: number | undefined;
   /** The peers asked for (all of them unless the request gave a window), sorted by subnet. */
-  readonly peers: { subnet: string; publicIp: string; vtepMac: string }[];
+  readonly peers: { subnet: string; publicIp: string; vtepMac: string; subnet6?: string; publicIpv6?: string }[];
   /** How many peers there are, and where `peers` starts among them. */
   readonly peerCount: number;
   readonly peersFrom: number;
@@ -108,7 +113,8 @@ export interface PeerWindow {
 /** Everything, peers included (or the window of them asked for). */
 export function agentStatus(p: StatusParts, window: PeerWindow = { offset: 0, limit: Infinity }): AgentStatus {
   const ns = p.network?.status();
-  const all = p.table.all().sort((a, b) => a.subnet.addr - b.subnet.addr);
+  const v6 = (l: Lease): bigint => l.subnet6?.addr ?? 0n;
+  const all = p.table.all().sort((a, b) => a.subnet.addr - b.subnet.addr || (v6(a) < v6(b) ? -1 : v6(a) > v6(b) ? 1 : 0));
   const from = Math.min(window.offset, all.length);
   const rejected = p.table.rejections();
   const left = p.secondsLeft;
@@ -116,7 +122,12 @@ export function agentStatus(p: StatusParts, window: PeerWindow = { offset: 0, li
     ready: isReady(p.readiness),
     readiness: p.readiness,
     network: p.config ? formatCidr(p.config.network) : undefined,
-    subnet: p.lease ? formatCidr(p.lease.subnet) : undefined,
+    subnet: p.lease && p.config?.enableIpv4 !== false ? formatCidr(p.lease.subnet) : undefined,
+    ...(p.config?.ipv6 ? {
+      network6: formatCidr6(p.config.ipv6.network),
+      subnet6: p.lease?.subnet6 ? formatCidr6(p.lease.subnet6) : undefined,
+      publicIpv6: p.network?.leaseAttrs.publicIpv6 === undefined ? undefined : formatIpv6(p.network.leaseAttrs.publicIpv6),
+    } : {}),
     leaseSecondsLeft: left === undefined ? undefined : Number.isFinite(left) ? Math.round(left) : -1,
     publicIp: p.network ? formatIpv4(p.network.leaseAttrs.publicIp) : undefined,
     vtepMac: p.network ? formatMac(p.network.leaseAttrs.vtepMac) : undefined,
@@ -124,7 +135,10 @@ export function agentStatus(p: StatusParts, window: PeerWindow = { offset: 0, li
     backendChoice: p.backendChoice,
     device: ns?.device,
     mtu: ns?.mtu,
-    peers: all.slice(from, from + window.limit).map((l) => ({ subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vtepMac: formatMac(l.attrs.vtepMac) })),
+    peers: all.slice(from, from + window.limit).map((l) => ({
+      subnet: formatCidr(l.subnet), publicIp: formatIpv4(l.attrs.publicIp), vtepMac: formatMac(l.attrs.vtepMac),
+      ...(l.subnet6 && l.attrs.publicIpv6 !== undefined ? { subnet6: formatCidr6(l.subnet6), publicIpv6: formatIpv6(l.attrs.publicIpv6) } : {}),
+    })),
     peerCount: all.length,
     peersFrom: from,
     rejectedLeases: rejected.slice(0, REJECTIONS_SHOWN),

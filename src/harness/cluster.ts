@@ -3,6 +3,8 @@ import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatIpv6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../common/ipv6.js";
+import { bridgedPod, makeBridge, podAddress, routedPod, type Pod } from "./pod-wiring.js";
 import { projectRoot } from "../common/paths.js";
 import { queryStatus, requestEndpoint } from "../agent/control.js";
 import type { AgentStatus } from "../agent/status.js";
@@ -54,7 +56,20 @@ export interface ClusterOptions {
    * to it).
    */
   readonly podWiring?: "bridge" | "routed";
+  /**
+   * Runs IPv6 too (dual stack): the IPv6 pod network (2001:db8:1::/48 by
+   * default when `ipv6` is true) and per-node subnet length (default 64).
+   * The underlay gets 2001:db8:ff::<index + 1>/64 on each node's eth0 and
+   * 2001:db8:ff::fe on the hub.
+   */
+  readonly ipv6?: boolean;
+  readonly ipv6Network?: string;
+  readonly ipv6SubnetLen?: number;
+  /** IPv6 only: no IPv4 anywhere (pods, underlay, etcd at [2001:db8:ff::fe]:2379); implies `ipv6`. */
+  readonly ipv6Only?: boolean;
 }
+
+const HUB6 = "2001:db8:ff::fe";
 
 /**
  * Starts a node's agent in place of `weft agent` run in its namespace. The
@@ -70,20 +85,19 @@ export interface AgentLauncher {
   destroy?(c: Cluster): Promise<void>;
 }
 
-export interface Pod {
-  readonly ns: Netns;
-  readonly node: number;
-  readonly addr: number;
-}
+export type { Pod } from "./pod-wiring.js";
 
 export interface ClusterNode {
   readonly index: number;
   readonly ns: Netns;
-  /** Underlay address on eth0: 192.0.2.<index + 1>. */
+  /** Underlay address on eth0: 192.0.2.<index + 1> (0 in an IPv6-only cluster). */
   readonly underlay: number;
+  /** IPv6 underlay address on eth0, 2001:db8:ff::<index + 1>, when the cluster runs IPv6. */
+  readonly underlay6: bigint | undefined;
   readonly dir: string;
   agent: ChildProcess | undefined;
   subnet: Ipv4Prefix | undefined;
+  subnet6: Ipv6Prefix | undefined;
   readonly pods: Pod[];
 }
 
@@ -122,12 +136,13 @@ export class Cluster {
     let cluster: Cluster | undefined;
     try {
       await hub.ip("link", "add", "br0", "type", "bridge");
-      await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
+      if (!opts.ipv6Only) await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
+      if (opts.ipv6 || opts.ipv6Only) await hub.ip("-6", "addr", "add", `${HUB6}/64`, "dev", "br0", "nodad");
       await hub.ip("link", "set", "br0", "up");
       const pki = opts.etcdTls ? await Pki.create(join(dir, "pki")) : undefined;
       const server = pki ? await pki.issue("etcd-server", { usage: "server", ips: ["192.0.2.254", "127.0.0.1"] }) : undefined;
       const tls = pki && server ? { cert: server.cert, key: server.key, trustedCa: pki.ca.cert, clientCertAuth: true } : undefined;
-      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: "192.0.2.254", port: 2379, tls });
+      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: opts.ipv6Only ? `[${HUB6}]` : "192.0.2.254", port: 2379, tls });
       const c = new Cluster(tag, dir, hub, etcd, opts, pki);
       cluster = c;
       await c.initNetwork();
@@ -141,7 +156,7 @@ export class Cluster {
         if (!opts.manualNodes?.includes(n.index)) await c.waitReady(n.index);
       }
       for (const n of c.nodes) {
-        if (n.subnet) await c.addPods(n);
+        if (n.subnet || n.subnet6) await c.addPods(n);
       }
       return c;
     } catch (e) {
@@ -158,6 +173,11 @@ export class Cluster {
     return parseCidr(this.opts.network ?? "198.18.0.0/16");
   }
 
+  /** The IPv6 pod network, when the cluster runs IPv6. */
+  get network6(): Ipv6Prefix | undefined {
+    return this.opts.ipv6 || this.opts.ipv6Only ? parseCidr6(this.opts.ipv6Network ?? "2001:db8:1::/48") : undefined;
+  }
+
   /**
    * A registry client for the cluster's etcd, from this process: through the
    * unix socket, plain even with `etcdTls` (and refused once etcd auth is on).
@@ -169,8 +189,10 @@ export class Cluster {
   private async initNetwork(): Promise<void> {
     const reg = this.registry();
     try {
+      const v6 = this.network6;
       const text = formatNetworkConfig({
-        network: this.network, subnetLen: this.opts.subnetLen ?? 24,
+        ...(this.opts.ipv6Only ? {} : { network: this.network, subnetLen: this.opts.subnetLen ?? 24 }),
+        ...(v6 ? { ipv6Network: v6, ipv6SubnetLen: this.opts.ipv6SubnetLen ?? 64 } : {}),
         ...(this.opts.directRouting ? { directRouting: true } : {}),
       });
       await reg.putNetworkConfig(text, true);
@@ -184,12 +206,17 @@ export class Cluster {
     if (this.pki) await this.pki.issue(`node-${i}`, { usage: "client", cn: `node-${i}` });
     await veth(ns, "eth0", this.hub, `h${i}`);
     await this.hub.ip("link", "set", `h${i}`, "master", "br0");
-    const underlay = (0xc0000200 | (i + 1)) >>> 0; // 192.0.2.(i+1)
-    await ns.ip("addr", "add", `${formatIpv4(underlay)}/24`, "dev", "eth0");
+    const underlay = this.opts.ipv6Only ? 0 : (0xc0000200 | (i + 1)) >>> 0; // 192.0.2.(i+1)
+    if (underlay !== 0) await ns.ip("addr", "add", `${formatIpv4(underlay)}/24`, "dev", "eth0");
     await ns.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    const underlay6 = this.network6 ? parseIpv6(`2001:db8:ff::${(i + 1).toString(16)}`) : undefined;
+    if (underlay6 !== undefined) {
+      await ns.ip("-6", "addr", "add", `${formatIpv6(underlay6)}/64`, "dev", "eth0", "nodad");
+      await ns.exec(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    }
     const dir = join(this.dir, `n${i}`);
     mkdirSync(dir, { recursive: true });
-    this.nodes.push({ index: i, ns, underlay, dir, agent: undefined, subnet: undefined, pods: [] });
+    this.nodes.push({ index: i, ns, underlay, underlay6, dir, agent: undefined, subnet: undefined, subnet6: undefined, pods: [] });
   }
 
   node(i: number): ClusterNode {
@@ -287,8 +314,10 @@ export class Cluster {
       }
       try {
         const st = await this.status(i);
-        if (st.ready && st.subnet) {
-          n.subnet = parseCidr(st.subnet);
+        const want6 = this.network6 !== undefined;
+        if (st.ready && (st.subnet || this.opts.ipv6Only) && (!want6 || st.subnet6)) {
+          n.subnet = st.subnet ? parseCidr(st.subnet) : undefined;
+          n.subnet6 = st.subnet6 ? parseCidr6(st.subnet6) : undefined;
           return st;
         }
         last = JSON.stringify(st.readiness);
@@ -305,53 +334,29 @@ export class Cluster {
     return existsSync(f) ? readFileSync(f, "utf8") : "";
   }
 
-  /** Pods on a cni0 bridge: gateway = first address, pods from the second on, MTU from the subnet file. */
-  async addPods(n: ClusterNode, subnet = n.subnet, mtu = this.mtuOf(n.index)): Promise<void> {
-    if (!subnet) throw new Error(`node ${n.index} has no subnet yet`);
+  /** Pods on a cni0 bridge (or routed): each family's gateway = its first address, pods from the second on, MTU from the subnet file. */
+  async addPods(n: ClusterNode, subnet = n.subnet, mtu = this.mtuOf(n.index), subnet6 = n.subnet6): Promise<void> {
+    if (!subnet && !subnet6) throw new Error(`node ${n.index} has no subnet yet`);
     if (this.opts.podsPerNode === 0) return; // pods come from the CNI plugin (which makes cni0 itself)
-    if (this.opts.podWiring === "routed") return this.addRoutedPods(n, subnet, mtu);
-    await n.ns.ip("link", "add", "cni0", "type", "bridge");
-    await n.ns.ip("addr", "add", `${formatIpv4(subnet.addr + 1)}/${subnet.len}`, "dev", "cni0");
-    await n.ns.ip("link", "set", "cni0", "mtu", String(mtu), "up");
+    const s = { v4: subnet, v6: subnet6 };
+    const routed = this.opts.podWiring === "routed";
+    if (!routed) await makeBridge(n.ns, s, mtu);
     for (let j = 0; j < this.opts.podsPerNode; j++) {
-      const ns = await Netns.create(`n${n.index}p${j}`, this.tag);
-      await veth(ns, "eth0", n.ns, `p${j}`);
-      await n.ns.ip("link", "set", `p${j}`, "master", "cni0", "mtu", String(mtu));
-      const addr = subnet.addr + 2 + j;
-      await ns.ip("link", "set", "eth0", "mtu", String(mtu));
-      await ns.ip("addr", "add", `${formatIpv4(addr)}/${subnet.len}`, "dev", "eth0");
-      await ns.ip("route", "add", "default", "via", formatIpv4(subnet.addr + 1));
-      n.pods.push({ ns, node: n.index, addr });
+      n.pods.push(await (routed ? routedPod : bridgedPod)(n.ns, n.index, j, this.tag, s, mtu));
       if (n.agent) await this.registerPod(n.index, j);
     }
   }
 
-  /** Bridge-less pods (podWiring "routed"): a /32 route per pod on the node, the gateway on the host side of its veth. */
-  private async addRoutedPods(n: ClusterNode, subnet: Ipv4Prefix, mtu: number): Promise<void> {
-    const gw = formatIpv4(subnet.addr + 1);
-    for (let j = 0; j < this.opts.podsPerNode; j++) {
-      const ns = await Netns.create(`n${n.index}p${j}`, this.tag);
-      await veth(ns, "eth0", n.ns, `p${j}`);
-      await n.ns.ip("link", "set", `p${j}`, "mtu", String(mtu));
-      await n.ns.ip("addr", "add", `${gw}/32`, "dev", `p${j}`);
-      const addr = subnet.addr + 2 + j;
-      await n.ns.ip("route", "add", `${formatIpv4(addr)}/32`, "dev", `p${j}`, "src", gw);
-      await ns.ip("link", "set", "eth0", "mtu", String(mtu));
-      await ns.ip("addr", "add", `${formatIpv4(addr)}/32`, "dev", "eth0");
-      await ns.ip("route", "add", gw, "dev", "eth0", "scope", "link");
-      await ns.ip("route", "add", "default", "via", gw, "dev", "eth0");
-      n.pods.push({ ns, node: n.index, addr });
-      if (n.agent) await this.registerPod(n.index, j);
-    }
-  }
-
-  /** Tells node i's agent about its pod j (as the CNI plugin will): address, host-side veth, MAC. */
+  /** Tells node i's agent about its pod j (as the CNI plugin will): addresses, host-side veth, MAC. */
   async registerPod(i: number, j: number): Promise<void> {
     const n = this.node(i);
     const pod = n.pods[j];
     if (!pod) throw new Error(`node ${i} has no pod ${j}`);
     const [link] = JSON.parse(await pod.ns.ip("-json", "link", "show", "dev", "eth0")) as { address: string }[];
-    await requestEndpoint(this.files(i).socket, "endpoint-add", { ip: formatIpv4(pod.addr), ifname: `p${j}`, mac: link?.address ?? "" });
+    await requestEndpoint(this.files(i).socket, "endpoint-add", {
+      ...(pod.addr !== 0 ? { ip: formatIpv4(pod.addr) } : {}), ...(pod.addr6 !== undefined ? { ip6: formatIpv6(pod.addr6) } : {}),
+      ifname: `p${j}`, mac: link?.address ?? "",
+    });
   }
 
   private mtuOf(i: number): number {
@@ -364,10 +369,10 @@ export class Cluster {
     return this.nodes.flatMap((n) => n.pods);
   }
 
-  /** One ping from a pod; true when answered. */
-  async ping(from: Pod, to: number, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
+  /** One ping from a pod (to an IPv4 address as a number, or any address as text); true when answered. */
+  async ping(from: Pod, to: number | string, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
     try {
-      await from.ns.exec(["ping", "-c", String(opts.count ?? 1), "-W", String(opts.waitSec ?? 2), "-q", formatIpv4(to)]);
+      await from.ns.exec(["ping", "-c", String(opts.count ?? 1), "-W", String(opts.waitSec ?? 2), "-q", typeof to === "number" ? formatIpv4(to) : to]);
       return true;
     } catch {
       return false;
@@ -378,15 +383,18 @@ export class Cluster {
    * Every pod pings every other pod; returns the pairs that failed. Throws with
    * fewer than two pods: there would be no pair, and an empty list would pass.
    */
-  async pingAll(): Promise<string[]> {
-    if (this.pods.length < 2) throw new Error(`pingAll: the cluster has ${this.pods.length} pod(s); at least two are needed for a pair`);
+  async pingAll(family: 4 | 6 = 4): Promise<string[]> {
+    const pods = this.pods.filter((p) => podAddress(p, family) !== undefined);
+    if (pods.length < 2) throw new Error(`pingAll: the cluster has ${pods.length} pod(s) with IPv${family}; at least two are needed for a pair`);
     const failed: string[] = [];
     const jobs: Promise<void>[] = [];
-    for (const a of this.pods) {
-      for (const b of this.pods) {
+    for (const a of pods) {
+      for (const b of pods) {
         if (a === b) continue;
-        jobs.push(this.ping(a, b.addr).then((ok) => {
-          if (!ok) failed.push(`${formatIpv4(a.addr)} -> ${formatIpv4(b.addr)}`);
+        const from = podAddress(a, family) ?? "";
+        const to = podAddress(b, family) ?? "";
+        jobs.push(this.ping(a, to).then((ok) => {
+          if (!ok) failed.push(`${from} -> ${to}`);
         }));
       }
     }

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { ConfigError } from "../../common/errors.js";
 import { parseCidr, parseIpv4 } from "../../common/ipv4.js";
+import { formatIpv6, parseCidr6, parseIpv6 } from "../../common/ipv6.js";
 import { formatNetworkConfig, parseNetworkConfig } from "../../subnet/network-config.js";
 import { addEtcdOptions, etcdClientOptions, explainEtcdErrors, type EtcdFlagValues } from "../etcd-flags.js";
 
@@ -12,7 +13,11 @@ function intArg(v: string | undefined, name: string): number | undefined {
 
 interface InitFlags extends EtcdFlagValues {
   readonly etcdPrefix: string;
-  readonly network: string;
+  readonly network?: string;
+  readonly ipv6Network?: string;
+  readonly ipv6SubnetLen?: string;
+  readonly ipv6SubnetMin?: string;
+  readonly ipv6SubnetMax?: string;
   readonly subnetLen?: string;
   readonly subnetMin?: string;
   readonly subnetMax?: string;
@@ -28,7 +33,11 @@ export function registerNetwork(program: Command): void {
   const common = (c: Command): Command => addEtcdOptions(c, { subnets: true });
 
   common(net.command("init").description("write the network config (refuses to overwrite without --force)"))
-    .requiredOption("--network <cidr>", "the pod network, e.g. 198.18.0.0/16")
+    .option("--network <cidr>", "the IPv4 pod network, e.g. 198.18.0.0/16 (leave out for an IPv6-only network)")
+    .option("--ipv6-network <cidr>", "the IPv6 pod network (sets EnableIPv6), e.g. 2001:db8:1::/48")
+    .option("--ipv6-subnet-len <n>", "per-node IPv6 subnet length (default as flannel: 64, or network length + 2)")
+    .option("--ipv6-subnet-min <addr>", "first IPv6 subnet that may be leased")
+    .option("--ipv6-subnet-max <addr>", "last IPv6 subnet that may be leased")
     .option("--subnet-len <n>", "per-node subnet length (default as flannel: 24, or network length + 2)")
     .option("--subnet-min <addr>", "first subnet that may be leased")
     .option("--subnet-max <addr>", "last subnet that may be leased")
@@ -38,8 +47,15 @@ export function registerNetwork(program: Command): void {
     .option("--direct-routing", "route directly (no encapsulation) to nodes on the same L2 segment")
     .option("--force", "overwrite an existing config")
     .action(async (o: InitFlags) => {
+      if (o.network === undefined && o.ipv6Network === undefined) {
+        throw new ConfigError("give --network (IPv4), --ipv6-network, or both", { hint: "e.g. --network 198.18.0.0/16 --ipv6-network 2001:db8:1::/48" });
+      }
       const text = formatNetworkConfig({
-        network: parseCidr(o.network),
+        network: o.network === undefined ? undefined : parseCidr(o.network),
+        ipv6Network: o.ipv6Network === undefined ? undefined : parseCidr6(o.ipv6Network),
+        ...(o.ipv6SubnetLen !== undefined ? { ipv6SubnetLen: intArg(o.ipv6SubnetLen, "--ipv6-subnet-len") } : {}),
+        ...(o.ipv6SubnetMin !== undefined ? { ipv6SubnetMin: parseIpv6(o.ipv6SubnetMin) } : {}),
+        ...(o.ipv6SubnetMax !== undefined ? { ipv6SubnetMax: parseIpv6(o.ipv6SubnetMax) } : {}),
         subnetLen: intArg(o.subnetLen, "--subnet-len"),
         subnetMin: o.subnetMin ? parseIpv4(o.subnetMin) : undefined,
         subnetMax: o.subnetMax ? parseIpv4(o.subnetMax) : undefined,
@@ -70,7 +86,8 @@ export function registerNetwork(program: Command): void {
         const text = await explainEtcdErrors(o, () => reg.getNetworkConfig());
         if (text === undefined) throw new ConfigError(`${reg.configKey} does not exist`, { hint: "create it with `weft network init --network <cidr>`" });
         console.log(text);
-        console.log(JSON.stringify(parseNetworkConfig(text), (_k, v: unknown) => v));
+        // IPv6 addresses are bigints in memory: printed as their text.
+        console.log(JSON.stringify(parseNetworkConfig(text), (_k, v: unknown) => (typeof v === "bigint" ? formatIpv6(v) : v)));
       } finally {
         reg.close();
       }
