@@ -1,5 +1,5 @@
 /**
- * `npm run bench:dataplane -- --backends direct,vxlan --seconds 5 [--rounds 2] [--measures bulk,rr] [--tun-busy-poll µs] [--json]`
+ * `npm run bench:dataplane -- --backends direct,vxlan --seconds 5 [--rounds 2] [--measures bulk,rr] [--tun-busy-poll µs] [--family 4|6] [--json]`
  *
  * Per backend (bench/dataplane/topology.ts) two nodes with one pod each, and
  * between the pods (bench/dataplane/measure.ts): one TCP stream with the
@@ -8,10 +8,16 @@
  * Backends are measured alternately, `rounds` times each, in the same run
  * (the machine is noisy); the best round of each is reported, against its
  * baseline from the same run (bench/dataplane/figures.ts).
+ *
+ * `--family 6`: dual-stack clusters, and every measurement (default: bulk and
+ * lat, qperf's TCP latency) over IPv4 and over IPv6 alternately on the same
+ * cluster; each backend's IPv6 figures are reported against its own IPv4
+ * figures of the same run (bench/dataplane/family.ts).
  */
 import { benchArgs } from "./args.js";
 import { bestOf, figures, METRICS, type Rounds } from "./dataplane/figures.js";
-import { measure, MEASURES, type Measure, type Sample } from "./dataplane/measure.js";
+import { DEFAULT_MEASURES, measure, MEASURES, type Measure, type Sample } from "./dataplane/measure.js";
+import { familyReport } from "./dataplane/family.js";
 import { BACKENDS, fallbacks, topology, type BenchBackend } from "./dataplane/topology.js";
 import type { Cluster } from "../src/harness/cluster.js";
 
@@ -20,12 +26,15 @@ const args = benchArgs("bench:dataplane", {
   backends: { type: "string", default: "direct,vxlan", choices: BACKENDS, list: true, help: "comma-separated backends" },
   seconds: { type: "number", default: 5, min: 1, integer: true, help: "seconds per measurement per backend per round" },
   rounds: { type: "number", default: 2, min: 1, integer: true, help: "rounds, alternating the backends" },
-  measures: { type: "string", default: MEASURES.join(","), choices: MEASURES, list: true, help: "comma-separated measurements" },
+  measures: { type: "string", default: "", choices: ["", ...MEASURES], list: true, help: `comma-separated measurements (default: ${DEFAULT_MEASURES.join(",")}; with --family 6: bulk,lat)` },
+  family: { type: "string", default: "4", choices: ["4", "6"], help: "6: dual-stack clusters, each backend's IPv6 figures against its IPv4 figures" },
   "tun-busy-poll": { type: "number", default: -1, min: -1, max: 1000, integer: true, help: "the tun agents' --tun-busy-poll in µs (-1: the agent's default)" },
 });
 const json = args.json;
 const backends = args.backends.split(",").map((s) => s.trim()).filter(Boolean) as BenchBackend[];
-const what = new Set(args.measures.split(",").map((s) => s.trim()).filter(Boolean) as Measure[]);
+const family6 = args.family === "6";
+const asked = args.measures.split(",").map((s) => s.trim()).filter(Boolean) as Measure[];
+const what = new Set<Measure>(asked.length > 0 ? asked : family6 ? ["bulk", "lat"] : DEFAULT_MEASURES);
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
 const fmt = (s: Sample): string => [
@@ -33,25 +42,40 @@ const fmt = (s: Sample): string => [
   s.gbps4 !== undefined ? `4 flows ${s.gbps4.toFixed(2)} Gbit/s` : "",
   s.gbpsMss88 !== undefined ? `mss88 ${s.gbpsMss88.toFixed(3)} Gbit/s` : "",
   s.rrP50Us !== undefined ? `rr p50 ${s.rrP50Us.toFixed(1)} p99 ${s.rrP99Us?.toFixed(1)} us` : "",
+  s.latUs !== undefined ? `lat ${s.latUs.toFixed(1)} us` : "",
   s.udp64RxPps !== undefined ? `udp64 ${Math.round(s.udp64RxPps)} pps` : "",
 ].filter(Boolean).join("  ");
 
 const clusters = new Map<BenchBackend, Cluster>();
 const rounds = new Map<BenchBackend, Sample[]>();
+const rounds6 = new Map<BenchBackend, Sample[]>();
 const notes = new Map<BenchBackend, string[]>();
 try {
   const tunArgs = args["tun-busy-poll"] >= 0 ? ["--tun-busy-poll", String(args["tun-busy-poll"])] : [];
-  for (const b of backends) clusters.set(b, await topology(b, b === "tun" ? tunArgs : []));
+  for (const b of backends) clusters.set(b, await topology(b, b === "tun" ? tunArgs : [], family6));
   for (let r = 0; r < args.rounds; r++) {
     for (const b of backends) {
-      const m = await measure(clusters.get(b)!, args.seconds, what);
-      log(`round ${r + 1} ${b.padEnd(12)} ${fmt(m)}`);
+      const m = await measure(clusters.get(b)!, args.seconds, what, 4);
+      log(`round ${r + 1} ${b.padEnd(12)} ${family6 ? "IPv4 " : ""}${fmt(m)}`);
       rounds.set(b, [...(rounds.get(b) ?? []), m]);
+      if (!family6) continue;
+      const m6 = await measure(clusters.get(b)!, args.seconds, what, 6);
+      log(`round ${r + 1} ${b.padEnd(12)} IPv6 ${fmt(m6)}`);
+      rounds6.set(b, [...(rounds6.get(b) ?? []), m6]);
     }
   }
   for (const [b, c] of clusters) notes.set(b, await fallbacks(c, b));
 } finally {
   for (const c of clusters.values()) await c.destroy();
+}
+
+if (family6) {
+  const report = familyReport(backends, rounds, rounds6);
+  for (const line of report.lines) log(line);
+  const allNotes6 = backends.flatMap((b) => notes.get(b) ?? []);
+  if (allNotes6.length > 0) log(`\nNOTE, these runs were not as asked:\n${allNotes6.map((n) => `  ${n}`).join("\n")}`);
+  if (json) console.log(JSON.stringify({ family: 6, results: report.results, notes: allNotes6 }));
+  process.exit(0);
 }
 
 const figs = figures(backends, rounds as Rounds);

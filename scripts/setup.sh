@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # iproute2: namespaces, veth, vxlan devices, bridge fdb; iputils-ping: reachability;
 # tshark: the VXLAN dissector that judges the core's frames; etcd-server: the
 # store the agents (and their tests) use; nftables: --ip-masq; iperf3: the
-# data-plane benchmark (bulk), sockperf: its request/response latency; clang, llvm, libbpf-dev, bpftool: compiling the tc
+# data-plane benchmark (bulk), sockperf: its request/response latency, qperf: the same over IPv6 (Debian's sockperf 3.7 has no IPv6); clang, llvm, libbpf-dev, bpftool: compiling the tc
 # programs (vmlinux.h from the kernel's BTF); libbpf1: loading them; gcc,
 # libc6-dev: the native shim of the userspace (tun) data path and the static CNI
 # plugin client; containernetworking-plugins: bridge, ptp and host-local, the
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 # containers from it (podman with runc: crun refuses hybrid cgroups);
 # binutils (strip) and git: the image's Node binary and its revision
 # annotation; systemd: `systemd-analyze verify` of the systemd unit.
-APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server etcd-client openssl curl nftables iperf3 sockperf clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils
+APT_PACKAGES=(iproute2 strace iputils-ping tshark etcd-server etcd-client openssl curl nftables iperf3 sockperf qperf clang llvm libbpf-dev libbpf1 bpftool gcc libc6-dev containernetworking-plugins unbound dnsperf dnsutils
   mmdebstrap buildah podman runc binutils git systemd)
 
 missing=()

@@ -6,11 +6,13 @@
  * says which.
  */
 import { readFileSync } from "node:fs";
-import { formatIpv4 } from "../../src/common/ipv4.js";
 import type { Cluster, Pod } from "../../src/harness/cluster.js";
+import { podAddress } from "../../src/harness/pod-wiring.js";
 
-export const MEASURES = ["bulk", "flows4", "mss88", "rr", "udp64"] as const;
+export const MEASURES = ["bulk", "flows4", "mss88", "rr", "udp64", "lat"] as const;
 export type Measure = (typeof MEASURES)[number];
+/** What a plain run measures ("lat" is the family comparison's request/response figure). */
+export const DEFAULT_MEASURES: readonly Measure[] = ["bulk", "flows4", "mss88", "rr", "udp64"];
 
 export interface Sample {
   /** One TCP stream (iperf3), Gbit/s received. */
@@ -29,6 +31,15 @@ export interface Sample {
   rrP99Us?: number;
   /** 64-byte UDP datagrams at full offered load (iperf3 -u -b 0): what the server received, per second. */
   udp64RxPps?: number;
+  /** qperf tcp_lat, 64-byte messages: mean one-way latency, µs (the request/response figure both families can be measured with). */
+  latUs?: number;
+}
+
+/** The server pod's address in `family`; throws when it has none. */
+function addressOf(p: Pod, family: 4 | 6): string {
+  const a = podAddress(p, family);
+  if (a === undefined) throw new Error(`bench:dataplane: pod ${p.ns.name} has no IPv${family} address`);
+  return a;
 }
 
 /** Busy CPU time of the whole machine (user + nice + system + irq + softirq), in seconds. */
@@ -77,8 +88,8 @@ async function stop(srv: ReturnType<Pod["ns"]["spawn"]>): Promise<void> {
 }
 
 /** Runs the iperf3 client in `client` against a one-shot server in `server`; returns the receiver's sum. */
-async function iperf(client: Pod, server: Pod, seconds: number, extra: readonly string[], what: string): Promise<{ bitsPerSecond: number; bytes: number; seconds: number }> {
-  const addr = formatIpv4(server.addr);
+async function iperf(client: Pod, server: Pod, seconds: number, extra: readonly string[], what: string, family: 4 | 6): Promise<{ bitsPerSecond: number; bytes: number; seconds: number }> {
+  const addr = addressOf(server, family);
   const srv = server.ns.spawn(["iperf3", "-s", "-1", "-B", addr]);
   try {
     await listening(server, 5201, "iperf3");
@@ -94,7 +105,7 @@ async function iperf(client: Pod, server: Pod, seconds: number, extra: readonly 
 
 /** sockperf ping-pong; its "percentile 50.000 = x" lines, in µs. */
 async function sockperf(client: Pod, server: Pod, seconds: number): Promise<{ p50: number; p99: number }> {
-  const addr = formatIpv4(server.addr);
+  const addr = addressOf(server, 4); // Debian's sockperf 3.7 has no IPv6: "lat" (qperf) compares the families
   const srv = server.ns.spawn(["sockperf", "server", "--tcp", "-i", addr, "-p", "11111"]);
   try {
     await listening(server, 11111, "sockperf");
@@ -108,33 +119,48 @@ async function sockperf(client: Pod, server: Pod, seconds: number): Promise<{ p5
   }
 }
 
-/** Every measurement asked for, pod 0 of node 0 -> pod 0 of node 1. */
-export async function measure(c: Cluster, seconds: number, what: ReadonlySet<Measure>): Promise<Sample> {
+/** qperf tcp_lat with 64-byte messages: "latency = x us" (or ms), in µs. */
+async function qperfLat(client: Pod, server: Pod, seconds: number, family: 4 | 6): Promise<number> {
+  const srv = server.ns.spawn(["qperf", "--listen_port", "19765"]);
+  try {
+    await listening(server, 19765, "qperf");
+    const out = await client.ns.exec(["qperf", "--listen_port", "19765", "-t", String(seconds), "-m", "64", addressOf(server, family), "tcp_lat"], { timeoutMs: (seconds + 20) * 1000 });
+    const m = /latency\s*=\s*([\d.]+)\s*(us|ms)/.exec(out);
+    if (!m) throw new Error(`bench:dataplane: qperf gave no latency: ${out.slice(-300)}`);
+    return Number(m[1]) * (m[2] === "ms" ? 1000 : 1);
+  } finally {
+    await stop(srv);
+  }
+}
+
+/** Every measurement asked for, pod 0 of node 0 -> pod 0 of node 1, over `family`. */
+export async function measure(c: Cluster, seconds: number, what: ReadonlySet<Measure>, family: 4 | 6 = 4): Promise<Sample> {
   const client = c.node(0).pods[0]!;
   const server = c.node(1).pods[0]!;
   const s: Sample = {};
   if (what.has("bulk")) {
     const cpu0 = busyCpuSeconds();
     const agent0 = agentCpuSeconds(c);
-    const r = await iperf(client, server, seconds, [], "one stream");
+    const r = await iperf(client, server, seconds, [], "one stream", family);
     const gb = r.bytes / 1e9;
     s.gbps = r.bitsPerSecond / 1e9;
     s.cpuPerGb = (busyCpuSeconds() - cpu0) / gb;
     s.agentCpuPerGb = (agentCpuSeconds(c) - agent0) / gb;
-    const ping = await client.ns.exec(["ping", "-c", "50", "-i", "0.01", "-q", formatIpv4(server.addr)]);
+    const ping = await client.ns.exec(["ping", "-c", "50", "-i", "0.01", "-q", addressOf(server, family)]);
     const avgMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping)?.[1] ?? NaN);
     if (!Number.isFinite(avgMs)) throw new Error(`bench:dataplane: no RTT in ping's output: ${ping}`);
     s.rttUs = avgMs * 1000;
   }
-  if (what.has("flows4")) s.gbps4 = (await iperf(client, server, seconds, ["-P", "4"], "four streams")).bitsPerSecond / 1e9;
-  if (what.has("mss88")) s.gbpsMss88 = (await iperf(client, server, seconds, ["-M", "88"], "MSS 88")).bitsPerSecond / 1e9;
-  if (what.has("rr")) {
+  if (what.has("flows4")) s.gbps4 = (await iperf(client, server, seconds, ["-P", "4"], "four streams", family)).bitsPerSecond / 1e9;
+  if (what.has("mss88")) s.gbpsMss88 = (await iperf(client, server, seconds, ["-M", "88"], "MSS 88", family)).bitsPerSecond / 1e9;
+  if (what.has("lat")) s.latUs = await qperfLat(client, server, seconds, family);
+  if (what.has("rr") && family === 4) {
     const r = await sockperf(client, server, seconds);
     s.rrP50Us = r.p50;
     s.rrP99Us = r.p99;
   }
   if (what.has("udp64")) {
-    const r = await iperf(client, server, seconds, ["-u", "-l", "64", "-b", "0"], "64-byte UDP");
+    const r = await iperf(client, server, seconds, ["-u", "-l", "64", "-b", "0"], "64-byte UDP", family);
     s.udp64RxPps = r.bytes / 64 / r.seconds;
   }
   return s;

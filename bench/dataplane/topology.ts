@@ -9,6 +9,7 @@
  *   tun:          two weft agents, tun backend (userspace: TUN device, WASM encap/decap, UDP sockets)
  */
 import { formatIpv4, parseCidr } from "../../src/common/ipv4.js";
+import { formatIpv6, parseCidr6 } from "../../src/common/ipv6.js";
 import { Cluster } from "../../src/harness/cluster.js";
 
 export const BACKENDS = ["direct", "vxlan", "vxlan-routed", "ebpf", "tun"] as const;
@@ -21,18 +22,24 @@ export function agentBackend(b: BenchBackend): string | undefined {
   return b === "direct" ? undefined : b === "vxlan-routed" ? "vxlan" : b;
 }
 
-/** `agentArgs`: extra `weft agent` flags for the backend's agents (e.g. --tun-busy-poll for tun). */
-export async function topology(backend: BenchBackend, agentArgs: readonly string[] = []): Promise<Cluster> {
-  if (backend === "vxlan-routed") return Cluster.create({ nodes: 2, podsPerNode: 1, backend: "vxlan", podWiring: "routed", agentArgs });
-  if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend, agentArgs });
+/**
+ * `agentArgs`: extra `weft agent` flags for the backend's agents (e.g.
+ * --tun-busy-poll for tun). `ipv6`: a dual-stack cluster (IPv6 underlay and
+ * pods too), so one cluster measures both families.
+ */
+export async function topology(backend: BenchBackend, agentArgs: readonly string[] = [], ipv6 = false): Promise<Cluster> {
+  if (backend === "vxlan-routed") return Cluster.create({ nodes: 2, podsPerNode: 1, backend: "vxlan", podWiring: "routed", agentArgs, ipv6 });
+  if (backend !== "direct") return Cluster.create({ nodes: 2, podsPerNode: 1, backend, agentArgs, ipv6 });
   // direct: no agent; routes and pods by hand.
-  const c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1] });
+  const c = await Cluster.create({ nodes: 2, podsPerNode: 1, manualNodes: [0, 1], ipv6 });
   for (const i of [0, 1]) {
     const n = c.node(i);
     n.subnet = parseCidr(`198.18.${i + 1}.0/24`);
-    await c.addPods(n, n.subnet, 1500);
+    n.subnet6 = ipv6 ? parseCidr6(`2001:db8:1:${i + 1}::/64`) : undefined;
+    await c.addPods(n, n.subnet, 1500, n.subnet6);
     const other = c.node(1 - i);
     await n.ns.ip("route", "add", `198.18.${2 - i}.0/24`, "via", formatIpv4(other.underlay), "dev", "eth0");
+    if (ipv6 && other.underlay6 !== undefined) await n.ns.ip("-6", "route", "add", `2001:db8:1:${2 - i}::/64`, "via", formatIpv6(other.underlay6), "dev", "eth0");
   }
   return c;
 }

@@ -41,7 +41,7 @@ async function iperf6(c: Cluster, from: number, to: number): Promise<number> {
 
 describe("dual stack on the kernel vxlan backend, with a flannel dual-stack node", () => {
   it("both devices, flannel's lease format, every pod pair over IPv4 and IPv6 both ways, iperf3 over IPv6", async () => {
-    const c = await Cluster.create({ nodes: 3, podsPerNode: 2, manualNodes: [2], ipv6: true });
+    const c = await Cluster.create({ nodes: 3, podsPerNode: 2, manualNodes: [2], ipv6: true, agentArgs: ["--ip-masq"] });
     clusters.push(c);
     await programFlannelNode(c, 2, { ipv6: true });
     await c.addPods(c.node(2), c.node(2).subnet, 1430, c.node(2).subnet6);
@@ -71,6 +71,19 @@ describe("dual stack on the kernel vxlan backend, with a flannel dual-stack node
     expect(await c.pingAll(6)).toEqual([]);
     expect(await iperf6(c, 0, 1)).toBeGreaterThan(1e8);
     expect(await iperf6(c, 2, 0)).toBeGreaterThan(1e8); // from the flannel node's pod into weft
+    // --ip-masq covers IPv6: the hub has no route to the pods' IPv6 network, so only a masqueraded
+    // ping comes back, and the hub sees it from node 0's IPv6 underlay address.
+    expect(await c.node(0).ns.exec(["nft", "list", "table", "ip6", "weft"])).toMatch(/ip6 saddr 2001:db8:1::\/48 ip6 daddr != ff00::\/8 masquerade/);
+    await c.hub.exec(["nft", "-f", "-"], {
+      input: "table ip6 wftsrc {\n set seen { type ipv6_addr; flags dynamic; }\n chain in {\n  type filter hook input priority 0; policy accept;\n  icmpv6 type echo-request update @seen { ip6 saddr }\n }\n}\n",
+    });
+    try {
+      expect(await c.ping(c.node(0).pods[0]!, "2001:db8:ff::fe")).toBe(true);
+      const doc = JSON.parse(await c.hub.exec(["nft", "-j", "list", "set", "ip6", "wftsrc", "seen"])) as { nftables: { set?: { elem?: string[] } }[] };
+      expect(doc.nftables.flatMap((o) => o.set?.elem ?? [])).toEqual(["2001:db8:ff::1"]);
+    } finally {
+      await c.hub.exec(["nft", "delete", "table", "ip6", "wftsrc"]);
+    }
   }, 180_000);
 });
 
