@@ -26,14 +26,14 @@ const args = benchArgs("bench:dataplane", {
   backends: { type: "string", default: "direct,vxlan", choices: BACKENDS, list: true, help: "comma-separated backends" },
   seconds: { type: "number", default: 5, min: 1, integer: true, help: "seconds per measurement per backend per round" },
   rounds: { type: "number", default: 2, min: 1, integer: true, help: "rounds, alternating the backends" },
-  measures: { type: "string", default: "", choices: ["", ...MEASURES], list: true, help: `comma-separated measurements (default: ${DEFAULT_MEASURES.join(",")}; with --family 6: bulk,lat)` },
+  measures: { type: "string", default: "default", choices: ["default", ...MEASURES], list: true, help: `comma-separated measurements; default: ${DEFAULT_MEASURES.join(",")}, with --family 6: bulk,lat` },
   family: { type: "string", default: "4", choices: ["4", "6"], help: "6: dual-stack clusters, each backend's IPv6 figures against its IPv4 figures" },
   "tun-busy-poll": { type: "number", default: -1, min: -1, max: 1000, integer: true, help: "the tun agents' --tun-busy-poll in µs (-1: the agent's default)" },
 });
 const json = args.json;
 const backends = args.backends.split(",").map((s) => s.trim()).filter(Boolean) as BenchBackend[];
 const family6 = args.family === "6";
-const asked = args.measures.split(",").map((s) => s.trim()).filter(Boolean) as Measure[];
+const asked = args.measures.split(",").map((s) => s.trim()).filter((s) => s !== "" && s !== "default") as Measure[];
 const what = new Set<Measure>(asked.length > 0 ? asked : family6 ? ["bulk", "lat"] : DEFAULT_MEASURES);
 const log = (s: string): void => (json ? console.error(s) : console.log(s));
 
