@@ -163,8 +163,8 @@ describe("weft-ipam verbs", () => {
     expect((await ipam({ command: "STATUS", ipam: spec, name: "poolnet" })).exit).toBe(0);
     const metrics = await c.node(0).ns.exec(["curl", "-s", "http://127.0.0.1:9099/metrics"]).catch(async () =>
       c.node(0).ns.exec([process.execPath, "-e", 'fetch("http://127.0.0.1:9099/metrics").then(async (r) => console.log(await r.text()))']));
-    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",state="used"\} 4/);
-    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",state="free"\} 0/);
+    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",family="4",state="used"\} 4/);
+    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",family="4",state="free"\} 0/);
     expect(metrics).toMatch(/weft_ipam_exhausted_total\{pool="db"\} 1/);
     for (const id of ["db0", "db1", "db2", "db3", "web0"]) await ipam({ command: "DEL", containerId: id, name: "poolnet", ipam: spec });
   });
