@@ -157,51 +157,100 @@ export class IpamService {
         throw new AddressUnavailableError(`this attachment already holds ${addressText(held)}; DEL it before asking for ${asked}`);
       }
       if (held) await this.releaseNow(held, "replaced"); // an address from a subnet the node no longer holds
-      let ip: number | undefined;
-      let pool4: string | undefined;
-      let requested = false;
-      if (plan) {
-        if (req.requested !== undefined) {
-          checkRequested(plan, this.store.table, req.requested, key);
-          ip = req.requested;
-          requested = true;
-        } else {
-          const pool = selectPool(plan, req.pod);
-          const got = (pool ? undefined : reservedFor(plan, this.store.table, req.pod)) ??
-            await this.pick(req.network, pool?.name ?? DEFAULT_POOL, formatCidr(plan.subnet), () => pickNext(plan, this.store.table, req.network, pool), () => usage(plan, this.store.table, pool));
-          ip = got;
-          requested = plan.reserved.some((r) => got >= r.first && got <= r.last);
+      // Choosing is synchronous and the commit applies at once, so no other ADD can take the chosen
+      // addresses in between. Only a full pool waits (for the early reclaim), then chooses anew.
+      let reclaimed = false;
+      for (;;) {
+        let a: Allocation;
+        try {
+          a = this.choose(req, key, plan, plan6);
+        } catch (e) {
+          if (!(e instanceof FullPool)) throw e;
+          await this.relieve(e, reclaimed);
+          reclaimed = true;
+          continue;
         }
-        pool4 = poolOf(plan, ip);
+        await this.store.commit({ op: "add", a });
+        this.metrics?.allocated.inc({ pool: a.pool });
+        this.pressure?.allocated(a.network, a.pool);
+        if (a.pool6 !== undefined) this.pressure?.allocated(a.network, a.pool6);
+        return { allocation: a, plan, plan6, existed: false };
       }
-      let ip6: bigint | undefined;
-      let pool6: string | undefined;
-      if (plan6) {
-        if (req.requested6 !== undefined) {
-          checkRequested6(plan6, this.store.table, req.requested6, key);
-          ip6 = req.requested6;
-          requested = true;
-        } else {
-          const pool = selectPool6(plan6, req.pod);
-          const got = (pool ? undefined : reservedFor6(plan6, this.store.table, req.pod)) ??
-            await this.pick(req.network, pool?.name ?? DEFAULT_POOL, formatCidr6(plan6.subnet), () => pickNext6(plan6, this.store.table, req.network, pool), () => usage6(plan6, this.store.table, pool));
-          ip6 = got;
-          requested ||= plan6.reserved.some((r) => got >= r.first && got <= r.last);
-        }
-        pool6 = poolOf6(plan6, ip6);
-      }
-      const a: Allocation = {
-        ip, ...(ip6 === undefined ? {} : { ip6 }), network: req.network, containerId: req.containerId, ifname: req.ifname,
-        pool: pool4 ?? pool6 ?? DEFAULT_POOL, ...(pool4 !== undefined && pool6 !== undefined && pool6 !== pool4 ? { pool6 } : {}),
-        netns: req.netns, netnsInode: inodeOf(req.netns), podNamespace: req.pod.namespace, podName: req.pod.name,
-        hostIf: req.hostIf, created: Date.now(), requested,
-      };
-      await this.store.commit({ op: "add", a });
-      this.metrics?.allocated.inc({ pool: a.pool });
-      this.pressure?.allocated(a.network, a.pool);
-      if (a.pool6 !== undefined) this.pressure?.allocated(a.network, a.pool6);
-      return { allocation: a, plan, plan6, existed: false };
     });
+  }
+
+  /**
+   * The addresses for a new allocation of `key`, per family: requested, else
+   * reserved for the pod, else the next free one of its pool. Synchronous;
+   * throws FullPool when a pool has no free address.
+   */
+  private choose(req: AllocateRequest, key: string, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): Allocation {
+    const full = <T>(next: () => T, name: string, subnet: string, u: () => PoolUsage): T => {
+      try {
+        return next();
+      } catch (e) {
+        if (e instanceof PoolExhaustedError) throw new FullPool(e, req.network, name, subnet, u);
+        throw e;
+      }
+    };
+    let ip: number | undefined;
+    let pool4: string | undefined;
+    let requested = false;
+    if (plan) {
+      if (req.requested !== undefined) {
+        checkRequested(plan, this.store.table, req.requested, key);
+        ip = req.requested;
+        requested = true;
+      } else {
+        const pool = selectPool(plan, req.pod);
+        const got = (pool ? undefined : reservedFor(plan, this.store.table, req.pod)) ??
+          full(() => pickNext(plan, this.store.table, req.network, pool), pool?.name ?? DEFAULT_POOL, formatCidr(plan.subnet), () => usage(plan, this.store.table, pool));
+        ip = got;
+        requested = plan.reserved.some((r) => got >= r.first && got <= r.last);
+      }
+      pool4 = poolOf(plan, ip);
+    }
+    let ip6: bigint | undefined;
+    let pool6: string | undefined;
+    if (plan6) {
+      if (req.requested6 !== undefined) {
+        checkRequested6(plan6, this.store.table, req.requested6, key);
+        ip6 = req.requested6;
+        requested = true;
+      } else {
+        const pool = selectPool6(plan6, req.pod);
+        const got = (pool ? undefined : reservedFor6(plan6, this.store.table, req.pod)) ??
+          full(() => pickNext6(plan6, this.store.table, req.network, pool), pool?.name ?? DEFAULT_POOL, formatCidr6(plan6.subnet), () => usage6(plan6, this.store.table, pool));
+        ip6 = got;
+        requested ||= plan6.reserved.some((r) => got >= r.first && got <= r.last);
+      }
+      pool6 = poolOf6(plan6, ip6);
+    }
+    return {
+      ip, ...(ip6 === undefined ? {} : { ip6 }), network: req.network, containerId: req.containerId, ifname: req.ifname,
+      pool: pool4 ?? pool6 ?? DEFAULT_POOL, ...(pool4 !== undefined && pool6 !== undefined && pool6 !== pool4 ? { pool6 } : {}),
+      netns: req.netns, netnsInode: inodeOf(req.netns), podNamespace: req.pod.namespace, podName: req.pod.name,
+      hostIf: req.hostIf, created: Date.now(), requested,
+    };
+  }
+
+  /**
+   * A pool was full: the first time, reclaims under pressure and returns
+   * when that freed something (the caller chooses again); otherwise fails
+   * saying what is held and what waits.
+   */
+  private async relieve(f: FullPool, reclaimed: boolean): Promise<void> {
+    const p = this.pressure;
+    // Bounded: this ADD holds its attachment's lock while it waits (the reconciler skips busy attachments, so it cannot wait on us).
+    if (!reclaimed && p && (await Promise.race([p.exhausted(f.network, f.pool), new Promise<boolean>((r) => setTimeout(() => r(false), RECLAIM_WAIT_MS).unref())]))) return;
+    this.metrics?.exhausted.inc({ pool: f.pool });
+    if (!p) throw f.error;
+    const u = f.usage();
+    throw new PoolExhaustedError(
+      `no free address in pool "${f.pool}" of ${f.subnet}: ${u.used} of ${u.capacity} in use; ${p.waiting} of them held by pods whose ` +
+        `network namespace is gone, freed once gone for ${p.opts.graceMs / 1000} s (--ipam-pressure-grace)`,
+      { recoverable: true, hint: "the runtime retries the ADD; delete pods, run `weft ipam gc`, or widen the pool" },
+    );
   }
 
   /**
@@ -216,36 +265,6 @@ export class IpamService {
     const holding = new Set(this.store.table.all().map((a) => a.network));
     for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && !holding.has(k) && k !== network) this.lastPlan.delete(k);
     for (const k of [...this.lastPlan.keys()]) if (this.lastPlan.size > MAX_NETWORKS && k !== network) this.lastPlan.delete(k);
-  }
-
-  /**
-   * The next free address (`next`: pickNext or pickNext6 on the pool `name`
-   * of `subnet`); a full pool first reclaims under pressure and tries again,
-   * then fails saying what waits.
-   */
-  private async pick<T>(network: string, name: string, subnet: string, next: () => T, poolUsage: () => PoolUsage): Promise<T> {
-    try {
-      return next();
-    } catch (e) {
-      if (!(e instanceof PoolExhaustedError)) throw e;
-      const p = this.pressure;
-      // Bounded: this ADD holds its attachment's lock while it waits (the reconciler skips busy attachments, so it cannot wait on us).
-      if (p && (await Promise.race([p.exhausted(network, name), new Promise<boolean>((r) => setTimeout(() => r(false), RECLAIM_WAIT_MS).unref())]))) {
-        try {
-          return next();
-        } catch {
-          // full again: fall through to the error
-        }
-      }
-      this.metrics?.exhausted.inc({ pool: name });
-      if (!p) throw e;
-      const u = poolUsage();
-      throw new PoolExhaustedError(
-        `no free address in pool "${name}" of ${subnet}: ${u.used} of ${u.capacity} in use; ${p.waiting} of them held by pods whose ` +
-          `network namespace is gone, freed once gone for ${p.opts.graceMs / 1000} s (--ipam-pressure-grace)`,
-        { recoverable: true, hint: "the runtime retries the ADD; delete pods, run `weft ipam gc`, or widen the pool" },
-      );
-    }
   }
 
   /** Whether an operation on the attachment `key` (keyOf) is queued or running. */
@@ -376,6 +395,13 @@ export class IpamService {
 
   async close(): Promise<void> {
     await this.store.close();
+  }
+}
+
+/** A pool with no free address, met while choosing (IpamService.relieve decides what follows). */
+class FullPool extends Error {
+  constructor(readonly error: PoolExhaustedError, readonly network: string, readonly pool: string, readonly subnet: string, readonly usage: () => PoolUsage) {
+    super(error.message);
   }
 }
 
