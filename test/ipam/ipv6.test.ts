@@ -153,7 +153,7 @@ describe("IPv6 allocator (pure)", () => {
     const p = planFor6(parseIpamSpec({ exclude: ["2001:db8:7:1::50"] }), S6);
     const t = new AllocationTable();
     put(t, v6("2001:db8:7:1::60"), "other");
-    const cases: [string, typeof AddressUnavailableError, RegExp][] = [
+    const cases: [string, typeof AddressUnavailableError | typeof AddressTakenError, RegExp][] = [
       ["2001:db8:8::5", AddressUnavailableError, /outside this node's IPv6 subnet 2001:db8:7:1::\/64/],
       ["2001:db8:7:1::1", AddressUnavailableError, /IPv6 gateway/],
       ["2001:db8:7:1::", AddressUnavailableError, /subnet-router anycast/],
