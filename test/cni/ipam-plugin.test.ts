@@ -250,7 +250,8 @@ describe("bad input gets the spec's error code and changes nothing", () => {
     ["overlapping pools", { ...env, conf: { ...good, ipam: { type: "weft-ipam", pools: [{ name: "p", range: "+64/28", namespaces: ["x"] }, { name: "q", range: "+72/30", namespaces: ["y"] }] } } }, 7, /overlap/],
     ["a pool on another node's subnet", { ...env, conf: { ...good, ipam: { type: "weft-ipam", pools: [{ name: "p", range: "198.19.250.0/28", namespaces: ["x"] }] } } }, 7, /does not lie inside this node's subnet/],
     ["host-local's subnet key", { ...env, conf: { ...good, ipam: { type: "weft-ipam", subnet: "198.18.0.0/16" } } }, 7, /unknown field.*ipam\.subnet/],
-    ["an IPv6 request", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::1/64"] } } }, 7, /IPv6/],
+    ["an IPv6 request on an IPv4-only node", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::1/64"] } } }, 102, /2001:db8::1 is IPv6, and this node has no IPv6 subnet/],
+    ["a malformed IPv6 request", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::g1/64"] } } }, 7, /requested address "2001:db8::g1\/64".*not an IPv6 address/],
     ["two requested addresses", { ...env, args: "IP=198.18.0.9", conf: { ...good, args: { cni: { ips: ["198.18.0.10"] } } } }, 7, /2 different IPv4 addresses/],
   ];
   it.each(cases)("%s", async (_name, call, code, msg) => {
