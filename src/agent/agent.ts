@@ -249,7 +249,7 @@ export class Agent {
     if (this.opts.ipMasq) await applyMasq(cfg.network, l.subnet);
     writeSubnetFile(this.opts.subnetFile, { network: cfg.network, subnet: l.subnet, mtu: net.mtu, ipMasq: this.opts.ipMasq });
     this.ready.subnetFile = true;
-    this.pods?.bind(l.subnet);
+    this.pods?.bind(l.subnet, l.subnet6);
   }
 
   /**

@@ -119,9 +119,11 @@ export class PodService implements CniHost, PodDirectory {
    * The node's subnets from its lease: IPv4 (Lease.subnet), IPv6
    * (Lease.subnet6), either or both; neither while no lease is held (ADD
    * answers "try again later"). Each pod gets one address per family bound.
+   * An IPv6-only lease carries 0.0.0.0/0 as its IPv4 subnet (flannel's key
+   * has an empty IPv4 part): that is no IPv4 subnet, not all of IPv4.
    */
   bind(subnet: Ipv4Prefix | undefined, subnet6?: Ipv6Prefix): void {
-    this.ipam.bind(subnet, subnet6);
+    this.ipam.bind(subnet && subnet.len > 0 ? subnet : undefined, subnet6);
   }
 
   startReconciler(): void {
