@@ -114,9 +114,9 @@ export class AllocationTable {
     return this.byIp6.get(ip);
   }
 
-  /** The IPv6 addresses held, ascending (for the allocator's skips and usage counts). O(n log n). */
-  held6(): bigint[] {
-    return [...this.byIp6.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  /** The IPv6 addresses held, in no particular order (usage counts). */
+  held6(): IterableIterator<bigint> {
+    return this.byIp6.keys();
   }
 
   all(): Allocation[] {
