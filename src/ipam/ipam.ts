@@ -150,20 +150,26 @@ export class IpamService {
         throw new AddressUnavailableError(`the requested address ${formatIpv6(req.requested6)} is IPv6, and this node has no IPv6 subnet`, { hint: "request an IPv4 address of the node's subnet, or none" });
       }
       const held = this.store.table.get(key);
-      if (held && fits(held, plan, plan6)) {
-        const same = (req.requested === undefined || req.requested === held.ip) && (req.requested6 === undefined || req.requested6 === held.ip6);
-        if (same) return { allocation: held, plan, plan6, existed: true };
-        const asked = [req.requested === undefined ? "" : formatIpv4(req.requested), req.requested6 === undefined ? "" : formatIpv6(req.requested6)].filter(Boolean).join(" and ");
-        throw new AddressUnavailableError(`this attachment already holds ${addressText(held)}; DEL it before asking for ${asked}`);
+      // Held addresses all on bound subnets, but a bound family missing (the node became dual-stack): kept, and the missing one added.
+      const grow = held && !fits(held, plan, plan6) && onBound(held, plan, plan6) ? held : undefined;
+      if (held && (grow || fits(held, plan, plan6))) {
+        // A family bound is held (fits) or about to be added (grow): a request can only differ from what is held.
+        const differs4 = req.requested !== undefined && held.ip !== undefined && req.requested !== held.ip;
+        const differs6 = req.requested6 !== undefined && held.ip6 !== undefined && req.requested6 !== held.ip6;
+        if (differs4 || differs6) {
+          const asked = [req.requested === undefined ? "" : formatIpv4(req.requested), req.requested6 === undefined ? "" : formatIpv6(req.requested6)].filter(Boolean).join(" and ");
+          throw new AddressUnavailableError(`this attachment already holds ${addressText(held)}; DEL it before asking for ${asked}`);
+        }
+        if (!grow) return { allocation: held, plan, plan6, existed: true };
       }
-      if (held) await this.releaseNow(held, "replaced"); // an address from a subnet the node no longer holds
+      if (held && !grow) await this.releaseNow(held, "replaced"); // an address from a subnet the node no longer holds
       // Choosing is synchronous and the commit applies at once, so no other ADD can take the chosen
       // addresses in between. Only a full pool waits (for the early reclaim), then chooses anew.
       let reclaimed = false;
       for (;;) {
         let a: Allocation;
         try {
-          a = this.choose(req, key, plan, plan6);
+          a = grow ? this.widen(grow, req, key, plan, plan6) : this.choose(req, key, plan, plan6);
         } catch (e) {
           if (!(e instanceof FullPool)) throw e;
           await this.relieve(e, reclaimed);
@@ -174,7 +180,8 @@ export class IpamService {
         this.metrics?.allocated.inc({ pool: a.pool });
         this.pressure?.allocated(a.network, a.pool);
         if (a.pool6 !== undefined) this.pressure?.allocated(a.network, a.pool6);
-        return { allocation: a, plan, plan6, existed: false };
+        // A widened attachment existed: a failure after this must not release the addresses its pod already uses.
+        return { allocation: a, plan, plan6, existed: grow !== undefined };
       }
     });
   }
@@ -231,6 +238,17 @@ export class IpamService {
       pool: pool4 ?? pool6 ?? DEFAULT_POOL, ...(pool4 !== undefined && pool6 !== undefined && pool6 !== pool4 ? { pool6 } : {}),
       netns: req.netns, netnsInode: inodeOf(req.netns), podNamespace: req.pod.namespace, podName: req.pod.name,
       hostIf: req.hostIf, created: Date.now(), requested,
+    };
+  }
+
+  /** `held` with an address added for each bound family it lacks; what it held stays as it was. */
+  private widen(held: Allocation, req: AllocateRequest, key: string, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): Allocation {
+    const a = this.choose({ ...req, requested: held.ip ?? req.requested, requested6: held.ip6 ?? req.requested6 }, key, plan, plan6);
+    const pool4 = plan && a.ip !== undefined ? poolOf(plan, a.ip) : undefined;
+    const pool6 = plan6 && a.ip6 !== undefined ? poolOf6(plan6, a.ip6) : undefined;
+    return {
+      ...held, ip: a.ip, ...(a.ip6 === undefined ? {} : { ip6: a.ip6 }), netns: a.netns, netnsInode: a.netnsInode,
+      pool: pool4 ?? pool6 ?? DEFAULT_POOL, pool6: pool4 !== undefined && pool6 !== undefined && pool6 !== pool4 ? pool6 : undefined,
     };
   }
 
@@ -410,6 +428,11 @@ function fits(a: Allocation, plan: IpamPlan | undefined, plan6: IpamPlan6 | unde
   const ok4 = plan ? a.ip !== undefined && inSubnet(plan.subnet, a.ip) : a.ip === undefined;
   const ok6 = plan6 ? a.ip6 !== undefined && contains6(plan6.subnet, a.ip6) : a.ip6 === undefined;
   return ok4 && ok6;
+}
+
+/** Every address the allocation holds lies in a subnet bound now (it may lack one of a bound family). */
+function onBound(a: Allocation, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): boolean {
+  return (a.ip === undefined || (plan !== undefined && inSubnet(plan.subnet, a.ip))) && (a.ip6 === undefined || (plan6 !== undefined && contains6(plan6.subnet, a.ip6)));
 }
 
 function inSubnet(s: Ipv4Prefix, ip: number): boolean {

@@ -151,6 +151,28 @@ describe("weft plugin, dual-stack node", () => {
   });
 });
 
+describe("weft plugin, a node that becomes dual-stack", () => {
+  it("a pod added while the node was IPv4-only keeps its IPv4 address at a repeated ADD and gains IPv6 in place", async () => {
+    const h = await PodHost.start("up", "198.18.12.0/24", undefined);
+    try {
+      const ns = await pod(h, "u");
+      const first = await weft(h, "ADD", "u", ns);
+      expect(ips(first)).toEqual(["198.18.12.2/24"]);
+      await h.bind("198.18.12.0/24", "2001:db8:12:1::/64");
+      const again = await weft(h, "ADD", "u", ns);
+      expect(again.exit, again.stdout).toBe(0);
+      expect(ips(again)).toEqual(["198.18.12.2/24", "2001:db8:12:1::2/64"]);
+      expect(await ns.ip("-6", "route", "show", "default")).toContain("via 2001:db8:12:1::1");
+      await ns.exec(["ping", "-6", "-c", "1", "-W", "2", "2001:db8:12:1::1"]);
+      await ns.exec(["ping", "-c", "1", "-W", "2", "198.18.12.1"]);
+      expect((await weft(h, "CHECK", "u", ns, { conf: { ...conf, prevResult: again.json } })).exit).toBe(0);
+      expect((await weft(h, "DEL", "u", ns)).exit).toBe(0);
+    } finally {
+      await h.stop();
+    }
+  });
+});
+
 describe("weft plugin, IPv6-only node", () => {
   it("ADD gives IPv6 alone with ::/0 via the gateway; pods ping each other and the gateway; an IPv4 request is refused", async () => {
     const x = await pod(only6, "x");

@@ -5,7 +5,8 @@
 // ends of the veths are made there.
 //   node pod-host.mjs <state-dir> <socket> <subnet-file> <v4 cidr | -> <v6 cidr | ->
 // Prints "ready" once it listens. "endpoints" on the socket answers the
-// data-path registrations so far (JSON), so a test can see what ADD told it.
+// data-path registrations so far (JSON), so a test can see what ADD told it;
+// "bind <v4 | -> <v6 | ->" binds other subnets (as a new lease would).
 import { rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { Registry } from "prom-client";
@@ -40,6 +41,12 @@ const server = createServer((sock) => {
     if (nl < 0) return;
     const line = buf.slice(0, nl);
     buf = "";
+    if (line.startsWith("bind ")) {
+      const [, b4, b6] = line.split(" ");
+      pods.bind(b4 === "-" ? undefined : parseCidr(b4), b6 === "-" ? undefined : parseCidr6(b6));
+      sock.end("ok\n");
+      return;
+    }
     if (line === "endpoints") {
       sock.end(`${JSON.stringify(endpoints)}\n`);
       return;

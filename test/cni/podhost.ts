@@ -49,6 +49,16 @@ export class PodHost {
     return execPlugin(binary, call, { cniPath, socket: this.socket, nodeNs: this.ns.name });
   }
 
+  /** Binds other subnets, as the agent does for a new lease. */
+  bind(v4: string | undefined, v6: string | undefined): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const s = createConnection(this.socket, () => s.write(`bind ${v4 ?? "-"} ${v6 ?? "-"}\n`));
+      s.on("data", () => undefined);
+      s.on("end", () => resolve());
+      s.on("error", reject);
+    });
+  }
+
   /** What the data path was told (endpoint add/del), in order. */
   endpoints(): Promise<{ op: string; ip: string | null; ip6: string | null }[]> {
     return new Promise((resolve, reject) => {

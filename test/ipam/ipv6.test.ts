@@ -264,6 +264,32 @@ describe("dual-stack IpamService", () => {
     expect(g.allocation).toMatchObject({ pool: "db", pool6: "default" });
   });
 
+  it("a pod from before the node had IPv6 keeps its IPv4 address at a repeated ADD and gains an IPv6 one", async () => {
+    const s = await service();
+    s.bind(S4);
+    const first = await s.allocate(req("early"), "k");
+    expect(first.allocation.ip6).toBeUndefined();
+    s.bind(S4, S6);
+    const again = await s.allocate(req("early"), "k");
+    expect(again.existed).toBe(true); // nothing of it may be rolled back: its pod uses the IPv4 address
+    expect(again.allocation.ip).toBe(first.allocation.ip);
+    expect(formatIpv6(again.allocation.ip6 ?? 0n)).toBe("2001:db8:7:1::2");
+    expect(s.find("net", "early", "eth0")?.ip6).toBe(again.allocation.ip6);
+    expect((await s.allocate(req("early"), "k")).existed).toBe(true);
+    // A request that differs from what is held is refused; one for the missing family is given.
+    s.bind(S4);
+    await s.allocate(req("early2"), "k");
+    s.bind(S4, S6);
+    await expect(s.allocate(req("early2", { requested: parseIpv4("198.18.7.200") }), "k")).rejects.toThrow(/already holds 198\.18\.7\.3; DEL it before asking for 198\.18\.7\.200/);
+    const asked = await s.allocate(req("early2", { requested6: v6("2001:db8:7:1::99") }), "k");
+    expect([asked.allocation.ip, asked.allocation.ip6]).toEqual([parseIpv4("198.18.7.3"), v6("2001:db8:7:1::99")]);
+    // The node's IPv4 subnet changed: the old address is released and both are chosen anew.
+    s.bind(parseCidr("198.18.8.0/24"), S6);
+    const moved = await s.allocate(req("early"), "k");
+    expect(formatIpv4(moved.allocation.ip ?? 0)).toBe("198.18.8.2");
+    expect(moved.existed).toBe(false);
+  });
+
   it("GC releases both addresses; DEL frees both for reuse", async () => {
     const s = await service();
     await s.allocate(req("keep"), "k");
