@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statfsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { formatIpv4 } from "../common/ipv4.js";
 import { formatIpv6 } from "../common/ipv6.js";
 import { BatchSession } from "../common/iproute.js";
@@ -148,6 +148,14 @@ export class PodLinks {
     // A device of another kind must not get the gateway address and the pods' MTU (e.g. "bridge": "eth0").
     if (!existsSync(`/sys/class/net/${name}/bridge`)) {
       throw new CniError(CNI_CODE.INVALID_CONFIG, `"bridge": ${name} exists and is not a bridge`, "name a bridge weft may create or own (default cni0)", "bridge");
+    }
+    if (addrs.v6) {
+      // A node whose default is disable_ipv6=1 would refuse the gateway address: IPv6 is switched on for the bridge alone.
+      try {
+        writeFileSync(`/proc/sys/net/ipv6/conf/${dev(name)}/disable_ipv6`, "0");
+      } catch (e) {
+        throw new CniError(CNI_CODE.KERNEL, `switching IPv6 on for bridge ${name} failed: ${(e as Error).message}`, "is IPv6 disabled on this node (ipv6.disable=1 on the kernel command line)?");
+      }
     }
     // A fixed MAC: a bridge without one takes its lowest port's, which changes as pods come and go,
     // and pods keep the old one in their ARP cache for the gateway until it expires.

@@ -175,12 +175,15 @@ describe("weft plugin, a node that becomes dual-stack", () => {
 
 describe("weft plugin, IPv6-only node", () => {
   it("ADD gives IPv6 alone with ::/0 via the gateway; pods ping each other and the gateway; an IPv4 request is refused", async () => {
+    // A node whose new devices start with IPv6 disabled: weft switches it on for its bridge (and the pod's end).
+    await only6.ns.exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
     const x = await pod(only6, "x");
     const y = await pod(only6, "y");
     const ox = await weft(only6, "ADD", "x", x);
     expect(ox.exit, ox.stdout + ox.stderr).toBe(0);
     expect(ox.json).toMatchObject({ ips: [{ address: "2001:db8:9:2::2/64", gateway: "2001:db8:9:2::1", interface: 2 }], routes: [{ dst: "::/0", gw: "2001:db8:9:2::1" }] });
     expect((ox.json?.["ips"] as unknown[]).length).toBe(1);
+    expect((await only6.ns.exec(["sysctl", "-n", "net.ipv6.conf.cni0.disable_ipv6"])).trim()).toBe("0");
     expect((await weft(only6, "ADD", "y", y)).exit).toBe(0);
     expect(await x.ip("-4", "addr", "show", "dev", "eth0")).not.toContain("inet ");
     await x.exec(["ping", "-6", "-c", "2", "-W", "2", "2001:db8:9:2::3"]);
