@@ -1,4 +1,3 @@
-import { statfsSync, statSync } from "node:fs";
 import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import { contains6, formatCidr6, formatIpv6, type Ipv6Prefix } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
@@ -12,6 +11,9 @@ import type { PoolPressure } from "./pressure.js";
 import type { IpamStore } from "./store.js";
 import { addressText, allocationKey, keyOf, type Allocation } from "./table.js";
 import { KeyedSerial } from "../common/keyed-serial.js";
+import { fits, FullPool, inodeOf, inSubnet, onBound } from "./attachment.js";
+
+export { inodeOf };
 
 export interface AllocateRequest {
   readonly network: string;
@@ -413,49 +415,5 @@ export class IpamService {
 
   async close(): Promise<void> {
     await this.store.close();
-  }
-}
-
-/** A pool with no free address, met while choosing (IpamService.relieve decides what follows). */
-class FullPool extends Error {
-  constructor(readonly error: PoolExhaustedError, readonly network: string, readonly pool: string, readonly subnet: string, readonly usage: () => PoolUsage) {
-    super(error.message);
-  }
-}
-
-/** The allocation has an address in each bound subnet and none of a family not bound. */
-function fits(a: Allocation, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): boolean {
-  const ok4 = plan ? a.ip !== undefined && inSubnet(plan.subnet, a.ip) : a.ip === undefined;
-  const ok6 = plan6 ? a.ip6 !== undefined && contains6(plan6.subnet, a.ip6) : a.ip6 === undefined;
-  return ok4 && ok6;
-}
-
-/** Every address the allocation holds lies in a subnet bound now (it may lack one of a bound family). */
-function onBound(a: Allocation, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): boolean {
-  return (a.ip === undefined || (plan !== undefined && inSubnet(plan.subnet, a.ip))) && (a.ip6 === undefined || (plan6 !== undefined && contains6(plan6.subnet, a.ip6)));
-}
-
-function inSubnet(s: Ipv4Prefix, ip: number): boolean {
-  const size = 2 ** (32 - s.len);
-  return ip >= s.addr && ip < s.addr + size;
-}
-
-/** statfs(2) f_type of the namespace filesystem (linux/magic.h NSFS_MAGIC). */
-const NSFS_MAGIC = 0x6e736673;
-
-/**
- * The identity of the network namespace at `path` as this process sees it:
- * the inode of a file of the namespace filesystem. 0 (identity unknown)
- * when the path is empty, cannot be read from here (e.g. the plugin ran in
- * another mount namespace) or is not a namespace file: the reconciler never
- * frees such an allocation (reconciler.ts).
- */
-export function inodeOf(path: string): number {
-  if (!path) return 0;
-  try {
-    if (statfsSync(path).type !== NSFS_MAGIC) return 0;
-    return statSync(path).ino;
-  } catch {
-    return 0;
   }
 }
