@@ -196,8 +196,10 @@ export class PodLinks {
     };
     await this.gate.run(async () => {
       if (addrs.v6) {
-        // sysctl opens /proc/sys/net/... in the namespace nsenter entered: these are the pod's settings.
-        await run(["nsenter", ns, "sysctl", "-q", "-w", `net.ipv6.conf.${ifn}.disable_ipv6=0`, `net.ipv6.conf.${ifn}.accept_ra=0`], { timeoutMs: 30_000 })
+        // A file under /proc/sys/net is the opener's namespace's: tee, run in the pod's, writes the pod's settings
+        // (tee, not sysctl: coreutils is in every image, procps is not in the agent's).
+        const conf = `/proc/sys/net/ipv6/conf/${ifn}`;
+        await run(["nsenter", ns, "tee", `${conf}/disable_ipv6`, `${conf}/accept_ra`], { input: "0\n", timeoutMs: 30_000 })
           .catch((e: unknown) => fail(e, "enabling IPv6 on"));
       }
       await run(["nsenter", ns, "ip", "-batch", "-"], { input: `${lines.join("\n")}\n`, timeoutMs: 30_000 }).catch((e: unknown) => fail(e, "configuring"));

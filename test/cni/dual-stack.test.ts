@@ -73,7 +73,7 @@ describe("weft plugin, dual-stack node", () => {
     expect(addr).toContain("inet6 2001:db8:9:1::2/64");
     expect(addr).not.toMatch(/2001:db8:9:1::2\/64.*tentative/);
     expect(await ns.ip("-6", "route", "show", "default")).toContain("via 2001:db8:9:1::1 dev eth0");
-    expect((await ns.exec(["sysctl", "-n", "net.ipv6.conf.eth0.accept_ra"])).trim()).toBe("0");
+    expect((await ns.exec(["cat", "/proc/sys/net/ipv6/conf/eth0/accept_ra"])).trim()).toBe("0");
     const [link] = JSON.parse(await ns.ip("-json", "link", "show", "dev", "eth0")) as { mtu: number }[];
     expect(link?.mtu).toBe(1450);
     // The data path was told both addresses.
@@ -176,14 +176,14 @@ describe("weft plugin, a node that becomes dual-stack", () => {
 describe("weft plugin, IPv6-only node", () => {
   it("ADD gives IPv6 alone with ::/0 via the gateway; pods ping each other and the gateway; an IPv4 request is refused", async () => {
     // A node whose new devices start with IPv6 disabled: weft switches it on for its bridge (and the pod's end).
-    await only6.ns.exec(["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
+    await only6.ns.exec(["tee", "/proc/sys/net/ipv6/conf/default/disable_ipv6"], { input: "1\n" });
     const x = await pod(only6, "x");
     const y = await pod(only6, "y");
     const ox = await weft(only6, "ADD", "x", x);
     expect(ox.exit, ox.stdout + ox.stderr).toBe(0);
     expect(ox.json).toMatchObject({ ips: [{ address: "2001:db8:9:2::2/64", gateway: "2001:db8:9:2::1", interface: 2 }], routes: [{ dst: "::/0", gw: "2001:db8:9:2::1" }] });
     expect((ox.json?.["ips"] as unknown[]).length).toBe(1);
-    expect((await only6.ns.exec(["sysctl", "-n", "net.ipv6.conf.cni0.disable_ipv6"])).trim()).toBe("0");
+    expect((await only6.ns.exec(["cat", "/proc/sys/net/ipv6/conf/cni0/disable_ipv6"])).trim()).toBe("0");
     expect((await weft(only6, "ADD", "y", y)).exit).toBe(0);
     expect(await x.ip("-4", "addr", "show", "dev", "eth0")).not.toContain("inet ");
     await x.exec(["ping", "-6", "-c", "2", "-W", "2", "2001:db8:9:2::3"]);

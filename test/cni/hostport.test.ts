@@ -27,7 +27,7 @@ interface Conflist { cniVersion: string; name: string; plugins: Record<string, u
 beforeAll(async () => {
   plugins = installPlugins();
   node = await PodHost.start("hp", "198.18.10.0/24", "2001:db8:10:1::/64");
-  await node.ns.exec(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+  await node.ns.exec(["tee", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"], { input: "1\n" });
   client = await node.pod("cl");
   // client <-> node: 192.0.2.0/24 and 2001:db8:ffff::/64 (the node's "external" side).
   await node.ns.ip("link", "add", "hpn", "type", "veth", "peer", "name", "hpc", "netns", client.name);
