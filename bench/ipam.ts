@@ -11,6 +11,11 @@
  * first on kept-open connections (the agent's own capacity), then with a new
  * connection per request (what the plugin binary pays on top).
  *
+ * Then the allocator alone, in process: K picks from an IPv6 /64 against K
+ * from an IPv4 /16 in the same run (the IPv6 allocator steps over held
+ * addresses and spans; it never walks the 2^64 range). --allocator-only runs
+ * just that part (no cluster).
+ *
  * Last line with --json:
  * {"weft_add_p50_ms","weft_add_p99_ms","hostlocal_add_p50_ms","hostlocal_add_p99_ms","agent_allocs_per_s"}
  */
@@ -22,7 +27,13 @@ import { join } from "node:path";
 import { requestCni, takeCniReply } from "../src/agent/control.js";
 import type { Invocation } from "../src/cni/request.js";
 import type { CniReply } from "../src/cni/types.js";
-import { formatCidr } from "../src/common/ipv4.js";
+import { formatCidr, parseCidr } from "../src/common/ipv4.js";
+import { parseCidr6 } from "../src/common/ipv6.js";
+import { pickNext } from "../src/ipam/allocator.js";
+import { pickNext6, usage6 } from "../src/ipam/allocator6.js";
+import { parseIpamSpec, planFor } from "../src/ipam/config.js";
+import { planFor6 } from "../src/ipam/plan6.js";
+import { AllocationTable } from "../src/ipam/table.js";
 import { installCni } from "../src/cni/install.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { benchArgs } from "./args.js";
@@ -32,6 +43,7 @@ const args = benchArgs("bench:ipam", {
   json: { type: "boolean", help: "print one JSON document as the last line" },
   rounds: { type: "number", default: 300, min: 1, integer: true, help: "exec rounds (ADD+DEL) per plugin" },
   allocs: { type: "number", default: 20_000, min: 1, integer: true, help: "allocations (then releases) for the agent's rate" },
+  "allocator-only": { type: "boolean", help: "only the in-process allocator comparison, IPv6 /64 against IPv4 /16 (no cluster)" },
 }, {
   seconds: "it runs a fixed amount of work (--rounds exec rounds per plugin, then --allocs allocations); size it with those",
 });
@@ -61,7 +73,51 @@ function exec(bin: string, env: Record<string, string>, conf: string): Promise<n
   });
 }
 
+/**
+ * Picks per second of the pure allocators (pickNext on an IPv4 /16,
+ * pickNext6 on an IPv6 /64, each pick applied to its table), `n` each, the
+ * two interleaved in rounds of 1000 so both see the same noise. Also the
+ * time to count a /64's usage with n addresses held.
+ */
+function allocatorRates(n: number): { v4PerS: number; v6PerS: number; usage6Ms: number } {
+  const spec = parseIpamSpec({});
+  const plan4 = planFor(spec, parseCidr("198.18.0.0/16"));
+  const plan6 = planFor6(spec, parseCidr6("2001:db8:1::/64"));
+  const t4 = new AllocationTable();
+  const t6 = new AllocationTable();
+  const base = { network: "b", ifname: "eth0", pool: "default", netns: "", netnsInode: 0, podNamespace: "", podName: "", hostIf: "", created: 0, requested: false };
+  let ms4 = 0;
+  let ms6 = 0;
+  const count = Math.min(n, 65_000);
+  for (let done = 0; done < count;) {
+    const k = Math.min(1000, count - done);
+    let t0 = performance.now();
+    for (let i = 0; i < k; i++) t4.apply({ op: "add", a: { ...base, containerId: `c${done + i}`, ip: pickNext(plan4, t4, "b", undefined) } });
+    ms4 += performance.now() - t0;
+    t0 = performance.now();
+    for (let i = 0; i < k; i++) t6.apply({ op: "add", a: { ...base, containerId: `c${done + i}`, ip: undefined, ip6: pickNext6(plan6, t6, "b", undefined) } });
+    ms6 += performance.now() - t0;
+    done += k;
+  }
+  const t0 = performance.now();
+  const u = usage6(plan6, t6, undefined);
+  const usage6Ms = performance.now() - t0;
+  if (u.used !== count) throw new Error(`usage6 counted ${u.used} of ${count}`);
+  return { v4PerS: count / (ms4 / 1000), v6PerS: count / (ms6 / 1000), usage6Ms };
+}
+
 async function main(): Promise<void> {
+  const ar = allocatorRates(ALLOCS);
+  log(`allocator in process: IPv6 /64 ${Math.round(ar.v6PerS)} picks/s, IPv4 /16 ${Math.round(ar.v4PerS)} picks/s (${Math.min(ALLOCS, 65_000)} each); usage of the /64 counted in ${r2(ar.usage6Ms)} ms`);
+  const allocatorFigure: Figure = {
+    id: "allocator_v6_picks_per_s", name: "IPv6 /64 allocator picks per second (in process), against IPv4 /16 in the same run", unit: "picks/s",
+    value: Math.round(ar.v6PerS), higherIsBetter: true, rounds: [Math.round(ar.v6PerS)], summary: "only",
+    baseline: { name: "IPv4 /16", value: Math.round(ar.v4PerS), rounds: [Math.round(ar.v4PerS)] },
+  };
+  if (args["allocator-only"]) {
+    if (json) console.log(JSON.stringify({ allocator_v6_picks_per_s: allocatorFigure.value, allocator_v4_picks_per_s: allocatorFigure.baseline?.value, usage6_ms: r2(ar.usage6Ms), figures: [allocatorFigure] }));
+    return;
+  }
   const dir = mkdtempSync(join(tmpdir(), "weft-bench-ipam-"));
   const c = await Cluster.create({ nodes: 1, podsPerNode: 0, network: "198.18.0.0/15", subnetLen: 17 });
   try {
@@ -154,6 +210,7 @@ async function main(): Promise<void> {
           rounds: [weft_add_p99_ms], summary: "only", baseline: { name: "host-local", value: hostlocal_add_p99_ms, rounds: [hostlocal_add_p99_ms] } },
         { id: "agent_allocs_per_s", name: "the agent's allocations per second (64 clients, kept-open connections, durable before each reply)", unit: "allocations/s",
           value: agent_allocs_per_s, higherIsBetter: true, rounds: [agent_allocs_per_s], summary: "only", target: { of: "value", op: ">=", value: 5000 } },
+        allocatorFigure,
       ];
       console.log(JSON.stringify({ weft_add_p50_ms, weft_add_p99_ms, hostlocal_add_p50_ms, hostlocal_add_p99_ms, agent_allocs_per_s, figures }));
     }

@@ -256,7 +256,7 @@ export class Agent {
     const v4 = cfg.enableIpv4 ? { network: cfg.network, subnet: l.subnet } : { network: undefined, subnet: undefined };
     writeSubnetFile(this.opts.subnetFile, { ...v4, network6: cfg.ipv6?.network, subnet6: cfg.ipv6 ? l.subnet6 : undefined, mtu: net.mtu, ipMasq: this.opts.ipMasq });
     this.ready.subnetFile = true;
-    this.pods?.bind(v4.subnet);
+    this.pods?.bind(v4.subnet, cfg.ipv6 ? l.subnet6 : undefined);
   }
 
   /**

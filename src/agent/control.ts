@@ -2,13 +2,13 @@ import { chmodSync, mkdirSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { ConfigError, WeftError } from "../common/errors.js";
-import { contains, formatCidr, formatIpv4, parseIpv4, parseMac } from "../common/ipv4.js";
-import { parseIpv6 } from "../common/ipv6.js";
+import { contains, formatCidr, parseIpv4, parseMac } from "../common/ipv4.js";
+import { contains6, formatCidr6, parseIpv6 } from "../common/ipv6.js";
 import { versionOf, type Invocation } from "../cni/request.js";
 import { CNI_CODE, CniError } from "../cni/spec.js";
 import type { CniReply } from "../cni/types.js";
 import { isDead } from "../ipam/reconciler.js";
-import { encodeAllocation } from "../ipam/table.js";
+import { addressText, encodeAllocation, type Allocation } from "../ipam/table.js";
 import type { Agent } from "./agent.js";
 import type { AgentCounters, AgentStatus } from "./status.js";
 
@@ -200,10 +200,12 @@ async function handle(agent: Agent, line: string): Promise<Record<string, unknow
         if (!pods) throw new ConfigError("the agent has not opened its IPAM state yet");
         const subnet = pods.ipam.boundSubnet;
         const q = sp < 0 ? "" : line.slice(sp + 1).trim();
-        const list = pods.ipam.list().filter((a) => verb === "ipam-ls" || formatIpv4(a.ip) === q || a.containerId.startsWith(q) || a.podName === q);
+        const subnet6 = pods.ipam.boundSubnet6;
+        const list = pods.ipam.list().filter((a) => verb === "ipam-ls" || addressText(a).split(",").includes(q) || a.containerId.startsWith(q) || a.podName === q);
+        const stale = (a: Allocation): boolean => (a.ip !== undefined && (!subnet || !contains(subnet, a.ip))) || (a.ip6 !== undefined && (!subnet6 || !contains6(subnet6, a.ip6)));
         return {
-          ok: true, subnet: subnet ? formatCidr(subnet) : null, usage: pods.ipam.usage(), waitingForGrace: pods.reconciler.waiting,
-          allocations: list.map((a) => ({ ...encodeAllocation(a), dead: isDead(a), stale: !subnet || !contains(subnet, a.ip) })),
+          ok: true, subnet: subnet ? formatCidr(subnet) : null, ...(subnet6 ? { subnet6: formatCidr6(subnet6) } : {}), usage: pods.ipam.usage(), waitingForGrace: pods.reconciler.waiting,
+          allocations: list.map((a) => ({ ...encodeAllocation(a), dead: isDead(a), stale: stale(a) })),
         };
       }
       case "ipam-gc": {

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { Registry } from "prom-client";
 import type { EndpointKey, EndpointSpec } from "../backend/types.js";
 import { formatIpv4, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatIpv6, parseIpv6, type Ipv6Prefix } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
 import { handleCni } from "../cni/handler.js";
 import { PodLinks } from "../cni/links.js";
@@ -37,6 +38,11 @@ export interface PodServiceOptions {
   };
 }
 
+/** An allocation's addresses as text, IPv4 first. */
+function addressesOf(a: Allocation): string[] {
+  return [...(a.ip === undefined ? [] : [formatIpv4(a.ip)]), ...(a.ip6 === undefined ? [] : [formatIpv6(a.ip6)])];
+}
+
 /**
  * The agent's pod side: IPAM (store, service, reconciler) and the CNI
  * handlers, behind the CniHost contract. Opened before etcd is reached, so
@@ -58,24 +64,26 @@ export class PodService implements CniHost, PodDirectory {
     ipam.leaseProblem = () => opts.dataPath.leaseProblem();
     ipam.onReleased = async (a, reason) => {
       if (reason === "gc" || reason === "reconcile" || reason === "replaced") await cleanupReleased(this, a);
-      for (const f of this.releaseHooks) {
-        await f(a.containerId, formatIpv4(a.ip)).catch((e: Error) => opts.log.warn({ err: e.message, ip: formatIpv4(a.ip) }, "pods: a release hook failed"));
+      for (const ip of addressesOf(a)) {
+        for (const f of this.releaseHooks) {
+          await f(a.containerId, ip).catch((e: Error) => opts.log.warn({ err: e.message, ip }, "pods: a release hook failed"));
+        }
       }
     };
   }
 
+  /** `f` is called once per released address (twice for a dual-stack pod: IPv4, then IPv6). */
   onReleased(f: (containerId: string, ip: string) => Promise<void>): void {
     this.releaseHooks.push(f);
   }
 
   byAddress(ip: string): PodRef | undefined {
-    let n: number;
+    let a: Allocation | undefined;
     try {
-      n = parseIpv4(ip);
+      a = ip.includes(":") ? this.ipam.store.table.holder6(parseIpv6(ip)) : this.ipam.store.table.holder(parseIpv4(ip));
     } catch {
-      return undefined; // not IPv4: IPAM holds no such address
+      return undefined; // not an address: IPAM holds no such address
     }
-    const a = this.ipam.store.table.holder(n);
     return a ? this.podOf(a.containerId, a) : undefined;
   }
 
@@ -93,7 +101,7 @@ export class PodService implements CniHost, PodDirectory {
   /** A pod: every allocation of its container (one per network and interface). */
   private podOf(containerId: string, first: Allocation): PodRef {
     const all = this.ipam.store.table.all().filter((x) => x.containerId === containerId);
-    return { containerId, namespace: first.podNamespace, name: first.podName, addresses: all.map((x) => formatIpv4(x.ip)) };
+    return { containerId, namespace: first.podNamespace, name: first.podName, addresses: all.flatMap(addressesOf) };
   }
 
   static async open(opts: PodServiceOptions): Promise<PodService> {
@@ -107,9 +115,15 @@ export class PodService implements CniHost, PodDirectory {
     return this.opts.log;
   }
 
-  /** The node's subnet (lease held) or undefined (lost: ADD answers "try again later"). */
-  bind(subnet: Ipv4Prefix | undefined): void {
-    this.ipam.bind(subnet);
+  /**
+   * The node's subnets from its lease: IPv4 (Lease.subnet), IPv6
+   * (Lease.subnet6), either or both; neither while no lease is held (ADD
+   * answers "try again later"). Each pod gets one address per family bound.
+   * An IPv6-only lease carries 0.0.0.0/0 as its IPv4 subnet (flannel's key
+   * has an empty IPv4 part): that is no IPv4 subnet, not all of IPv4.
+   */
+  bind(subnet: Ipv4Prefix | undefined, subnet6?: Ipv6Prefix): void {
+    this.ipam.bind(subnet && subnet.len > 0 ? subnet : undefined, subnet6);
   }
 
   startReconciler(): void {

@@ -1,4 +1,5 @@
-import { parseIpv4 } from "../common/ipv4.js";
+import { formatIpv4, parseIpv4 } from "../common/ipv4.js";
+import { formatIpv6, parseIpv6 } from "../common/ipv6.js";
 import { show } from "./names.js";
 import { CNI_CODE, CniError, type CniDns } from "./spec.js";
 
@@ -58,20 +59,32 @@ export function stringList(v: unknown, where: string, input: "args" | "dns" | "r
   return v as string[];
 }
 
-/** One IPv4 address from all the places a runtime may ask for one. */
-export function requestedAddress(list: readonly string[]): number | undefined {
-  const addrs = new Set<number>();
+/** The addresses asked for: at most one per family (a dual-stack pod gets one of each). */
+export interface RequestedAddresses {
+  readonly v4: number | undefined;
+  readonly v6: bigint | undefined;
+}
+
+/**
+ * At most one IPv4 and one IPv6 address from all the places a runtime may
+ * ask for one ("198.18.0.5", "2001:db8::5", with or without "/len"); the
+ * same address given twice counts once.
+ */
+export function requestedAddress(list: readonly string[]): RequestedAddresses {
+  const v4 = new Set<number>();
+  const v6 = new Set<bigint>();
   for (const s of list) {
     const ip = s.split("/")[0] ?? "";
-    if (ip.includes(":")) throw confError("requested", `requested address ${show(s)} is IPv6; weft's pod network is IPv4`);
     try {
-      addrs.add(parseIpv4(ip));
+      if (ip.includes(":")) v6.add(parseIpv6(ip));
+      else v4.add(parseIpv4(ip));
     } catch (e) {
-      throw confError("requested", `requested address ${show(s)}: ${(e as Error).message}`);
+      throw confError("requested", `requested address ${show(s)}: ${(e as Error).message}`, "write an IPv4 address (198.18.0.5) or an IPv6 address (2001:db8::5); at most one of each");
     }
   }
-  if (addrs.size > 1) throw confError("requested", `${addrs.size} different IPv4 addresses were requested (${show(list.join(", "), 120)}); an interface gets one`);
-  return addrs.size === 1 ? [...addrs][0] : undefined;
+  if (v4.size > 1) throw confError("requested", `${v4.size} different IPv4 addresses were requested (${show([...v4].map(formatIpv4).join(", "), 120)}); an interface gets one of each family`);
+  if (v6.size > 1) throw confError("requested", `${v6.size} different IPv6 addresses were requested (${show([...v6].map(formatIpv6).join(", "), 120)}); an interface gets one of each family`);
+  return { v4: [...v4][0], v6: [...v6][0] };
 }
 
 /** args.cni.labels: [{"key": "tier", "value": "db"}] (CNI CONVENTIONS.md). */
@@ -124,7 +137,13 @@ export function parsePrevResult(v: unknown): PrevResult | undefined {
     ips: ips.map((ip: unknown, i) => {
       const a = (ip as { address?: unknown } | null)?.address;
       if (typeof ip !== "object" || ip === null || typeof a !== "string") throw confError("prevResult", `prevResult.ips[${i}] needs an "address" string, got ${show(ip)}`, how);
-      return a.split("/")[0] ?? "";
+      const text = a.split("/")[0] ?? "";
+      // IPv6 compared in weft's own form, so that "2001:DB8:0::5" matches 2001:db8::5.
+      try {
+        return text.includes(":") ? formatIpv6(parseIpv6(text)) : text;
+      } catch {
+        return text;
+      }
     }),
   };
 }

@@ -1,6 +1,5 @@
-import { formatIpv4 } from "../common/ipv4.js";
 import { IpamConfigError, IpamError } from "../ipam/errors.js";
-import { allocateFor, checkAllocation, cmdAdd, cmdCheck, cmdDel } from "./pod.js";
+import { allocateFor, checkAllocation, cmdAdd, cmdCheck, cmdDel, resultAddresses } from "./pod.js";
 import { decode, isCommand, versionOf, type CniRequest, type Invocation } from "./request.js";
 import { CNI_CODE, CniError, encodeResult, versionInfo, type CniResult } from "./spec.js";
 import type { CniHost, CniReply } from "./types.js";
@@ -48,11 +47,7 @@ async function dispatch(host: CniHost, req: CniRequest): Promise<CniResult | und
     case "ADD": {
       if (main) return cmdAdd(host, req);
       const g = await allocateFor(host, req, "");
-      return {
-        ips: [{ address: `${formatIpv4(g.allocation.ip)}/${g.plan.subnet.len}`, gateway: formatIpv4(g.plan.gateway) }],
-        routes: g.plan.routes,
-        ...(req.dns ? { dns: req.dns } : {}),
-      };
+      return { ...resultAddresses(g, undefined), ...(req.dns ? { dns: req.dns } : {}) };
     }
     case "DEL":
       if (main) await cmdDel(host, req);

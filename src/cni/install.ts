@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { copyFileSync, chmodSync, existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../common/errors.js";
@@ -17,6 +18,36 @@ export interface InstallOptions {
   /** The ipam section as JSON text (pools, exclude, reservations, routes). */
   readonly ipam: string | undefined;
   readonly force: boolean;
+  /** Chain the standard portmap plugin for hostPort (default true; left out, with a warning, when no portmap binary is found). */
+  readonly portmap?: boolean | undefined;
+  /** Told what install-cni left out and why. */
+  readonly warn?: ((msg: string) => void) | undefined;
+}
+
+/** The CNI versions weft's conflist may be written for, newest first. */
+const CONFLIST_VERSIONS = ["1.1.0", "1.0.0"] as const;
+
+/** Where install-cni looks for the standard portmap plugin besides --bin-dir: Debian's containernetworking-plugins. */
+export const PORTMAP_DIRS = ["/usr/lib/cni", "/opt/cni/bin"];
+
+/**
+ * The CNI versions the plugin binary at `path` supports (its VERSION
+ * answer), or undefined when it is not there or does not answer.
+ */
+export function pluginVersions(path: string): string[] | undefined {
+  if (!existsSync(path)) return undefined;
+  const r = spawnSync(path, [], { env: { CNI_COMMAND: "VERSION", PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, input: '{"cniVersion":"1.0.0"}', timeout: 10_000, encoding: "utf8" });
+  try {
+    const v = (JSON.parse(r.stdout) as { supportedVersions?: unknown }).supportedVersions;
+    return Array.isArray(v) && v.every((x) => typeof x === "string") ? (v as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The portmap binary a runtime would find: in `binDir`, else in PORTMAP_DIRS; undefined when none. */
+export function findPortmap(binDir: string): string | undefined {
+  return [binDir, ...PORTMAP_DIRS].map((d) => join(d, "portmap")).find((p) => existsSync(p));
 }
 
 /** The built plugin binary (native/weft_cni.c). */
@@ -24,8 +55,15 @@ export function pluginBinary(): string {
   return join(projectRoot(), "build", "native", "weft-cni");
 }
 
-/** The conflist `weft install-cni` writes. */
-export function conflist(o: Pick<InstallOptions, "networkName" | "bridge" | "controlSocket" | "ipam">): Record<string, unknown> {
+/**
+ * The conflist `weft install-cni` writes: the weft plugin, then (unless
+ * `portmap` is false) the standard portmap plugin for hostPort, as
+ * flannel's conflist chains it. A runtime sends every plugin of the list the
+ * conflist's cniVersion, so with `portmapVersions` (what the installed
+ * portmap answers to VERSION) the conflist is written for the newest version
+ * both support: Debian's portmap 1.1.1 stops at 1.0.0 (no GC or STATUS).
+ */
+export function conflist(o: Pick<InstallOptions, "networkName" | "bridge" | "controlSocket" | "ipam" | "portmap"> & { readonly portmapVersions?: readonly string[] | undefined }): Record<string, unknown> {
   // What the plugin would refuse at every ADD is refused here, once.
   const bridgeWhy = ifnameProblem(o.bridge);
   if (bridgeWhy) throw new ConfigError(`--bridge ${show(o.bridge)} is not a usable interface name: ${bridgeWhy}`, { hint: IFNAME_RULE });
@@ -43,9 +81,17 @@ export function conflist(o: Pick<InstallOptions, "networkName" | "bridge" | "con
       });
     }
   }
+  const portmap = o.portmap !== false;
+  const known = portmap ? o.portmapVersions : undefined;
+  const versions = CONFLIST_VERSIONS.filter((v) => !known || known.includes(v));
+  if (versions.length === 0) {
+    throw new ConfigError(`the portmap plugin supports CNI ${show((known ?? []).join(", "), 120)}, none of ${CONFLIST_VERSIONS.join(", ")}`, {
+      hint: "install a newer containernetworking-plugins, or pass --no-portmap (hostPort then does nothing)",
+    });
+  }
   return {
-    cniVersion: "1.1.0",
-    cniVersions: ["1.0.0", "1.1.0"],
+    cniVersion: versions[0],
+    cniVersions: [...versions].reverse(),
     name: o.networkName,
     plugins: [{
       type: "weft",
@@ -53,7 +99,7 @@ export function conflist(o: Pick<InstallOptions, "networkName" | "bridge" | "con
       ...(o.controlSocket ? { controlSocket: o.controlSocket } : {}),
       capabilities: { ips: true },
       ...(ipam ? { ipam } : {}),
-    }],
+    }, ...(portmap ? [{ type: "portmap", capabilities: { portMappings: true }, snat: true }] : [])],
   };
 }
 
@@ -76,7 +122,19 @@ export function installCni(o: InstallOptions): string[] {
     renameSync(tmp, dst);
     written.push(dst);
   }
-  const text = `${JSON.stringify(conflist(o), null, 2)}\n`;
+  let portmapVersions: string[] | undefined;
+  let portmap = o.portmap !== false;
+  if (portmap) {
+    const pm = findPortmap(o.binDir);
+    if (pm) portmapVersions = pluginVersions(pm);
+    else {
+      // Chaining a plugin the runtime cannot find would fail every ADD: without it, pods work and hostPort does not.
+      portmap = false;
+      o.warn?.(`no portmap plugin in ${[o.binDir, ...PORTMAP_DIRS].join(", ")}: the conflist leaves it out, so hostPort does nothing; ` +
+        "install the standard plugins (Debian: apt-get install containernetworking-plugins) and run install-cni again");
+    }
+  }
+  const text = `${JSON.stringify(conflist({ ...o, portmap, portmapVersions }), null, 2)}\n`;
   const confPath = join(o.confDir, o.confName);
   if (existsSync(confPath) && readFileSync(confPath, "utf8") !== text && !o.force) {
     throw new ConfigError(`${confPath} exists with other contents; not overwriting it`, { hint: "compare it with `weft install-cni --print`, then pass --force to replace it" });

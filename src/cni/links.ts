@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, statfsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync, statSync, writeFileSync } from "node:fs";
 import { formatIpv4 } from "../common/ipv4.js";
+import { formatIpv6 } from "../common/ipv6.js";
 import { BatchSession } from "../common/iproute.js";
 import { CommandError, run } from "../common/exec.js";
 import { batchSafe, ifnameProblem, NETNS_RULE, netnsProblem, show } from "./names.js";
@@ -22,6 +23,22 @@ import { CNI_CODE, CniError } from "./spec.js";
 
 /** statfs(2) f_type of the namespace filesystem (linux/magic.h NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
+
+/** A pod's address, its subnet's prefix length and the gateway, per family the node has (at least one set). */
+export interface PodAddresses {
+  readonly v4: { readonly ip: number; readonly len: number; readonly gateway: number } | undefined;
+  readonly v6: { readonly ip: bigint; readonly len: number; readonly gateway: bigint } | undefined;
+}
+
+/** The bridge's MAC: from the IPv4 gateway, or the IPv6 gateway's low 32 bits on an IPv6-only node. */
+function bridgeMac(a: PodAddresses): string {
+  return podMac(a.v4?.gateway ?? Number((a.v6?.gateway ?? 0n) & 0xffffffffn));
+}
+
+function checkLen(len: number, max: number): number {
+  if (!Number.isInteger(len) || len < 0 || len > max) throw new CniError(CNI_CODE.INTERNAL, `bad prefix length ${show(len)}`);
+  return len;
+}
 
 /** The host end's name, derived from the attachment, so DEL finds it without state: "wv" + 11 hex digits. */
 export function hostIfName(network: string, containerId: string, ifname: string): string {
@@ -110,10 +127,18 @@ export class PodLinks {
     if (st.dev === own.dev && st.ino === own.ino) refuse("is the node's own network namespace; a pod needs a namespace of its own");
   }
 
-  /** The bridge exists, is a bridge, is up, carries the gateway address and the MTU. Cheap once it is so. */
-  async ensureBridge(name: string, gateway: number, len: number, mtu: number): Promise<void> {
-    if (![gateway, len, mtu].every(Number.isInteger)) throw new CniError(CNI_CODE.INTERNAL, `bad gateway ${show(gateway)}/${show(len)} or MTU ${show(mtu)}`);
-    const want = `${name}|${gateway}|${len}|${mtu}`;
+  /**
+   * The bridge exists, is a bridge, is up, carries the gateway address of
+   * each family (IPv6 without duplicate address detection, so that it serves
+   * at once) and the MTU. Cheap once it is so.
+   */
+  async ensureBridge(name: string, addrs: PodAddresses, mtu: number): Promise<void> {
+    if (!Number.isInteger(mtu)) throw new CniError(CNI_CODE.INTERNAL, `bad MTU ${show(mtu)}`);
+    if (!addrs.v4 && !addrs.v6) throw new CniError(CNI_CODE.INTERNAL, "no address family to configure the bridge for");
+    const lines: string[] = [];
+    if (addrs.v4) lines.push(`addr replace ${formatIpv4(addrs.v4.gateway)}/${checkLen(addrs.v4.len, 32)} dev ${dev(name)}`);
+    if (addrs.v6) lines.push(`addr replace ${formatIpv6(addrs.v6.gateway)}/${checkLen(addrs.v6.len, 128)} dev ${dev(name)} nodad`);
+    const want = `${name}|${lines.join("|")}|${mtu}`;
     if (this.bridgeReady === want && linkExists(name)) return;
     if (!linkExists(dev(name))) {
       const r = await this.ip.run([`link add name ${dev(name)} type bridge`]);
@@ -124,11 +149,18 @@ export class PodLinks {
     if (!existsSync(`/sys/class/net/${name}/bridge`)) {
       throw new CniError(CNI_CODE.INVALID_CONFIG, `"bridge": ${name} exists and is not a bridge`, "name a bridge weft may create or own (default cni0)", "bridge");
     }
+    if (addrs.v6) {
+      // A node whose default is disable_ipv6=1 would refuse the gateway address: IPv6 is switched on for the bridge alone.
+      try {
+        writeFileSync(`/proc/sys/net/ipv6/conf/${dev(name)}/disable_ipv6`, "0");
+      } catch (e) {
+        throw new CniError(CNI_CODE.KERNEL, `switching IPv6 on for bridge ${name} failed: ${(e as Error).message}`, "is IPv6 disabled on this node (ipv6.disable=1 on the kernel command line)?");
+      }
+    }
     // A fixed MAC: a bridge without one takes its lowest port's, which changes as pods come and go,
     // and pods keep the old one in their ARP cache for the gateway until it expires.
     await this.host([
-      `link set dev ${dev(name)} address ${podMac(gateway)}`,
-      `addr replace ${formatIpv4(gateway)}/${len} dev ${dev(name)}`, `link set dev ${dev(name)} mtu ${mtu} up`,
+      `link set dev ${dev(name)} address ${bridgeMac(addrs)}`, ...lines, `link set dev ${dev(name)} mtu ${mtu} up`,
     ], `configuring bridge ${name}`);
     this.bridgeReady = want;
   }
@@ -142,17 +174,35 @@ export class PodLinks {
     await this.host([`link set dev ${dev(hostIf)} master ${dev(bridge)} up`], `attaching ${hostIf} to ${bridge}`);
   }
 
-  /** Address, link up, default route via the gateway: inside the pod's namespace. */
-  async configurePod(netns: string, podIf: string, cidr: string, gateway: number): Promise<void> {
-    if (!/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(cidr)) throw new CniError(CNI_CODE.INTERNAL, `bad address ${show(cidr)}`);
-    const lines = [`addr replace ${cidr} dev ${dev(podIf)}`, `link set dev ${dev(podIf)} up`, `route replace default via ${formatIpv4(gateway)} dev ${dev(podIf)}`];
+  /**
+   * Inside the pod's namespace: per family its address and a default route
+   * via the gateway, the link up. IPv6: the namespace's IPv6 is switched on
+   * for the interface, router advertisements are ignored (the routes are
+   * weft's) and the address skips duplicate address detection (IPAM already
+   * made it unique), so the pod can use it at once.
+   */
+  async configurePod(netns: string, podIf: string, addrs: PodAddresses): Promise<void> {
+    const ifn = dev(podIf);
+    const lines: string[] = [];
+    if (addrs.v4) lines.push(`addr replace ${formatIpv4(addrs.v4.ip)}/${checkLen(addrs.v4.len, 32)} dev ${ifn}`);
+    if (addrs.v6) lines.push(`addr replace ${formatIpv6(addrs.v6.ip)}/${checkLen(addrs.v6.len, 128)} dev ${ifn} nodad`);
+    lines.push(`link set dev ${ifn} up`);
+    if (addrs.v4) lines.push(`route replace default via ${formatIpv4(addrs.v4.gateway)} dev ${ifn}`);
+    if (addrs.v6) lines.push(`route replace ::/0 via ${formatIpv6(addrs.v6.gateway)} dev ${ifn}`);
+    const ns = `--net=${nsPath(netns)}`;
+    const fail = (e: unknown, what: string): never => {
+      const msg = e instanceof CommandError ? e.stderr.trim() : (e as Error).message;
+      throw new CniError(CNI_CODE.KERNEL, `${what} ${podIf} in ${netns} failed: ${msg}`);
+    };
     await this.gate.run(async () => {
-      try {
-        await run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-batch", "-"], { input: `${lines.join("\n")}\n`, timeoutMs: 30_000 });
-      } catch (e) {
-        const msg = e instanceof CommandError ? e.stderr.trim() : (e as Error).message;
-        throw new CniError(CNI_CODE.KERNEL, `configuring ${podIf} in ${netns} failed: ${msg}`);
+      if (addrs.v6) {
+        // A file under /proc/sys/net is the opener's namespace's: tee, run in the pod's, writes the pod's settings
+        // (tee, not sysctl: coreutils is in every image, procps is not in the agent's).
+        const conf = `/proc/sys/net/ipv6/conf/${ifn}`;
+        await run(["nsenter", ns, "tee", `${conf}/disable_ipv6`, `${conf}/accept_ra`], { input: "0\n", timeoutMs: 30_000 })
+          .catch((e: unknown) => fail(e, "enabling IPv6 on"));
       }
+      await run(["nsenter", ns, "ip", "-batch", "-"], { input: `${lines.join("\n")}\n`, timeoutMs: 30_000 }).catch((e: unknown) => fail(e, "configuring"));
     });
   }
 
@@ -165,7 +215,9 @@ export class PodLinks {
   }
 
   /** What CHECK compares: the host end's bridge, and inside the pod its addresses and default route. */
-  async inspect(hostIf: string, netns: string, podIf: string): Promise<{ master: string | undefined; hostUp: boolean; addrs: string[]; defaultVia: string | undefined }> {
+  async inspect(hostIf: string, netns: string, podIf: string): Promise<{
+    master: string | undefined; hostUp: boolean; addrs: string[]; defaultVia: string | undefined; addrs6: string[]; defaultVia6: string | undefined;
+  }> {
     let master: string | undefined;
     let hostUp = false;
     try {
@@ -179,18 +231,22 @@ export class PodLinks {
     const look = (args: string[]): Promise<string> => this.gate.run(() => run(["nsenter", `--net=${nsPath(netns)}`, "ip", "-json", ...args])).catch((e: Error) => {
       throw new CniError(CNI_CODE.CHECK_FAILED, `cannot look into ${netns}: ${e instanceof CommandError ? e.stderr.trim() : e.message}`);
     });
-    const [linkText, routeText] = [await look(["addr", "show"]), await look(["route", "show", "default"])];
+    const [linkText, routeText, route6Text] = [await look(["addr", "show"]), await look(["route", "show", "default"]), await look(["-6", "route", "show", "default"])];
     let links: { ifname?: string; addr_info?: { family: string; local: string; prefixlen: number }[] }[];
     let routes: { gateway?: string }[];
+    let routes6: { gateway?: string }[];
     try {
       links = JSON.parse(linkText.trim() || "[]") as typeof links;
       routes = JSON.parse(routeText.trim() || "[]") as typeof routes;
+      routes6 = JSON.parse(route6Text.trim() || "[]") as typeof routes6;
     } catch (e) {
       throw new CniError(CNI_CODE.CHECK_FAILED, `cannot read what ip printed in ${netns}: ${(e as Error).message}`);
     }
-    const addrs = links.filter((l) => l.ifname === podIf).flatMap((l) => l.addr_info ?? [])
-      .filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`);
-    return { master, hostUp, addrs, defaultVia: routes[0]?.gateway };
+    const info = links.filter((l) => l.ifname === podIf).flatMap((l) => l.addr_info ?? []);
+    const addrs = info.filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`);
+    // ip prints IPv6 as RFC 5952 text, as weft formats it.
+    const addrs6 = info.filter((a) => a.family === "inet6").map((a) => `${a.local}/${a.prefixlen}`);
+    return { master, hostUp, addrs, defaultVia: routes[0]?.gateway, addrs6, defaultVia6: routes6[0]?.gateway };
   }
 
   close(): void {

@@ -36,8 +36,10 @@ export interface CniRequest {
   readonly podNamespace: string;
   readonly podName: string;
   readonly labels: Readonly<Record<string, string>>;
-  /** An address asked for (CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips). */
+  /** An IPv4 address asked for (CNI_ARGS IP=, args.cni.ips, runtimeConfig.ips). */
   readonly requested: number | undefined;
+  /** An IPv6 address asked for (the same places; CNI_ARGS IP= may hold one of each family, comma-separated). */
+  readonly requested6: bigint | undefined;
   readonly ipam: IpamSpec;
   /** A hash of the ipam section's JSON: the key under which its plan is cached (bounded, whatever the config's size). */
   readonly ipamKey: string;
@@ -144,7 +146,7 @@ export function decode(inv: Invocation): Decoded {
   const runtimeConfig = objectAt(conf["runtimeConfig"], "runtimeConfig", "requested") ?? {};
   const ipArg = args.get("IP");
   const requested = requestedAddress([
-    ...(ipArg ? [ipArg] : []),
+    ...(ipArg ? ipArg.split(",") : []),
     ...stringList(cniArgs["ips"], "args.cni.ips", "requested"),
     ...stringList(runtimeConfig["ips"], "runtimeConfig.ips", "requested"),
   ]);
@@ -176,7 +178,7 @@ export function decode(inv: Invocation): Decoded {
     req: {
       role: inv.role, command, version, network, containerId, netns, ifname,
       podNamespace: args.get("K8S_POD_NAMESPACE") ?? "", podName: args.get("K8S_POD_NAME") ?? "",
-      labels: parseLabels(cniArgs["labels"]), requested, ipam, ipamKey: createHash("sha256").update(JSON.stringify(ipamRaw ?? {})).digest("base64"),
+      labels: parseLabels(cniArgs["labels"]), requested: requested.v4, requested6: requested.v6, ipam, ipamKey: createHash("sha256").update(JSON.stringify(ipamRaw ?? {})).digest("base64"),
       bridge: typeof bridge === "string" ? bridge : "cni0", mtu: mtu as number | undefined,
       dns: parseDns(conf["dns"]), prevResult: parsePrevResult(conf["prevResult"]),
       validAttachments,

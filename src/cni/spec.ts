@@ -88,7 +88,7 @@ export interface CniResult {
 
 /**
  * A result in the shape `version` prescribes: 0.3.x and 0.4.0 carry
- * "version": "4" in each IP entry, 1.x dropped it; interface mtu is 1.1.0's.
+ * "version": "4" or "6" in each IP entry, 1.x dropped it; interface mtu is 1.1.0's.
  */
 export function encodeResult(r: CniResult, version: CniVersion): Record<string, unknown> {
   const v1 = !versionBefore(version, "1.0.0");
@@ -103,7 +103,7 @@ export function encodeResult(r: CniResult, version: CniVersion): Record<string, 
       return e;
     });
   }
-  out["ips"] = r.ips.map((ip) => ({ ...(v1 ? {} : { version: "4" }), ...ip }));
+  out["ips"] = r.ips.map((ip) => ({ ...(v1 ? {} : { version: ip.address.includes(":") ? "6" : "4" }), ...ip }));
   if (r.routes && r.routes.length > 0) out["routes"] = r.routes;
   out["dns"] = r.dns ?? {};
   return out;

@@ -107,6 +107,8 @@ export interface PoolUsage {
   readonly used: number;
   /** Set aside by reservations (and not in use). */
   readonly reserved: number;
+  /** 6 for a pool of the IPv6 subnet (allocator6.ts); absent for IPv4. */
+  readonly family?: 4 | 6;
 }
 
 /** In-use addresses over those that can be handed out (capacity less unused reservations); a pool with no room is full (1). */

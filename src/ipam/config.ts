@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { formatCidr, formatIpv4, maskOf, parseCidr, parseIpv4, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatCidr6, formatIpv6, parseCidr6, parseIpv6 } from "../common/ipv6.js";
 import { IpamConfigError } from "./errors.js";
 
 /**
@@ -10,6 +11,14 @@ import { IpamConfigError } from "./errors.js";
  * the /27 block at offset 64, "+2-+9" a range. Absolute forms (a.b.c.d,
  * a.b.c.d-e.f.g.h, a.b.c.d/n) work too. Exclusions and reservations that lie
  * on another node's subnet are ignored here; a pool must lie on this node's.
+ *
+ * IPv6 (a node with an IPv6 subnet, alone or beside its IPv4 one): absolute
+ * IPv6 forms (2001:db8::10, 2001:db8::10-2001:db8::20, 2001:db8::40/122)
+ * apply to the IPv6 subnet only, absolute IPv4 forms to the IPv4 subnet
+ * only, and relative forms to both: "+10" is offset 10 into each subnet (a
+ * reservation "+10" gives its pod +10 of both), "+64/27" the 32 offsets
+ * 64..95 of each (the length counts addresses as an IPv4 /27 does). Routes
+ * may be IPv6 ({"dst": "::/0"}); each goes into the result with its family.
  *
  *   "ipam": {
  *     "type": "weft-ipam",
@@ -25,9 +34,13 @@ import { IpamConfigError } from "./errors.js";
 export interface RangeRef {
   readonly text: string;
   readonly relative: boolean;
-  /** Inclusive; addresses when absolute, offsets when relative. */
+  /** The family an absolute range is written in; undefined for a relative one (it applies to both). */
+  readonly family: 4 | 6 | undefined;
+  /** Inclusive; IPv4 addresses when absolute IPv4, offsets when relative, 0 when IPv6. */
   readonly first: number;
   readonly last: number;
+  /** Inclusive IPv6 addresses when absolute IPv6. */
+  readonly v6?: { readonly first: bigint; readonly last: bigint } | undefined;
   /** Written as a prefix (a.b.c.d/n or +N/n). */
   readonly prefixLen: number | undefined;
 }
@@ -38,10 +51,11 @@ const OFFSET = /^\+(\d{1,10})$/;
 export function parseRange(text: string, what: string): RangeRef {
   const bad = (why: string): never => {
     throw new IpamConfigError(`${what} "${text}": ${why}`, {
-      hint: 'write an address (198.18.1.10), a range (198.18.1.10-198.18.1.20), a prefix (198.18.1.64/27), or offsets into the node subnet ("+10", "+10-+20", "+64/27")',
+      hint: 'write an address (198.18.1.10 or 2001:db8::10), a range (198.18.1.10-198.18.1.20), a prefix (198.18.1.64/27 or 2001:db8::40/122), or offsets into the node subnet ("+10", "+10-+20", "+64/27")',
     });
   };
   const t = text.trim();
+  if (t.includes(":")) return parseRange6(t, bad);
   const slash = t.indexOf("/");
   if (slash >= 0) {
     const lenText = t.slice(slash + 1);
@@ -55,7 +69,7 @@ export function parseRange(text: string, what: string): RangeRef {
       const fixed = start - (start % size);
       bad(`host bits set (a /${len} starts at a multiple of ${size}; did you mean ${rel ? `+${fixed}` : formatIpv4(fixed)}/${len}?)`);
     }
-    return { text: t, relative: !!rel, first: start, last: start + size - 1, prefixLen: len };
+    return { text: t, relative: !!rel, family: rel ? undefined : 4, first: start, last: start + size - 1, prefixLen: len };
   }
   const parts = t.split("-");
   if (parts.length > 2 || parts.some((p) => p.trim() === "")) bad("not an address, range or prefix");
@@ -68,12 +82,43 @@ export function parseRange(text: string, what: string): RangeRef {
     const first = Number(relA[1]);
     const last = Number((relB as string[])[1]);
     if (last < first) bad("the range ends before it starts");
-    return { text: t, relative: true, first, last, prefixLen: undefined };
+    return { text: t, relative: true, family: undefined, first, last, prefixLen: undefined };
   }
   const first = parseAddr(a, bad);
   const last = parseAddr(b, bad);
   if (last < first) bad("the range ends before it starts");
-  return { text: t, relative: false, first, last, prefixLen: undefined };
+  return { text: t, relative: false, family: 4, first, last, prefixLen: undefined };
+}
+
+/** An absolute IPv6 address, range or prefix. */
+function parseRange6(t: string, bad: (why: string) => never): RangeRef {
+  const addr = (s: string): bigint => {
+    try {
+      return parseIpv6(s);
+    } catch (e) {
+      return bad(`"${s.slice(0, 48)}" is not an IPv6 address (${(e as Error).message})`);
+    }
+  };
+  const slash = t.indexOf("/");
+  if (slash >= 0) {
+    const lenText = t.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(lenText) || Number(lenText) > 128) bad(`prefix length "${lenText}" is not a number 0-128`);
+    addr(t.slice(0, slash));
+    let p;
+    try {
+      p = parseCidr6(t);
+    } catch (e) {
+      return bad((e as Error).message);
+    }
+    const last = p.addr | ((1n << BigInt(128 - p.len)) - 1n);
+    return { text: t, relative: false, family: 6, first: 0, last: 0, v6: { first: p.addr, last }, prefixLen: p.len };
+  }
+  const parts = t.split("-");
+  if (parts.length > 2 || parts.some((p) => p.trim() === "")) bad("not an address, range or prefix");
+  const first = addr((parts[0] ?? "").trim());
+  const last = addr((parts[1] ?? parts[0] ?? "").trim());
+  if (last < first) bad("the range ends before it starts");
+  return { text: t, relative: false, family: 6, first: 0, last: 0, v6: { first, last }, prefixLen: undefined };
 }
 
 function parseAddr(s: string, bad: (why: string) => never): number {
@@ -91,7 +136,7 @@ function parseAddr(s: string, bad: (why: string) => never): number {
  */
 const text = (max: number) => z.string().max(max, `must be at most ${max} characters`);
 const list = <T extends z.ZodTypeAny>(item: T, max: number) => z.array(item).max(max, `must hold at most ${max} entries`);
-const RANGE = text(64);
+const RANGE = text(96);
 const K8S_NAME = text(253);
 
 const name = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be lowercase letters, digits and dashes (like a Kubernetes name)");
@@ -135,8 +180,15 @@ export interface IpamSpec {
   readonly pools: readonly PoolSpec[];
   readonly exclude: readonly RangeRef[];
   readonly reservations: readonly ReservationSpec[];
-  readonly routes: readonly { dst: string; gw?: string }[];
+  readonly routes: readonly Route[];
   readonly gcMinAgeSeconds: number;
+}
+
+/** A route for the result; `family` says which of the node's subnets it goes with. */
+export interface Route {
+  readonly dst: string;
+  readonly gw?: string;
+  readonly family: 4 | 6;
 }
 
 /** Parses the ipam section (undefined: all defaults). Unknown keys are errors, so typos do not pass silently. */
@@ -156,7 +208,7 @@ export function parseIpamSpec(raw: unknown): IpamSpec {
   const c = r.data;
   const pools = c.pools.map((p, i): PoolSpec => {
     const range = parseRange(p.range, `ipam.pools[${i}].range`);
-    const size = range.last - range.first + 1;
+    const size = range.v6 ? Number(range.v6.last - range.v6.first + 1n) : range.last - range.first + 1;
     if (size < 4) {
       throw new IpamConfigError(`ipam.pools[${i}] "${p.name}": ${range.text} holds ${size} address(es); a pool needs at least 4 (a /30)`, {
         hint: "to pin single addresses use reservations",
@@ -174,21 +226,24 @@ export function parseIpamSpec(raw: unknown): IpamSpec {
     }
     seen.add(p.name);
   }
-  // Routes go into the result the runtime (and a main plugin such as bridge) acts on: only well-formed IPv4, re-formatted by weft.
-  const routes = c.routes.map((route, i) => {
+  // Routes go into the result the runtime (and a main plugin such as bridge) acts on: only well-formed IPv4 or IPv6, re-formatted by weft.
+  const routes = c.routes.map((route, i): Route => {
+    const v6 = route.dst.includes(":");
+    const fam = v6 ? "IPv6" : "IPv4";
     let dst: string;
     let gw: string | undefined;
     try {
-      dst = formatCidr(parseCidr(route.dst));
+      dst = v6 ? formatCidr6(parseCidr6(route.dst)) : formatCidr(parseCidr(route.dst));
     } catch (e) {
-      throw new IpamConfigError(`ipam.routes[${i}].dst ${JSON.stringify(route.dst).slice(0, 64)} is not an IPv4 prefix: ${(e as Error).message}`, { hint: 'e.g. {"dst": "0.0.0.0/0"}' });
+      throw new IpamConfigError(`ipam.routes[${i}].dst ${JSON.stringify(route.dst).slice(0, 64)} is not an ${fam} prefix: ${(e as Error).message}`, { hint: 'e.g. {"dst": "0.0.0.0/0"} or {"dst": "::/0"}' });
     }
     try {
-      gw = route.gw === undefined ? undefined : formatIpv4(parseIpv4(route.gw));
+      if (route.gw !== undefined && route.gw.includes(":") !== v6) throw new Error(`the route's dst is ${fam}, its gw must be too`);
+      gw = route.gw === undefined ? undefined : v6 ? formatIpv6(parseIpv6(route.gw)) : formatIpv4(parseIpv4(route.gw));
     } catch (e) {
-      throw new IpamConfigError(`ipam.routes[${i}].gw ${JSON.stringify(route.gw).slice(0, 64)} is not an IPv4 address: ${(e as Error).message}`, { hint: "leave gw out to route via the node's gateway" });
+      throw new IpamConfigError(`ipam.routes[${i}].gw ${JSON.stringify(route.gw).slice(0, 64)} is not an ${fam} address: ${(e as Error).message}`, { hint: "leave gw out to route via the node's gateway" });
     }
-    return gw === undefined ? { dst } : { dst, gw };
+    return { dst, ...(gw === undefined ? {} : { gw }), family: v6 ? 6 : 4 };
   });
   return {
     pools,
@@ -237,7 +292,8 @@ export function planFor(spec: IpamSpec, subnet: Ipv4Prefix): IpamPlan {
   const broadcast = (base | ~maskOf(subnet.len)) >>> 0;
   const abs = (r: RangeRef): Span => (r.relative ? { first: base + r.first, last: base + r.last } : { first: r.first, last: r.last });
   const inside = (s: Span): boolean => s.first >= base && s.last <= broadcast;
-  const pools: Pool[] = spec.pools.map((p) => {
+  const mine = (r: RangeRef): boolean => r.family !== 6;
+  const pools: Pool[] = spec.pools.filter((p) => mine(p.range)).map((p) => {
     const s = abs(p.range);
     if (!inside(s)) {
       throw new IpamConfigError(`pool "${p.name}" (${p.range.text}) does not lie inside this node's subnet ${formatCidr(subnet)}`, {
@@ -258,10 +314,11 @@ export function planFor(spec: IpamSpec, subnet: Ipv4Prefix): IpamPlan {
     const last = Math.min(s.last, broadcast);
     return first <= last ? { first, last } : undefined;
   };
-  const exclude = spec.exclude.map(abs).map(clip).filter((s): s is Span => s !== undefined);
-  const reserved = spec.reservations.flatMap((r) => {
+  const exclude = spec.exclude.filter(mine).map(abs).map(clip).filter((s): s is Span => s !== undefined);
+  const reserved = spec.reservations.filter((r) => mine(r.range)).flatMap((r) => {
     const s = clip(abs(r.range));
     return s ? [{ ...s, pod: r.pod }] : [];
   });
-  return { subnet, gateway: base + 1, broadcast, pools, exclude, reserved, routes: spec.routes, gcMinAgeSeconds: spec.gcMinAgeSeconds };
+  const routes = spec.routes.filter((r) => r.family === 4);
+  return { subnet, gateway: base + 1, broadcast, pools, exclude, reserved, routes, gcMinAgeSeconds: spec.gcMinAgeSeconds };
 }

@@ -37,12 +37,12 @@ export class IpamMetrics {
       },
     });
     new Gauge({
-      name: "weft_ipam_pool_addresses", help: "Addresses of each pool by state (capacity, used, reserved, free)",
-      labelNames: ["network", "pool", "state"], registers,
+      name: "weft_ipam_pool_addresses", help: "Addresses of each pool by state (capacity, used, reserved, free), per address family (4, 6: an IPv6 /64 holds about 1.8e19)",
+      labelNames: ["network", "pool", "family", "state"], registers,
       collect() {
         this.reset();
         for (const u of self.service?.usage() ?? []) {
-          const l = { network: u.network, pool: u.pool };
+          const l = { network: u.network, pool: u.pool, family: String(u.family ?? 4) };
           this.set({ ...l, state: "capacity" }, u.capacity);
           this.set({ ...l, state: "used" }, u.used);
           this.set({ ...l, state: "reserved" }, u.reserved);
@@ -51,11 +51,11 @@ export class IpamMetrics {
       },
     });
     new Gauge({
-      name: "weft_ipam_pool_usage_ratio", help: "Addresses in use over those that can be handed out (capacity less unused reservations), per pool; reclaiming starts at --ipam-reclaim-threshold",
-      labelNames: ["network", "pool"], registers,
+      name: "weft_ipam_pool_usage_ratio", help: "Addresses in use over those that can be handed out (capacity less unused reservations), per pool and address family; reclaiming starts at --ipam-reclaim-threshold",
+      labelNames: ["network", "pool", "family"], registers,
       collect() {
         this.reset();
-        for (const u of self.service?.usage() ?? []) this.set({ network: u.network, pool: u.pool }, usageRatio(u));
+        for (const u of self.service?.usage() ?? []) this.set({ network: u.network, pool: u.pool, family: String(u.family ?? 4) }, usageRatio(u));
       },
     });
     new Gauge({

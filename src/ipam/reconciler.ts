@@ -1,8 +1,7 @@
-import { formatIpv4 } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { statSync } from "node:fs";
 import type { IpamService } from "./ipam.js";
-import { keyOf, type Allocation } from "./table.js";
+import { addressText, keyOf, type Allocation } from "./table.js";
 
 /**
  * Releases addresses whose pod is gone without a DEL (a runtime crash, a
@@ -84,7 +83,7 @@ export class NetnsReconciler {
       // An ADD or DEL of this attachment in flight owns it now: never wait behind it (an ADD that
       // finds its pool full waits on this pass). The next pass looks again.
       if (this.ipam.busy(key)) continue;
-      this.log.info({ ip: formatIpv4(a.ip), container: a.containerId, netns: a.netns, deadForMs: now - since }, "ipam: releasing the address of a pod whose network namespace is gone");
+      this.log.info({ ip: addressText(a), container: a.containerId, netns: a.netns, deadForMs: now - since }, "ipam: releasing the address of a pod whose network namespace is gone");
       if (await this.ipam.release(a.network, a.containerId, a.ifname, "reconcile")) released++;
       this.suspects.delete(key);
     }

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
+import { parseIpv6 } from "../common/ipv6.js";
 import { IpamStateError } from "./errors.js";
 import { decodeAllocation, type Allocation, type Change } from "./table.js";
 
@@ -17,6 +18,7 @@ export interface Snapshot {
   readonly seq: number;
   readonly allocations: readonly Allocation[];
   readonly cursors: readonly (readonly [string, number])[];
+  readonly cursors6: readonly (readonly [string, bigint])[];
 }
 
 export interface JournalRecord {
@@ -44,14 +46,18 @@ const REPAIR = "the files are left as they are; repair or restore them and resta
 export function readSnapshot(path: string): Snapshot | undefined {
   if (!existsSync(path)) return undefined;
   try {
-    const snap = JSON.parse(readFileSync(path, "utf8")) as { version?: unknown; seq?: unknown; allocations?: unknown; cursors?: unknown };
+    const snap = JSON.parse(readFileSync(path, "utf8")) as { version?: unknown; seq?: unknown; allocations?: unknown; cursors?: unknown; cursors6?: unknown };
     if (typeof snap !== "object" || snap === null) throw new Error("not a JSON object");
     if (snap.version !== 1 || !isSeq(snap.seq, true) || !Array.isArray(snap.allocations)) throw new Error("not a version-1 snapshot");
     const cursors = Object.entries((snap.cursors ?? {}) as Record<string, unknown>).map(([k, v]) => {
       if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`cursor ${JSON.stringify(k)} is not an address`);
       return [k, v] as const;
     });
-    return { seq: snap.seq, allocations: snap.allocations.map((a, i) => withContext(() => decodeAllocation(a), `allocation ${i}`)), cursors };
+    const cursors6 = Object.entries((snap.cursors6 ?? {}) as Record<string, unknown>).map(([k, v]) => {
+      if (typeof v !== "string") throw new Error(`IPv6 cursor ${JSON.stringify(k)} is not an address`);
+      return [k, withContext(() => parseIpv6(v), `IPv6 cursor ${JSON.stringify(k)}`)] as const;
+    });
+    return { seq: snap.seq, allocations: snap.allocations.map((a, i) => withContext(() => decodeAllocation(a), `allocation ${i}`)), cursors, cursors6 };
   } catch (e) {
     throw new IpamStateError(`the IPAM snapshot ${path} cannot be read: ${(e as Error).message}; ${REPAIR}`, {
       hint: "restore it from a backup; moving it aside starts with no allocations, and then addresses of running pods can be handed out again",

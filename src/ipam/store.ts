@@ -3,17 +3,21 @@ import { open, type FileHandle } from "node:fs/promises";
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { FileLock } from "../common/flock.js";
+import { formatIpv6 } from "../common/ipv6.js";
 import { fsyncDir, writeFileAtomic } from "../common/fs-atomic.js";
 import type { Logger } from "../common/log.js";
 import { IpamIoError, IpamLockedError, IpamStateError } from "./errors.js";
 import { readJournal, readSnapshot } from "./replay.js";
-import { AllocationTable, encodeAllocation, keyOf, type Allocation, type Change } from "./table.js";
+import { addressText, AllocationTable, encodeAllocation, keyOf, type Allocation, type Change } from "./table.js";
 
 /**
  * Crash-safe allocation state under <state-dir>/ipam:
  *
  *   lock           flock(2)'d by the agent that owns the directory (common/flock.ts)
- *   snapshot.json  {"version":1,"seq":N,"allocations":[...],"cursors":{...}}
+ *   snapshot.json  {"version":1,"seq":N,"allocations":[...],"cursors":{...},"cursors6":{...}}
+ *                  (an allocation carries "ip" and/or "ip6"; cursors6, the IPv6
+ *                  cursors as text, is left out when there are none, so a
+ *                  store written before IPv6 reads as it always did)
  *                  written atomically (temporary file, fsync, rename, fsync dir)
  *   journal        one JSON line per change since: {"s":seq,"op":"add","a":{...}}
  *                  or {"s":seq,"op":"del","key":"net/container/if"}
@@ -116,6 +120,10 @@ export class IpamStore {
         this.table.cursors.set(k, v);
         this.durable.cursors.set(k, v);
       }
+      for (const [k, v] of snap?.cursors6 ?? []) {
+        this.table.cursors6.set(k, v);
+        this.durable.cursors6.set(k, v);
+      }
       const jPath = join(this.dir, "journal");
       const j = readJournal(jPath, snapSeq);
       this.seq = Math.max(snapSeq, j.records.at(-1)?.seq ?? 0);
@@ -149,9 +157,9 @@ export class IpamStore {
 
   private replay(c: Change, where: string): void {
     if (c.op === "add") {
-      const other = this.table.holder(c.a.ip);
+      const other = (c.a.ip === undefined ? undefined : this.table.holder(c.a.ip)) ?? (c.a.ip6 === undefined ? undefined : this.table.holder6(c.a.ip6));
       if (!this.table.apply(c)) {
-        throw new IpamStateError(`${where} gives ${encodeAllocation(c.a)["ip"] as string} to ${keyOf(c.a)}, which ${other ? keyOf(other) : "another attachment"} already holds; the files are left as they are`, {
+        throw new IpamStateError(`${where} gives ${addressText(c.a)} to ${keyOf(c.a)}, which ${other ? keyOf(other) : "another attachment"} already holds; the files are left as they are`, {
           hint: "the state contradicts itself (this store never writes that): find which pod really uses the address, then repair the files and restart the agent",
         });
       }
@@ -244,6 +252,7 @@ export class IpamStore {
       seq: this.seq - this.queue.length,
       allocations: this.durable.all().map(encodeAllocation),
       cursors: Object.fromEntries(this.durable.cursors),
+      ...(this.durable.cursors6.size > 0 ? { cursors6: Object.fromEntries([...this.durable.cursors6].map(([k, v]) => [k, formatIpv6(v)])) } : {}),
     };
     // seq - queued: the queue holds the newest seqs (applied in memory, not on disk); they stay in the journal's future.
     try {

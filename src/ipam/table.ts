@@ -1,14 +1,24 @@
 import { formatIpv4, parseIpv4 } from "../common/ipv4.js";
+import { formatIpv6, parseIpv6 } from "../common/ipv6.js";
 
-/** One address held by one attachment (network + container + interface). */
+/**
+ * The addresses held by one attachment (network + container + interface):
+ * one per family the node has a subnet of (an IPv4-only node: ip; an
+ * IPv6-only node: ip6; dual-stack: both). At least one is set.
+ */
 export interface Allocation {
-  readonly ip: number;
+  /** IPv4 address, or undefined on a node without an IPv4 subnet. */
+  readonly ip: number | undefined;
+  /** IPv6 address, or undefined on a node without an IPv6 subnet (and in every allocation written before IPv6). */
+  readonly ip6?: bigint | undefined;
   /** CNI network name (the config's "name"). */
   readonly network: string;
   readonly containerId: string;
   readonly ifname: string;
   /** The pool it came from ("default" for the rest of the subnet). */
   readonly pool: string;
+  /** The pool the IPv6 address came from, when it differs from `pool` (a pool written for one family only). */
+  readonly pool6?: string | undefined;
   /** CNI_NETNS at ADD, and that namespace's inode (0 when unknown): the reconciler's evidence of life. */
   readonly netns: string;
   readonly netnsInode: number;
@@ -35,9 +45,19 @@ export type Change =
   | { readonly op: "add"; readonly a: Allocation }
   | { readonly op: "del"; readonly key: string };
 
-/** JSON form of an allocation: the address dotted, for people reading the state files. */
+/** The allocation's addresses as text, IPv4 first ("198.18.0.5", "2001:db8::5", or both joined by a comma). */
+export function addressText(a: Pick<Allocation, "ip" | "ip6">): string {
+  return [a.ip === undefined ? "" : formatIpv4(a.ip), a.ip6 === undefined ? "" : formatIpv6(a.ip6)].filter(Boolean).join(",");
+}
+
+/**
+ * JSON form of an allocation: the addresses as text, for people reading the
+ * state files. "ip" is left out when there is no IPv4 address, "ip6" when
+ * there is no IPv6 one (so an IPv4 allocation is written as before IPv6).
+ */
 export function encodeAllocation(a: Allocation): Record<string, unknown> {
-  return { ...a, ip: formatIpv4(a.ip) };
+  const { ip, ip6, ...rest } = a;
+  return { ...(ip === undefined ? {} : { ip: formatIpv4(ip) }), ...(ip6 === undefined ? {} : { ip6: formatIpv6(ip6) }), ...rest };
 }
 
 /** Reads an allocation back; throws on anything malformed. */
@@ -54,8 +74,11 @@ export function decodeAllocation(raw: unknown): Allocation {
     return v;
   };
   if (typeof o !== "object" || o === null) throw new Error("not an object");
+  const ip = o["ip"] === undefined ? undefined : parseIpv4(str("ip"));
+  const ip6 = o["ip6"] === undefined ? undefined : parseIpv6(str("ip6"));
+  if (ip === undefined && ip6 === undefined) throw new Error("it has neither ip nor ip6");
   return {
-    ip: parseIpv4(str("ip")), network: str("network"), containerId: str("containerId"), ifname: str("ifname"), pool: str("pool"),
+    ip, ...(ip6 === undefined ? {} : { ip6 }), network: str("network"), containerId: str("containerId"), ifname: str("ifname"), pool: str("pool"), ...(typeof o["pool6"] === "string" ? { pool6: o["pool6"] } : {}),
     netns: str("netns"), netnsInode: num("netnsInode"), podNamespace: str("podNamespace"), podName: str("podName"),
     hostIf: str("hostIf"), created: num("created"), requested: o["requested"] === true,
   };
@@ -69,8 +92,11 @@ export function decodeAllocation(raw: unknown): Allocation {
 export class AllocationTable {
   private readonly byKey = new Map<string, Allocation>();
   private readonly byIp = new Map<number, Allocation>();
-  /** `${network}/${pool}` → the address last picked there. */
+  private readonly byIp6 = new Map<bigint, Allocation>();
+  /** `${network}/${pool}` → the IPv4 address last picked there. */
   readonly cursors = new Map<string, number>();
+  /** `${network}/${pool}` → the IPv6 address last picked there. */
+  readonly cursors6 = new Map<string, bigint>();
 
   get size(): number {
     return this.byKey.size;
@@ -82,6 +108,15 @@ export class AllocationTable {
 
   holder(ip: number): Allocation | undefined {
     return this.byIp.get(ip);
+  }
+
+  holder6(ip: bigint): Allocation | undefined {
+    return this.byIp6.get(ip);
+  }
+
+  /** The IPv6 addresses held, in no particular order (usage counts). */
+  held6(): IterableIterator<bigint> {
+    return this.byIp6.keys();
   }
 
   all(): Allocation[] {
@@ -96,20 +131,31 @@ export class AllocationTable {
   apply(c: Change): boolean {
     if (c.op === "add") {
       const k = keyOf(c.a);
-      const byIp = this.byIp.get(c.a.ip);
+      const byIp = c.a.ip === undefined ? undefined : this.byIp.get(c.a.ip);
       if (byIp && keyOf(byIp) !== k) return false;
+      const byIp6 = c.a.ip6 === undefined ? undefined : this.byIp6.get(c.a.ip6);
+      if (byIp6 && keyOf(byIp6) !== k) return false;
       const old = this.byKey.get(k);
-      if (old && old.ip !== c.a.ip) this.byIp.delete(old.ip);
+      if (old) this.unindex(old);
       this.byKey.set(k, c.a);
-      this.byIp.set(c.a.ip, c.a);
-      if (!c.a.requested) this.cursors.set(`${c.a.network}/${c.a.pool}`, c.a.ip);
+      if (c.a.ip !== undefined) this.byIp.set(c.a.ip, c.a);
+      if (c.a.ip6 !== undefined) this.byIp6.set(c.a.ip6, c.a);
+      if (!c.a.requested) {
+        if (c.a.ip !== undefined) this.cursors.set(`${c.a.network}/${c.a.pool}`, c.a.ip);
+        if (c.a.ip6 !== undefined) this.cursors6.set(`${c.a.network}/${c.a.pool6 ?? c.a.pool}`, c.a.ip6);
+      }
       return true;
     }
     const a = this.byKey.get(c.key);
     if (!a) return false;
     this.byKey.delete(c.key);
-    if (this.byIp.get(a.ip) === a) this.byIp.delete(a.ip);
+    this.unindex(a);
     return true;
+  }
+
+  private unindex(a: Allocation): void {
+    if (a.ip !== undefined && this.byIp.get(a.ip) === a) this.byIp.delete(a.ip);
+    if (a.ip6 !== undefined && this.byIp6.get(a.ip6) === a) this.byIp6.delete(a.ip6);
   }
 
   /** The inverse of a change that apply() accepted, given the state before it. */

@@ -163,8 +163,8 @@ describe("weft-ipam verbs", () => {
     expect((await ipam({ command: "STATUS", ipam: spec, name: "poolnet" })).exit).toBe(0);
     const metrics = await c.node(0).ns.exec(["curl", "-s", "http://127.0.0.1:9099/metrics"]).catch(async () =>
       c.node(0).ns.exec([process.execPath, "-e", 'fetch("http://127.0.0.1:9099/metrics").then(async (r) => console.log(await r.text()))']));
-    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",state="used"\} 4/);
-    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",state="free"\} 0/);
+    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",family="4",state="used"\} 4/);
+    expect(metrics).toMatch(/weft_ipam_pool_addresses\{network="poolnet",pool="db",family="4",state="free"\} 0/);
     expect(metrics).toMatch(/weft_ipam_exhausted_total\{pool="db"\} 1/);
     for (const id of ["db0", "db1", "db2", "db3", "web0"]) await ipam({ command: "DEL", containerId: id, name: "poolnet", ipam: spec });
   });
@@ -250,7 +250,8 @@ describe("bad input gets the spec's error code and changes nothing", () => {
     ["overlapping pools", { ...env, conf: { ...good, ipam: { type: "weft-ipam", pools: [{ name: "p", range: "+64/28", namespaces: ["x"] }, { name: "q", range: "+72/30", namespaces: ["y"] }] } } }, 7, /overlap/],
     ["a pool on another node's subnet", { ...env, conf: { ...good, ipam: { type: "weft-ipam", pools: [{ name: "p", range: "198.19.250.0/28", namespaces: ["x"] }] } } }, 7, /does not lie inside this node's subnet/],
     ["host-local's subnet key", { ...env, conf: { ...good, ipam: { type: "weft-ipam", subnet: "198.18.0.0/16" } } }, 7, /unknown field.*ipam\.subnet/],
-    ["an IPv6 request", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::1/64"] } } }, 7, /IPv6/],
+    ["an IPv6 request on an IPv4-only node", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::1/64"] } } }, 102, /2001:db8::1 is IPv6, and this node has no IPv6 subnet/],
+    ["a malformed IPv6 request", { ...env, conf: { ...good, runtimeConfig: { ips: ["2001:db8::g1/64"] } } }, 7, /requested address "2001:db8::g1\/64".*not an IPv6 address/],
     ["two requested addresses", { ...env, args: "IP=198.18.0.9", conf: { ...good, args: { cni: { ips: ["198.18.0.10"] } } } }, 7, /2 different IPv4 addresses/],
   ];
   it.each(cases)("%s", async (_name, call, code, msg) => {

@@ -42,7 +42,7 @@ async function pod(name: string, namespace = "shop"): Promise<{ ns: Netns; ip: s
     network: "weft", containerId: id, ifname: "eth0", netns: `/run/netns/${n.name}`, hostIf: "",
     pod: { namespace, name, labels: {} }, requested: undefined, spec: parseIpamSpec({}),
   }, "test");
-  return { ns: n, ip: formatIpv4(g.allocation.ip), id };
+  return { ns: n, ip: formatIpv4(g.allocation.ip ?? 0), id };
 }
 
 /** curl inside a pod's namespace over the Unix socket: status and JSON body. */

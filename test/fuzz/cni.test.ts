@@ -182,12 +182,12 @@ class CheckedLinks extends PodLinks {
   }
 }
 
-function ipsUnique(list: readonly { ip: number | string }[], what: string): void {
+function ipsUnique(list: readonly { ip?: number | string | undefined }[], what: string): void {
   const ips = list.map((a) => String(a.ip));
   if (new Set(ips).size !== ips.length) throw new Error(`${what}: an address is held twice: ${ips.sort().join(" ")}`);
 }
 
-const summary = (s: IpamStore): string => s.table.all().map((a) => `${a.network}/${a.containerId}/${a.ifname}=${formatIpv4(a.ip)}`).sort().join(",");
+const summary = (s: IpamStore): string => s.table.all().map((a) => `${a.network}/${a.containerId}/${a.ifname}=${formatIpv4(a.ip ?? 0)}`).sort().join(",");
 
 describe("fuzz: cni", () => {
   const dir = mkdtempSync(join(tmpdir(), "weft-fuzz-cni-"));
@@ -229,7 +229,7 @@ describe("fuzz: cni", () => {
         const out = verdict(reply, `${JSON.stringify(inv).slice(0, 300)}`);
         const all = ipam.store.table.all();
         ipsUnique(all, "in memory");
-        for (const a of all) if (a.ip <= SUBNET.addr + 1 || a.ip >= SUBNET.addr + 255) throw new Error(`${formatIpv4(a.ip)} is the network, gateway or broadcast address, or outside ${formatIpv4(SUBNET.addr)}/24`);
+        for (const a of all) if (a.ip === undefined || a.ip <= SUBNET.addr + 1 || a.ip >= SUBNET.addr + 255) throw new Error(`${formatIpv4(a.ip ?? 0)} is the network, gateway or broadcast address, or outside ${formatIpv4(SUBNET.addr)}/24`);
         if (i % 500 === 499) {
           const before = summary(ipam.store);
           await ipam.close();

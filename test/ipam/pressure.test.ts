@@ -58,7 +58,7 @@ async function pod(n: Node, id: string): Promise<Netns> {
   await add(n, id, `/run/netns/${ns.name}`);
   return ns;
 }
-const ratio = async (n: Node): Promise<number> => Number(/^weft_ipam_pool_usage_ratio\{network="net",pool="default"\} ([\d.]+)$/m.exec(await n.registry.metrics())?.[1]);
+const ratio = async (n: Node): Promise<number> => Number(/^weft_ipam_pool_usage_ratio\{network="net",pool="default",family="4"\} ([\d.]+)$/m.exec(await n.registry.metrics())?.[1]);
 
 describe("reclaim under pressure", () => {
   it("a full pool of vanished pods: the next ADD frees them (grace 0) and gets an address; live pods keep theirs", async () => {

@@ -4,7 +4,7 @@ import { AGENT_DEFAULTS } from "../../agent/options.js";
 import { requestCni } from "../../agent/control.js";
 import { MAX_STDIN, versionOf } from "../../cni/request.js";
 import { CNI_CODE, CniError, versionInfo } from "../../cni/spec.js";
-import { conflist, installCni } from "../../cni/install.js";
+import { conflist, findPortmap, installCni, pluginVersions } from "../../cni/install.js";
 
 /**
  * `weft cni`: the plugin protocol in Node, for debugging and for hosts where
@@ -52,14 +52,16 @@ export function registerCni(program: Command): void {
     .option("--control-socket <path>", "the agent's control socket, if not /run/weft/agent.sock")
     .option("--ipam <json>", 'the ipam section, e.g. \'{"exclude":["+2-+9"]}\'')
     .option("--force", "replace a conflist with other contents")
+    .option("--no-portmap", "do not chain the standard portmap plugin (hostPort)")
     .option("--print", "print the conflist and install nothing")
-    .action((o: { binDir: string; confDir: string; confName: string; networkName: string; bridge: string; controlSocket?: string; ipam?: string; force?: boolean; print?: boolean }) => {
-      const opts = { ...o, controlSocket: o.controlSocket, ipam: o.ipam, force: o.force === true };
+    .action((o: { binDir: string; confDir: string; confName: string; networkName: string; bridge: string; controlSocket?: string; ipam?: string; force?: boolean; print?: boolean; portmap: boolean }) => {
+      const opts = { ...o, controlSocket: o.controlSocket, ipam: o.ipam, force: o.force === true, portmap: o.portmap };
       if (o.print) {
-        console.log(JSON.stringify(conflist(opts), null, 2));
+        const pm = o.portmap ? findPortmap(o.binDir) : undefined;
+        console.log(JSON.stringify(conflist({ ...opts, portmapVersions: pm ? pluginVersions(pm) : undefined }), null, 2));
         return;
       }
-      for (const f of installCni(opts)) console.log(`wrote ${f}`);
+      for (const f of installCni({ ...opts, warn: (m) => console.error(`warning: ${m}`) })) console.log(`wrote ${f}`);
     });
 }
 

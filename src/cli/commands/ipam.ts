@@ -5,8 +5,9 @@ import { queryIpam } from "../../agent/control.js";
 interface Listed {
   subnet: string | null;
   waitingForGrace: number;
-  usage: { network: string; pool: string; capacity: number; used: number; reserved: number }[];
-  allocations: { ip: string; pool: string; network: string; containerId: string; ifname: string; podNamespace: string; podName: string; netns: string; created: number; dead: boolean; stale: boolean }[];
+  usage: { network: string; pool: string; capacity: number; used: number; reserved: number; family?: number }[];
+  subnet6?: string;
+  allocations: { ip?: string; ip6?: string; pool: string; network: string; containerId: string; ifname: string; podNamespace: string; podName: string; netns: string; created: number; dead: boolean; stale: boolean }[];
 }
 
 function print(r: Listed, json: boolean): void {
@@ -14,13 +15,13 @@ function print(r: Listed, json: boolean): void {
     console.log(JSON.stringify(r, null, 2));
     return;
   }
-  console.log(`subnet: ${r.subnet ?? "none (no lease held)"}   allocations: ${r.allocations.length}   dead, waiting out the grace: ${r.waitingForGrace}`);
-  for (const u of r.usage) console.log(`  pool ${u.network}/${u.pool}: ${u.used} used, ${u.reserved} reserved, ${u.capacity - u.used - u.reserved} free of ${u.capacity}`);
+  console.log(`subnet: ${r.subnet ?? "none (no lease held)"}${r.subnet6 ? `   subnet6: ${r.subnet6}` : ""}   allocations: ${r.allocations.length}   dead, waiting out the grace: ${r.waitingForGrace}`);
+  for (const u of r.usage) console.log(`  pool ${u.network}/${u.pool}${u.family === 6 ? " (IPv6)" : ""}: ${u.used} used, ${u.reserved} reserved, ${u.capacity - u.used - u.reserved} free of ${u.capacity}`);
   for (const a of r.allocations) {
     const age = Math.round((Date.now() - a.created) / 1000);
     const flags = [a.dead ? "netns-gone" : "", a.stale ? "old-subnet" : ""].filter(Boolean).join(",");
     const pod = a.podName ? `${a.podNamespace}/${a.podName}` : "-";
-    console.log(`${a.ip.padEnd(15)} ${a.pool.padEnd(10)} ${a.containerId.slice(0, 16).padEnd(16)} ${a.ifname.padEnd(6)} ${pod.padEnd(24)} ${String(age).padStart(6)}s ${flags}`);
+    console.log(`${[a.ip, a.ip6].filter(Boolean).join(",").padEnd(15)} ${a.pool.padEnd(10)} ${a.containerId.slice(0, 16).padEnd(16)} ${a.ifname.padEnd(6)} ${pod.padEnd(24)} ${String(age).padStart(6)}s ${flags}`);
   }
 }
 
