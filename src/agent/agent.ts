@@ -21,7 +21,7 @@ import { writeFileAtomic } from "../common/fs-atomic.js";
 import { LeaseWatcher } from "../subnet/watcher.js";
 import { probeEndpoints } from "../common/etcd-probe.js";
 import type { SharedEtcdClient } from "../common/etcd-client.js";
-import { chooseInterface, requireFamilies } from "./iface.js";
+import { chooseInterface, forwardingProblems, requireFamilies } from "./iface.js";
 import { ApplyQueue } from "./apply-queue.js";
 import { Waits } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
@@ -190,6 +190,7 @@ export class Agent {
   private async register(candidates: Backend[], iface: ExternalInterface, config: NetworkConfig): Promise<Network> {
     const o = this.opts;
     requireFamilies(iface, config);
+    for (const w of forwardingProblems(config)) this.log.warn({ fix: w.fix }, w.problem);
     const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach, tunBusyPollUs: o.tunBusyPoll }, this.log);
     this.backendChoice = r.choice;
     this.network = r.network;

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { ConfigError } from "../common/errors.js";
 import { formatIpv4, parseIpv4 } from "../common/ipv4.js";
 import { isUnicastIpv6, parseIpv6 } from "../common/ipv6.js";
@@ -84,4 +85,25 @@ function sameIpv6(a: string, b: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Forwarding the node must do for its pods, as the kernel has it (flannel
+ * leaves it to the administrator too): one entry per family the network runs
+ * whose forwarding is off, with the fix.
+ */
+export function forwardingProblems(c: { enableIpv4: boolean; ipv6?: unknown }, read: (path: string) => string = (p) => readFileSync(p, "utf8")): { problem: string; fix: string }[] {
+  const out: { problem: string; fix: string }[] = [];
+  const off = (path: string): boolean => {
+    try {
+      return read(path).trim() === "0";
+    } catch {
+      return false; // no such file: not Linux, or no IPv6 at all (then the device set-up says so)
+    }
+  };
+  if (c.enableIpv4 && off("/proc/sys/net/ipv4/ip_forward")) out.push({ problem: "IPv4 forwarding is off: pods cannot reach other nodes", fix: "sysctl -w net.ipv4.ip_forward=1" });
+  if (c.ipv6 !== undefined && off("/proc/sys/net/ipv6/conf/all/forwarding")) {
+    out.push({ problem: "IPv6 forwarding is off: pods cannot reach other nodes over IPv6", fix: "sysctl -w net.ipv6.conf.all.forwarding=1" });
+  }
+  return out;
 }
