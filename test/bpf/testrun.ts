@@ -26,9 +26,13 @@ export interface TunnelSeen {
   readonly rc4: number;
   readonly rc6: number;
   readonly vni: number;
-  /** remote_ipv4 (host order) or the 16 bytes of remote_ipv6. */
-  readonly remote4: number;
-  readonly remote6: Buffer;
+  /**
+   * The destination the program set, read back: the helper reports a key's
+   * destination as local_ipv4 / local_ipv6 (it reads keys as received, where
+   * the destination is the local end), host order / the 16 bytes.
+   */
+  readonly dst4: number;
+  readonly dst6: Buffer;
   readonly ttl: number;
   /** tunnel_flags as the legacy big-endian TUNNEL_* bits (TUNNEL_CSUM = 1). */
   readonly flags: number;
@@ -75,8 +79,8 @@ export class ProgramBench {
     const v = Buffer.alloc(52);
     if (!bpf.lookup(this.test.mapFd("weft_test_tunnel"), Buffer.alloc(4), v)) throw new Error("weft_test_tunnel is empty");
     return {
-      rc4: v.readInt32LE(0), rc6: v.readInt32LE(4), vni: v.readUInt32LE(8), remote4: v.readUInt32LE(12),
-      remote6: Buffer.from(v.subarray(12, 28)), ttl: v.readUInt8(29), flags: v.readUInt16BE(30),
+      rc4: v.readInt32LE(0), rc6: v.readInt32LE(4), vni: v.readUInt32LE(8), dst4: v.readUInt32LE(36),
+      dst6: Buffer.from(v.subarray(36, 52)), ttl: v.readUInt8(29), flags: v.readUInt16BE(30),
     };
   }
 
