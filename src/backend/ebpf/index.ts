@@ -26,7 +26,9 @@ export const ebpfBackend: Backend = {
         ctx.log.warn({ device: spec.name, why }, "existing device does not fit; recreating it"));
       if (dev.created) created = spec.name;
       keepVtepMac(ctx.stateDir, b.vni, dev.mac);
-      const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: dev.mac };
+      // One device carries both families: over IPv6 it is the VTEP of flannel's BackendV6Data, with the same VNI and MAC.
+      const v6 = ctx.iface.publicIpv6 !== undefined ? { publicIpv6: ctx.iface.publicIpv6, v6: { vni: b.vni, vtepMac: dev.mac } } : {};
+      const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: dev.mac, ...v6 };
       const net = new EbpfNetwork(dp, spec, dev.ifindex, attrs, ctx.config, join(ctx.stateDir, "endpoints.json"), ctx.log);
       await net.start();
       ctx.log.info({ device: spec.name, mac: formatMac(dev.mac), mtu: spec.mtu }, "ebpf data path ready");
