@@ -32,7 +32,7 @@ const node = (n) => ({
 
 const net = await ebpfBackend.register({
   config: parseNetworkConfig(JSON.stringify({ Network: "198.18.0.0/16", SubnetLen: 24, Backend: { Type: "vxlan", VNI: 1, Port: 8472 } })),
-  iface: { name: "lo", index: 1, addr: parseIpv4(script.iface.publicIp), prefixLen: 24, publicIp: parseIpv4(script.iface.publicIp), mtu: 1500,
+  iface: { name: "lo", index: 1, addr: parseIpv4(script.iface.publicIp), prefixLen: 24, publicIp: parseIpv4(script.iface.publicIp), mtu: script.iface.mtu ?? 1500,
     ...(script.iface.publicIpv6 ? { addr6: parseIpv6(script.iface.publicIpv6), publicIpv6: parseIpv6(script.iface.publicIpv6) } : {}) },
   stateDir, bpffs, bpfAttach: "auto", tunBusyPollUs: 0, log: silentLogger,
 });
@@ -53,7 +53,7 @@ async function dump() {
     endpoints6: Object.fromEntries(maps.endpointAddrs6().map((a) => [formatIpv6(a), ep(maps.endpoint6(a))])),
     hostRoutes6: routes6.filter((r) => (r.protocol ?? "boot") === "boot").map((r) => r.dst).sort(),
     deviceAddrs6: addrs.filter((a) => a.scope === "global").map((a) => `${a.local}/${a.prefixlen}`),
-    leaseAttrs: { publicIpv6: net.leaseAttrs.publicIpv6 === undefined ? null : formatIpv6(net.leaseAttrs.publicIpv6), v6: net.leaseAttrs.v6 ? { vni: net.leaseAttrs.v6.vni, mac: formatMac(net.leaseAttrs.v6.vtepMac) } : null },
+    leaseAttrs: { mac: formatMac(net.leaseAttrs.vtepMac), publicIpv6: net.leaseAttrs.publicIpv6 === undefined ? null : formatIpv6(net.leaseAttrs.publicIpv6), v6: net.leaseAttrs.v6 ? { vni: net.leaseAttrs.v6.vni, mac: formatMac(net.leaseAttrs.v6.vtepMac) } : null },
     attached: net.dp.links().map(([p, i]) => `${p}@${i}`).sort(),
   };
 }
@@ -76,7 +76,7 @@ for (const s of script.steps) {
       case "deleteEndpoint6": results.push(maps.deleteEndpoint6(parseIpv6(s.ip6))); break;
       case "deleteRoute6": results.push(maps.deleteRoute6(parseCidr6(s.prefix))); break;
       case "setRoute6": maps.setRoute6(parseCidr6(s.prefix), { underlay: 0, vtepMac: parseMac("02:00:00:00:00:01"), underlay6: parseIpv6("2001:db8:ff::99") }); results.push(null); break;
-      case "status": results.push(net.status().counters); break;
+      case "status": results.push({ ...net.status().counters, mtu: net.mtu }); break;
       case "ip": results.push(await run(["ip", ...s.args])); break;
       case "dump": results.push(await dump()); break;
       default: throw new Error(`unknown step ${s.op}`);
