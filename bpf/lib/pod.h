@@ -87,10 +87,11 @@ static __always_inline int pass(struct __sk_buff *ctx)
 	return TC_ACT_OK;
 }
 
-static __always_inline int pod_ipv4(struct __sk_buff *ctx, const struct config *cfg)
+static __always_inline int pod_ipv4(struct __sk_buff *ctx)
 {
 	struct endpoint *self, *dst;
 	struct node_info *node;
+	struct config *cfg;
 	struct route_key key;
 	struct iphdr *ip;
 	__be32 daddr;
@@ -99,6 +100,9 @@ static __always_inline int pod_ipv4(struct __sk_buff *ctx, const struct config *
 	ip = ipv4_hdr(ctx);
 	if (!ip)
 		return DROP_MALFORMED;
+	cfg = get_config();
+	if (!cfg)
+		return pass(ctx);
 	/* A pod sends from its own address only. */
 	self = bpf_map_lookup_elem(&weft_endpoints, &ip->saddr);
 	if (!self || self->ifindex != ctx->ifindex)
@@ -123,17 +127,21 @@ static __always_inline int pod_ipv4(struct __sk_buff *ctx, const struct config *
  * (NS/NA for its gateway, DAD) and MLD, which the kernel answers on the
  * host side exactly as it answers the pod's ARP; and the kernel forwards
  * nothing from such a source, so they cannot leave the node. */
-static __always_inline int pod_ipv6(struct __sk_buff *ctx, const struct config *cfg)
+static __always_inline int pod_ipv6(struct __sk_buff *ctx)
 {
 	struct endpoint *self, *dst;
 	struct node_info *node;
 	struct route6_key key;
+	struct config *cfg;
 	struct ipv6hdr *ip6;
 	__u8 hop;
 
 	ip6 = ipv6_hdr(ctx);
 	if (!ip6)
 		return DROP_MALFORMED;
+	cfg = get_config();
+	if (!cfg)
+		return pass(ctx);
 	if (in6_link_scoped_src(&ip6->saddr))
 		return pass(ctx);
 	self = bpf_map_lookup_elem(&weft_endpoints6, &ip6->saddr);
@@ -157,18 +165,12 @@ static __always_inline int pod_ipv6(struct __sk_buff *ctx, const struct config *
 static __always_inline int handle_from_pod(struct __sk_buff *ctx)
 {
 	struct ethhdr *eth = eth_hdr(ctx);
-	struct config *cfg;
-	__be16 proto;
 
 	if (!eth)
 		return DROP_MALFORMED;
-	proto = eth->h_proto;
-	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
-		return pass(ctx); /* ARP and the rest: the kernel's business */
-	cfg = get_config();
-	if (!cfg)
-		return pass(ctx);
-	if (proto == bpf_htons(ETH_P_IP))
-		return pod_ipv4(ctx, cfg);
-	return pod_ipv6(ctx, cfg);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return pod_ipv4(ctx);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return pod_ipv6(ctx);
+	return pass(ctx); /* ARP and the rest: the kernel's business */
 }

@@ -131,8 +131,8 @@ async function pair(u: Underlay): Promise<Pair> {
   };
 }
 
-const ping6 = (extra: string[] = []) => ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-q", ...extra, "2001:db8:2::5"];
-const ping4 = ["ping", "-c", "2", "-i", "0.2", "-W", "2", "-q", "198.18.2.5"];
+const ping6 = (extra: string[] = []) => ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "3", "-q", ...extra, "2001:db8:2::5"];
+const ping4 = ["ping", "-c", "3", "-i", "0.2", "-W", "3", "-q", "198.18.2.5"];
 
 describe("pods over the ebpf data path, dual-stack", () => {
   it("both underlays: IPv6 pods over IPv6 (outer UDP checksum set), IPv4 pods over IPv4 (zero checksum), full-size IPv6 packets fit", async () => {

@@ -113,6 +113,28 @@ export function encodeNode(n: NodeInfo): Buffer {
   return b;
 }
 
+/**
+ * The entries of a pinned map of an older layout, rewritten in this build's
+ * layout, or undefined when there is no rewrite (the agent refills the map).
+ * Layout 1's node_info (20 bytes) is layout 2's first 20 bytes with no
+ * IPv6 part: carried over, routes and nodes stay in place across the
+ * upgrade instead of waiting for the agent's first apply.
+ */
+export function carryOver(name: MapName, fd: number, keySize: number, valueSize: number): [Buffer, Buffer][] | undefined {
+  if ((name !== "weft_routes" && name !== "weft_nodes") || keySize !== MAP_LAYOUT[name].key || valueSize !== 20) return undefined;
+  const out: [Buffer, Buffer][] = [];
+  for (const k of bpf.keys(fd, keySize)) {
+    const old = Buffer.alloc(20);
+    if (!bpf.lookup(fd, k, old)) continue;
+    const v = Buffer.alloc(MAP_LAYOUT[name].value);
+    old.copy(v, 0, 0, 20);
+    v.writeUInt8(NODE_SUBNET4, 10); // every layout-1 node had an IPv4 subnet
+    old.copy(v, 36, 4, 10); // no IPv6 VTEP of its own
+    out.push([k, v]);
+  }
+  return out;
+}
+
 export function decodeNode(b: Buffer): NodeInfo {
   const flags = b.readUInt8(10);
   const m = b.readUInt32BE(16);
@@ -169,6 +191,12 @@ export class WeftMaps {
 
   deleteRoute(subnet: number, len: number): boolean {
     return bpf.delete(this.fds.weft_routes, routeKey(subnet, len));
+  }
+
+  /** The node of an IPv4 route (exact prefix), if programmed. */
+  route(subnet: number, len: number): NodeInfo | undefined {
+    const v = Buffer.alloc(MAP_LAYOUT.weft_routes.value);
+    return bpf.lookup(this.fds.weft_routes, routeKey(subnet, len), v) ? decodeNode(v) : undefined;
   }
 
   setRoute6(p: Ipv6Prefix, n: NodeInfo): void {
