@@ -105,23 +105,14 @@ async function pair(u: Underlay): Promise<Pair> {
   return {
     nodes, pods, mtu,
     async capture(argv) {
-      const t = nodes[1]!.spawn(["tshark", "-l", "-n", "-i", "u1", "-a", "duration:8", "-c", "2", "-f", "udp port 8472", "-d", "udp.port==8472,vxlan", "-T", "fields", "-e", "frame.protocols", "-e", "udp.checksum"]);
-      let out = "";
-      let err = "";
-      t.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-      const ready = new Promise<void>((resolve) => t.stderr?.on("data", (d: Buffer) => {
-        err += d.toString();
-        if (/Capturing on/.test(err)) resolve();
-      }));
-      const done = new Promise<void>((resolve) => t.on("exit", () => resolve()));
-      await Promise.race([ready, new Promise((r) => setTimeout(r, 10_000))]);
+      const t = await tshark(nodes[1]!, ["-i", "u1", "-a", "duration:8", "-c", "2", "-f", "udp port 8472", "-d", "udp.port==8472,vxlan", "-T", "fields", "-e", "frame.protocols", "-e", "udp.checksum"]);
       let ok = true;
       try {
         await pods[0]!.exec(argv, { timeoutMs: 20_000 });
       } catch {
         ok = false;
       }
-      await done;
+      const out = await t.finished;
       const frames = out.trim().split("\n").filter(Boolean).map((l) => {
         const [protocols = "", udpChecksum = ""] = l.split("\t");
         return { protocols, udpChecksum: udpChecksum.split(",")[0] ?? "" };
@@ -129,6 +120,26 @@ async function pair(u: Underlay): Promise<Pair> {
       return { ok, frames };
     },
   };
+}
+
+/** Starts tshark in `ns` and resolves once it captures (its "Capture started" line, plus a moment: the line comes before the socket sees packets). */
+async function tshark(ns: Netns, args: string[]): Promise<{ finished: Promise<string> }> {
+  const t = ns.spawn(["tshark", "-l", "-n", ...args]);
+  let out = "";
+  let err = "";
+  t.stdout?.on("data", (d: Buffer) => (out += d.toString()));
+  const finished = new Promise<string>((resolve) => t.on("exit", () => resolve(out)));
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 10_000);
+    t.stderr?.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (/Capture started|Capturing on/.test(err)) {
+        clearTimeout(timer);
+        setTimeout(resolve, 700);
+      }
+    });
+  });
+  return { finished };
 }
 
 const ping6 = (extra: string[] = []) => ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "3", "-q", ...extra, "2001:db8:2::5"];
@@ -151,6 +162,21 @@ describe("pods over the ebpf data path, dual-stack", () => {
     // The node itself reaches a remote pod over IPv6: host route into the device, the egress program, from the device's address.
     await p.nodes[0]!.exec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-q", "2001:db8:2::5"]);
     await p.nodes[0]!.exec(["ping", "-6", "-c", "1", "-W", "2", "-q", "-I", "2001:db8:1::", "2001:db8:2::5"]);
+  }, 90_000);
+
+  it("a pod's neighbour solicitation for its gateway passes the program and the kernel answers it with a valid NA (as it answers ARP)", async () => {
+    const p = await pair({ v4: true, v6: true });
+    const pod = p.pods[0]!;
+    await pod.ip("-6", "neigh", "flush", "dev", "eth0");
+    const t = await tshark(pod, ["-i", "eth0", "-a", "duration:4", "-f", "icmp6 and ip6[40] == 136",
+      "-T", "fields", "-e", "icmpv6.nd.na.target_address", "-e", "icmpv6.checksum.status", "-e", "ipv6.hlim"]);
+    await pod.exec(["ping", "-6", "-c", "1", "-W", "3", "-q", "2001:db8:2::5"]);
+    const out = await t.finished;
+    // The NA for the gateway (the pod's own NAs, answering the node, are there too): checksum verified good (1), hop limit 255 (RFC 4861: on-link only).
+    const na = out.trim().split("\n").map((l) => l.split("\t")).find((f) => f[0] === "2001:db8:1::1");
+    expect(na, out).toEqual(["2001:db8:1::1", "1", "255"]);
+    const neigh = await pod.ip("-6", "neigh", "show", "dev", "eth0");
+    expect(neigh).toMatch(/^2001:db8:1::1 lladdr [0-9a-f:]{17} (REACHABLE|STALE|DELAY)/m);
   }, 90_000);
 
   it("IPv4 underlay only: IPv6 pods cross inside IPv4 (v6-in-v4)", async () => {
