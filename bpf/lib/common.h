@@ -16,12 +16,14 @@
 #define TC_ACT_SHOT 2
 #define TC_ACT_REDIRECT 7
 #define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 #define ETH_ALEN 6
 #define ETH_HLEN 14
 #define BPF_F_ZERO_CSUM_TX (1ULL << 1)
 #define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
-/* Outer TTL of what we encapsulate (the kernel vxlan device's default, as flannel leaves it). */
+#define IP6_HLIM_OFF (ETH_HLEN + offsetof(struct ipv6hdr, hop_limit))
+/* Outer TTL / hop limit of what we encapsulate (the kernel vxlan device's default, as flannel leaves it). */
 #define TUNNEL_TTL 64
 
 /* Counter slots (weft_counters), named in src/dataplane/reasons.ts (BPF_REASONS; test/structure/reasons.test.ts checks them). */
@@ -30,12 +32,12 @@ enum weft_reason {
 	REASON_DELIVERED = 1,	 /* redirected straight into a local pod */
 	REASON_PASSED = 2,	 /* handed to the kernel stack */
 	REASON_TO_OVERLAY = 3,	 /* host packet given a tunnel key at the device's egress */
-	REASON_MALFORMED = 4,	 /* truncated or not a well-formed IPv4 header */
+	REASON_MALFORMED = 4,	 /* truncated or not a well-formed IPv4 / IPv6 header */
 	REASON_BAD_VNI = 5,	 /* overlay packet with another VNI */
 	REASON_BAD_DST_MAC = 6,	 /* overlay frame not addressed to our VTEP MAC */
 	REASON_UNKNOWN_NODE = 7, /* overlay packet from an underlay address that is no node */
 	REASON_SPOOFED = 8,	 /* inner source outside the sending node's subnet */
-	REASON_POD_SPOOFED = 9,	 /* a pod sent with a source address that is not its own */
+	REASON_POD_SPOOFED = 9,	 /* a pod sent with a source address that is not its own (IPv4 or IPv6) */
 	REASON_NO_ROUTE = 10,	 /* host packet on the device for a subnet no node owns */
 	REASON_NO_TUNNEL = 11,	 /* overlay packet without tunnel metadata */
 	REASON_REDIRECT_FAILED = 12,	 /* a redirect or tunnel-key helper failed */

@@ -8,19 +8,44 @@
 #pragma once
 #include "common.h"
 
-#define LAYOUT_VERSION 1
+#define LAYOUT_VERSION 2
 
+/* IPv4 LPM trie key. */
 struct route_key {
 	__u32 prefixlen; /* LPM trie: bits of addr that count */
 	__be32 addr;
 };
 
+/* IPv6 LPM trie key. */
+struct route6_key {
+	__u32 prefixlen; /* 0..128 */
+	struct in6_addr addr;
+};
+
+/* node_info.flags: which pod subnets the node owns (an IPv6-only node owns
+ * no IPv4 subnet, an IPv4-only node no IPv6 one; anti-spoofing accepts no
+ * inner source of a family the node has no subnet of). */
+#define NODE_SUBNET4 1
+#define NODE_SUBNET6 2
+
+/* A remote node, the value of every route and node map. It has up to two
+ * underlay addresses; the outer family is chosen per packet, independently
+ * of the inner one (tunnel_to() in pod.h): the inner packet's own family
+ * when the node has that underlay, else the other. Each underlay has its
+ * VTEP MAC (flannel's IPv6 device has its own MAC). The first 20 bytes are
+ * layout 1's node_info. */
 struct node_info {
-	__be32 underlay;	    /* where its VXLAN traffic comes from / goes to */
-	__u8 vtep_mac[ETH_ALEN];   /* inner destination MAC for frames to it */
-	__u16 pad;
-	__be32 subnet;		    /* the pod subnet it owns (anti-spoofing) */
+	__be32 underlay;	    /* IPv4 underlay; 0 when none (or unreachable from here) */
+	__u8 vtep_mac[ETH_ALEN];   /* inner destination MAC for frames over the IPv4 underlay */
+	__u8 flags;		    /* NODE_SUBNET4 | NODE_SUBNET6 */
+	__u8 pad;
+	__be32 subnet;		    /* the IPv4 pod subnet it owns (anti-spoofing) */
 	__be32 mask;
+	struct in6_addr underlay6; /* IPv6 underlay; :: when none (or unreachable from here) */
+	__u8 vtep_mac6[ETH_ALEN];  /* inner destination MAC for frames over the IPv6 underlay */
+	__u16 pad6;
+	struct in6_addr subnet6;   /* the IPv6 pod subnet it owns, host bits clear */
+	struct in6_addr mask6;
 };
 
 struct endpoint {
@@ -42,7 +67,7 @@ struct counter {
 	__u64 bytes;
 };
 
-/* Remote pod subnets -> the node that owns them (the data path's route table). */
+/* Remote IPv4 pod subnets -> the node that owns them (the data path's route table). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -51,7 +76,16 @@ struct {
 	__type(value, struct node_info);
 } weft_routes SEC(".maps") __weak;
 
-/* Underlay address -> node: who may send us overlay traffic, from which subnet. */
+/* Remote IPv6 pod subnets -> the node that owns them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct route6_key);
+	__type(value, struct node_info);
+} weft_routes6 SEC(".maps") __weak;
+
+/* IPv4 underlay address -> node: who may send us overlay traffic over IPv4, from which subnets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -59,13 +93,29 @@ struct {
 	__type(value, struct node_info);
 } weft_nodes SEC(".maps") __weak;
 
-/* Local pod address -> where and how to deliver to it. */
+/* IPv6 underlay address -> node: the same for overlay traffic over IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_addr);
+	__type(value, struct node_info);
+} weft_nodes6 SEC(".maps") __weak;
+
+/* Local pod IPv4 address -> where and how to deliver to it (and which veth may send from it). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __be32);
 	__type(value, struct endpoint);
 } weft_endpoints SEC(".maps") __weak;
+
+/* Local pod IPv6 address -> the same, for the pod's IPv6 address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct in6_addr);
+	__type(value, struct endpoint);
+} weft_endpoints6 SEC(".maps") __weak;
 
 /* This node's tunnel parameters (one entry). */
 struct {

@@ -24,6 +24,55 @@ static __always_inline struct iphdr *ipv4_hdr(struct __sk_buff *ctx)
 	return ip;
 }
 
+/* Returns the IPv6 header of an Ethernet/IPv6 frame, or NULL when the frame
+ * is shorter than both headers, the version is not 6 or the payload length
+ * reaches past the frame (as ipv6_rcv requires; a payload length of 0, a
+ * jumbogram's, is the kernel's to judge). The caller has checked the
+ * EtherType. */
+static __always_inline struct ipv6hdr *ipv6_hdr(struct __sk_buff *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+	if ((void *)(ip6 + 1) > end)
+		return NULL;
+	if (ip6->version != 6)
+		return NULL;
+	if (bpf_ntohs(ip6->payload_len) + sizeof(*ip6) > ctx->len - ETH_HLEN)
+		return NULL;
+	return ip6;
+}
+
+static __always_inline int in6_eq(const struct in6_addr *a, const struct in6_addr *b)
+{
+	return a->in6_u.u6_addr32[0] == b->in6_u.u6_addr32[0] && a->in6_u.u6_addr32[1] == b->in6_u.u6_addr32[1] &&
+	       a->in6_u.u6_addr32[2] == b->in6_u.u6_addr32[2] && a->in6_u.u6_addr32[3] == b->in6_u.u6_addr32[3];
+}
+
+static __always_inline int in6_is_zero(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]) == 0;
+}
+
+/* (a & mask) == net, for an address in the packet and a prefix from a map. */
+static __always_inline int in6_in_prefix(const struct in6_addr *a, const struct in6_addr *net, const struct in6_addr *mask)
+{
+	return (a->in6_u.u6_addr32[0] & mask->in6_u.u6_addr32[0]) == net->in6_u.u6_addr32[0] &&
+	       (a->in6_u.u6_addr32[1] & mask->in6_u.u6_addr32[1]) == net->in6_u.u6_addr32[1] &&
+	       (a->in6_u.u6_addr32[2] & mask->in6_u.u6_addr32[2]) == net->in6_u.u6_addr32[2] &&
+	       (a->in6_u.u6_addr32[3] & mask->in6_u.u6_addr32[3]) == net->in6_u.u6_addr32[3];
+}
+
+/* Link-scoped sources (fe80::/10 link-local, :: of duplicate address
+ * detection): the kernel never forwards a packet from one (ip6_forward
+ * refuses them), so it may have them; they are how a pod does neighbour
+ * discovery and MLD. */
+static __always_inline int in6_link_scoped_src(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80) || in6_is_zero(a);
+}
+
 static __always_inline struct ethhdr *eth_hdr(struct __sk_buff *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -52,6 +101,16 @@ static __always_inline int ttl_dec(struct __sk_buff *ctx, __u8 ttl)
 		return DROP_REDIRECT;
 	ttl--;
 	if (bpf_skb_store_bytes(ctx, IP_TTL_OFF, &ttl, 1, 0) < 0)
+		return DROP_REDIRECT;
+	return 0;
+}
+
+/* IPv6 has no header checksum: the hop limit is just one byte less.
+ * Returns 0 or DROP_REDIRECT. Invalidates packet pointers. */
+static __always_inline int hop_dec6(struct __sk_buff *ctx, __u8 hop)
+{
+	hop--;
+	if (bpf_skb_store_bytes(ctx, IP6_HLIM_OFF, &hop, 1, 0) < 0)
 		return DROP_REDIRECT;
 	return 0;
 }

@@ -8,6 +8,7 @@ import { run } from "../../src/common/exec.js";
 import { BpfError, BpfObject, bpf } from "../../src/backend/ebpf/libbpf.js";
 import { Datapath } from "../../src/backend/ebpf/loader.js";
 import { MAP_LAYOUT } from "../../src/backend/ebpf/maps.js";
+import { parseIpv4 } from "../../src/common/ipv4.js";
 
 let dir: string;
 beforeAll(async () => {
@@ -59,6 +60,27 @@ describe("loading", () => {
     const fd = bpf.get(join(root, "weft", "maps", "weft_endpoints"));
     expect(bpf.mapInfo(fd).valueSize).toBe(MAP_LAYOUT.weft_endpoints.value);
     bpf.close(fd);
+    d.close();
+  });
+
+  it("layout 1's routes and nodes are carried over into layout 2 (no IPv6 part), so traffic keeps its routes across the upgrade", async () => {
+    const root = join(dir, "layout1");
+    const maps = join(root, "weft", "maps");
+    await run(["mkdir", "-p", maps]);
+    await run(["bpftool", "map", "create", join(maps, "weft_routes"), "type", "lpm_trie", "key", "8", "value", "20", "entries", "16", "name", "weft_routes", "flags", "1"]);
+    await run(["bpftool", "map", "create", join(maps, "weft_nodes"), "type", "hash", "key", "4", "value", "20", "entries", "16", "name", "weft_nodes"]);
+    // 198.18.2.0/24 -> 192.0.2.2, VTEP 02:00:c0:00:02:02, subnet 198.18.2.0 mask 255.255.255.0 (layout 1's struct node_info)
+    const value = ["c0", "00", "02", "02", "02", "00", "c0", "00", "02", "02", "00", "00", "c6", "12", "02", "00", "ff", "ff", "ff", "00"];
+    await run(["bpftool", "map", "update", "pinned", join(maps, "weft_routes"), "key", "hex", "18", "00", "00", "00", "c6", "12", "02", "00", "value", "hex", ...value]);
+    await run(["bpftool", "map", "update", "pinned", join(maps, "weft_nodes"), "key", "hex", "c0", "00", "02", "02", "value", "hex", ...value]);
+    const d = Datapath.load(root, silentLogger);
+    expect(d.migrated).toEqual(["weft_routes", "weft_nodes"]);
+    const want = { underlay: parseIpv4("192.0.2.2"), subnet: parseIpv4("198.18.2.0"), prefixLen: 24 };
+    expect(d.maps.route(parseIpv4("198.18.2.0"), 24)).toMatchObject(want);
+    expect(d.maps.node(parseIpv4("192.0.2.2"))).toMatchObject(want);
+    expect([...(d.maps.route(parseIpv4("198.18.2.0"), 24)?.vtepMac6 ?? [])]).toEqual([2, 0, 0xc0, 0, 2, 2]);
+    expect(d.maps.route(parseIpv4("198.18.2.0"), 24)?.subnet6).toBeUndefined();
+    d.finishMigration();
     d.close();
   });
 });

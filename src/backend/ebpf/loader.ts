@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Logger } from "../../common/log.js";
 import { projectRoot } from "../../common/paths.js";
 import { BpfError, BpfObject, BPF_TCX_EGRESS, BPF_TCX_INGRESS, bpf } from "./libbpf.js";
-import { MAP_LAYOUT, MAP_NAMES, WeftMaps, possibleCpus, type MapName } from "./maps.js";
+import { MAP_LAYOUT, MAP_NAMES, WeftMaps, carryOver, possibleCpus, type MapName } from "./maps.js";
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 
@@ -64,6 +64,7 @@ export class Datapath {
     mkdirSync(join(root, "links"), { recursive: true });
     const reuse: Partial<Record<MapName, number>> = {};
     const migrated: MapName[] = [];
+    const carried: [MapName, [Buffer, Buffer][]][] = [];
     for (const name of MAP_NAMES) {
       const fd = bpf.get(join(root, "maps", name));
       if (fd < 0) continue;
@@ -74,6 +75,8 @@ export class Datapath {
       } else {
         log.warn({ map: name, pinned: { key: info.keySize, value: info.valueSize }, build: want }, "pinned map has an old layout; migrating");
         migrated.push(name);
+        const entries = carryOver(name, fd, info.keySize, info.valueSize);
+        if (entries) carried.push([name, entries]);
         bpf.close(fd);
       }
     }
@@ -85,6 +88,10 @@ export class Datapath {
       fds[name] = obj.mapFd(name);
       const pin = join(root, "maps", name);
       if (reuse[name] === undefined && !migrated.includes(name)) bpf.pin(fds[name], pin);
+    }
+    for (const [name, entries] of carried) {
+      for (const [k, v] of entries) bpf.update(fds[name], k, v, `carrying ${name} over to the new layout`);
+      log.info({ map: name, entries: entries.length }, "entries carried over from the old layout");
     }
     log.info({ reused: Object.keys(reuse), migrated, root }, "BPF programs loaded");
     return new Datapath(obj, root, fds, migrated, log, mode);
