@@ -73,6 +73,21 @@ static __always_inline int in6_link_scoped_src(const struct in6_addr *a)
 	return (a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80) || in6_is_zero(a);
 }
 
+/* Neighbour discovery (ICMPv6 133-137: router and neighbour solicitation
+ * and advertisement, redirect) directly after the IPv6 header. RFC 4861
+ * has the receiver drop it unless the hop limit is still 255, so it must
+ * never be routed (a routed copy arrives with 254): it is the link's, and
+ * the kernel switches it on the bridge or answers it on the host side. */
+static __always_inline int ipv6_is_ndisc(struct __sk_buff *ctx, const struct ipv6hdr *ip6)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const __u8 *icmp = (const __u8 *)(ip6 + 1);
+
+	if (ip6->nexthdr != 58 /* IPPROTO_ICMPV6 */ || (void *)(icmp + 1) > end)
+		return 0;
+	return icmp[0] >= 133 && icmp[0] <= 137;
+}
+
 static __always_inline struct ethhdr *eth_hdr(struct __sk_buff *ctx)
 {
 	void *data = (void *)(long)ctx->data;

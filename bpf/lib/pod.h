@@ -122,8 +122,11 @@ static __always_inline int pod_ipv4(struct __sk_buff *ctx)
 	return pass(ctx);
 }
 
-/* IPv6 as IPv4, with one difference: link-scoped sources (link-local, ::)
- * go to the kernel unchecked. They carry the pod's neighbour discovery
+/* IPv6 as IPv4, with two differences: link-scoped sources (link-local, ::)
+ * go to the kernel unchecked; and neighbour discovery from the pod's own
+ * address (a pod answering another pod's solicitation) goes to the kernel
+ * too, after the spoofing check, since routing it would cost the hop limit
+ * of 255 the receiver insists on. They carry the pod's neighbour discovery
  * (NS/NA for its gateway, DAD) and MLD, which the kernel answers on the
  * host side exactly as it answers the pod's ARP; and the kernel forwards
  * nothing from such a source, so they cannot leave the node. */
@@ -147,6 +150,8 @@ static __always_inline int pod_ipv6(struct __sk_buff *ctx)
 	self = bpf_map_lookup_elem(&weft_endpoints6, &ip6->saddr);
 	if (!self || self->ifindex != ctx->ifindex)
 		return DROP_POD_SPOOFED;
+	if (ipv6_is_ndisc(ctx, ip6))
+		return pass(ctx); /* e.g. a pod's NA to a pod on its bridge: the link's, never routed */
 	hop = ip6->hop_limit;
 	if (hop <= 1)
 		return pass(ctx); /* the kernel sends ICMPv6 time exceeded */

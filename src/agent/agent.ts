@@ -191,7 +191,9 @@ export class Agent {
     const o = this.opts;
     requireFamilies(iface, config);
     for (const w of forwardingProblems(config)) this.log.warn({ fix: w.fix }, w.problem);
-    const r = await registerFirst(candidates, o.backend, { config, iface, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach, tunBusyPollUs: o.tunBusyPoll }, this.log);
+    // A backend sees the interface's IPv6 address only when the network runs IPv6 (else it would publish PublicIPv6).
+    const ifaceFor: ExternalInterface = config.ipv6 ? iface : { ...iface, addr6: undefined, publicIpv6: undefined };
+    const r = await registerFirst(candidates, o.backend, { config, iface: ifaceFor, stateDir: o.stateDir, bpffs: o.bpffs, bpfAttach: o.bpfAttach, tunBusyPollUs: o.tunBusyPoll }, this.log);
     this.backendChoice = r.choice;
     this.network = r.network;
     return r.network;

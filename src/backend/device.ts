@@ -70,11 +70,6 @@ export function deviceMtu(config: NetworkConfig, iface: ExternalInterface, famil
   return (config.backend.mtu ?? iface.mtu) - (family === 6 ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD);
 }
 
-/** The pod MTU: the smallest of the families the network runs (IPv6 underlay costs 20 bytes more). */
-export function podMtu(config: NetworkConfig, iface: ExternalInterface): number {
-  return config.ipv6 ? deviceMtu(config, iface, 6) : deviceMtu(config, iface, 4);
-}
-
 /** Records the MAC the device got, for the next start. */
 export function keepVtepMac(stateDir: string, vni: number, mac: Uint8Array, family: 4 | 6 = 4): void {
   writeFileAtomic(vtepMacFile(stateDir, vni, family), `${formatMac(mac)}\n`);

@@ -5,7 +5,7 @@ import { bpf } from "../../src/backend/ebpf/libbpf.js";
 import { decodeNode, encodeNode, type NodeInfo, type Reason } from "../../src/backend/ebpf/maps.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { ipv4, udp } from "../helpers/packets.js";
-import { ipv6, neighbourSolicitation, pseudoSum6, solicitedNode } from "./packets6.js";
+import { icmpv6, ipv6, neighbourSolicitation, pseudoSum6, solicitedNode } from "./packets6.js";
 import { ProgramBench, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, cbWord, skb } from "./testrun.js";
 
 /**
@@ -161,6 +161,25 @@ describe("weft_from_pod, IPv6", () => {
     const r = run("weft_from_pod", pkt);
     expect([r.verdict, r.delta]).toEqual([TC_ACT_OK, { passed: 1n }]);
     expect(r.out.equals(pkt)).toBe(true);
+  });
+
+  it("a pod's neighbour advertisement to a pod on its bridge goes to the kernel untouched: routed, its hop limit would drop below the 255 the receiver requires", () => {
+    // NA (type 136, solicited + override) from pod A's own address to pod B, a local endpoint that a
+    // plain packet would be delivered to with hop limit - 1 (the case above).
+    const body = new Uint8Array(28);
+    body[0] = 0x60;
+    body.set(ipv6Bytes(POD_A6), 4);
+    body[20] = 2; // target link-layer address
+    body[21] = 1;
+    body.set(POD_A_MAC, 22);
+    const ip = ipv6({ src: POD_A6, dst: POD_B6, next: 58, hop: 255, payload: icmpv6(POD_A6, POD_B6, 136, 0, body) });
+    const pkt = frame(ip, { dst: POD_B_MAC });
+    const r = run("weft_from_pod", pkt);
+    expect([r.verdict, r.delta]).toEqual([TC_ACT_OK, { passed: 1n }]);
+    expect(r.out.equals(pkt)).toBe(true);
+    // From a foreign address it is still spoofing.
+    const forged = ipv6({ src: parseIpv6("2001:db8:1::99"), dst: POD_B6, next: 58, hop: 255, payload: icmpv6(parseIpv6("2001:db8:1::99"), POD_B6, 136, 0, body) });
+    expect(run("weft_from_pod", frame(forged, { dst: POD_B_MAC })).delta).toEqual({ pod_spoofed: 1n });
   });
 
   it("truncated at every length and malformed headers are dropped as malformed, never read past the end", () => {

@@ -87,13 +87,29 @@ describe("dual stack on the kernel vxlan backend, with a flannel dual-stack node
   }, 180_000);
 });
 
-describe("IPv6 only: no IPv4 anywhere", () => {
-  it("vxlan nodes and a flannel IPv6-only node: IPv6 underlay, etcd over IPv6, pods ping over IPv6", async () => {
-    const c = await Cluster.create({ nodes: 3, podsPerNode: 1, manualNodes: [2], ipv6Only: true });
+describe("dual stack on every backend", () => {
+  it("ebpf, kernel-vxlan and flannel dual-stack nodes: every pod pair over IPv4 and IPv6, iperf3 over IPv6 through ebpf", async () => {
+    const c = await Cluster.create({ nodes: 3, podsPerNode: 2, manualNodes: [2], ipv6: true, backend: ["ebpf", "vxlan", "vxlan"] });
     clusters.push(c);
-    await programFlannelNode(c, 2, { ipv6Only: true });
-    await c.addPods(c.node(2), undefined, 1430, c.node(2).subnet6);
+    expect((await c.status(0)).backend).toBe("ebpf");
+    await programFlannelNode(c, 2, { ipv6: true });
+    await c.addPods(c.node(2), c.node(2).subnet, 1430, c.node(2).subnet6);
     await seesPeers(c, [0, 1], 2);
+    expect(await c.pingAll(4)).toEqual([]);
+    expect(await c.pingAll(6)).toEqual([]);
+    expect(await iperf6(c, 0, 1)).toBeGreaterThan(1e8);
+    expect(await iperf6(c, 1, 0)).toBeGreaterThan(1e8);
+    expect(await iperf6(c, 2, 0)).toBeGreaterThan(1e8);
+  }, 180_000);
+});
+
+describe("IPv6 only: no IPv4 anywhere", () => {
+  it("vxlan and ebpf nodes and a flannel IPv6-only node: IPv6 underlay, etcd over IPv6, pods ping over IPv6", async () => {
+    const c = await Cluster.create({ nodes: 4, podsPerNode: 1, manualNodes: [3], ipv6Only: true, backend: ["vxlan", "vxlan", "ebpf", "vxlan"] });
+    clusters.push(c);
+    await programFlannelNode(c, 3, { ipv6Only: true });
+    await c.addPods(c.node(3), undefined, 1430, c.node(3).subnet6);
+    await seesPeers(c, [0, 1, 2], 3);
     const st = await c.status(0);
     expect(st.subnet).toBeUndefined();
     expect(st.publicIp).toBe("0.0.0.0");

@@ -6,9 +6,6 @@ import { deleteDevice, ensureExternalDevice } from "./device.js";
 import { Datapath } from "./loader.js";
 import { EbpfNetwork } from "./network.js";
 
-/** An IPv6 outer header (40 bytes) is 20 bytes longer than IPv4's: VXLAN over IPv6 costs 70, not 50. */
-const IPV6_EXTRA_OVERHEAD = 20;
-
 /**
  * The ebpf backend: tc programs move pod traffic in the kernel (pod veth ->
  * collect_md VXLAN device -> wire, and back straight into the pod), VXLAN
@@ -25,7 +22,7 @@ export const ebpfBackend: Backend = {
     let created: string | undefined;
     try {
       // With an IPv6 underlay any packet may go over IPv6, whose header is 20 bytes longer: pods get the smaller MTU.
-      const mtu = deviceMtu(ctx.config, ctx.iface) - (ctx.iface.publicIpv6 !== undefined ? IPV6_EXTRA_OVERHEAD : 0);
+      const mtu = deviceMtu(ctx.config, ctx.iface, ctx.iface.publicIpv6 !== undefined ? 6 : 4);
       const spec = { name: `weft.${b.vni}`, port: b.port, mtu };
       const dev = await ensureExternalDevice(spec, knownVtepMac(ctx.stateDir, b.vni), (why) =>
         ctx.log.warn({ device: spec.name, why }, "existing device does not fit; recreating it"));
