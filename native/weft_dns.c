@@ -3,8 +3,10 @@
  * One call receives a batch of queries (recvmmsg) and one call sends a batch
  * of answers (sendmmsg), so a JavaScript handler pays two crossings per
  * batch instead of a libuv read and a send per packet. Buffers are Node
- * Buffers of fixed-size slots; meta holds three int32 per message: length,
- * IPv4 address and port (host order). Functions return a count or -errno.
+ * Buffers of fixed-size slots; for IPv4 meta holds three int32 per message:
+ * length, IPv4 address and port (host order); for IPv6 (the *6 functions)
+ * DNS6_META int32 per message, laid out below. Functions return a count or
+ * -errno.
  * Both run on the main thread: the poll addon (weft_poll.c) says when the
  * socket is readable, and the receive call then takes what is queued with
  * timeout_ms 0 (it never blocks); the send call is non-blocking. Their
@@ -13,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -117,4 +120,184 @@ int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_
 		done += r;
 	}
 	return done;
+}
+
+/* ------------------------------------------------------------------ IPv6
+ *
+ * meta per message (int32), DNS6_META of them:
+ *   [0] length  [1] client port  [2] client scope id (link-local clients)
+ *   [3..6] client address, four 32-bit words, each in host order (word 0
+ *          is bytes 0-3 of the address)
+ *   [7] interface index the query came in on (IPV6_PKTINFO), 0 if unknown
+ *   [8..11] the local address the query was sent to (IPV6_PKTINFO), zero
+ *          if unknown
+ * An answer leaves from the address its query was sent to: a socket bound
+ * to :: would otherwise let the routing table pick the source, and a
+ * client drops an answer from an address it did not ask. The interface is
+ * not forced (the route decides; a link-local client's scope id does). */
+#define DNS6_META 12
+
+static __thread struct mmsghdr d6msgs[DNS_MAX_BATCH];
+static __thread struct iovec d6iovs[DNS_MAX_BATCH];
+static __thread struct sockaddr_in6 d6addrs[DNS_MAX_BATCH];
+static __thread char d6ctrl[DNS_MAX_BATCH][CMSG_SPACE(sizeof(struct in6_pktinfo))];
+
+static void words_from(const struct in6_addr *a, int32_t *w)
+{
+	for (int k = 0; k < 4; k++) {
+		uint32_t v;
+
+		memcpy(&v, a->s6_addr + 4 * k, 4);
+		w[k] = (int32_t)ntohl(v);
+	}
+}
+
+static void words_to(const int32_t *w, struct in6_addr *a)
+{
+	for (int k = 0; k < 4; k++) {
+		uint32_t v = htonl((uint32_t)w[k]);
+
+		memcpy(a->s6_addr + 4 * k, &v, 4);
+	}
+}
+
+/* A UDP socket for queries on [ip16]:port, IPv6 only (IPV6_V6ONLY: an
+ * IPv4 listen address is a socket of its own, so 0.0.0.0 and :: can both
+ * be had on one port), with the destination of each query reported
+ * (IPV6_RECVPKTINFO). No SO_REUSEADDR, as for IPv4. */
+int weft_dns_open6(const uint8_t *ip16, uint16_t port, int rcvbuf)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	int one = 1;
+	int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	memcpy(a.sin6_addr.s6_addr, ip16, 16);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0 ||
+	    bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* As weft_dns_recv, for an IPv6 socket: meta as laid out above. */
+int weft_dns_recv6(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int r = poll(&p, 1, timeout_ms);
+
+	if (r <= 0)
+		return r < 0 && errno != EINTR ? -errno : 0;
+	if (p.revents & POLLNVAL)
+		return -EBADF;
+	if (max > DNS_MAX_BATCH)
+		max = DNS_MAX_BATCH;
+	for (int i = 0; i < max; i++) {
+		d6iovs[i].iov_base = buf + (uint32_t)i * slot;
+		d6iovs[i].iov_len = slot;
+		memset(&d6msgs[i].msg_hdr, 0, sizeof(d6msgs[i].msg_hdr));
+		d6msgs[i].msg_hdr.msg_iov = &d6iovs[i];
+		d6msgs[i].msg_hdr.msg_iovlen = 1;
+		d6msgs[i].msg_hdr.msg_name = &d6addrs[i];
+		d6msgs[i].msg_hdr.msg_namelen = sizeof(d6addrs[i]);
+		d6msgs[i].msg_hdr.msg_control = d6ctrl[i];
+		d6msgs[i].msg_hdr.msg_controllen = sizeof(d6ctrl[i]);
+	}
+	r = recvmmsg(fd, d6msgs, (unsigned int)max, MSG_DONTWAIT, NULL);
+	if (r < 0)
+		return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
+	for (int i = 0; i < r; i++) {
+		int32_t *m = meta + DNS6_META * i;
+		struct msghdr *h = &d6msgs[i].msg_hdr;
+
+		memset(m, 0, DNS6_META * sizeof(int32_t));
+		m[0] = (int32_t)d6msgs[i].msg_len;
+		m[1] = ntohs(d6addrs[i].sin6_port);
+		m[2] = (int32_t)d6addrs[i].sin6_scope_id;
+		words_from(&d6addrs[i].sin6_addr, m + 3);
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+			if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+			    c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+				struct in6_pktinfo pi;
+
+				memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+				m[7] = (int32_t)pi.ipi6_ifindex;
+				words_from(&pi.ipi6_addr, m + 8);
+			}
+		}
+	}
+	return r;
+}
+
+/* As weft_dns_send, for an IPv6 socket: meta as laid out above (the
+ * destination, and the source the answer must leave from when known). */
+int weft_dns_send6(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)
+{
+	int done = 0;
+
+	if (n > DNS_MAX_BATCH)
+		n = DNS_MAX_BATCH;
+	for (int i = 0; i < n; i++) {
+		const int32_t *m = meta + DNS6_META * i;
+		struct msghdr *h = &d6msgs[i].msg_hdr;
+
+		d6iovs[i].iov_base = (void *)(buf + (uint32_t)i * slot);
+		d6iovs[i].iov_len = (size_t)m[0];
+		memset(&d6addrs[i], 0, sizeof(d6addrs[i]));
+		d6addrs[i].sin6_family = AF_INET6;
+		d6addrs[i].sin6_port = htons((uint16_t)m[1]);
+		d6addrs[i].sin6_scope_id = (uint32_t)m[2];
+		words_to(m + 3, &d6addrs[i].sin6_addr);
+		memset(h, 0, sizeof(*h));
+		h->msg_iov = &d6iovs[i];
+		h->msg_iovlen = 1;
+		h->msg_name = &d6addrs[i];
+		h->msg_namelen = sizeof(d6addrs[i]);
+		if (m[8] | m[9] | m[10] | m[11]) {
+			struct in6_pktinfo pi = { .ipi6_ifindex = 0 };
+			struct cmsghdr *c;
+
+			words_to(m + 8, &pi.ipi6_addr);
+			h->msg_control = d6ctrl[i];
+			h->msg_controllen = CMSG_SPACE(sizeof(pi));
+			c = CMSG_FIRSTHDR(h);
+			c->cmsg_level = IPPROTO_IPV6;
+			c->cmsg_type = IPV6_PKTINFO;
+			c->cmsg_len = CMSG_LEN(sizeof(pi));
+			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		}
+	}
+	while (done < n) {
+		int r = sendmmsg(fd, d6msgs + done, (unsigned int)(n - done), MSG_DONTWAIT);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == ENOBUFS)
+				return done;
+			done++;
+			continue;
+		}
+		done += r;
+	}
+	return done;
+}
+
+/* The port a DNS socket of either family is bound to (host order), or -errno. */
+int weft_dns_port(int fd)
+{
+	struct sockaddr_storage a;
+	socklen_t l = sizeof(a);
+
+	if (getsockname(fd, (struct sockaddr *)&a, &l) < 0)
+		return -errno;
+	if (a.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+	return ntohs(((struct sockaddr_in *)&a)->sin_port);
 }
