@@ -56,19 +56,26 @@ const common = { zone: { domain: "cluster.local", ttl: 30, pods: "insecure" }, u
   allow: ["${ALLOWED}/128", "198.51.100.0/24", "fe80::/10"] };
 const batch = new DnsService({ ...common, listen: [{ host: "${S1}", port: 53 }, { host: "${S4}", port: 53 }, { host: "::", port: 5353 }, { host: "0.0.0.0", port: 5353 }] }, view, silentLogger);
 const dgram = new DnsService({ ...common, listen: [{ host: "${S1}", port: 54 }], udpBatch: false }, view, silentLogger);
+// The upstream written as a person might: upper case, zeros spelled out.
+const spelled = new DnsService({ ...common, upstreams: [parseUpstream("[2001:DB8:53:0:0::0053]:53")], listen: [{ host: "${S1}", port: 55 }] }, view, silentLogger);
 await batch.start();
 await dgram.start();
-const show = (d) => ({ udp: d.udpPaths(), refused: d.counters.refusedClients, zone: d.counters.zoneAnswers, upstreamQueries: d.forwarder.upstreamQueries, upstreams: d.forwarder.upstreamStates() });
+await spelled.start();
+const show = (d) => ({ udp: d.udpPaths(), refused: d.counters.refusedClients, zone: d.counters.zoneAnswers, upstreamQueries: d.forwarder.upstreamQueries,
+  upstreams: d.forwarder.upstreamStates(), dropped: d.counters.dropped, invalid: d.counters.invalidNames });
 console.log("ready");
-process.stdin.on("data", () => console.log(JSON.stringify({ batch: show(batch), dgram: show(dgram) })));
+process.stdin.on("data", () => console.log(JSON.stringify({ batch: show(batch), dgram: show(dgram), spelled: show(spelled) })));
 `;
 
-interface Shown { udp: { listen: string; path: string; why?: string }[]; refused: number; zone: number; upstreamQueries: number; upstreams: { upstream: string; state: string }[] }
-async function stats(): Promise<{ batch: Shown; dgram: Shown }> {
+interface Shown {
+  udp: { listen: string; path: string; why?: string }[]; refused: number; zone: number; upstreamQueries: number; upstreams: { upstream: string; state: string }[];
+  dropped: number; invalid: { pod: number; ip6_arpa: number };
+}
+async function stats(): Promise<{ batch: Shown; dgram: Shown; spelled: Shown }> {
   const n = lines.length;
   child.stdin?.write("stats\n");
   for (let i = 0; i < 200 && lines.length === n; i++) await new Promise((r) => setTimeout(r, 10));
-  return JSON.parse(lines[lines.length - 1] ?? "{}") as { batch: Shown; dgram: Shown };
+  return JSON.parse(lines[lines.length - 1] ?? "{}") as { batch: Shown; dgram: Shown; spelled: Shown };
 }
 
 /** dig in the client namespace, from `from`. */
@@ -190,6 +197,16 @@ describe("listening on IPv6", () => {
       expect(r.answer.map(rr), r.text).toEqual([`${name} 300 AAAA 2001:db8::77`]);
     });
 
+    it("names that cannot exist: NXDOMAIN, counted (a bad pod label, a bad ip6.arpa nibble)", async () => {
+      const kind = port === 54 ? "dgram" : "batch";
+      const before = (await stats())[kind].invalid;
+      const pod = await dig(server, port, ALLOWED, "-6", "2001-db8---9.default.pod.cluster.local.", "AAAA");
+      expect(pod.status, pod.text).toBe("NXDOMAIN");
+      const arpa = await dig(server, port, ALLOWED, "-6", "z.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR");
+      expect(arpa.status, arpa.text).toBe("NXDOMAIN");
+      expect((await stats())[kind].invalid).toEqual({ pod: before.pod + 1, ip6_arpa: before.ip6_arpa + 1 });
+    });
+
     it("a client outside the ACL's IPv6 prefixes is REFUSED", async () => {
       const kind = port === 54 ? "dgram" : "batch";
       const before = (await stats())[kind].refused;
@@ -197,6 +214,37 @@ describe("listening on IPv6", () => {
       expect(r.status, r.text).toBe("REFUSED");
       expect((await stats())[kind].refused).toBe(before + 1);
     });
+  });
+
+  it("an upstream written non-canonically ([2001:DB8:53:0:0::0053]) is matched with its replies' source", async () => {
+    const name = `s${uniqueTag()}.wild.${uz.name}`;
+    const r = await dig(S1, 55, ALLOWED, "-6", name, "AAAA");
+    expect(r.status, r.text).toBe("NOERROR");
+    expect(r.answer.map(rr)).toEqual([`${name} 300 AAAA 2001:db8::77`]);
+    expect((await stats()).spelled.upstreams).toEqual([{ upstream: `[${UPSTREAM}]:53`, state: "up" }]);
+  });
+
+  it("hostile datagrams over IPv6 on the batch path: dropped or answered, counted, and the server still answers", async () => {
+    const before = (await stats()).batch;
+    // 2,000 datagrams from the client namespace: empty, shorter than a header, random bytes, a header claiming 60,000 questions.
+    const sender = `
+      import dgram from "node:dgram";
+      import { randomBytes } from "node:crypto";
+      const s = dgram.createSocket("udp6");
+      s.bind(0, "${ALLOWED}", async () => {
+        for (let i = 0; i < 2000; i++) {
+          const k = i % 4;
+          const b = k === 0 ? Buffer.alloc(0) : k === 1 ? randomBytes(1 + (i % 11)) : k === 2 ? randomBytes(12 + (i % 500)) : Buffer.from([i & 255, 1, 1, 0, 0xea, 0x60, 0, 0, 0, 0, 0, 0]);
+          await new Promise((r) => s.send(b, 53, "${S1}", r));
+        }
+        s.close();
+      });`;
+    await new Promise<void>((resolve, reject) => execFile("ip", ["netns", "exec", cli.name, process.execPath, "--input-type=module", "-e", sender], { timeout: 30_000 },
+      (e) => (e ? reject(e) : resolve())));
+    const r = await dig(S1, 53, ALLOWED, "-6", WEB6, "AAAA");
+    expect(r.answer.map(rr), r.text).toEqual([`${WEB6} 30 AAAA 2001:db8:5::a`]);
+    const after = (await stats()).batch;
+    expect(after.dropped - before.dropped, "empty and short datagrams dropped").toBeGreaterThanOrEqual(1000);
   });
 
   it("the IPv6 upstream was asked (and is up)", async () => {

@@ -1,6 +1,22 @@
 import { isIPv4 } from "node:net";
+import { ConfigError } from "../../common/errors.js";
 import { parseCidr, parseIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
-import { contains6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../../common/ipv6.js";
+import { contains6, formatCidr6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../../common/ipv6.js";
+import { formatCidr } from "../../common/ipv4.js";
+
+/**
+ * One allowed client prefix as given (--dns-allow): IPv4 "192.0.2.0/24" or
+ * IPv6 "2001:db8:42::/64", host bits set refused; canonical text back.
+ * Throws a ConfigError naming the entry and what is wrong with it.
+ */
+export function parseAllowPrefix(text: string, what = "--dns-allow"): string {
+  const t = text.trim();
+  try {
+    return t.includes(":") ? formatCidr6(parseCidr6(t)) : formatCidr(parseCidr(t));
+  } catch (e) {
+    throw new ConfigError(`${what} "${text}": ${(e as Error).message}`, { hint: "give prefixes such as 192.0.2.0/24 or 2001:db8:42::/64, comma-separated" });
+  }
+}
 
 /**
  * Which clients get answers: the cluster network, the node's own addresses,

@@ -199,8 +199,9 @@ export function wordsToText(w: Int32Array, at: number): string {
     g[2 * k] = v >>> 16;
     g[2 * k + 1] = v & 0xffff;
   }
-  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && g[5] === 0xffff) {
-    return `::ffff:${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
+  if (g[0] === 0 && g[1] === 0 && g[2] === 0 && g[3] === 0 && g[4] === 0 && (g[5] === 0xffff || (g[5] === 0 && g[6] !== 0))) {
+    // IPv4-mapped, and (as inet_ntop, so Node, writes it) IPv4-compatible ::a.b.c.d
+    return `::${g[5] ? "ffff:" : ""}${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
   }
   let best = -1;
   let bestLen = 1; // a single zero group is not compressed
