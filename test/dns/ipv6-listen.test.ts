@@ -62,14 +62,14 @@ await batch.start();
 await dgram.start();
 await spelled.start();
 const show = (d) => ({ udp: d.udpPaths(), refused: d.counters.refusedClients, zone: d.counters.zoneAnswers, upstreamQueries: d.forwarder.upstreamQueries,
-  upstreams: d.forwarder.upstreamStates(), dropped: d.counters.dropped, invalid: d.counters.invalidNames });
+  upstreams: d.forwarder.upstreamStates(), dropped: d.counters.dropped, invalid: d.counters.invalidNames, tcpAcl: d.counters.tcpClosed.acl });
 console.log("ready");
 process.stdin.on("data", () => console.log(JSON.stringify({ batch: show(batch), dgram: show(dgram), spelled: show(spelled) })));
 `;
 
 interface Shown {
   udp: { listen: string; path: string; why?: string }[]; refused: number; zone: number; upstreamQueries: number; upstreams: { upstream: string; state: string }[];
-  dropped: number; invalid: { pod: number; ip6_arpa: number };
+  dropped: number; invalid: { pod: number; ip6_arpa: number }; tcpAcl: number;
 }
 async function stats(): Promise<{ batch: Shown; dgram: Shown; spelled: Shown }> {
   const n = lines.length;
@@ -214,6 +214,14 @@ describe("listening on IPv6", () => {
       expect(r.status, r.text).toBe("REFUSED");
       expect((await stats())[kind].refused).toBe(before + 1);
     });
+  });
+
+  it.each([{ port: 53, kind: "batch" }, { port: 54, kind: "dgram" }] as const)("TCP over IPv6 from a client outside the ACL: closed at accept, counted (port $port)", async ({ port, kind }) => {
+    const before = (await stats())[kind].tcpAcl;
+    const r = await dig(S1, port, REFUSED, "-6", "+tcp", WEB6, "AAAA");
+    expect(r.status, r.text).toBe("NO_REPLY");
+    expect(r.answer).toEqual([]);
+    expect((await stats())[kind].tcpAcl).toBe(before + 1);
   });
 
   it("an upstream written non-canonically ([2001:DB8:53:0:0::0053]) is matched with its replies' source", async () => {
