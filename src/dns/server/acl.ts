@@ -1,8 +1,7 @@
 import { isIPv4 } from "node:net";
 import { ConfigError } from "../../common/errors.js";
-import { parseCidr, parseIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
+import { formatCidr, parseCidr, parseIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 import { contains6, formatCidr6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../../common/ipv6.js";
-import { formatCidr } from "../../common/ipv4.js";
 
 /**
  * One allowed client prefix as given (--dns-allow): IPv4 "192.0.2.0/24" or

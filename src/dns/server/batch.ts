@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import type { Logger } from "../../common/log.js";
 import { isIPv6 } from "node:net";
+import type { Logger } from "../../common/log.js";
 import { parseIpv4 } from "../../common/ipv4.js";
 import { ipv6Bytes, parseIpv6 } from "../../common/ipv6.js";
 import { nativeLibrary, nativeLibraryPath, pollAddonPath } from "../../native/library.js";
@@ -156,8 +156,9 @@ export class BatchUdpListener {
       }
       if (typeof r === "number") {
         if (r <= 0) continue;
-        outMeta.set(inMeta.subarray(at, at + S), S * m);
-        outMeta[S * m] = r;
+        const o = S * m;
+        for (let k = 1; k < S; k++) outMeta[o + k] = inMeta[at + k]!; // element by element: no view allocated per answer
+        outMeta[o] = r;
         m++;
       } else {
         const meta = inMeta.slice(at, at + S); // the slots are reused before the upstream answers
