@@ -4,7 +4,7 @@
  * the agent runs it) in one, the real `dig -6` and a real unbound — the
  * IPv6 upstream — in the other.
  *
- *   server ns  s0: 2001:db8:53::1/64, 2001:db8:53::2/64, 198.51.100.1/24, its fe80:: address
+ *   server ns  s0: 2001:db8:53::1/64, 2001:db8:53::2/64, 198.51.100.1/24, 198.51.100.4/24, its fe80:: address
  *   client ns  c0: 2001:db8:53::10 (allowed), 2001:db8:53::11 (refused), 2001:db8:53::53 (unbound), 198.51.100.2
  *
  * One server ("batch") listens on [2001:db8:53::1]:53 and 198.51.100.1:53,
@@ -28,6 +28,7 @@ import { parseDig, repoRoot, rr, type DigResult } from "../helpers/dns.js";
 const S1 = "2001:db8:53::1";
 const S2 = "2001:db8:53::2";
 const S4 = "198.51.100.1";
+const S4B = "198.51.100.4";
 const ALLOWED = "2001:db8:53::10";
 const REFUSED = "2001:db8:53::11";
 const UPSTREAM = "2001:db8:53::53";
@@ -100,6 +101,7 @@ beforeAll(async () => {
   await veth(srv, "s0", cli, "c0");
   for (const a of [S1, S2]) await srv.ip("addr", "add", `${a}/64`, "dev", "s0", "nodad");
   await srv.ip("addr", "add", `${S4}/24`, "dev", "s0");
+  await srv.ip("addr", "add", `${S4B}/24`, "dev", "s0"); // a second address: on 0.0.0.0 its answers must leave from it too
   for (const a of [ALLOWED, REFUSED, UPSTREAM]) await cli.ip("addr", "add", `${a}/64`, "dev", "c0", "nodad");
   await cli.ip("addr", "add", `${C4}/24`, "dev", "c0");
   for (let i = 0; i < 100 && !serverLinkLocal; i++) {
@@ -262,14 +264,15 @@ describe("listening on IPv6", () => {
   });
 
   it.each([
-    { port: 53, what: "its own IPv4 listen address" },
-    { port: 5353, what: "0.0.0.0 beside [::] on one port" },
-  ])("IPv4 clients are served on $what", async ({ port }) => {
-    const r = await dig(S4, port, C4, "-4", "dual.default.svc.cluster.local.", "A");
+    { server: S4, port: 53, what: "its own IPv4 listen address" },
+    { server: S4, port: 5353, what: "0.0.0.0 beside [::] on one port" },
+    { server: S4B, port: 5353, what: "0.0.0.0, the interface's second address (answers leave from it: IP_PKTINFO)" },
+  ])("IPv4 clients are served on $what", async ({ server, port }) => {
+    const r = await dig(server, port, C4, "-4", "dual.default.svc.cluster.local.", "A");
     expect(r.status, r.text).toBe("NOERROR");
     expect(r.answer.map(rr)).toEqual(["dual.default.svc.cluster.local. 30 A 198.18.255.20"]);
     const name = `v${uniqueTag()}.wild.${uz.name}`;
-    const up = await dig(S4, port, C4, "-4", name, "AAAA");
+    const up = await dig(server, port, C4, "-4", name, "AAAA");
     expect(up.answer.map(rr), up.text).toEqual([`${name} 300 AAAA 2001:db8::77`]);
   });
 

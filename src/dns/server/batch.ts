@@ -69,8 +69,8 @@ const OUT_SLOT = 2048;
 /** Batches answered per readiness callback before the event loop gets a turn (epoll is level-triggered: it calls again). */
 const YIELD_EVERY = 8;
 
-/** int32 per message in meta: IPv4 [length, address, port]; IPv6 as native/weft_dns.c lays out DNS6_META. */
-const META4 = 3;
+/** int32 per message in meta, as native/weft_dns.c lays them out: DNS4_META (IPv4), DNS6_META (IPv6). */
+const META4 = 5;
 const META6 = 12;
 
 /**
@@ -79,9 +79,10 @@ const META6 = 12;
  * batches of queries are taken by recvmmsg, answered — cluster names and
  * cache hits synchronously, into the answer slots — and leave by one
  * sendmmsg (koffi calls into native/weft_dns.c). Answers that need an
- * upstream are sent on their own when they are ready. An IPv6 answer
- * leaves from the address its query was sent to (IPV6_PKTINFO), to the
- * client's address, port and scope. Buffers are allocated once; no thread
+ * upstream are sent on their own when they are ready. On a wildcard
+ * socket (0.0.0.0, ::) an answer leaves from the address its query was
+ * sent to (IP_PKTINFO / IPV6_PKTINFO); an IPv6 one goes to the client's
+ * address, port and scope. Buffers are allocated once; no thread
  * is involved.
  */
 export class BatchUdpListener {
