@@ -7,6 +7,7 @@
  * Also: the client ACL with IPv6 prefixes, which upstreams are this server
  * itself per family, and the batch path's address text against Node's.
  */
+import { createSocket } from "node:dgram";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { SocketAddress } from "node:net";
 import { tmpdir } from "node:os";
@@ -19,6 +20,9 @@ import { parseUpstream, upstreamsFromResolvConf, withoutSelf } from "../../src/d
 import { parseHostPort } from "../../src/dns/hostport.js";
 import { ClientAcl, parseAllowPrefix } from "../../src/dns/server/acl.js";
 import { wordsToText } from "../../src/dns/server/batch.js";
+import { DnsService } from "../../src/dns/service.js";
+import { silentLogger } from "../../src/common/log.js";
+import { StaticView } from "../helpers/dns.js";
 import { parseIpv6 } from "../../src/common/ipv6.js";
 
 /** The error a call throws (it must throw a ConfigError). */
@@ -126,6 +130,23 @@ describe("--dns-listen addresses", () => {
     const e = thrown(() => listen(t));
     expect(e.message).toMatch(why);
     expect(e.message).toContain(`--dns-listen "${t}"`);
+  });
+
+  it.each([true, false])("an IPv6 address no interface has (batch path: %s): a ConfigError naming it, nothing left bound", async (udpBatch) => {
+    const dns = new DnsService({ listen: [{ host: "::1", port: 0 }, { host: "2001:db8:dead::53", port: 53 }], zone: { domain: "cluster.local", ttl: 5, pods: "disabled" },
+      upstreams: [], policy: "random", allow: [], udpBatch }, new StaticView([]), silentLogger);
+    const e = await dns.start().then(() => undefined, (x: unknown) => x);
+    expect(e).toBeInstanceOf(ConfigError);
+    expect((e as Error).message).toMatch(/--dns-listen \[2001:db8:dead::53\]:53: cannot listen: no interface of this node has that address/);
+    // What was bound first ([::1]:port) is closed again: the port can be had at once.
+    const first = dns.addresses()[0];
+    expect(first?.host).toBe("::1");
+    const again = createSocket({ type: "udp6", ipv6Only: true });
+    await new Promise<void>((res, rej) => {
+      again.once("error", rej);
+      again.bind(first?.port ?? 0, "::1", () => res());
+    });
+    again.close();
   });
 
   it("the agent's options take an IPv6 listen address, both families at once, and IPv6 --dns-allow prefixes", () => {
