@@ -1,12 +1,13 @@
 import { join } from "node:path";
 import type { Registry } from "prom-client";
 import { formatCidr } from "../common/ipv4.js";
+import { formatCidr6, type Ipv6Prefix } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
 import { parseUpstream, upstreamsFromResolvConf, type Upstream } from "../dns/forward/upstreams.js";
-import { splitHostPort } from "../dns/hostport.js";
+import { parseHostPort, splitHostPort } from "../dns/hostport.js";
 import type { ListenAddr } from "../dns/server/server.js";
 import { DnsService, localAddresses } from "../dns/service.js";
-import { ClientAcl } from "../dns/server/acl.js";
+import { ClientAcl, parseAllowPrefix } from "../dns/server/acl.js";
 import type { PodDirectory } from "../discovery/pods.js";
 import type { NodeDiscovery } from "../discovery/service.js";
 import type { RegistryWatcher } from "../registry/watch.js";
@@ -37,14 +38,20 @@ export class NodeDns {
   /**
    * `etcd`: the agent's one client, shared with the subnet leases (closed by
    * the agent, not here). `pods`: the node's pods, for publication through the
-   * discovery API (without it the API is read-only).
+   * discovery API (without it the API is read-only). `network6`: the
+   * cluster's IPv6 network (dual-stack / IPv6 clusters), whose pods the
+   * DNS client ACL lets in as it does the IPv4 network's.
    */
-  static async start(o: AgentOptions, config: NetworkConfig, etcd: SharedEtcdClient, metrics: Registry, log: Logger, pods?: PodDirectory): Promise<NodeDns | undefined> {
+  static async start(o: AgentOptions, config: NetworkConfig, etcd: SharedEtcdClient, metrics: Registry, log: Logger, pods?: PodDirectory, network6?: Ipv6Prefix): Promise<NodeDns | undefined> {
     if (o.dnsListen === "off") return undefined;
-    const listen = o.dnsListen.map((a) => splitHostPort(a));
+    // Both families at once: list an IPv4 and an IPv6 address (an IPv6 one serves IPv6 only).
+    const listen = o.dnsListen.map((a) => parseHostPort(a, { what: "--dns-listen", role: "listen" }));
     const discoveryListen = o.discoveryListen === "off" ? [] : o.discoveryListen.map((a) => splitHostPort(a));
+    const allow = dnsAllowList(formatCidr(config.network), network6, o.dnsAllow);
     await ensureLocalAddresses([...listen, ...discoveryListen], log);
-    const upstreams: Upstream[] = o.dnsUpstream === "none" ? [] : o.dnsUpstream === "resolv.conf" ? upstreamsFromResolvConf() : o.dnsUpstream.map(parseUpstream);
+    const upstreams: Upstream[] = o.dnsUpstream === "none" ? []
+      : o.dnsUpstream === "resolv.conf" ? upstreamsFromResolvConf(undefined, (nameserver, why) => log.warn({ nameserver, why }, "a resolv.conf nameserver left out of the DNS upstreams"))
+      : o.dnsUpstream.map(parseUpstream);
     // etcd's client loads slowly; this runs after the subnet part has it loaded.
     const { ServiceRegistry } = await import("../registry/store.js");
     const { RegistryWatcher } = await import("../registry/watch.js");
@@ -53,7 +60,7 @@ export class NodeDns {
     const service = new DnsService({
       listen, upstreams, policy: o.dnsPolicy,
       zone: { domain: o.clusterDomain, ttl: o.dnsTtl, pods: o.dnsPods },
-      allow: [formatCidr(config.network), ...o.dnsAllow],
+      allow,
       cache: { capacity: o.dnsCacheSize, maxBytes: o.dnsCacheBytes },
       maxWaiting: o.dnsMaxWaiting,
       tcp: {
@@ -67,7 +74,7 @@ export class NodeDns {
     refresh.unref();
     let discovery: NodeDiscovery | undefined;
     try {
-      const acl = new ClientAcl([formatCidr(config.network), ...o.dnsAllow], () => local);
+      const acl = new ClientAcl(allow, () => local);
       discovery = await startDiscovery(o, (addr) => acl.allows(addr), registry, watcher, pods, metrics, log.child({ part: "discovery" }));
     } catch (e) {
       clearInterval(refresh);
@@ -91,6 +98,11 @@ export class NodeDns {
   close(): Promise<void> {
     return this.close_();
   }
+}
+
+/** The DNS client ACL's prefixes: the cluster network(s) and --dns-allow (each checked: ConfigError naming a bad one). */
+export function dnsAllowList(network: string, network6: Ipv6Prefix | undefined, extra: readonly string[]): string[] {
+  return [network, ...(network6 ? [formatCidr6(network6)] : []), ...extra.map((p) => parseAllowPrefix(p))];
 }
 
 /** The discovery API on the registry view, with the DNS server's client ACL (`allows`). */

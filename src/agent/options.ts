@@ -44,7 +44,7 @@ export const agentOptionsSchema = z.object({
     "must be resolv.conf, none, or comma-separated addresses with an optional port (198.51.100.1, 198.51.100.1:5353, [2001:db8::1]:53)",
   )).min(1)]),
   dnsPolicy: z.enum(["random", "round_robin", "sequential"]),
-  dnsAllow: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|::\/0)$/, "each must be an IPv4 prefix like 192.0.2.0/24 (or ::/0)")),
+  dnsAllow: z.array(z.string().regex(/^(\d{1,3}(\.\d{1,3}){3}\/\d{1,2}|[0-9a-fA-F:]*:[0-9a-fA-F:]*\/\d{1,3})$/, "each must be an IPv4 prefix like 192.0.2.0/24 or an IPv6 prefix like 2001:db8:42::/64")),
   dnsCacheSize: z.number().int().min(0).max(10_000_000),
   dnsCacheBytes: z.number().int().min(0, "must be 0 or more bytes").max(2 ** 34),
   dnsMaxWaiting: z.number().int().min(1).max(1_000_000),

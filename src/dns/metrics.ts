@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { DnsCache } from "./cache/cache.js";
 import type { ForwardMetrics } from "./forward/forwarder.js";
 import { RCODE_NAME } from "./wire/constants.js";
-import { DnsCounters, TCP_CLOSE_REASONS } from "./server/counters.js";
+import { DnsCounters, INVALID_NAME_KINDS, TCP_CLOSE_REASONS } from "./server/counters.js";
 import type { UdpPath } from "./server/server.js";
 
 /**
@@ -47,6 +47,14 @@ export function registerDnsMetrics(
   new Counter({
     name: "weft_dns_cluster_answers_total", help: "Answers from the cluster zone (registry)", registers,
     collect() { this.reset(); this.inc(counters.zoneAnswers); },
+  });
+  new Counter({
+    name: "weft_dns_invalid_names_total", labelNames: ["kind"], registers,
+    help: "Names answered NXDOMAIN because they cannot exist: pod (<label>.<ns>.pod.<zone> whose label spells no IPv4 or IPv6 address), ip6_arpa (a name under ip6.arpa with a label that is not one hex nibble, or more than 32 of them; not forwarded)",
+    collect() {
+      this.reset();
+      for (const k of INVALID_NAME_KINDS) this.inc({ kind: k }, counters.invalidNames[k]);
+    },
   });
   new Counter({
     name: "weft_dns_tcp_closed_total", labelNames: ["reason"], registers,

@@ -35,19 +35,23 @@ async function serve(host: string, udpBatch?: boolean): Promise<{ dns: DnsServic
 const slowWarnings = (logs: { level: number; msg: string }[]) => logs.filter((l) => l.level === 40 && /dgram/.test(l.msg));
 
 describe("the DNS UDP path in use is visible", () => {
-  it("an IPv4 address gets the batch path by default: summary, metric, no warning, and it answers", async () => {
-    const { dns, port, metrics, logs } = await serve("127.0.0.1");
-    expect(dns.summary().udp).toEqual([{ listen: `127.0.0.1:${port}`, path: "batch" }]);
-    expect(await metrics.metrics()).toContain(`weft_dns_udp_path{listen="127.0.0.1:${port}",path="batch"} 1`);
+  it.each([
+    { label: "an IPv4 address", host: "127.0.0.1" },
+    { label: "an IPv6 address", host: "::1" },
+  ])("$label gets the batch path by default: summary, metric, no warning, and it answers", async ({ host }) => {
+    const { dns, port, metrics, logs } = await serve(host);
+    const listen = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    expect(dns.summary().udp).toEqual([{ listen, path: "batch" }]);
+    expect(await metrics.metrics()).toContain(`weft_dns_udp_path{listen="${listen}",path="batch"} 1`);
     expect(await metrics.metrics()).not.toMatch(/weft_dns_udp_path\{[^}]*path="dgram"/);
     expect(slowWarnings(logs)).toEqual([]);
-    expect(logs.find((l) => l.msg === "DNS server listening")).toMatchObject({ udp: { [`127.0.0.1:${port}`]: "batch" } });
-    expect((await digServer("127.0.0.1", port, "web.default.svc.cluster.local", "A")).answer.map((r) => r.data)).toEqual(["198.18.255.10"]);
+    expect(logs.find((l) => l.msg === "DNS server listening")).toMatchObject({ udp: { [listen]: "batch" } });
+    expect((await digServer(host, port, "web.default.svc.cluster.local", "A")).answer.map((r) => r.data)).toEqual(["198.18.255.10"]);
   });
 
   it.each([
     { label: "IPv4 with the batch path turned off", host: "127.0.0.1", udpBatch: false, why: /turned off/ },
-    { label: "IPv6 (the batch path is IPv4 only)", host: "::1", udpBatch: undefined, why: /IPv6 address: the batch path is IPv4 only/ },
+    { label: "IPv6 with the batch path turned off", host: "::1", udpBatch: false, why: /turned off/ },
   ])("$label: dgram in the summary and the metric, with a warning saying why", async ({ host, udpBatch, why }) => {
     const { dns, port, metrics, logs } = await serve(host, udpBatch);
     const listen = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

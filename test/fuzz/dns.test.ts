@@ -14,6 +14,7 @@
  * - "dns-handler": in process, through DnsHandler (the real zone, cache and
  *   forwarder, no upstream), for volume.
  * - "dns-udp": datagrams to a running server (the native batch path).
+ * - "dns-udp6": the same to a server on ::1 (the IPv6 batch path).
  * - "dns-tcp": byte streams to the same server over TCP: several frames per
  *   segment, frames split over segments, length prefixes wrong (0, short,
  *   long, 65535), a prefix longer than the data and then the close.
@@ -58,6 +59,10 @@ const NAMES = [
   `web.default.svc.${Z}`, `db.default.svc.${Z}`, `db-0.db.default.svc.${Z}`, `ext.default.svc.${Z}`, `_pg._tcp.db.default.svc.${Z}`,
   `_http._tcp.web.default.svc.${Z}`, `dns-version.${Z}`, `198-18-1-5.default.pod.${Z}`, `default.svc.${Z}`, Z, `nope.${Z}`,
   "10.255.18.198.in-addr.arpa", "5.1.18.198.in-addr.arpa", "example.test", "weft-loop-probe", "",
+  // IPv6: pod names (good, IPv4-mapped, spelling no address), the endpoint's ip6.arpa name, impossible ip6.arpa names.
+  `2001-db8--5.default.pod.${Z}`, `--ffff-c000-201.default.pod.${Z}`, `2001-db8---5.default.pod.${Z}`, `2001-db8--5--1.default.pod.${Z}`,
+  "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "x.8.b.d.0.1.0.0.2.ip6.arpa",
+  "0.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "8.b.d.0.1.0.0.2.ip6.arpa",
 ];
 const QTYPES = [0, 1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 43, 46, 48, 250, 251, 252, 253, 254, 255, 256, 32768, 65535];
 const REFUSALS = new Set([1, 4, 5]); // FORMERR, NOTIMP, REFUSED (BADVERS is told by its OPT)
@@ -166,6 +171,10 @@ const log = pino({ level: "warn" }, { write: (s: string) => void failures.push(s
 let dns: DnsService;
 let port = 0;
 let udp: UdpSocket;
+/** The same server on ::1: the IPv6 batch path (recvmmsg/sendmmsg on sockaddr_in6). */
+let dns6: DnsService;
+let port6 = 0;
+let udp6: UdpSocket;
 let onReply: ((m: Buffer) => void) | undefined;
 
 beforeAll(async () => {
@@ -177,14 +186,25 @@ beforeAll(async () => {
   udp = createSocket("udp4");
   udp.on("message", (m) => onReply?.(m));
   await new Promise<void>((r) => udp.bind(0, "127.0.0.1", () => r()));
+  port6 = await freeUdpTcpPort();
+  dns6 = new DnsService({
+    listen: [{ host: "::1", port: port6 }], zone: { domain: Z, ttl: 30, pods: "insecure" }, upstreams: [], policy: "random", allow: [],
+  }, new StaticView(SERVICES, ENDPOINTS), log);
+  await dns6.start();
+  udp6 = createSocket("udp6");
+  udp6.on("message", (m) => onReply?.(m));
+  await new Promise<void>((r) => udp6.bind(0, "::1", () => r()));
 });
 
 afterAll(async () => {
   udp?.close();
+  udp6?.close();
   await dns?.close();
+  await dns6?.close();
 });
 
-const handled = (): number => dns.counters.dropped + dns.counters.requests[0]!.reduce((a, b) => a + b, 0) + dns.counters.requests[1]!.reduce((a, b) => a + b, 0);
+const handledBy = (d: DnsService): number => d.counters.dropped + d.counters.requests[0]!.reduce((a, b) => a + b, 0) + d.counters.requests[1]!.reduce((a, b) => a + b, 0);
+const handled = (): number => handledBy(dns);
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 async function untilTrue(cond: () => boolean, ms: number, what: string): Promise<void> {
@@ -222,18 +242,24 @@ describe("fuzz dns", () => {
     expect(failures).toEqual([]);
   });
 
-  it("dns-udp: datagrams to the running server", async () => {
+  it.each([
+    { target: "dns-udp", v6: false, iterations: 4000 },
+    { target: "dns-udp6", v6: true, iterations: 2000 },
+  ])("$target: datagrams to the running server", async ({ target, v6, iterations }) => {
     let seen = 0;
-    const report = await fuzz("dns-udp", { iterations: 4000 }, async (rng): Promise<Outcome> => {
+    const d = v6 ? dns6 : dns;
+    expect(d.udpPaths().map((p) => p.path), "the batch path").toEqual(["batch"]);
+    const report = await fuzz(target, { iterations }, async (rng): Promise<Outcome> => {
       const q = message(rng);
-      const h0 = handled();
-      const d0 = dns.counters.dropped;
+      const h0 = handledBy(d);
+      const d0 = d.counters.dropped;
       const replies: Buffer[] = [];
       onReply = (m) => replies.push(m);
-      udp.send(q, port, "127.0.0.1");
-      await untilTrue(() => handled() > h0, 2000, `the server took datagram ${q.toString("hex").slice(0, 200)}`);
-      if (handled() !== h0 + 1) throw new Error(`one datagram counted ${handled() - h0} times`);
-      if (dns.counters.dropped > d0) {
+      if (v6) udp6.send(q, port6, "::1");
+      else udp.send(q, port, "127.0.0.1");
+      await untilTrue(() => handledBy(d) > h0, 2000, `the server took datagram ${q.toString("hex").slice(0, 200)}`);
+      if (handledBy(d) !== h0 + 1) throw new Error(`one datagram counted ${handledBy(d) - h0} times`);
+      if (d.counters.dropped > d0) {
         await tick();
         if (replies.length) throw new Error(`a dropped datagram was answered: ${q.toString("hex")}`);
         return "refused";

@@ -1,15 +1,15 @@
-import { isIP } from "node:net";
 import { FLAG, RCODE, TYPE } from "../wire/constants.js";
 import { isUnder, keyToName, nameToKey } from "../wire/query.js";
 import { prebuilt, type Prebuilt } from "../wire/prebuilt.js";
 import { encodeMessage, type Record_ } from "../wire/writer.js";
+import { podLabelAddress } from "./podname.js";
 import { addressRecord, dashed, reverseName, type ZoneEndpoint, type ZoneService } from "./records.js";
 
 export interface ZoneOptions {
   /** e.g. "cluster.local". */
   readonly domain: string;
   readonly ttl: number;
-  /** Pod records a-b-c-d.<ns>.pod.<zone>: none, any address, or only addresses an endpoint of that namespace has. */
+  /** Pod records a-b-c-d.<ns>.pod.<zone> (IPv6: 2001-db8--1.<ns>.pod.<zone>): none, any address, or only addresses an endpoint of that namespace has. */
   readonly pods: "disabled" | "insecure" | "verified";
   /** Encoded answers kept at most, over all names and qtypes (default 50,000). */
   readonly maxEncoded?: number;
@@ -22,7 +22,8 @@ export const ENCODED_OVERHEAD = 128;
 
 /** What a name in the cluster zone resolves to. */
 export type ZoneAnswer =
-  | { readonly kind: "wire"; readonly response: Prebuilt }
+  /** `invalid`: the name is a pod name whose first label spells no address (why); the answer is NXDOMAIN and not kept. */
+  | { readonly kind: "wire"; readonly response: Prebuilt; readonly invalid?: string }
   /** ExternalName: answer with this CNAME, then what the upstream says for `target`. */
   | { readonly kind: "cname"; readonly cname: Record_; readonly target: string }
   /** Not ours after all (a reverse name we know nothing about): forward it. */
@@ -301,6 +302,10 @@ export class ClusterZone {
     let exists = (this.exists.get(name) ?? 0) > 0;
     if (!exists) {
       const pod = this.podRecord(name);
+      if (typeof pod === "string") {
+        // Not kept: random bad pod names would push real answers out of the bounded store.
+        return { kind: "wire", response: this.msg(name, qtype, RCODE.NXDOMAIN, [], [this.soa]), invalid: pod };
+      }
       if (pod) {
         exists = true;
         if (qtype === pod.type || qtype === TYPE.ANY) rrs = [pod];
@@ -312,16 +317,23 @@ export class ClusterZone {
     return { kind: "wire", response: this.remember(key, qtype, msg) };
   }
 
-  /** a-b-c-d.<ns>.pod.<zone>, by the pods mode. */
-  private podRecord(name: string): Record_ | undefined {
+  /**
+   * <address>.<ns>.pod.<zone> by the pods mode (the address rules are
+   * CoreDNS's: ./podname.ts): its A or AAAA record, undefined when there is
+   * none (disabled, not a pod name, or verified and no endpoint of the
+   * namespace has the address), or why the label spells no address.
+   * Verified compares the address as the name spells it with the
+   * registry's canonical text, as CoreDNS compares it with the pod's IP: a
+   * non-canonical spelling (2001-db8-0-0-0-0-0-1) is not verified.
+   */
+  private podRecord(name: string): Record_ | string | undefined {
     if (this.opts.pods === "disabled") return undefined;
-    const m = /^([0-9a-f-]+)\.([a-z0-9-]+)\.pod\./.exec(name);
+    const m = /^([0-9a-z-]+)\.([a-z0-9-]+)\.pod\./.exec(name);
     if (!m || name !== `${m[1]}.${m[2]}.pod.${this.soa.name}`) return undefined;
-    const label = m[1]!;
-    const ip = /^\d+-\d+-\d+-\d+$/.test(label) ? label.replace(/-/g, ".") : label.replace(/-/g, ":");
-    if (!isIP(ip)) return undefined;
-    if (this.opts.pods === "verified" && !(this.podIps.get(m[2]!)?.get(ip) ?? 0)) return undefined;
-    return addressRecord(name, ip, this.opts.ttl);
+    const a = podLabelAddress(m[1]!);
+    if (!a.ok) return a.why;
+    if (this.opts.pods === "verified" && !(this.podIps.get(m[2]!)?.get(a.text) ?? 0)) return undefined;
+    return addressRecord(name, a.address, this.opts.ttl);
   }
 
   private msg(name: string, qtype: number, rcode: number, answer: Record_[], authority: Record_[] = [], additional: Record_[] = []): Prebuilt {

@@ -73,8 +73,11 @@ export class Forwarder {
   constructor(private readonly opts: ForwarderOptions) {}
 
   async start(): Promise<void> {
+    const v6 = this.opts.upstreams.list.some((u) => u.host.includes(":"));
+    const v4 = this.opts.upstreams.list.some((u) => !u.host.includes(":"));
     for (let i = 0; i < SOCKETS; i++) {
-      const family = this.opts.upstreams.list.some((u) => u.host.includes(":")) && i % 2 === 1 ? "udp6" : "udp4";
+      // Sockets of the families the upstreams have: all IPv6 for IPv6 upstreams only, every other one for both.
+      const family = v6 && (!v4 || i % 2 === 1) ? "udp6" : "udp4";
       const s = createSocket({ type: family });
       this.sockV6.push(family === "udp6");
       s.on("message", (m, r) => this.onReply(i, m, r.address, r.port));

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
-import { isIP } from "node:net";
+import { isIPv4 } from "node:net";
 import { ConfigError } from "../../common/errors.js";
-import { formatHostPort, splitHostPort } from "../hostport.js";
+import { formatHostPort, parseHostPort } from "../hostport.js";
 
 export interface Upstream {
   readonly host: string;
@@ -16,16 +16,24 @@ export interface Upstream {
 
 export type Policy = "random" | "round_robin" | "sequential";
 
-/** Parses "198.51.100.1", "198.51.100.1:5353", "[2001:db8::1]:53". */
+/**
+ * Parses "198.51.100.1", "198.51.100.1:5353", "[2001:db8::53]:53" or a bare
+ * "2001:db8::53" (see parseHostPort): the host is kept canonical, so that a
+ * reply's source (as the socket reports it) is compared with the same text
+ * however the address was written. Throws a ConfigError saying what is
+ * wrong (an unclosed bracket, a bad port, a zone, multicast, ...).
+ */
 export function parseUpstream(text: string): Upstream {
-  const { host, port } = splitHostPort(text);
-  if (!isIP(host)) throw new ConfigError(`DNS upstream "${text}": "${host}" is not an IP address`, { hint: "write 198.51.100.1, 198.51.100.1:5353 or [2001:db8::1]:53" });
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`DNS upstream "${text}": port must be 1-65535`);
+  const { host, port } = parseHostPort(text, { what: "DNS upstream", role: "upstream" });
   return { host, port, label: formatHostPort(host, port), fails: 0, loop: false };
 }
 
-/** Nameservers of a resolv.conf (what the node itself uses). */
-export function upstreamsFromResolvConf(path = "/etc/resolv.conf"): Upstream[] {
+/**
+ * Nameservers of a resolv.conf (what the node itself uses). A nameserver
+ * that cannot be used (a link-local address with a zone, a name, garbage)
+ * is left out and reported to `skipped` with the reason.
+ */
+export function upstreamsFromResolvConf(path = "/etc/resolv.conf", skipped: (nameserver: string, why: string) => void = () => undefined): Upstream[] {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
@@ -36,8 +44,13 @@ export function upstreamsFromResolvConf(path = "/etc/resolv.conf"): Upstream[] {
   for (const line of text.split("\n")) {
     const m = /^\s*nameserver\s+(\S+)/.exec(line);
     if (!m) continue;
-    const host = m[1]!.replace(/%.*$/, ""); // a zone index (fe80::1%eth0) is not usable here
-    if (isIP(host)) out.push(parseUpstream(host));
+    try {
+      // One address, no port (resolv.conf has none): brackets or a port are not resolv.conf syntax.
+      if (/[[\]]/.test(m[1]!) || (m[1]!.split(":").length === 2)) throw new ConfigError(`"${m[1]!}" is not an address as resolv.conf writes one`);
+      out.push(parseUpstream(m[1]!));
+    } catch (e) {
+      skipped(m[1]!, (e as Error).message);
+    }
   }
   return out;
 }
@@ -51,7 +64,10 @@ export function withoutSelf(ups: Upstream[], listens: readonly { host: string; p
   const kept: Upstream[] = [];
   const dropped: string[] = [];
   for (const u of ups) {
-    const self = listens.some((l) => l.port === u.port && (l.host === u.host || ((l.host === "0.0.0.0" || l.host === "::") && (localAddrs.has(u.host) || u.host.startsWith("127.")))));
+    // A wildcard listen address takes its own family only (IPv6 sockets are IPv6-only).
+    const self = listens.some((l) => l.port === u.port && (l.host === u.host
+      || (l.host === "0.0.0.0" && isIPv4(u.host) && (localAddrs.has(u.host) || u.host.startsWith("127.")))
+      || (l.host === "::" && !isIPv4(u.host) && (localAddrs.has(u.host) || u.host === "::1"))));
     if (self) dropped.push(u.label);
     else kept.push(u);
   }

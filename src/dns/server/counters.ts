@@ -4,6 +4,10 @@ import { TYPE } from "../wire/constants.js";
 export const TCP_CLOSE_REASONS = ["deadline", "idle", "client_cap", "total_cap", "acl", "backpressure", "partial", "malformed"] as const;
 export type TcpCloseReason = (typeof TCP_CLOSE_REASONS)[number];
 
+/** What kind of impossible name was asked (weft_dns_invalid_names_total{kind}). */
+export const INVALID_NAME_KINDS = ["pod", "ip6_arpa"] as const;
+export type InvalidNameKind = (typeof INVALID_NAME_KINDS)[number];
+
 const TYPES = ["A", "AAAA", "SRV", "PTR", "TXT", "CNAME", "NS", "SOA", "MX", "ANY"] as const;
 const TYPE_INDEX = new Map<number, number>(TYPES.map((t, i) => [TYPE[t], i]));
 
@@ -20,6 +24,12 @@ export class DnsCounters {
   refusedClients = 0;
   notSynced = 0;
   zoneAnswers = 0;
+  /**
+   * Names answered NXDOMAIN because they cannot be what they claim: a pod
+   * name whose first label spells no address (pod), a name under ip6.arpa
+   * that is not nibbles (ip6_arpa, answered here, not forwarded).
+   */
+  readonly invalidNames: Record<InvalidNameKind, number> = { pod: 0, ip6_arpa: 0 };
   prefetches = 0;
   /** Requests answered at once (SERVFAIL, or stale) because too many already waited for upstream answers. */
   shed = 0;

@@ -1,5 +1,6 @@
 import type { Logger } from "../../common/log.js";
 import { cacheKey, STALE_TTL, type CacheEntry, type DnsCache } from "../cache/cache.js";
+import { ip6ArpaProblem } from "../cluster/reverse.js";
 import type { ClusterZone } from "../cluster/zone.js";
 import type { Answer, Forwarder } from "../forward/forwarder.js";
 import { CLASS_IN, FLAG, RCODE, TYPE } from "../wire/constants.js";
@@ -75,6 +76,10 @@ export class DnsHandler {
         const a = zone.answer(q.key, q.qtype);
         if (a.kind === "wire") {
           c.zoneAnswers++;
+          if (a.invalid !== undefined) {
+            c.invalidNames.pod++;
+            this.d.log.debug({ name: keyToName(q.key), why: a.invalid }, "NXDOMAIN for a pod name that spells no address");
+          }
           return this.done(serve(a.response, q, msg, out, 0, maxLen), out);
         }
         if (a.kind === "cname") {
@@ -85,6 +90,13 @@ export class DnsHandler {
     } else if (isUnder(q.key, this.d.zoneKey)) {
       c.notSynced++;
       return this.fail(q, msg, out, RCODE.SERVFAIL);
+    }
+    const bad6 = ip6ArpaProblem(q.key);
+    if (bad6 !== undefined) {
+      // No such name can exist (RFC 3596): NXDOMAIN here rather than junk sent upstream.
+      c.invalidNames.ip6_arpa++;
+      this.d.log.debug({ name: keyToName(q.key), why: bad6 }, "NXDOMAIN for a malformed ip6.arpa name");
+      return this.fail(q, msg, out, RCODE.NXDOMAIN);
     }
     if (this.d.forwarder.loopProbes.has(q.key)) {
       this.d.forwarder.loopDetected(q.key);

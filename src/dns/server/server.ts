@@ -1,5 +1,5 @@
 import { createSocket, type Socket as UdpSocket } from "node:dgram";
-import { isIPv4, isIPv6 } from "node:net";
+import { isIPv6 } from "node:net";
 import { createServer, type Server } from "node:net";
 import { ConfigError } from "../../common/errors.js";
 import type { Logger } from "../../common/log.js";
@@ -34,10 +34,13 @@ export interface ListenerOptions {
 }
 
 /**
- * The DNS server's sockets: UDP — for IPv4 the native batch path
- * (recvmmsg/sendmmsg, ./batch.ts), else Node's dgram — and TCP (RFC 7766,
- * ./tcp.ts: length-prefixed messages, several per connection, answered as
- * they complete, within limits).
+ * The DNS server's sockets: UDP — the native batch path (recvmmsg/sendmmsg,
+ * ./batch.ts) for IPv4 and IPv6 alike, else Node's dgram — and TCP (RFC
+ * 7766, ./tcp.ts: length-prefixed messages, several per connection,
+ * answered as they complete, within limits). An IPv6 listen address serves
+ * IPv6 only (IPV6_V6ONLY on UDP and TCP, :: included): IPv4 clients are
+ * served by an IPv4 listen address of their own, so 0.0.0.0 and :: can be
+ * listed together on one port.
  */
 export class DnsListener {
   private readonly udp: UdpSocket[] = [];
@@ -76,7 +79,6 @@ export class DnsListener {
   /** Why `a` cannot have the batch path (undefined: it can). */
   private slowPathReason(a: ListenAddr): string | undefined {
     if (this.opts.batch === false) return "the batch path is turned off for this server (udpBatch: false)";
-    if (!isIPv4(a.host)) return "an IPv6 address: the batch path is IPv4 only";
     return batchPathUnavailable();
   }
 
@@ -88,7 +90,7 @@ export class DnsListener {
       this.batch.push(batch);
       port = batch.port;
     } else {
-      const u = createSocket({ type: isIPv6(a.host) ? "udp6" : "udp4", recvBufferSize: 4 << 20 });
+      const u = isIPv6(a.host) ? createSocket({ type: "udp6", ipv6Only: true, recvBufferSize: 4 << 20 }) : createSocket({ type: "udp4", recvBufferSize: 4 << 20 });
       u.on("message", (m, r) => this.onDatagram(u, m, r.address, r.port));
       u.on("error", (e) => this.log.warn({ err: e.message }, "DNS UDP socket error"));
       await new Promise<void>((res, rej) => {
@@ -102,7 +104,7 @@ export class DnsListener {
     await new Promise<void>((res, rej) => {
       t.once("error", rej);
       // A deep accept queue: under a connection flood a new client waits in it, not for a SYN retry.
-      t.listen({ port, host: a.host, backlog: 4096 }, () => res());
+      t.listen({ port, host: a.host, backlog: 4096, ipv6Only: isIPv6(a.host) }, () => res());
     });
     this.tcp.push(t);
     this.bound.push({ host: a.host, port });
