@@ -137,7 +137,7 @@ export class Agent {
     }
     this.config = fresh.config;
     this.queue.change(() => this.table.setPolicy(policyOf(fresh.config)));
-    this.dns = await NodeDns.start(o, fresh.config, etcd, this.metrics.registry, this.log.child({ part: "dns" }), this.pods);
+    this.dns = await NodeDns.start(o, fresh.config, etcd, this.metrics.registry, this.log.child({ part: "dns" }), this.pods, fresh.config.ipv6?.network);
     const network = this.network ?? (await this.register(candidates, iface, fresh.config));
     if (restarted) await network.apply({ added: this.table.all(), removed: [], changed: [] });
     if (!lastConfig) await this.applyCachedRoutes();

@@ -47,7 +47,8 @@ export class NodeDns {
     // Both families at once: list an IPv4 and an IPv6 address (an IPv6 one serves IPv6 only).
     const listen = o.dnsListen.map((a) => parseHostPort(a, { what: "--dns-listen", role: "listen" }));
     const discoveryListen = o.discoveryListen === "off" ? [] : o.discoveryListen.map((a) => splitHostPort(a));
-    const allow = dnsAllowList(formatCidr(config.network), network6, o.dnsAllow);
+    // An IPv6-only network's IPv4 half is 0.0.0.0/0, which must not open the ACL to every IPv4 client.
+    const allow = dnsAllowList(config.enableIpv4 ? formatCidr(config.network) : undefined, network6, o.dnsAllow);
     await ensureLocalAddresses([...listen, ...discoveryListen], log);
     const upstreams: Upstream[] = o.dnsUpstream === "none" ? []
       : o.dnsUpstream === "resolv.conf" ? upstreamsFromResolvConf(undefined, (nameserver, why) => log.warn({ nameserver, why }, "a resolv.conf nameserver left out of the DNS upstreams"))
@@ -101,8 +102,8 @@ export class NodeDns {
 }
 
 /** The DNS client ACL's prefixes: the cluster network(s) and --dns-allow (each checked: ConfigError naming a bad one). */
-export function dnsAllowList(network: string, network6: Ipv6Prefix | undefined, extra: readonly string[]): string[] {
-  return [network, ...(network6 ? [formatCidr6(network6)] : []), ...extra.map((p) => parseAllowPrefix(p))];
+export function dnsAllowList(network: string | undefined, network6: Ipv6Prefix | undefined, extra: readonly string[]): string[] {
+  return [...(network !== undefined ? [network] : []), ...(network6 ? [formatCidr6(network6)] : []), ...extra.map((p) => parseAllowPrefix(p))];
 }
 
 /** The discovery API on the registry view, with the DNS server's client ACL (`allows`). */

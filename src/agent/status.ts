@@ -121,7 +121,7 @@ export function agentStatus(p: StatusParts, window: PeerWindow = { offset: 0, li
   return {
     ready: isReady(p.readiness),
     readiness: p.readiness,
-    network: p.config ? formatCidr(p.config.network) : undefined,
+    network: p.config?.enableIpv4 ? formatCidr(p.config.network) : undefined,
     subnet: p.lease && p.config?.enableIpv4 !== false ? formatCidr(p.lease.subnet) : undefined,
     ...(p.config?.ipv6 ? {
       network6: formatCidr6(p.config.ipv6.network),

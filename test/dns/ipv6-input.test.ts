@@ -158,6 +158,8 @@ describe("--dns-listen addresses", () => {
     expect(o.dnsListen).toEqual(["169.254.20.10:53", "[2001:db8::a]:53"]);
     expect(o.dnsAllow).toEqual(["192.0.2.0/24", "2001:db8:42::/64"]);
     expect(dnsAllowList("198.18.0.0/15", { addr: 0x20010db8000700000000000000000000n, len: 56 }, o.dnsAllow)).toEqual(["198.18.0.0/15", "2001:db8:7::/56", "192.0.2.0/24", "2001:db8:42::/64"]);
+    // An IPv6-only network has no IPv4 half: nothing IPv4 is let in (its 0.0.0.0/0 placeholder would let in every client).
+    expect(dnsAllowList(undefined, { addr: 0x20010db8000700000000000000000000n, len: 56 }, [])).toEqual(["2001:db8:7::/56"]);
   });
 });
 
