@@ -83,8 +83,16 @@ export function isIpv6(text: string): boolean {
 export function formatIpv6(addr: bigint): string {
   const g: number[] = [];
   for (let i = 7; i >= 0; i--) g.push(Number((addr >> BigInt(i * 16)) & 0xffffn));
+  return formatGroups(g);
+}
+
+/**
+ * Eight 16-bit groups as RFC 5952 text: lower case, no leading zeros, the
+ * longest run of two or more zero groups as "::" (the first on a tie).
+ */
+export function formatGroups(g: readonly number[]): string {
   let bestAt = -1;
-  let bestLen = 0;
+  let bestLen = 1; // a single zero group is not compressed
   for (let i = 0; i < 8;) {
     if (g[i] !== 0) {
       i++;
@@ -98,9 +106,8 @@ export function formatIpv6(addr: bigint): string {
     }
     i = j;
   }
-  const hex = (xs: number[]): string => xs.map((x) => x.toString(16)).join(":");
-  if (bestLen < 2) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+  const hex = (from: number, to: number): string => g.slice(from, to).map((x) => x.toString(16)).join(":");
+  return bestAt < 0 ? hex(0, 8) : `${hex(0, bestAt)}::${hex(bestAt + bestLen, 8)}`;
 }
 
 /** Netmask of a prefix length as a 128-bit bigint. */

@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { run } from "../../src/common/exec.js";
+import { describe, expect, it } from "vitest";
+import { bpfScratch } from "./scratch.js";
 import { projectRoot } from "../../src/common/paths.js";
 import { Netns, uniqueTag, veth } from "../../src/harness/netns.js";
 
@@ -16,20 +16,8 @@ import { Netns, uniqueTag, veth } from "../../src/harness/netns.js";
  * (v6-in-v4), IPv6 only (v4-in-v6).
  */
 const DRIVER = join(projectRoot(), "test", "bpf", "network-driver.mjs");
-let bpffs: string;
-const made: Netns[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  bpffs = mkdtempSync(join(tmpdir(), "weft-bpffs6dp-"));
-  await run(["mount", "-t", "bpf", "bpf", bpffs]);
-});
-afterAll(async () => {
-  for (const ns of made) await ns.destroy();
-  await run(["umount", "-l", bpffs]).catch(() => undefined);
-  rmSync(bpffs, { recursive: true, force: true });
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const scratch = bpfScratch("weft-bpffs6dp-");
+const { made, dirs } = scratch;
 
 interface Underlay {
   readonly v4: boolean;
@@ -82,7 +70,7 @@ async function pair(u: Underlay): Promise<Pair> {
   const iface = (i: number) => ({ publicIp: u.v4 ? `192.0.2.${i + 1}` : "0.0.0.0", ...(u.v6 ? { publicIpv6: `2001:db8:ff::${i + 1}` } : {}) });
   const state = [0, 1].map(() => mkdtempSync(join(tmpdir(), "weft-state6dp-")));
   dirs.push(...state);
-  const bpfDir = (i: number) => join(bpffs, `${tag}-${i}`);
+  const bpfDir = (i: number) => join(scratch.bpffs(), `${tag}-${i}`);
   // First run: device (its MAC is the node's VTEP MAC), own subnet, the pod.
   const macs: string[] = [];
   let mtu = 0;

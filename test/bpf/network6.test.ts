@@ -1,8 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { run } from "../../src/common/exec.js";
+import { describe, expect, it } from "vitest";
+import { bpfScratch } from "./scratch.js";
 import { projectRoot } from "../../src/common/paths.js";
 import { Netns, uniqueTag } from "../../src/harness/netns.js";
 
@@ -15,20 +15,8 @@ import { Netns, uniqueTag } from "../../src/harness/netns.js";
  */
 const DRIVER = join(projectRoot(), "test", "bpf", "network-driver.mjs");
 const tag = uniqueTag();
-let bpffs: string;
-const made: Netns[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  bpffs = mkdtempSync(join(tmpdir(), "weft-bpffs6-"));
-  await run(["mount", "-t", "bpf", "bpf", bpffs]);
-});
-afterAll(async () => {
-  for (const ns of made) await ns.destroy();
-  await run(["umount", "-l", bpffs]).catch(() => undefined);
-  rmSync(bpffs, { recursive: true, force: true });
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const scratch = bpfScratch("weft-bpffs6-");
+const { made, dirs } = scratch;
 
 interface Scenario {
   readonly ns: Netns;
@@ -49,7 +37,7 @@ async function scenario(name: string): Promise<Scenario> {
   }
   const stateDir = mkdtempSync(join(tmpdir(), "weft-state6-"));
   dirs.push(stateDir);
-  const bpf = join(bpffs, name);
+  const bpf = join(scratch.bpffs(), name);
   return {
     ns, stateDir, bpf,
     async ifindex(dev) {

@@ -3,7 +3,7 @@ import { createRequire } from "node:module";
 import { isIPv6 } from "node:net";
 import type { Logger } from "../../common/log.js";
 import { parseIpv4 } from "../../common/ipv4.js";
-import { ipv6Bytes, parseIpv6 } from "../../common/ipv6.js";
+import { formatGroups, ipv6Bytes, parseIpv6 } from "../../common/ipv6.js";
 import { nativeLibrary, nativeLibraryPath, pollAddonPath } from "../../native/library.js";
 import type { DnsHandler } from "./handler.js";
 
@@ -205,21 +205,5 @@ export function wordsToText(w: Int32Array, at: number): string {
     // IPv4-mapped, and (as inet_ntop, so Node, writes it) IPv4-compatible ::a.b.c.d
     return `::${g[5] ? "ffff:" : ""}${g[6]! >>> 8}.${g[6]! & 255}.${g[7]! >>> 8}.${g[7]! & 255}`;
   }
-  let best = -1;
-  let bestLen = 1; // a single zero group is not compressed
-  for (let i = 0; i < 8;) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (from: number, to: number): string => g.slice(from, to).map((x) => x.toString(16)).join(":");
-  return best < 0 ? hex(0, 8) : `${hex(0, best)}::${hex(best + bestLen, 8)}`;
+  return formatGroups(g);
 }
