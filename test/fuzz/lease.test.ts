@@ -3,7 +3,8 @@ import { formatCidr, formatIpv4, maskOf } from "../../src/common/ipv4.js";
 import { silentLogger } from "../../src/common/log.js";
 import { checkLease, policyOf, type SelfLease } from "../../src/routes/accept.js";
 import { RouteTable } from "../../src/routes/table.js";
-import { LeaseFormatError, parseLeaseAttrs, parseSubnetKey, type Lease } from "../../src/subnet/lease.js";
+import { LeaseFormatError, parseLeaseAttrs, parseLeaseKey, parseSubnetKey, type Lease } from "../../src/subnet/lease.js";
+import { formatCidr6, parseIpv6 } from "../../src/common/ipv6.js";
 import { parseNetworkConfig } from "../../src/subnet/network-config.js";
 import { SubnetRegistry } from "../../src/subnet/registry.js";
 import { LeaseWatcher } from "../../src/subnet/watcher.js";
@@ -90,6 +91,60 @@ describe("fuzz: lease keys and JSON", () => {
     checkInvariants(t);
     expect(report.refused).toBeGreaterThan(0);
     expect(report.accepted).toBeGreaterThan(0);
+  });
+
+  it("dual stack: hostile IPv6 halves of keys and values; no two routes share either family's subnet or public address", async () => {
+    const dual = parseNetworkConfig('{"Network":"198.18.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"2001:db8:1::/48","Backend":{"Type":"vxlan","VNI":1}}');
+    const policy = policyOf(dual);
+    const self: SelfLease = { ...SELF, subnet6: { addr: parseIpv6("2001:db8:1:1::"), len: 64 }, publicIpv6: parseIpv6("2001:db8:ff::1") };
+    const key6 = (rng: Rng): string => {
+      const v6 = `2001:db8:${rng.pick(["1", "1", "1", "2"])}:${rng.int(0, 300).toString(16)}::${rng.pick(["", "", "1"])}-${rng.pick([64, 64, 64, 80, 129])}`;
+      const good = `198.18.${rng.int(0, 255)}.0-24&${v6}`;
+      return rng.int(0, 3) === 0 ? mutateText(rng, good) : good;
+    };
+    const value6 = (rng: Rng): string => {
+      const base = {
+        ...FLANNEL, PublicIP: `192.0.2.${rng.int(0, 255)}`, PublicIPv6: rng.pick(["2001:db8:ff::" + rng.int(1, 0xffff).toString(16), "fe80::1", "ff02::1", "2001:db8:1:7::1", null]),
+        BackendData: { VNI: 1, VtepMAC: `02:00:00:00:00:${rng.int(16, 255).toString(16)}` },
+        BackendV6Data: { VNI: rng.pick([1, 1, 1, 2]), VtepMAC: `02:00:00:00:01:${rng.int(16, 255).toString(16)}` },
+      };
+      return rng.int(0, 2) === 0 ? JSON.stringify(mutateJson(rng, base)) : JSON.stringify(base);
+    };
+    const t = new RouteTable();
+    t.setPolicy(policy);
+    t.setSelf(self);
+    let rev = 0;
+    const invariants = (): void => {
+      const routes = t.all();
+      const picks: ((l: Lease) => unknown)[] = [(l) => formatCidr(l.subnet), (l) => l.attrs.publicIp, (l) => (l.subnet6 ? formatCidr6(l.subnet6) : l.key), (l) => l.attrs.publicIpv6 ?? l.key];
+      for (const pick of picks) expect(new Set(routes.map(pick)).size).toBe(routes.length);
+      for (const l of routes) expect(checkLease(l, policy, self)).toBeUndefined();
+    };
+    const report = await fuzz("lease-dual", { iterations: 6_000 }, (rng, i) => {
+      const k = key6(rng);
+      const parsed = parseLeaseKey(k);
+      let outcome: "accepted" | "refused" = "accepted";
+      if (!parsed) {
+        t.skip({ key: k, reason: "bad_key", detail: "x" });
+        outcome = "refused";
+      } else {
+        try {
+          const l: Lease = { key: k, ...parsed, attrs: parseLeaseAttrs(value6(rng)), leaseId: "1", modRevision: String(++rev), createRevision: String(rng.int(1, 1000)) };
+          t.put(l);
+          if (checkLease(l, policy, self)) outcome = "refused";
+        } catch (e) {
+          if (!(e instanceof LeaseFormatError)) throw e;
+          t.skip({ key: k, reason: e.reason, detail: e.message });
+          outcome = "refused";
+        }
+      }
+      if (i % 64 === 0) invariants();
+      return outcome;
+    });
+    invariants();
+    expect(report.refused).toBeGreaterThan(0);
+    expect(report.accepted).toBeGreaterThan(0);
+    expect(t.all().some((l) => l.subnet6 !== undefined)).toBe(true);
   });
 
   describe("through a real etcd and the lease watcher", () => {
