@@ -6,7 +6,7 @@
 // checks the compiled module's own copy (`abi_version`, `layout`) at load time.
 
 /** Bump whenever any layout or code below changes meaning. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 // ---------------------------------------------------------------------------
 // Descriptors: one per packet, DESC_SIZE bytes, in the descriptor region.
@@ -95,6 +95,8 @@ export const E_NO_MEMORY = -4; // memory.grow failed
 export const LPM_MISS = -1;
 /** Largest next-hop index a prefix can map to. */
 export const LPM_MAX_NH = 0xffffff;
+/** Largest next-hop index an IPv6 prefix can map to (its entries keep 8 bits for the depth 0..128). */
+export const LPM6_MAX_NH = 0x7fffff;
 
 // Indexes for `layout(field)`: byte offsets and sizes of the regions.
 export const L_PKT_BASE = 0; // packet region start
@@ -112,7 +114,9 @@ export const L_UNIT_BASE = 11; // tun path: unit table, then MAX_UNITS x 2 iovec
 export const L_MAX_UNITS = 12; // 0 when the core was made without tun regions
 /** Units one tun batch call makes at most (native/abi.h WEFT_MAX_UNITS: the shim's send and write tables). */
 export const MAX_UNITS = 2048;
-export const L_COUNT = 13;
+export const L_ADDR6_BASE = 13; // IPv6 lookup scratch: MAX_BATCH x 16-byte addresses in wire order (results: L_NH_BASE)
+export const L_MAX_RULES6 = 14; // IPv6 prefixes the table can hold
+export const L_COUNT = 15;
 
 // ---------------------------------------------------------------------------
 // Units (tun path). tun_tx_batch / tun_rx_batch turn descriptors into units:

@@ -6,6 +6,10 @@ export {
   lpm_clear, lpm_delete, lpm_get, lpm_groups, lpm_insert, lpm_lookup, lpm_lookup_batch,
   lpm_memory_bytes, lpm_size,
 } from "./lpm";
+export {
+  lpm6_clear, lpm6_delete, lpm6_get, lpm6_groups, lpm6_insert, lpm6_lookup, lpm6_lookup_batch,
+  lpm6_memory_bytes, lpm6_size,
+} from "./lpm6";
 export { peer_clear, peer_count, peer_find, peer_set } from "./peers";
 export { csum_replace16, csum_replace32, inet_csum, inet_sum } from "./checksum";
 export { flow_hash, flow_sport, jhash_3words } from "./flow";

@@ -6,6 +6,8 @@ export interface CoreLimits {
   readonly maxPeers: number;
   /** Prefixes the LPM table can hold. */
   readonly maxRules: number;
+  /** IPv6 prefixes the IPv6 LPM table can hold. */
+  readonly maxRules6: number;
   /** Descriptors per encap/decap/lookup batch. */
   readonly maxBatch: number;
   /** Packet slots in the packet region. */

@@ -1,17 +1,19 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as abi from "../../../asm/abi.js";
-import { CoreError, type CoreErrorCode } from "../../common/errors.js";
+import { CoreError } from "../../common/errors.js";
 import { projectRoot } from "../../common/paths.js";
 import { formatCidr, formatIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 import { RESULT_NAMES, type Counters } from "../results.js";
 import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js";
+import { check } from "./check.js";
+import { Lpm6, type Lpm6Exports } from "./lpm6.js";
 
 /** The module's exports, as asm/index.ts declares them (i32 arguments, i32 results). */
-interface CoreExports {
+interface CoreExports extends Lpm6Exports {
   memory: WebAssembly.Memory;
   abi_version(): number;
-  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number, units: number): number;
+  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number, units: number, rules6: number): number;
   layout(field: number): number;
   counters_base(dir: number): number;
   configure(vni: number, localIp: number, macHi: number, macLo: number, dport: number,
@@ -48,6 +50,7 @@ interface CoreExports {
 export const DEFAULT_LIMITS: CoreLimits = {
   maxPeers: 4096,
   maxRules: 131072,
+  maxRules6: 65536,
   maxBatch: 256,
   slots: 256,
   slotSize: 2048,
@@ -57,7 +60,7 @@ export const DEFAULT_LIMITS: CoreLimits = {
 
 /** Each limit: inclusive range. (Plain checks: the packet workers load this module, and start fast.) */
 const RANGES: Record<keyof CoreLimits, [number, number]> = {
-  maxPeers: [1, 1 << 20], maxRules: [1, 1 << 22], maxBatch: [1, 1 << 16], slots: [1, 1 << 16],
+  maxPeers: [1, 1 << 20], maxRules: [1, 1 << 22], maxRules6: [1, 1 << 22], maxBatch: [1, 1 << 16], slots: [1, 1 << 16],
   slotSize: [64, 1 << 20], headroom: [abi.ENCAP_FRAME_OVERHEAD, 1 << 20], units: [0, 1 << 16],
 };
 
@@ -92,19 +95,6 @@ function compile(): WebAssembly.Module {
   return compiled;
 }
 
-const CODES: Record<number, [CoreErrorCode, string]> = {
-  [abi.E_INVALID]: ["WEFT_CORE_INVALID", "an argument is out of range"],
-  [abi.E_NOT_FOUND]: ["WEFT_CORE_NOT_FOUND", "no such entry"],
-  [abi.E_FULL]: ["WEFT_CORE_FULL", "the table is full"],
-  [abi.E_NO_MEMORY]: ["WEFT_CORE_NO_MEMORY", "WebAssembly memory could not grow"],
-};
-
-function check(rc: number, what: string, hint?: string): void {
-  if (rc >= 0) return;
-  const [code, text] = CODES[rc] ?? ["WEFT_CORE_INVALID", `unknown return code ${rc}`];
-  throw new CoreError(code, `${what}: ${text}`, hint === undefined ? {} : { hint });
-}
-
 function macWords(mac: Uint8Array): [number, number] {
   if (mac.length !== 6) throw new CoreError("WEFT_CORE_INVALID", `a MAC address has 6 bytes, got ${mac.length}`);
   const hi = ((mac[0] ?? 0) << 8) | (mac[1] ?? 0);
@@ -132,6 +122,8 @@ export class WasmCore {
   readonly descBase: number;
   readonly addrBase: number;
   readonly nhBase: number;
+  /** The IPv6 LPM table (same memory and pool as the IPv4 one). */
+  readonly lpm6: Lpm6;
   /** tun path: unit table and iovec table (0 when made with units: 0). */
   readonly unitBase: number;
   readonly iovBase: number;
@@ -148,6 +140,7 @@ export class WasmCore {
     this.descBase = x.layout(abi.L_DESC_BASE);
     this.addrBase = x.layout(abi.L_ADDR_BASE);
     this.nhBase = x.layout(abi.L_NH_BASE);
+    this.lpm6 = new Lpm6(x, limits, x.layout(abi.L_ADDR6_BASE), this.nhBase);
     this.unitBase = x.layout(abi.L_UNIT_BASE);
     this.iovBase = this.unitBase + limits.units * abi.UNIT_SIZE;
     this.buf = x.memory.buffer;
@@ -167,8 +160,8 @@ export class WasmCore {
         hint: "rebuild it with `npm run build`",
       });
     }
-    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom, l.units), "laying out WASM memory",
-      "lower the limits (maxRules, slots, slotSize)");
+    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom, l.units, l.maxRules6),
+      "laying out WASM memory", "lower the limits (maxRules, maxRules6, slots, slotSize)");
     return new WasmCore(x, l);
   }
 
