@@ -48,6 +48,18 @@ export const ENCAP_MODE_FRAME = 1;
 export const CFG_UDP_CSUM = 1;
 /** Config flag: set DF on the outer IPv4 header in frame mode. */
 export const CFG_DF = 2;
+/**
+ * Config flag: the underlay is IPv6. Encap sends every packet (inner IPv4 or
+ * IPv6) to the peer's IPv6 underlay address (peer6_set); frame mode writes
+ * an outer IPv6 header and always a UDP checksum (IPv6 requires one; RFC 6935
+ * zero checksums are not used). In payload mode DESC_ADDR is 0 and the
+ * caller sends to peer6_underlay(res).
+ */
+export const CFG_OUTER6 = 4;
+/** Config flag: put the flow hash in the outer IPv6 flow label (RFC 6438); else 0. */
+export const CFG_FLOWLABEL = 8;
+/** Bytes written in front of the inner packet in frame mode over IPv6 (outer IPv6 + UDP + VXLAN + inner Ethernet). */
+export const ENCAP_FRAME6_OVERHEAD = 70;
 
 /** Peer flag: the slot holds a peer. */
 export const PEER_VALID = 1;
@@ -61,9 +73,9 @@ export const PEER_LOCAL = 2;
 // ---------------------------------------------------------------------------
 export const R_BAD_DESC = -1; // descriptor points outside the packet region, or no headroom
 export const R_TRUNCATED = -2; // shorter than the headers it must hold
-export const R_NOT_IPV4 = -3; // inner EtherType is not IPv4, or IP version is not 4
-export const R_MALFORMED = -4; // IPv4 header length or total length inconsistent
-export const R_NO_ROUTE = -5; // encap: no prefix covers the destination
+export const R_NOT_IPV4 = -3; // inner EtherType / IP version is neither IPv4 nor IPv6 (tun paths: not IPv4)
+export const R_MALFORMED = -4; // IPv4 header length or total length, or IPv6 payload length, inconsistent
+export const R_NO_ROUTE = -5; // encap: no prefix covers the destination (or CFG_OUTER6 and the peer has no IPv6 underlay)
 export const R_LOCAL = -6; // encap: destination is this node's own subnet
 export const R_TOO_BIG = -7; // encap: outer packet would exceed 65535 bytes
 export const R_BAD_FLAGS = -8; // decap: I flag clear, or a reserved bit set (as Linux vxlan)
@@ -71,8 +83,8 @@ export const R_BAD_VNI = -9; // decap: VNI is not ours
 export const R_BAD_DST_MAC = -10; // decap: inner destination MAC is not our VTEP MAC
 export const R_LOOPED = -11; // decap: inner source MAC is our own VTEP MAC (as Linux vxlan)
 export const R_BAD_CSUM = -12; // decap: inner IPv4 header checksum is wrong
-export const R_UNKNOWN_NODE = -13; // decap: outer source is not a known node
-export const R_SPOOFED = -14; // decap: inner source is outside the sending node's subnet
+export const R_UNKNOWN_NODE = -13; // decap: outer source is not a known node (decap6_batch: not a peer's IPv6 underlay)
+export const R_SPOOFED = -14; // decap: inner source is outside the sending node's subnet (IPv6: its subnet6, or it has none)
 export const R_ECN = -15; // decap: outer CE on a not-ECT inner packet (RFC 6040, as Linux)
 export const R_BAD_L4_CSUM = -16; // tun receive: inner TCP/UDP checksum wrong (and not left partial by the sender)
 export const R_BAD_VNET = -17; // tun transmit: virtio_net_hdr does not fit the packet (GSO type, gso_size 0, a fragment, checksum start/offset)

@@ -25,6 +25,8 @@ export const H_ABI: usize = 4;
 export const H_RULES6: usize = 8; // u32, IPv6 prefixes stored
 export const H_GROUPS6: usize = 12; // u32, IPv6 LPM groups alive (of H_GROUPS)
 export const H_POOL_USED6: usize = 16; // u32, pool units the IPv6 groups use (of H_POOL_USED)
+export const H_LOCAL_IP6: usize = 20; // 16 bytes, wire order: this node's IPv6 underlay (outer source, CFG_OUTER6)
+export const H_HOP: usize = 36; // u8, outer IPv6 hop limit
 export const H_VNI: usize = 64; // u32
 export const H_LOCAL_IP: usize = 68; // u32
 export const H_LOCAL_MAC: usize = 72; // 6 bytes, wire order
@@ -71,6 +73,10 @@ export let ruleHash6Mask: u32 = 0;
 export let maxRules6: u32 = 0;
 export let addr6Base: usize = 0;
 export let lpm6Work: usize = 0;
+/** IPv6 side of the peer table: maxPeers x 64-byte slots, and a hash underlay6 -> index (32-byte slots). */
+export let peers6Base: usize = 0;
+export let peerHash6Base: usize = 0;
+export let peerHash6Mask: u32 = 0;
 /** tun path regions (maxUnits = 0: none). */
 export let unitBase: usize = 0;
 export let maxUnits: u32 = 0;
@@ -132,7 +138,9 @@ export function init(
   const rh6 = l1v6 + 65536 * 4;
   const addr6 = rh6 + <usize>rh6Cap * 32;
   const work6 = alignUp(addr6 + <usize>batch * 16, 64);
-  const units0 = alignUp(work6 + 14 * 1024, 64);
+  const peers6 = alignUp(work6 + 14 * 1024, 64);
+  const ph6 = peers6 + <usize>peers * 64;
+  const units0 = alignUp(ph6 + <usize>phCap * 32, 64);
   const iovs0 = units0 + <usize>units * <usize>UNIT_SIZE;
   const arena0 = iovs0 + <usize>units * 2 * <usize>IOV_SIZE;
   const pkt = alignUp(arena0 + <usize>units * <usize>ARENA_BLOCK, 64);
@@ -166,6 +174,7 @@ export function init(
   store<u16>(hdr + H_PORT_MIN, 32768);
   store<u16>(hdr + H_PORT_MAX, 60999); // stored inclusive
   store<u8>(hdr + H_TTL, 64);
+  store<u8>(hdr + H_HOP, 64);
 
   hdrBase = hdr;
   descBase = desc;
@@ -187,6 +196,9 @@ export function init(
   maxRules6 = rules6;
   addr6Base = addr6;
   lpm6Work = work6;
+  peers6Base = peers6;
+  peerHash6Base = ph6;
+  peerHash6Mask = phCap - 1;
   unitBase = units0;
   maxUnits = units;
   iovBase = iovs0;
@@ -250,6 +262,21 @@ export function configure(
   store<u8>(hdrBase + H_TTL, <u8>ttl);
   store<u32>(hdrBase + H_FLAGS, flags);
   store<u32>(hdrBase + H_SEED, seed);
+  return E_OK;
+}
+
+/**
+ * Sets this node's IPv6 underlay address (outer source when the flags of
+ * configure() hold CFG_OUTER6; four words, w0 first on the wire) and the
+ * outer hop limit. E_INVALID for hop limit 0 or above 255.
+ */
+export function configure6(w0: u32, w1: u32, w2: u32, w3: u32, hop: u32): i32 {
+  if (hdrBase == 0 || hop == 0 || hop > 255) return E_INVALID;
+  store<u32>(hdrBase + H_LOCAL_IP6, bswap<u32>(w0));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 4, bswap<u32>(w1));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 8, bswap<u32>(w2));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 12, bswap<u32>(w3));
+  store<u8>(hdrBase + H_HOP, <u8>hop);
   return E_OK;
 }
 

@@ -6,6 +6,7 @@
 //       +10 u8 prefix length | +11 u8 flags (PEER_*) | +12 u32 subnet | +16 u32 mask
 import { E_INVALID, E_NOT_FOUND, E_OK, PEER_VALID } from "./abi";
 import { hashDel, hashGet, hashPut } from "./hash";
+import { peer6Forget } from "./peers6";
 import { H_PEERS, hdrBase, maxPeers, peerHashBase, peerHashMask, peersBase } from "./layout";
 
 export const P_UNDERLAY: usize = 0;
@@ -69,6 +70,7 @@ export function peer_clear(idx: u32): i32 {
   if ((load<u8>(p + P_FLAGS) & PEER_VALID) == 0) return E_NOT_FOUND;
   hashDel(peerHashBase, peerHashMask, underlayKey(load<u32>(p + P_UNDERLAY)));
   memory.fill(p, 0, SLOT);
+  peer6Forget(idx);
   store<u32>(hdrBase + H_PEERS, load<u32>(hdrBase + H_PEERS) - 1);
   return E_OK;
 }

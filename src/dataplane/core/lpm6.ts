@@ -18,7 +18,7 @@ export interface Lpm6Exports {
 }
 
 /** An IPv6 address as four 32-bit words, the first on the wire first. */
-function words6(a: bigint): [number, number, number, number] {
+export function words6(a: bigint): [number, number, number, number] {
   if (typeof a !== "bigint" || a < 0n || a > MAX6) {
     throw new CoreError("WEFT_CORE_INVALID", `an IPv6 address is an unsigned 128-bit integer, got ${String(a)}`);
   }

@@ -7,7 +7,8 @@ import { formatCidr, formatIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 import { RESULT_NAMES, type Counters } from "../results.js";
 import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js";
 import { check } from "./check.js";
-import { Lpm6, type Lpm6Exports } from "./lpm6.js";
+import { Lpm6, words6, type Lpm6Exports } from "./lpm6.js";
+import { formatIpv6 } from "../../common/ipv6.js";
 
 /** The module's exports, as asm/index.ts declares them (i32 arguments, i32 results). */
 interface CoreExports extends Lpm6Exports {
@@ -27,6 +28,11 @@ interface CoreExports extends Lpm6Exports {
   lpm_size(): number;
   lpm_groups(): number;
   lpm_memory_bytes(): number;
+  configure6(w0: number, w1: number, w2: number, w3: number, hop: number): number;
+  peer6_set(idx: number, u0: number, u1: number, u2: number, u3: number, s0: number, s1: number, s2: number, s3: number, plen: number): number;
+  peer6_underlay(idx: number): number;
+  peer6_find(u0: number, u1: number, u2: number, u3: number): number;
+  decap6_batch(n: number): number;
   peer_set(idx: number, underlay: number, macHi: number, macLo: number, subnet: number, plen: number, flags: number): number;
   peer_clear(idx: number): number;
   peer_find(underlay: number): number;
@@ -249,7 +255,13 @@ export class WasmCore {
 
   configure(cfg: TunnelConfig): void {
     const [hi, lo] = macWords(cfg.localMac);
-    const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0);
+    const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0) |
+      (cfg.outer6 ? abi.CFG_OUTER6 : 0) | (cfg.flowLabel ? abi.CFG_FLOWLABEL : 0);
+    if (cfg.outer6 && cfg.localIp6 === undefined) {
+      throw new CoreError("WEFT_CORE_INVALID", "an IPv6 underlay (outer6) needs this node's IPv6 underlay address", { hint: "set localIp6" });
+    }
+    const [a0, a1, a2, a3] = words6(cfg.localIp6 ?? 0n);
+    check(this.x.configure6(a0, a1, a2, a3, cfg.hopLimit ?? 64), "configuring the IPv6 tunnel", "hop limit 1..255");
     check(this.x.configure(cfg.vni, u32(cfg.localIp, "localIp"), hi, lo, cfg.dstPort, cfg.srcPortMin,
       cfg.srcPortMax, cfg.ttl, flags, u32(cfg.hashSeed, "hashSeed")),
       "configuring the tunnel", "VNI 0..16777215, ports 1..65535 with srcPortMin < srcPortMax, TTL 1..255");
@@ -261,6 +273,15 @@ export class WasmCore {
       peer.subnet.addr | 0, peer.subnet.len, peer.local ? abi.PEER_LOCAL : 0);
     check(rc, `storing peer ${idx} (${formatIpv4(peer.underlay)}, ${formatCidr(peer.subnet)})`,
       `index below ${this.limits.maxPeers}, a non-zero underlay address not used by another peer`);
+    const [u0, u1, u2, u3] = words6(peer.underlay6 ?? 0n);
+    const s6 = peer.subnet6;
+    if (s6 && (!Number.isInteger(s6.len) || s6.len < 0 || s6.len > 128)) {
+      throw new CoreError("WEFT_CORE_INVALID", `peer ${idx}: IPv6 subnet length ${s6.len} is outside 0..128`);
+    }
+    const [s0, s1, s2, s3] = words6(s6?.addr ?? 0n);
+    check(this.x.peer6_set(idx, u0, u1, u2, u3, s0, s1, s2, s3, s6 ? s6.len : 255),
+      `storing the IPv6 side of peer ${idx} (${peer.underlay6 === undefined ? "no IPv6 underlay" : formatIpv6(peer.underlay6)})`,
+      "an IPv6 underlay address not used by another peer");
   }
 
   clearPeer(idx: number): void {
@@ -270,6 +291,22 @@ export class WasmCore {
   /** Peer index holding this underlay address, or -1. */
   findPeer(underlay: number): number {
     return this.x.peer_find(u32(underlay, "underlay address"));
+  }
+
+  /** Peer index holding this IPv6 underlay address, or -1. */
+  findPeer6(underlay6: bigint): number {
+    const [u0, u1, u2, u3] = words6(underlay6);
+    return this.x.peer6_find(u0, u1, u2, u3);
+  }
+
+  /** Peer idx's IPv6 underlay address (where encap over IPv6 sends it), or undefined. */
+  peerUnderlay6(idx: number): bigint | undefined {
+    const off = this.x.peer6_underlay(u32(idx, "peer index"));
+    if (off === 0) return undefined;
+    const b = this.bytes();
+    let a = 0n;
+    for (let i = 0; i < 16; i++) a = (a << 8n) | BigInt(b[off + i] ?? 0);
+    return a;
   }
 
   peerCount(): number {
@@ -346,6 +383,24 @@ export class WasmCore {
     const rc = this.x.encap_batch(n, mode);
     check(rc, `encapsulating a batch of ${n}`, `at most ${this.limits.maxBatch} descriptors, mode 0 or 1`);
     return rc;
+  }
+
+  /**
+   * Decapsulates descriptors [0, n) that arrived over IPv6: descriptor i's
+   * outer source address is the 16 bytes at `lpm6.addrBase + 16 i` (setSource6).
+   */
+  decap6(n: number): number {
+    const rc = this.x.decap6_batch(n);
+    check(rc, `decapsulating a batch of ${n} (IPv6 underlay)`, `at most ${this.limits.maxBatch} descriptors`);
+    return rc;
+  }
+
+  /** Sets descriptor i's outer IPv6 source address for decap6(). */
+  setSource6(i: number, addr: bigint): void {
+    this.descAt(i);
+    const [w0, w1, w2, w3] = words6(addr);
+    const v = this.view();
+    [w0, w1, w2, w3].forEach((w, k) => v.setUint32(this.lpm6.addrBase + i * 16 + k * 4, w >>> 0));
   }
 
   /** Decapsulates descriptors [0, n) in place; returns how many were accepted. */
