@@ -94,6 +94,14 @@ export function decapPacket(p: usize, len: u32, outer: u32, outerTos: u32): i32 
   return decapCore(p, len, peerByUnderlay(outer), outerTos, false);
 }
 
+/**
+ * decapPacket() for the tun receive path with the sender already resolved
+ * (-1: unknown), inner IPv4 or IPv6 (decapped6 says which).
+ */
+export function decapFrom(p: usize, len: u32, idx: i32, outerTos: u32): i32 {
+  return decapCore(p, len, idx, outerTos, true);
+}
+
 /** An inner IPv6 packet at ip (avail bytes) from peer idx (-1: unknown). */
 function decapInner6(ip: usize, avail: u32, idx: i32, outerTos: u32): i32 {
   if (avail < 40) return R_TRUNCATED;

@@ -17,8 +17,11 @@
 // datagram).
 import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, ENCAP_PAYLOAD_OVERHEAD, UDP_MAX_SEGS, VNET_HLEN } from "./abi";
 import { sum16 } from "./checksum";
-import { decapPacket, decTot, loadDecapConfig } from "./decap";
-import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import { decapFrom, decTot, loadDecapConfig } from "./decap";
+import { H_FLAGS, addr6Base, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import { CFG_OUTER6 } from "./abi";
+import { peerByUnderlay } from "./peers";
+import { peerByUnderlay6 } from "./peers6";
 import {
   GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_CSUM, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_PSH, UDP_CSUM, UDP_HLEN,
@@ -62,9 +65,11 @@ let mEndFlags: u32 = 0;
  */
 function datagramSize(off: u32, len: u32, gso: u32): u32 {
   if (gso == 0 || gso >= len) return len;
-  // The first datagram's inner IPv4 total length (after VXLAN + inner Ethernet) tells a whole GSO packet.
+  // The first datagram's inner IPv4 total length (IPv6: 40 + payload length) tells a whole GSO packet.
   const inner = <usize>off + <usize>ENCAP_PAYLOAD_OVERHEAD;
-  if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 4 && <u32>bswap<u16>(load<u16>(inner, 2)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
+  if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 6 && <u32>load<u8>(inner) >> 4 == 6) {
+    if (<u32>40 + <u32>bswap<u16>(load<u16>(inner, 4)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
+  } else if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 4 && <u32>bswap<u16>(load<u16>(inner, 2)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
   return gso;
 }
 
@@ -77,6 +82,7 @@ function datagramSize(off: u32, len: u32, gso: u32): u32 {
 export function tun_rx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits < <u32>UDP_MAX_SEGS || n > maxBatch || from > n) return E_INVALID;
   loadDecapConfig();
+  const over6 = (load<u32>(hdrBase + H_FLAGS) & CFG_OUTER6) != 0;
   mtu = tunMtu();
   resetUnits();
   open = -1;
@@ -99,7 +105,9 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       closeOpen();
       continue;
     }
-    const outer = load<u32>(d, DESC_ADDR);
+    // The sender: over IPv6 its address is descriptor i's 16 bytes in the IPv6 scratch region.
+    const src6 = addr6Base + (<usize>i << 4);
+    const idx = over6 ? peerByUnderlay6(bswap<u64>(load<u64>(src6)), bswap<u64>(load<u64>(src6, 8))) : peerByUnderlay(load<u32>(d, DESC_ADDR));
     const tos = <u32>load<u8>(d, DESC_TOS);
     let j = resume;
     resume = 0;
@@ -107,13 +115,20 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       if (!room(1, 1)) break; // a datagram adds at most one unit and one iovec
       const q = <usize>off + <usize>j * <usize>g;
       const dl = len - j * g < g ? len - j * g : g;
-      const r = decapPacket(q, dl, outer, tos);
+      const r = decapFrom(q, dl, idx, tos);
       if (r < 0) {
         bump(DIR_DECAP, <u32>-r);
         closeOpen();
         continue;
       }
-      const ip = q + <usize>ENCAP_PAYLOAD_OVERHEAD; // decapPacket() left the inner IPv4 packet here
+      const ip = q + <usize>ENCAP_PAYLOAD_OVERHEAD; // decapFrom() left the inner packet here
+      if (<u32>load<u8>(ip) >> 4 == 6) {
+        const l6 = checkL4v6(ip, decTot);
+        bump(DIR_DECAP, l6 < 0 ? <u32>-l6 : 0);
+        closeOpen();
+        if (l6 >= 0) plain(ip, decTot, r);
+        continue;
+      }
       const l4 = checkL4(ip, decTot, decTot > mtu);
       if (l4 < 0) {
         bump(DIR_DECAP, <u32>-l4);
@@ -171,6 +186,41 @@ function checkL4(ip: usize, tot: u32, keepPartial: bool): i32 {
   if (c == 0 && proto == IPPROTO_UDP) c = 0xffff;
   be16(l4 + at, c);
   return 0;
+}
+
+/**
+ * checkL4() for an inner IPv6 packet whose next header is TCP or UDP (no
+ * extension headers: others pass as they are). The checksum covers the
+ * IPv6 pseudo-header (RFC 8200 8.1); a partial one is finished.
+ */
+function checkL4v6(ip: usize, tot: u32): i32 {
+  const proto = <u32>load<u8>(ip, 6);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
+  const l4 = ip + 40;
+  const len = tot - 40;
+  if (len < (proto == IPPROTO_TCP ? TCP_HLEN : UDP_HLEN)) return R_MALFORMED;
+  if (proto == IPPROTO_TCP) {
+    const thl = tcpHdrLen(l4);
+    if (thl < TCP_HLEN || thl > len) return R_MALFORMED;
+  }
+  const at = proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM;
+  let ps: u32 = proto + (len >>> 16) + (len & 0xffff);
+  for (let i: usize = 8; i < 40; i += 2) ps += <u32>bswap<u16>(load<u16>(ip + i));
+  if (sum16(l4, len, ps) == 0xffff) return 0;
+  if (<u32>bswap<u16>(load<u16>(l4 + at)) != foldPartial(ps)) return R_BAD_L4_CSUM;
+  store<u16>(l4 + at, 0);
+  let c = ~sum16(l4, len, ps) & 0xffff;
+  if (c == 0 && proto == IPPROTO_UDP) c = 0xffff;
+  be16(l4 + at, c);
+  return 0;
+}
+
+/** A unit of one complete packet at ip (no offload, never coalesced: inner IPv6). */
+function plain(ip: usize, tot: u32, res: i32): void {
+  const u = openUnit(res, 0, 0, 0);
+  memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN);
+  addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
+  closeUnit(u, 1, 0);
 }
 
 /** Opens a unit with the packet at ip, and notes whether later segments may join it. */

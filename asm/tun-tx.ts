@@ -24,7 +24,10 @@ import {
   R_TOO_BIG, R_TRUNCATED, VNET_HLEN,
 } from "./abi";
 import { sum16 } from "./checksum";
-import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
+import { dport, loadConfig, routePacket, routePacket6, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, rtV6, writeVxlanEth } from "./encap";
+import { CFG_OUTER6, R_NO_ROUTE } from "./abi";
+import { H_FLAGS } from "./layout";
+import { peer6_underlay } from "./peers6";
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
   GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu, udpSegs,
@@ -47,6 +50,10 @@ let pendSeg: u32 = 0;
 /** segment(): the first segment it did not write (== segment count when it finished). */
 let segNext: u32 = 0;
 let segTotal: u32 = 0;
+/** The underlay is IPv6 (CFG_OUTER6): a unit's UNIT_ADDR is then the offset of the peer's 16-byte IPv6 address. */
+let outer6 = false;
+/** UNIT_ADDR of the packet being sent. */
+let txAddr: u32 = 0;
 
 /**
  * Processes descriptors [from, n) into units until the unit, iovec or arena
@@ -58,6 +65,7 @@ let segTotal: u32 = 0;
 export function tun_tx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits == 0 || n > maxBatch || from > n) return E_INVALID;
   loadConfig();
+  outer6 = (load<u32>(hdrBase + H_FLAGS) & CFG_OUTER6) != 0;
   mtu = tunMtu();
   resetUnits();
   nBlocks = 0;
@@ -88,7 +96,12 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
   return <i32>i;
 }
 
-/** One [virtio_net_hdr][IPv4] from the device: units appended, or an R_* code. */
+/**
+ * One [virtio_net_hdr][IPv4 or IPv6] from the device: units appended, or an
+ * R_* code. Inner IPv6 is carried as plain packets (the device is not given
+ * TSO6/USO6, so the kernel sends no IPv6 super-packet; one that says
+ * otherwise is R_BAD_VNET).
+ */
 function txOne(v: usize, len: u32, resume: u32): i32 {
   const flags = <u32>load<u8>(v, VNET_FLAGS);
   const gsoType = <u32>load<u8>(v, VNET_GSO_TYPE) & 0x7f; // 0x80: ECN, which CWR on the first segment only already honours
@@ -97,10 +110,14 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
   const coff = <u32>load<u16>(v, VNET_CSUM_OFFSET);
   const p = v + <usize>VNET_HLEN;
   // A super-packet is split before encapsulation: only a plain packet must fit 64 KiB with the headers.
-  const res = routePacket(p, len - <u32>VNET_HLEN, gsoType == GSO_NONE ? OVERHEAD : 0);
+  const v6 = <u32>load<u8>(p) >> 4 == 6;
+  const res = v6 ? routePacket6(p, len - <u32>VNET_HLEN, OVERHEAD) : routePacket(p, len - <u32>VNET_HLEN, gsoType == GSO_NONE ? OVERHEAD : 0);
   if (res < 0) return res;
+  txAddr = outer6 ? peer6_underlay(<u32>res) : rtUnderlay;
+  if (txAddr == 0) return R_NO_ROUTE; // over IPv6, a peer without an IPv6 underlay address
+  if (v6 && gsoType != GSO_NONE) return R_BAD_VNET;
   const tot = rtTot;
-  const proto = <u32>load<u8>(p, IP_PROTO);
+  const proto = v6 ? <u32>load<u8>(p, 6) : <u32>load<u8>(p, IP_PROTO);
   if (gsoType == GSO_NONE) {
     if (flags & NEEDS_CSUM) {
       // The kernel left the pseudo-header sum in the field at csum_start + csum_offset: sum the rest over it.
@@ -110,7 +127,8 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
       be16(p + <usize>(cstart + coff), c);
     }
     writeVxlanEth(p - <usize>OVERHEAD, rtPeer);
-    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    if (rtV6) store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+    const u = openUnit(res, txAddr, rtSport, dport());
     addIov(p - <usize>OVERHEAD, tot + OVERHEAD);
     closeUnit(u, 1, 0);
     return res;
@@ -161,7 +179,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const perUnit: u32 = fit < maxSegs ? (fit > 0 ? fit : 1) : maxSegs;
   let k = first;
   while (k < segs && room(1, 2) && nBlocks < maxUnits) {
-    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    const u = openUnit(res, txAddr, rtSport, dport());
     const want: u32 = segs - k < perUnit ? segs - k : perUnit;
     let cnt: u32 = 0;
     const start = cursor;

@@ -1,0 +1,143 @@
+import { describe, expect, it } from "vitest";
+import * as abi from "../../asm/abi.js";
+import { parseIpv6 } from "../../src/common/ipv6.js";
+import type { WasmCore } from "../../src/dataplane/core/wasm-core.js";
+import { sum16 } from "../../src/dataplane/reference/checksum.js";
+import { resultName } from "../../src/dataplane/results.js";
+import { randBytes, rng, udp } from "../helpers/packets.js";
+import { GSO_NONE, NEEDS_CSUM, cat, unitDatagrams, vnet } from "../helpers/tunnel.js";
+import { NODES6, core6As, icmp6Echo, ipv6, pseudo6 } from "./v6-nodes.js";
+
+/**
+ * The tun path with inner IPv6, over an IPv4 or an IPv6 underlay, in the
+ * WASM core: packets from the TUN device become VXLAN datagrams (the unit's
+ * address is the peer's IPv4 underlay, or over IPv6 the offset of its 16-byte
+ * IPv6 underlay in memory, for the shim), and received datagrams become
+ * packets for the device, their TCP/UDP checksums checked or finished.
+ */
+const A = 0, B = 1, C = 2;
+const pod6A = parseIpv6("2001:db8:1::5");
+const pod6B = parseIpv6("2001:db8:2::7");
+const LIMITS = { slots: 8, slotSize: 4096, maxBatch: 8, units: 2048 };
+
+/** An IPv6 UDP datagram; `csum`: "good", "partial" (pseudo-header sum, as the kernel leaves it), or "bad". */
+function udp6(src: bigint, dst: bigint, n: number, csum: "good" | "partial" | "bad" = "good"): Uint8Array {
+  const u = udp(40000, 5353, randBytes(rng(n), n));
+  const p = ipv6({ src, dst, nh: 17, payload: u });
+  const v = new DataView(p.buffer);
+  const ps = pseudo6(p, u.length, 17);
+  let fold = ps;
+  while (fold > 0xffff) fold = (fold & 0xffff) + (fold >>> 16);
+  const good = ~sum16(p, 40, u.length, ps) & 0xffff;
+  v.setUint16(46, csum === "partial" ? fold : csum === "good" ? good || 0xffff : (good ^ 0x1234) & 0xffff);
+  return p;
+}
+
+const udp6Valid = (p: Uint8Array): boolean => sum16(p, 40, p.length - 40, pseudo6(p, p.length - 40, 17)) === 0xffff;
+
+function put(core: WasmCore, slot: number, bytes: Uint8Array): void {
+  core.setDesc(slot, core.writeSlot(slot, bytes), bytes.length);
+}
+
+describe("tun transmit of inner IPv6", () => {
+  it.each([false, true])("a plain packet becomes one VXLAN datagram to the peer (IPv6 underlay: %s)", (outer6) => {
+    const a = core6As(A, { outer6 }, LIMITS);
+    const pkt = icmp6Echo(pod6A, pod6B, 1, 2, new Uint8Array(64));
+    put(a, 0, cat(vnet(0, GSO_NONE, 0, 0, 0, 0), pkt));
+    expect(a.tunTx(0, 1)).toBe(1);
+    expect(a.tunUnits()).toBe(1);
+    const u = a.unit(0);
+    expect(u.res).toBe(B);
+    if (outer6) {
+      const addr = a.bytes().slice(u.addr, u.addr + 16);
+      expect(Buffer.from(addr).toString("hex")).toBe(NODES6[B]!.underlay6.toString(16).padStart(32, "0"));
+    } else expect(u.addr).toBe(NODES6[B]!.underlay);
+    const [dg] = unitDatagrams(a, u);
+    expect(dg!.length).toBe(22 + pkt.length);
+    expect((dg![20]! << 8) | dg![21]!).toBe(0x86dd);
+    expect(dg!.slice(22)).toEqual(pkt);
+    // Node B takes the datagram back.
+    const b = core6As(B, { outer6 }, LIMITS);
+    b.setDesc(0, b.writeSlot(0, dg!), dg!.length, NODES6[A]!.underlay);
+    b.setSource6(0, NODES6[A]!.underlay6);
+    expect(b.tunRx(0, 1)).toBe(1);
+    const r = b.unit(0);
+    expect(r.res).toBe(A);
+    const out = unitDatagrams(b, r)[0]!;
+    expect(out.slice(0, 10)).toEqual(new Uint8Array(10));
+    expect(out.slice(10)).toEqual(pkt);
+  });
+
+  it("finishes a checksum the kernel left partial (NEEDS_CSUM, csum_start 40)", () => {
+    const a = core6As(A, {}, LIMITS);
+    const pkt = udp6(pod6A, pod6B, 300, "partial");
+    expect(udp6Valid(pkt)).toBe(false);
+    put(a, 0, cat(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 40, 6), pkt));
+    expect(a.tunTx(0, 1)).toBe(1);
+    const dg = unitDatagrams(a, a.unit(0))[0]!;
+    expect(udp6Valid(dg.slice(22))).toBe(true);
+  });
+
+  it("refuses what it cannot carry: an IPv6 super-packet, a bad csum_start, no IPv6 underlay, no route", () => {
+    const cases: [string, Uint8Array, string, boolean][] = [
+      ["TSO6 (gso type 4)", cat(vnet(NEEDS_CSUM, 4, 60, 1200, 40, 16), udp6(pod6A, pod6B, 3000)), "bad_vnet", false],
+      ["csum_start inside the IPv6 header", cat(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6), udp6(pod6A, pod6B, 100)), "bad_vnet", false],
+      ["no route", cat(vnet(0, GSO_NONE, 0, 0, 0, 0), udp6(pod6A, parseIpv6("2001:db8:99::1"), 10)), "no_route", false],
+      ["truncated", cat(vnet(0, GSO_NONE, 0, 0, 0, 0), udp6(pod6A, pod6B, 10).subarray(0, 39)), "truncated", false],
+      ["over IPv6, a peer without one", cat(vnet(0, GSO_NONE, 0, 0, 0, 0), udp6(pod6A, parseIpv6("2001:db8:3::1"), 10)), "no_route", true],
+    ];
+    for (const [what, bytes, want, outer6] of cases) {
+      const a = core6As(A, { outer6 }, LIMITS);
+      a.setPeer(C, { ...NODES6[C]!, underlay6: undefined });
+      put(a, 0, bytes);
+      expect(a.tunTx(0, 1), what).toBe(1);
+      expect(resultName(a.unit(0).res), what).toBe(want);
+      expect(a.counters(abi.DIR_ENCAP)[want as "ok"], what).toBe(1n);
+    }
+  });
+});
+
+describe("tun receive of inner IPv6", () => {
+  function vx(inner: Uint8Array, from = A, to = B): Uint8Array {
+    const dg = new Uint8Array(22 + inner.length);
+    const v = new DataView(dg.buffer);
+    v.setUint32(0, 0x08000000);
+    v.setUint32(4, 1 << 8);
+    dg.set(NODES6[to]!.vtepMac, 8);
+    dg.set(NODES6[from]!.vtepMac, 14);
+    v.setUint16(20, 0x86dd);
+    dg.set(inner, 22);
+    return dg;
+  }
+
+  it("a UDP_GRO buffer of IPv6 datagrams over IPv6 becomes one complete packet per datagram", () => {
+    const b = core6As(B, { outer6: true }, LIMITS);
+    const pkts = [0, 1, 2].map(() => udp6(pod6A, pod6B, 200));
+    const buf = cat(...pkts.map((p) => vx(p)));
+    const off = b.writeSlot(0, buf);
+    b.setDesc(0, off, buf.length);
+    new DataView(b.bytes().buffer).setUint16(b.descBase + abi.DESC_GSO, 22 + pkts[0]!.length, true);
+    b.setSource6(0, NODES6[A]!.underlay6);
+    expect(b.tunRx(0, 1)).toBe(1);
+    expect(b.tunUnits()).toBe(3);
+    for (let i = 0; i < 3; i++) expect(unitDatagrams(b, b.unit(i))[0]!.slice(10)).toEqual(pkts[i]);
+    expect(b.counters(abi.DIR_DECAP).ok).toBe(3n);
+  });
+
+  it.each([
+    ["a partial UDP checksum is finished", udp6(pod6A, pod6B, 100, "partial"), NODES6[A]!.underlay6, "ok"],
+    ["a wrong UDP checksum", udp6(pod6A, pod6B, 100, "bad"), NODES6[A]!.underlay6, "bad_l4_csum"],
+    ["a source outside A's IPv6 subnet", udp6(parseIpv6("2001:db8:3::1"), pod6B, 100), NODES6[A]!.underlay6, "spoofed"],
+    ["from a stranger", udp6(pod6A, pod6B, 100), parseIpv6("2001:db8:ff::77"), "unknown_node"],
+    ["a UDP header cut short", ipv6({ src: pod6A, dst: pod6B, nh: 17, payload: new Uint8Array(4) }), NODES6[A]!.underlay6, "malformed"],
+  ] as const)("%s -> %s", (_what, pkt, from6, want) => {
+    const b = core6As(B, { outer6: true }, LIMITS);
+    const dg = vx(pkt);
+    b.setDesc(0, b.writeSlot(0, dg), dg.length);
+    b.setSource6(0, from6);
+    expect(b.tunRx(0, 1)).toBe(1);
+    expect(b.counters(abi.DIR_DECAP)[want]).toBe(1n);
+    if (want === "ok") expect(udp6Valid(unitDatagrams(b, b.unit(0))[0]!.slice(10))).toBe(true);
+    else expect(b.tunUnits()).toBe(0);
+  });
+});
