@@ -1,6 +1,8 @@
 import { accessSync, constants } from "node:fs";
 import * as abi from "../../../asm/abi.js";
 import { run } from "../../common/exec.js";
+import { formatIpv4 } from "../../common/ipv4.js";
+import { formatIpv6, ipv6Bytes } from "../../common/ipv6.js";
 import type { Backend, Network, RegisterContext } from "../types.js";
 import { deviceMtu, keepVtepMac, knownVtepMac, readDevice } from "../device.js";
 import { NativeError, nativeLibraryPath } from "../../native/library.js";
@@ -28,7 +30,10 @@ export const tunBackend: Backend = {
     const shim = loadShim();
     const b = ctx.config.backend;
     const device = `weft.${b.vni}`;
-    const mtu = deviceMtu(ctx.config, ctx.iface);
+    // The cluster runs IPv6 (the agent set publicIpv6): VXLAN goes over IPv6 sockets bound to addr6,
+    // whose outer header is 20 bytes longer than IPv4's.
+    const addr6 = ctx.iface.publicIpv6 !== undefined ? ctx.iface.addr6 : undefined;
+    const mtu = deviceMtu(ctx.config, ctx.iface) - (addr6 !== undefined ? abi.ENCAP_FRAME6_OVERHEAD - abi.ENCAP_FRAME_OVERHEAD : 0);
     const existing = await readDevice(device);
     if (existing && existing.linkinfo?.info_kind !== "tun") {
       ctx.log.warn({ device, kind: existing.linkinfo?.info_kind }, "a non-TUN device has our name (another backend ran here); replacing it");
@@ -39,11 +44,15 @@ export const tunBackend: Backend = {
       const offloads = new Int32Array(1);
       const tunFd = checked(shim.tunOpen(device, offloads), `opening the TUN device ${device} (/dev/net/tun, CAP_NET_ADMIN)`);
       fds.push(tunFd);
-      const rxFd = checked(shim.udpOpen(ctx.iface.addr, b.port, SOCKET_BUFFER, SOCKET_BUFFER, 1), `binding UDP port ${b.port}`);
+      const open = (port: number, gro: number): number => addr6 !== undefined
+        ? shim.udpOpen6(ipv6Bytes(addr6), port, SOCKET_BUFFER, SOCKET_BUFFER, gro)
+        : shim.udpOpen(ctx.iface.addr, port, SOCKET_BUFFER, SOCKET_BUFFER, gro);
+      const where = addr6 !== undefined ? `[${formatIpv6(addr6)}]` : formatIpv4(ctx.iface.addr);
+      const rxFd = checked(open(b.port, 1), `binding UDP port ${where}:${b.port}`);
       fds.push(rxFd);
       const txFds: number[] = [];
       for (let i = 0; i < TX_SOCKETS; i++) {
-        const fd = checked(shim.udpOpen(ctx.iface.addr, 0, SOCKET_BUFFER, SOCKET_BUFFER, 0), "opening a sending UDP socket");
+        const fd = checked(open(0, 0), `opening a sending UDP socket on ${where}`);
         fds.push(fd);
         txFds.push(fd);
       }
@@ -51,17 +60,21 @@ export const tunBackend: Backend = {
       const mac = knownVtepMac(ctx.stateDir, b.vni);
       keepVtepMac(ctx.stateDir, b.vni, mac);
       await run(["ip", "link", "set", "dev", device, "mtu", String(mtu), "up"]);
-      const attrs = { publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac };
+      // One VTEP MAC for both families: the WASM core checks one (BackendV6Data carries it again).
+      const attrs = {
+        publicIp: ctx.iface.publicIp, backendType: "vxlan", vni: b.vni, vtepMac: mac,
+        ...(addr6 !== undefined ? { publicIpv6: ctx.iface.publicIpv6, v6: { vni: b.vni, vtepMac: mac } } : {}),
+      };
       // 16 slots of a 64 KiB super-packet each (+ virtio_net_hdr and headroom), per worker.
       const udpGro = shim.udpGro(rxFd) === 1;
       const probed = shim.udpGsoMaxSegs(ctx.iface.addr);
       const udpSegs = probed > 0 ? probed : abi.UDP_MAX_SEGS; // UDP_SEGMENT itself failing shows at the first send, counted
       const paths = tunPaths(offloads[0]!, udpGro, udpSegs);
       for (const w of slowPathWarnings(paths)) ctx.log.warn({ device, ...w }, "tun data path runs a slow variant");
-      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, udpSegs, paths }, attrs, ctx.config, ctx.iface, ctx.log);
+      const net = new TunNetwork({ device, mtu, tunFd, txFds, rxFd, maxBatch: 16, slotSize: SLOT, busyPollUs: ctx.tunBusyPollUs, udpSegs, paths, outer6: addr6 !== undefined }, attrs, ctx.config, ctx.iface, ctx.log);
       net.start();
       ctx.log.info({
-        device, mtu, port: b.port, busyPollUs: ctx.tunBusyPollUs, txPorts: txFds.map((fd) => shim.udpPort(fd)),
+        device, mtu, port: b.port, underlay: addr6 !== undefined ? "ipv6" : "ipv4", busyPollUs: ctx.tunBusyPollUs, txPorts: txFds.map((fd) => shim.udpPort(fd)),
         offloads: { csum: (offloads[0]! & TUN_F_CSUM) !== 0, tso4: (offloads[0]! & TUN_F_TSO4) !== 0, uso4: (offloads[0]! & TUN_F_USO4) !== 0, udpGro },
         paths,
       }, "tun data path ready");

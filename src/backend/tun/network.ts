@@ -1,5 +1,6 @@
 import { MessageChannel, Worker } from "node:worker_threads";
 import { formatCidr, formatIpv4 } from "../../common/ipv4.js";
+import { formatCidr6, formatIpv6, type Ipv6Prefix } from "../../common/ipv6.js";
 import type { Logger } from "../../common/log.js";
 import { run } from "../../common/exec.js";
 import type { RouteDiff } from "../../routes/table.js";
@@ -30,6 +31,19 @@ export interface TunSetup {
   readonly udpSegs: number;
   /** Which variant of each fast/slow path the device and sockets got (./paths.ts). */
   readonly paths: Readonly<Record<string, string>>;
+  /** The sockets are IPv6 (bound to iface.addr6): every packet goes to peers' IPv6 underlay addresses. */
+  readonly outer6?: boolean;
+}
+
+/**
+ * The cluster's IPv6 network (flannel's "IPv6Network"), routed into the
+ * device like the IPv4 one, once NetworkConfig carries it as `ipv6Network`.
+ */
+export function network6Of(config: NetworkConfig): Ipv6Prefix | undefined {
+  const v: unknown = (config as { readonly ipv6Network?: unknown }).ipv6Network;
+  if (typeof v !== "object" || v === null) return undefined;
+  const { addr, len } = v as { addr?: unknown; len?: unknown };
+  return typeof addr === "bigint" && typeof len === "number" ? { addr, len } : undefined;
 }
 
 interface Running {
@@ -79,6 +93,7 @@ export class TunNetwork implements Network {
       vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
       dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize, mtu: this.mtu,
       busyPollUs: this.setup.busyPollUs, udpSegs: this.setup.udpSegs,
+      outer6: this.setup.outer6 === true, localIp6: this.iface.addr6,
     };
     const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
     this.workers[mode] = { worker, port: port1 };
@@ -107,9 +122,13 @@ export class TunNetwork implements Network {
   private peerMsgs(idx: number, l: Lease, local: boolean, mode: "tx" | "rx"): WorkerControl[] {
     const peer: WorkerControl = {
       t: "peer", idx, underlay: l.attrs.publicIp, mac: [...l.attrs.vtepMac], subnet: l.subnet.addr, len: l.subnet.len, local,
+      underlay6: l.attrs.publicIpv6, subnet6: l.subnet6,
     };
     // Only the sending side routes; the receiving side checks peers (anti-spoofing).
-    return mode === "tx" ? [peer, { t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx }] : [peer];
+    if (mode === "rx") return [peer];
+    const out: WorkerControl[] = [peer, { t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx }];
+    if (l.subnet6) out.push({ t: "route6", addr: l.subnet6.addr, len: l.subnet6.len, nh: idx });
+    return out;
   }
 
   private send(mode: "tx" | "rx", m: WorkerControl): void {
@@ -117,13 +136,31 @@ export class TunNetwork implements Network {
   }
 
   async configureLocal(lease: Lease): Promise<void> {
-    if (this.local) {
-      this.send("tx", { t: "unroute", addr: this.local.subnet.addr, len: this.local.subnet.len });
+    const before = this.local;
+    if (before) {
+      this.send("tx", { t: "unroute", addr: before.subnet.addr, len: before.subnet.len });
+      if (before.subnet6) this.send("tx", { t: "unroute6", addr: before.subnet6.addr, len: before.subnet6.len });
     }
     this.local = lease;
     for (const mode of ["tx", "rx"] as const) for (const m of this.peerMsgs(SELF, lease, true, mode)) this.send(mode, m);
     await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
     await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+    if (before?.subnet6 && before.subnet6.addr !== lease.subnet6?.addr) {
+      await run(["ip", "-6", "addr", "del", `${formatIpv6(before.subnet6.addr)}/128`, "dev", this.setup.device]).catch(() => undefined);
+    }
+    if (lease.subnet6) await this.configureLocal6(lease.subnet6);
+  }
+
+  /** The node's IPv6 subnet on the device, as the IPv4 one: its first address (/128), and the cluster's IPv6 network routed in. */
+  private async configureLocal6(subnet6: Ipv6Prefix): Promise<void> {
+    const addr = formatIpv6(subnet6.addr);
+    await run(["ip", "-6", "addr", "replace", `${addr}/128`, "dev", this.setup.device, "nodad"]);
+    const net6 = network6Of(this.config);
+    if (!net6) {
+      this.log.warn({ device: this.setup.device, subnet6: formatCidr6(subnet6) }, "the network config has no IPv6 network: no IPv6 route into the TUN device");
+      return;
+    }
+    await run(["ip", "-6", "route", "replace", formatCidr6(net6), "dev", this.setup.device, "src", addr]);
   }
 
   async apply(diff: RouteDiff): Promise<void> {
@@ -133,6 +170,7 @@ export class TunNetwork implements Network {
       if (!p) continue;
       this.peers.delete(k);
       this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
+      if (l.subnet6) this.send("tx", { t: "unroute6", addr: l.subnet6.addr, len: l.subnet6.len });
       this.send("tx", { t: "unpeer", idx: p.idx });
       this.send("rx", { t: "unpeer", idx: p.idx });
       this.freeIdx.push(p.idx);

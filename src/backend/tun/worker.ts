@@ -14,12 +14,19 @@ import * as abi from "../../../asm/abi.js";
 import { WasmCore } from "../../dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
 import { SHIM_STATS, checked, loadShim, type ShimStats } from "./shim.js";
+import type { Ipv6Prefix } from "../../common/ipv6.js";
 
 export type WorkerControl =
-  | { readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean }
+  | {
+    readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean;
+    /** The node's IPv6 underlay (LeaseAttrs.publicIpv6) and IPv6 pod subnet (Lease.subnet6), when it has them. */
+    readonly underlay6?: bigint | undefined; readonly subnet6?: Ipv6Prefix | undefined;
+  }
   | { readonly t: "unpeer"; readonly idx: number }
   | { readonly t: "route"; readonly addr: number; readonly len: number; readonly nh: number }
   | { readonly t: "unroute"; readonly addr: number; readonly len: number }
+  | { readonly t: "route6"; readonly addr: bigint; readonly len: number; readonly nh: number }
+  | { readonly t: "unroute6"; readonly addr: bigint; readonly len: number }
   | { readonly t: "tun"; readonly fd: number }
   | { readonly t: "stop" };
 
@@ -40,6 +47,10 @@ export interface WorkerInit {
   readonly busyPollUs: number;
   /** Datagrams per UDP_SEGMENT send (the kernel's limit, probed once). */
   readonly udpSegs: number;
+  /** The underlay is IPv6: the sockets are AF_INET6 and every packet goes to peers' IPv6 underlay addresses. */
+  readonly outer6?: boolean;
+  /** This node's IPv6 underlay address (with outer6). */
+  readonly localIp6?: bigint | undefined;
 }
 
 export interface WorkerReport {
@@ -58,11 +69,15 @@ function main(init: WorkerInit): void {
   const shim = loadShim();
   checked(shim.setSpin(init.busyPollUs), `setting busy polling to ${init.busyPollUs} µs`);
   const core = WasmCore.create({
-    maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
+    maxPeers: 65536, maxRules: 65536, maxRules6: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
   });
   core.setTunMtu(init.mtu);
   core.setUdpSegs(init.udpSegs);
-  core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
+  const outer6 = init.outer6 === true;
+  core.configure({
+    ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed,
+    outer6, ...(init.localIp6 === undefined ? {} : { localIp6: init.localIp6 }),
+  });
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;
   const fds = Int32Array.from(init.sockFds);
@@ -75,7 +90,10 @@ function main(init: WorkerInit): void {
   const apply = (m: WorkerControl): boolean => {
     switch (m.t) {
       case "peer":
-        core.setPeer(m.idx, { underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local });
+        core.setPeer(m.idx, {
+          underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local,
+          ...(m.underlay6 === undefined ? {} : { underlay6: m.underlay6 }), ...(m.subnet6 === undefined ? {} : { subnet6: m.subnet6 }),
+        });
         return true;
       case "unpeer":
         core.clearPeer(m.idx);
@@ -85,6 +103,12 @@ function main(init: WorkerInit): void {
         return true;
       case "unroute":
         core.lpmDelete({ addr: m.addr, len: m.len });
+        return true;
+      case "route6":
+        core.lpm6.insert({ addr: m.addr, len: m.len }, m.nh);
+        return true;
+      case "unroute6":
+        core.lpm6.delete({ addr: m.addr, len: m.len });
         return true;
       case "tun":
         tun = m.fd;
@@ -108,7 +132,9 @@ function main(init: WorkerInit): void {
       for (let from = 0; from < n; ) {
         const next = core.tunTx(from, n);
         const units = core.tunUnits();
-        shim.udpSendUnits(fds, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, 2 * UNITS, units);
+        const buf = core.bytes().buffer as ArrayBuffer;
+        if (outer6) shim.udpSendUnits6(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
+        else shim.udpSendUnits(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
         batches++;
         if (next === from && units === 0) break; // no progress (the core promises some): never spin
         from = next;
@@ -118,7 +144,9 @@ function main(init: WorkerInit): void {
         parentPort?.postMessage({ t: "error", mode: init.mode, error: `reading the TUN device: errno ${-n}` });
       }
     } else {
-      const n = shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
+      const n = outer6
+        ? shim.udpRecvBatch6(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS, core.lpm6.addrBase)
+        : shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
       for (let from = 0; from < n; ) {
         const next = core.tunRx(from, n);
         const units = core.tunUnits();
