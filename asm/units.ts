@@ -12,6 +12,7 @@ import { H_TUN_MTU, H_UDP_SEGS, descBase, hdrBase, iovBase, maxUnits, unitBase }
 export const NEEDS_CSUM: u32 = 1;
 export const GSO_NONE: u32 = 0;
 export const GSO_TCPV4: u32 = 1;
+export const GSO_TCPV6: u32 = 4;
 export const GSO_UDP_L4: u32 = 5;
 /** virtio_net_hdr fields: flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start u16, csum_offset u16 (host order). */
 export const VNET_FLAGS: usize = 0;
@@ -138,6 +139,13 @@ export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
   const s = bswap<u32>(load<u32>(ip, 12));
   const d = bswap<u32>(load<u32>(ip, 16));
   return (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + proto;
+}
+
+/** Sum of the IPv6 pseudo-header (addresses and next header) of the packet at ip, without the length. */
+@inline export function pseudo6(ip: usize, proto: u32): u32 {
+  let s = proto;
+  for (let i: usize = 8; i < 40; i += 2) s += <u32>bswap<u16>(load<u16>(ip + i));
+  return s;
 }
 
 /** Folds a pseudo-header sum to the 16-bit value CHECKSUM_PARTIAL leaves in the field. */

@@ -61,8 +61,8 @@ static int check_rx(uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_
 #endif
 
 /* Opens (or re-attaches to) the persistent TUN device `name`: IFF_TUN |
- * IFF_NO_PI | IFF_VNET_HDR, non-blocking, with checksum, TSO4 and (where
- * the kernel has it) USO4 offloads: every packet comes and goes behind a
+ * IFF_NO_PI | IFF_VNET_HDR, non-blocking, with checksum, TSO4, TSO6 and
+ * (where the kernel has it) USO4/USO6 offloads: every packet comes and goes behind a
  * 10-byte virtio_net_hdr and may be a 64 KiB super-packet. Persistent, so
  * its addresses and routes stay while the agent restarts. Returns the fd or
  * -errno; *offloads gets the TUN_F_* flags in force. */
@@ -70,9 +70,9 @@ int weft_tun_open(const char *name, int32_t *offloads)
 {
 	struct ifreq ifr;
 	int hdr = WEFT_VNET_HLEN;
-	/* USO is all or nothing: the kernel takes USO4 only together with USO6
-	 * (no IPv6 reaches this device, so the IPv6 half never applies). */
-	unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6;
+	/* USO is all or nothing: the kernel takes USO4 only together with USO6.
+	 * TSO6 and USO6 super-packets are cut by asm/tun-tx.ts as IPv4 ones. */
+	unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6;
 	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)

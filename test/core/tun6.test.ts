@@ -78,9 +78,9 @@ describe("tun transmit of inner IPv6", () => {
     expect(udp6Valid(dg.slice(22))).toBe(true);
   });
 
-  it("refuses what it cannot carry: an IPv6 super-packet, a bad csum_start, no IPv6 underlay, no route", () => {
+  it("refuses what it cannot carry: a GSO type that does not fit, a bad csum_start, no IPv6 underlay, no route", () => {
     const cases: [string, Uint8Array, string, boolean][] = [
-      ["TSO6 (gso type 4)", cat(vnet(NEEDS_CSUM, 4, 60, 1200, 40, 16), udp6(pod6A, pod6B, 3000)), "bad_vnet", false],
+      ["TSO6 (gso type 4) on a UDP packet", cat(vnet(NEEDS_CSUM, 4, 60, 1200, 40, 16), udp6(pod6A, pod6B, 3000)), "bad_vnet", false],
       ["csum_start inside the IPv6 header", cat(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6), udp6(pod6A, pod6B, 100)), "bad_vnet", false],
       ["no route", cat(vnet(0, GSO_NONE, 0, 0, 0, 0), udp6(pod6A, parseIpv6("2001:db8:99::1"), 10)), "no_route", false],
       ["truncated", cat(vnet(0, GSO_NONE, 0, 0, 0, 0), udp6(pod6A, pod6B, 10).subarray(0, 39)), "truncated", false],
