@@ -23,7 +23,7 @@ import { CFG_OUTER6 } from "./abi";
 import { peerByUnderlay } from "./peers";
 import { peerByUnderlay6 } from "./peers6";
 import {
-  GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
+  GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, pseudo6, resetUnits, resumeAt, room, tunMtu,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_CSUM, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_PSH, UDP_CSUM, UDP_HLEN,
   VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN, isFragment, tcpHdrLen,
 } from "./units";
@@ -127,6 +127,7 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
         bump(DIR_DECAP, l6 < 0 ? <u32>-l6 : 0);
         closeOpen();
         if (l6 >= 0) plain(ip, decTot, r);
+        if (l6 >= 0 && decTot > mtu) oversized6(ip, decTot);
         continue;
       }
       const l4 = checkL4(ip, decTot, decTot > mtu);
@@ -204,8 +205,7 @@ function checkL4v6(ip: usize, tot: u32): i32 {
     if (thl < TCP_HLEN || thl > len) return R_MALFORMED;
   }
   const at = proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM;
-  let ps: u32 = proto + (len >>> 16) + (len & 0xffff);
-  for (let i: usize = 8; i < 40; i += 2) ps += <u32>bswap<u16>(load<u16>(ip + i));
+  const ps = pseudo6(ip, proto) + len;
   if (sum16(l4, len, ps) == 0xffff) return 0;
   if (<u32>bswap<u16>(load<u16>(l4 + at)) != foldPartial(ps)) return R_BAD_L4_CSUM;
   store<u16>(l4 + at, 0);
@@ -221,6 +221,25 @@ function plain(ip: usize, tot: u32, res: i32): void {
   memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN);
   addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
   closeUnit(u, 1, 0);
+}
+
+/** oversized() for inner IPv6: a TCP/UDP packet bigger than the MTU goes to the device as TSO6/USO cut at the MTU. */
+function oversized6(ip: usize, tot: u32): void {
+  const proto = <u32>load<u8>(ip, 6);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return; // the kernel sends ICMPv6 "too big" for it
+  const tcp = proto == IPPROTO_TCP;
+  const l4 = ip + 40;
+  const hdrs: u32 = 40 + (tcp ? tcpHdrLen(l4) : UDP_HLEN);
+  if (hdrs + 8 > mtu || hdrs >= tot) return;
+  const csum = tcp ? TCP_CSUM : UDP_CSUM;
+  be16(l4 + csum, foldPartial(pseudo6(ip, proto) + (tot - 40)));
+  const v = ip - <usize>VNET_HLEN;
+  store<u8>(v, <u8>NEEDS_CSUM, VNET_FLAGS);
+  store<u8>(v, <u8>(tcp ? GSO_TCPV6 : GSO_UDP_L4), VNET_GSO_TYPE);
+  store<u16>(v, <u16>hdrs, VNET_HDR_LEN);
+  store<u16>(v, <u16>(mtu - hdrs), VNET_GSO_SIZE);
+  store<u16>(v, 40, VNET_CSUM_START);
+  store<u16>(v, <u16>csum, VNET_CSUM_OFFSET);
 }
 
 /** Opens a unit with the packet at ip, and notes whether later segments may join it. */

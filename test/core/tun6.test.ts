@@ -5,7 +5,7 @@ import type { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { resultName } from "../../src/dataplane/results.js";
 import { randBytes, rng, udp } from "../helpers/packets.js";
-import { GSO_NONE, NEEDS_CSUM, cat, unitDatagrams, vnet } from "../helpers/tunnel.js";
+import { GSO_NONE, NEEDS_CSUM, cat, tcp, unitDatagrams, vnet } from "../helpers/tunnel.js";
 import { NODES6, core6As, icmp6Echo, ipv6, pseudo6 } from "./v6-nodes.js";
 
 /**
@@ -30,6 +30,14 @@ function udp6(src: bigint, dst: bigint, n: number, csum: "good" | "partial" | "b
   while (fold > 0xffff) fold = (fold & 0xffff) + (fold >>> 16);
   const good = ~sum16(p, 40, u.length, ps) & 0xffff;
   v.setUint16(46, csum === "partial" ? fold : csum === "good" ? good || 0xffff : (good ^ 0x1234) & 0xffff);
+  return p;
+}
+
+/** An IPv6 TCP segment (20-byte header) of n payload bytes with a right checksum. */
+function tcp6(n: number): Uint8Array {
+  const t = tcp(randBytes(rng(n), n), 1000, 0x10);
+  const p = ipv6({ src: pod6A, dst: pod6B, nh: 6, payload: t });
+  new DataView(p.buffer).setUint16(56, ~sum16(p, 40, t.length, pseudo6(p, t.length, 6)) & 0xffff);
   return p;
 }
 
@@ -122,6 +130,26 @@ describe("tun receive of inner IPv6", () => {
     expect(b.tunUnits()).toBe(3);
     for (let i = 0; i < 3; i++) expect(unitDatagrams(b, b.unit(i))[0]!.slice(10)).toEqual(pkts[i]);
     expect(b.counters(abi.DIR_DECAP).ok).toBe(3n);
+  });
+
+  it("a TCP packet bigger than the device MTU goes to it as TSO6 cut at the MTU, with a partial checksum", () => {
+    const b = core6As(B, { outer6: true }, LIMITS);
+    b.setTunMtu(1400);
+    const seg = tcp6(3000);
+    const dg = vx(seg);
+    b.setDesc(0, b.writeSlot(0, dg), dg.length);
+    b.setSource6(0, NODES6[A]!.underlay6);
+    expect(b.tunRx(0, 1)).toBe(1);
+    const out = unitDatagrams(b, b.unit(0))[0]!;
+    const v = new DataView(out.buffer, out.byteOffset);
+    expect([out[0], out[1], v.getUint16(2, true), v.getUint16(4, true), v.getUint16(6, true), v.getUint16(8, true)]).toEqual([NEEDS_CSUM, 4, 60, 1340, 40, 16]);
+    const ip = out.slice(10);
+    let partial = pseudo6(ip, ip.length - 40, 6);
+    while (partial > 0xffff) partial = (partial & 0xffff) + (partial >>> 16);
+    expect(new DataView(ip.buffer).getUint16(56)).toBe(partial);
+    new DataView(ip.buffer).setUint16(56, ~sum16(ip, 40, ip.length - 40) & 0xffff); // as the kernel finishes it
+    expect(sum16(ip, 40, ip.length - 40, pseudo6(ip, ip.length - 40, 6))).toBe(0xffff);
+    expect(ip.slice(60)).toEqual(seg.slice(60));
   });
 
   it.each([
