@@ -55,6 +55,7 @@ let mTotal: u32 = 0;
 let mSegs: u32 = 0;
 let mNextSeq: u32 = 0;
 let mEndFlags: u32 = 0;
+let mV6 = false; // the unit being coalesced is IPv6 (TSO6)
 
 /**
  * The size of the datagrams in a buffer of `len` bytes at off that the
@@ -125,9 +126,11 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       if (<u32>load<u8>(ip) >> 4 == 6) {
         const l6 = checkL4v6(ip, decTot);
         bump(DIR_DECAP, l6 < 0 ? <u32>-l6 : 0);
-        closeOpen();
-        if (l6 >= 0) plain(ip, decTot, r);
-        if (l6 >= 0 && decTot > mtu) oversized6(ip, decTot);
+        if (l6 < 0) closeOpen();
+        if (l6 >= 0 && !merge6(ip, decTot)) {
+          closeOpen();
+          start6(ip, decTot, r);
+        }
         continue;
       }
       const l4 = checkL4(ip, decTot, decTot > mtu);
@@ -215,12 +218,54 @@ function checkL4v6(ip: usize, tot: u32): i32 {
   return 0;
 }
 
-/** A unit of one complete packet at ip (no offload, never coalesced: inner IPv6). */
-function plain(ip: usize, tot: u32, res: i32): void {
-  const u = openUnit(res, 0, 0, 0);
-  memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN);
+/** start() for inner IPv6: only TCP right after the fixed header coalesces (into TSO6). */
+function start6(ip: usize, tot: u32, res: i32): void {
+  open = <i32>openUnit(res, 0, 0, 0);
+  memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
   addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
-  closeUnit(u, 1, 0);
+  mergeable = false;
+  mV6 = true;
+  if (tot > mtu) {
+    oversized6(ip, tot);
+    return;
+  }
+  if (<u32>load<u8>(ip, 6) != IPPROTO_TCP || tot < 40 + TCP_HLEN) return;
+  const t = ip + 40;
+  const hdrs: u32 = 40 + tcpHdrLen(t);
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
+  if (hdrs < 40 + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
+  mergeable = true;
+  mFirst = ip;
+  mHdrs = hdrs;
+  mMss = tot - hdrs;
+  mTotal = tot;
+  mSegs = 1;
+  mNextSeq = bswap<u32>(load<u32>(t, 4)) + mMss;
+  mEndFlags = 0;
+}
+
+/** merge() for inner IPv6: same version/traffic class/flow label, hop limit, addresses, ports, ack, window, options; next sequence number. */
+function merge6(ip: usize, tot: u32): bool {
+  if (open < 0 || !mergeable || !mV6) return false;
+  const f = mFirst;
+  if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
+  if (load<u32>(ip) != load<u32>(f) || load<u8>(ip, 6) != 6 || load<u8>(ip, 7) != load<u8>(f, 7) || memory.compare(ip + 8, f + 8, 32) != 0) return false;
+  const t = ip + 40;
+  const ft = f + 40;
+  if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
+  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 60) != 0) return false;
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
+  if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
+  const size = tot - mHdrs;
+  addIov(ip + <usize>mHdrs, size);
+  mTotal += size;
+  mSegs++;
+  mNextSeq += size;
+  if (size < mMss || (flags & (TCP_PSH | TCP_FIN)) != 0) {
+    mEndFlags = flags & (TCP_PSH | TCP_FIN);
+    mergeable = false;
+  }
+  return true;
 }
 
 /** oversized() for inner IPv6: a TCP/UDP packet bigger than the MTU goes to the device as TSO6/USO cut at the MTU. */
@@ -245,6 +290,7 @@ function oversized6(ip: usize, tot: u32): void {
 /** Opens a unit with the packet at ip, and notes whether later segments may join it. */
 function start(ip: usize, tot: u32, res: i32): void {
   open = <i32>openUnit(res, 0, 0, 0);
+  mV6 = false;
   memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
   addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
   mergeable = false;
@@ -294,7 +340,7 @@ function oversized(ip: usize, tot: u32): void {
 
 /** Appends the TCP segment at ip to the open unit if it continues the same flow exactly. */
 function merge(ip: usize, tot: u32): bool {
-  if (open < 0 || !mergeable) return false;
+  if (open < 0 || !mergeable || mV6) return false;
   const f = mFirst;
   if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
   // Same addresses, protocol, TOS, TTL, DF; same ports, ack, window and options; next sequence number.
@@ -324,7 +370,21 @@ function closeOpen(): void {
   if (open < 0) return;
   const u = <u32>open;
   open = -1;
-  if (mSegs > 1) {
+  if (mSegs > 1 && mV6) {
+    // TSO6: payload length, the flags of the last segment, CHECKSUM_PARTIAL over the IPv6 pseudo-header.
+    const ip = mFirst;
+    const t = ip + 40;
+    be16(ip + 4, mTotal - 40);
+    store<u8>(t, load<u8>(t, TCP_FLAGS) | <u8>mEndFlags, TCP_FLAGS);
+    be16(t + 16, foldPartial(pseudo6(ip, 6) + mTotal - 40));
+    const v = ip - <usize>VNET_HLEN;
+    store<u8>(v, <u8>NEEDS_CSUM);
+    store<u8>(v, <u8>GSO_TCPV6, 1);
+    store<u16>(v, <u16>mHdrs, 2);
+    store<u16>(v, <u16>mMss, 4);
+    store<u16>(v, 40, 6);
+    store<u16>(v, 16, 8);
+  } else if (mSegs > 1) {
     const ip = mFirst;
     const t = ip + 20;
     be16(ip + 2, mTotal);

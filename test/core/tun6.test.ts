@@ -132,6 +132,46 @@ describe("tun receive of inner IPv6", () => {
     expect(b.counters(abi.DIR_DECAP).ok).toBe(3n);
   });
 
+  it("consecutive TCP segments of one flow coalesce into one TSO6 packet for the device (GRO)", () => {
+    const b = core6As(B, { outer6: true }, LIMITS);
+    const mss = 800;
+    const data = randBytes(rng(77), 4 * mss - 300);
+    const segs = [0, 1, 2, 3].map((i) => {
+      const chunk = data.subarray(i * mss, Math.min(data.length, (i + 1) * mss));
+      const t = tcp(chunk, 5000 + i * mss, i === 3 ? 0x18 : 0x10);
+      const p = ipv6({ src: pod6A, dst: pod6B, nh: 6, payload: t });
+      new DataView(p.buffer).setUint16(56, ~sum16(p, 40, t.length, pseudo6(p, t.length, 6)) & 0xffff);
+      return p;
+    });
+    const dgs = segs.map((p) => vx(p));
+    const buf = cat(...dgs);
+    b.setDesc(0, b.writeSlot(0, buf), buf.length);
+    new DataView(b.bytes().buffer).setUint16(b.descBase + abi.DESC_GSO, dgs[0]!.length, true);
+    b.setSource6(0, NODES6[A]!.underlay6);
+    expect(b.tunRx(0, 1)).toBe(1);
+    expect(b.tunUnits()).toBe(1);
+    const u = b.unit(0);
+    expect(u.segs).toBe(4);
+    const out = unitDatagrams(b, u)[0]!;
+    const v = new DataView(out.buffer, out.byteOffset);
+    expect([out[0], out[1], v.getUint16(2, true), v.getUint16(4, true), v.getUint16(6, true), v.getUint16(8, true)]).toEqual([NEEDS_CSUM, 4, 60, mss, 40, 16]);
+    const ip = out.slice(10);
+    const iv = new DataView(ip.buffer);
+    expect(iv.getUint16(4)).toBe(20 + data.length);
+    expect(ip[53]).toBe(0x18); // PSH of the last segment
+    expect(ip.slice(60)).toEqual(data);
+    iv.setUint16(56, ~sum16(ip, 40, ip.length - 40) & 0xffff);
+    expect(sum16(ip, 40, ip.length - 40, pseudo6(ip, ip.length - 40, 6))).toBe(0xffff);
+    // A gap in the sequence numbers ends the coalescing: two units.
+    const c = core6As(B, { outer6: true }, LIMITS);
+    const gap = cat(dgs[0]!, dgs[2]!);
+    c.setDesc(0, c.writeSlot(0, gap), gap.length);
+    new DataView(c.bytes().buffer).setUint16(c.descBase + abi.DESC_GSO, dgs[0]!.length, true);
+    c.setSource6(0, NODES6[A]!.underlay6);
+    expect(c.tunRx(0, 1)).toBe(1);
+    expect(c.tunUnits()).toBe(2);
+  });
+
   it("a TCP packet bigger than the device MTU goes to it as TSO6 cut at the MTU, with a partial checksum", () => {
     const b = core6As(B, { outer6: true }, LIMITS);
     b.setTunMtu(1400);
