@@ -35,7 +35,7 @@ export function loadDecapConfig(): void {
   macLo = load<u32>(hdrBase + H_LOCAL_MAC, 2);
 }
 
-/** Total length of the inner IPv4 packet decapPacket() accepted (it starts at p + 22). */
+/** Total length of the inner packet decapCore() accepted (it starts at p + 22). */
 export let decTot: u32 = 0;
 
 /**
@@ -86,17 +86,9 @@ export function decap6_batch(n: u32): i32 {
 }
 
 /**
- * One VXLAN payload at p (len bytes) from IPv4 underlay address `outer` with
- * outer TOS `outerTos`, inner IPv4 only (the tun receive path): the sending
- * peer's index (decTot set, inner IPv4 at p + 22, ECN applied), or an R_* code.
- */
-export function decapPacket(p: usize, len: u32, outer: u32, outerTos: u32): i32 {
-  return decapCore(p, len, peerByUnderlay(outer), outerTos, false);
-}
-
-/**
- * decapPacket() for the tun receive path with the sender already resolved
- * (-1: unknown), inner IPv4 or IPv6 (decapped6 says which).
+ * One VXLAN payload for the tun receive path, its sender already resolved
+ * (-1: unknown): the peer index (decTot set, inner IPv4 or IPv6 packet at
+ * p + 22; its version nibble says which), or an R_* code.
  */
 export function decapFrom(p: usize, len: u32, idx: i32, outerTos: u32): i32 {
   return decapCore(p, len, idx, outerTos, true);
