@@ -56,6 +56,14 @@ export const CFG_DF = 2;
  * caller sends to peer6_underlay(res).
  */
 export const CFG_OUTER6 = 4;
+/**
+ * Config flag: dual-stack underlay, each inner family over its own (as
+ * flannel's two VXLAN devices): inner IPv4 to the peer's IPv4 underlay,
+ * inner IPv6 to its IPv6 underlay (peer6_set), with outer IPv6 headers in
+ * frame mode (which then needs ENCAP_FRAME6_OVERHEAD of headroom for every
+ * packet). A descriptor or unit says which: DESC_ADDR 0 / UNIT_FAMILY 6.
+ */
+export const CFG_SPLIT6 = 16;
 /** Config flag: put the flow hash in the outer IPv6 flow label (RFC 6438); else 0. */
 export const CFG_FLOWLABEL = 8;
 /** Bytes written in front of the inner packet in frame mode over IPv6 (outer IPv6 + UDP + VXLAN + inner Ethernet). */
@@ -154,6 +162,8 @@ export const UNIT_DPORT = 14;
 export const UNIT_GSO = 16;
 export const UNIT_SEGS = 18;
 export const UNIT_RES = 20;
+/** u8: 6 when UNIT_ADDR is the offset of the peer's 16-byte IPv6 address (send over IPv6), else 4 (UNIT_ADDR is IPv4). */
+export const UNIT_FAMILY = 24;
 export const IOV_SIZE = 8;
 export const ARENA_BLOCK = 288;
 /** struct virtio_net_hdr in front of every packet read from / written to the TUN device. */

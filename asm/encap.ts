@@ -12,11 +12,11 @@ import {
   CFG_DF, CFG_UDP_CSUM, DESC_ADDR, DESC_DPORT, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_SPORT,
   DESC_TOS, DIR_ENCAP, E_INVALID, ENCAP_FRAME_OVERHEAD, ENCAP_MODE_FRAME, ENCAP_MODE_PAYLOAD,
   ENCAP_PAYLOAD_OVERHEAD, PEER_LOCAL, PEER_VALID, R_LOCAL, R_MALFORMED, R_NO_ROUTE, R_NOT_IPV4,
-  R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS, CFG_OUTER6, ENCAP_FRAME6_OVERHEAD,
+  R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS, CFG_OUTER6, CFG_SPLIT6, ENCAP_FRAME6_OVERHEAD,
 } from "./abi";
 import { fold6, writeOuter6 } from "./encap6";
 import { lookup6At } from "./lpm6";
-import { peer6_underlay } from "./peers6";
+import { peer6_underlay, useMac6 } from "./peers6";
 import { sum16 } from "./checksum";
 import { flow_hash, flow_sport } from "./flow";
 import {
@@ -165,8 +165,9 @@ export function encap_batch(n: u32, mode: u32): i32 {
   if (hdrBase == 0 || n > maxBatch || mode > <u32>ENCAP_MODE_FRAME) return E_INVALID;
   const frame = mode == <u32>ENCAP_MODE_FRAME;
   loadConfig();
-  const outer6 = (cfgFlags & CFG_OUTER6) != 0;
-  const front: u32 = frame ? (outer6 ? <u32>ENCAP_FRAME6_OVERHEAD : <u32>ENCAP_FRAME_OVERHEAD) : <u32>ENCAP_PAYLOAD_OVERHEAD;
+  const all6 = (cfgFlags & CFG_OUTER6) != 0;
+  const split6 = (cfgFlags & CFG_SPLIT6) != 0;
+  const front: u32 = frame ? (all6 || split6 ? <u32>ENCAP_FRAME6_OVERHEAD : <u32>ENCAP_FRAME_OVERHEAD) : <u32>ENCAP_PAYLOAD_OVERHEAD;
   let ok: i32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const d = descBase + <usize>i * <usize>DESC_SIZE;
@@ -174,13 +175,17 @@ export function encap_batch(n: u32, mode: u32): i32 {
     const len = load<u32>(d, DESC_LEN);
     let res = !inPackets(off, len, front) ? R_BAD_DESC
       : len > 0 && <u32>load<u8>(<usize>off) >> 4 == 6 ? routePacket6(<usize>off, len, front) : routePacket(<usize>off, len, front);
-    // Over IPv6 the peer must have an IPv6 underlay address.
-    const dst6 = outer6 && res >= 0 ? <usize>peer6_underlay(<u32>res) : 0;
+    // Over IPv6 (all packets, or with CFG_SPLIT6 the IPv6 ones) the peer must have an IPv6 underlay address.
+    const outer6 = res >= 0 && (all6 || (split6 && rtV6));
+    const dst6 = outer6 ? <usize>peer6_underlay(<u32>res) : 0;
     if (outer6 && res >= 0 && dst6 == 0) res = R_NO_ROUTE;
     if (res >= 0) {
       const p = <usize>off;
       writeVxlanEth(p - <usize>ENCAP_PAYLOAD_OVERHEAD, rtPeer);
-      if (rtV6) store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+      if (rtV6) {
+        store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+        useMac6(p - 14, <u32>res);
+      }
       let start = p - <usize>ENCAP_PAYLOAD_OVERHEAD;
       let outLen = rtTot + <u32>ENCAP_PAYLOAD_OVERHEAD;
       if (frame && outer6) {

@@ -5,7 +5,9 @@
 //
 // Slot (64 bytes): +0 underlay, 16 bytes wire order | +16 subnet high u64 |
 // +24 subnet low u64 | +32 mask high u64 | +40 mask low u64 |
-// +48 u8 has underlay | +49 u8 has subnet | +50 u8 prefix length
+// +48 u8 has underlay | +49 u8 has subnet | +50 u8 prefix length |
+// +51 u8 has IPv6 VTEP MAC | +52 6 bytes IPv6 VTEP MAC (wire order: BackendV6Data's, the inner
+// destination MAC of IPv6 frames to this peer when set)
 import { E_INVALID, E_NOT_FOUND, E_OK, PEER_VALID } from "./abi";
 import { hash6Del, hash6Get, hash6Put } from "./hash6";
 import { hdrBase, maxPeers, peerHash6Base, peerHash6Mask, peers6Base, peersBase } from "./layout";
@@ -17,6 +19,8 @@ export const P6_MASK_HI: usize = 32;
 export const P6_MASK_LO: usize = 40;
 export const P6_HAS_UNDERLAY: usize = 48;
 export const P6_HAS_SUBNET: usize = 49;
+export const P6_HAS_MAC: usize = 51;
+export const P6_MAC: usize = 52;
 const SLOT: usize = 64;
 const NONE: u32 = 0xffffffff;
 /** asm/peers.ts: slot size and flags offset of the IPv4 side (not imported: peers.ts imports this file). */
@@ -55,8 +59,10 @@ export function peer6Forget(idx: u32): void {
  * empty slot, E_INVALID for a bad index or length, or an underlay address
  * another peer holds.
  */
-export function peer6_set(idx: u32, u0: u32, u1: u32, u2: u32, u3: u32, s0: u32, s1: u32, s2: u32, s3: u32, plen: u32): i32 {
-  if (hdrBase == 0 || idx >= maxPeers || (plen > 128 && plen != 255)) return E_INVALID;
+export function peer6_set(
+  idx: u32, u0: u32, u1: u32, u2: u32, u3: u32, s0: u32, s1: u32, s2: u32, s3: u32, plen: u32, hasMac: u32, macHi: u32, macLo: u32,
+): i32 {
+  if (hdrBase == 0 || idx >= maxPeers || (plen > 128 && plen != 255) || hasMac > 1 || macHi > 0xffff) return E_INVALID;
   if ((load<u8>(peersBase + <usize>idx * V4_SLOT + V4_FLAGS) & <u8>PEER_VALID) == 0) return E_NOT_FOUND;
   const hi = ((<u64>u0) << 32) | <u64>u1;
   const lo = ((<u64>u2) << 32) | <u64>u3;
@@ -82,7 +88,21 @@ export function peer6_set(idx: u32, u0: u32, u1: u32, u2: u32, u3: u32, s0: u32,
     store<u8>(p + P6_HAS_SUBNET, 1);
     store<u8>(p, <u8>plen, 50);
   }
+  if (hasMac) {
+    store<u8>(p + P6_HAS_MAC, 1);
+    store<u16>(p + P6_MAC, bswap<u16>(<u16>macHi));
+    store<u32>(p + P6_MAC + 2, bswap<u32>(macLo));
+  }
   return E_OK;
+}
+
+/** Puts peer idx's IPv6 VTEP MAC, when it has one, as the destination of the inner Ethernet header at eth. */
+@inline export function useMac6(eth: usize, idx: u32): void {
+  const p = peer6At(idx);
+  if (load<u8>(p + P6_HAS_MAC)) {
+    store<u16>(eth, load<u16>(p + P6_MAC));
+    store<u32>(eth, load<u32>(p + P6_MAC + 2), 2);
+  }
 }
 
 /** Offset of peer idx's 16-byte IPv6 underlay address (wire order), or 0 when it has none. */

@@ -25,9 +25,9 @@ import {
 } from "./abi";
 import { sum16 } from "./checksum";
 import { dport, loadConfig, routePacket, routePacket6, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, rtV6, writeVxlanEth } from "./encap";
-import { CFG_OUTER6, R_NO_ROUTE } from "./abi";
+import { CFG_OUTER6, CFG_SPLIT6, R_NO_ROUTE } from "./abi";
 import { H_FLAGS } from "./layout";
-import { peer6_underlay } from "./peers6";
+import { peer6_underlay, useMac6 } from "./peers6";
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
   GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, pseudo6, resetUnits, resumeAt, room, tunMtu, udpSegs,
@@ -52,6 +52,10 @@ let segNext: u32 = 0;
 let segTotal: u32 = 0;
 /** The underlay is IPv6 (CFG_OUTER6): a unit's UNIT_ADDR is then the offset of the peer's 16-byte IPv6 address. */
 let outer6 = false;
+/** CFG_SPLIT6: inner IPv6 over IPv6, inner IPv4 over IPv4. */
+let split6 = false;
+/** UNIT_FAMILY of the packet being sent. */
+let txFam: u32 = 4;
 /** UNIT_ADDR of the packet being sent. */
 let txAddr: u32 = 0;
 /** The super-packet being segmented is IPv6 (TSO6 / USO6). */
@@ -68,6 +72,7 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits == 0 || n > maxBatch || from > n) return E_INVALID;
   loadConfig();
   outer6 = (load<u32>(hdrBase + H_FLAGS) & CFG_OUTER6) != 0;
+  split6 = (load<u32>(hdrBase + H_FLAGS) & CFG_SPLIT6) != 0;
   mtu = tunMtu();
   resetUnits();
   nBlocks = 0;
@@ -117,7 +122,9 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
   const front: u32 = gsoType == GSO_NONE ? OVERHEAD : 0;
   const res = v6 ? routePacket6(p, len - <u32>VNET_HLEN, front) : routePacket(p, len - <u32>VNET_HLEN, front);
   if (res < 0) return res;
-  txAddr = outer6 ? peer6_underlay(<u32>res) : rtUnderlay;
+  const o6 = outer6 || (split6 && v6);
+  txFam = o6 ? 6 : 4;
+  txAddr = o6 ? peer6_underlay(<u32>res) : rtUnderlay;
   if (txAddr == 0) return R_NO_ROUTE; // over IPv6, a peer without an IPv6 underlay address
   const tot = rtTot;
   const proto = v6 ? <u32>load<u8>(p, 6) : <u32>load<u8>(p, IP_PROTO);
@@ -130,8 +137,11 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
       be16(p + <usize>(cstart + coff), c);
     }
     writeVxlanEth(p - <usize>OVERHEAD, rtPeer);
-    if (rtV6) store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
-    const u = openUnit(res, txAddr, rtSport, dport());
+    if (rtV6) {
+      store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+      useMac6(p - 14, <u32>res);
+    }
+    const u = openUnit(res, txAddr, rtSport, dport(), txFam);
     addIov(p - <usize>OVERHEAD, tot + OVERHEAD);
     closeUnit(u, 1, 0);
     return res;
@@ -183,7 +193,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const perUnit: u32 = fit < maxSegs ? (fit > 0 ? fit : 1) : maxSegs;
   let k = first;
   while (k < segs && room(1, 2) && nBlocks < maxUnits) {
-    const u = openUnit(res, txAddr, rtSport, dport());
+    const u = openUnit(res, txAddr, rtSport, dport(), txFam);
     const want: u32 = segs - k < perUnit ? segs - k : perUnit;
     let cnt: u32 = 0;
     const start = cursor;
@@ -194,7 +204,10 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
       const h = packed ? cursor : arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
       nBlocks++;
       writeVxlanEth(h, rtPeer);
-      if (segV6) store<u16>(h + 20, 0xdd86); // inner EtherType IPv6
+      if (segV6) {
+        store<u16>(h + 20, 0xdd86); // inner EtherType IPv6
+        useMac6(h + 8, <u32>res);
+      }
       const ip = h + <usize>OVERHEAD;
       memory.copy(ip, p, hdrs);
       if (segV6) {

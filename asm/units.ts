@@ -4,7 +4,7 @@
 // units, 2 x maxUnits iovecs); the batch functions ask `room()` before every
 // addition, and stop (to be called again) when it runs out, so nothing is
 // ever written past them.
-import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, UDP_MAX_SEGS, UDP_SEGS_LIMIT } from "./abi";
+import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, UNIT_FAMILY, UDP_MAX_SEGS, UDP_SEGS_LIMIT } from "./abi";
 import { sum16 } from "./checksum";
 import { H_TUN_MTU, H_UDP_SEGS, descBase, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
 
@@ -108,7 +108,7 @@ export function resetUnits(): void {
 }
 
 /** Opens a unit (the caller checked room()); its iovecs are the ones added until closeUnit(). */
-export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
+export function openUnit(res: i32, addr: u32, sport: u32, dp: u32, family: u32 = 4): u32 {
   const u = nUnits++;
   const p = unitAt(u);
   store<u32>(p, nIovs, UNIT_IOV);
@@ -119,6 +119,7 @@ export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
   store<u16>(p, 0, UNIT_GSO);
   store<u16>(p, 1, UNIT_SEGS);
   store<i32>(p, res, UNIT_RES);
+  store<u8>(p, <u8>family, UNIT_FAMILY);
   return u;
 }
 

@@ -160,7 +160,8 @@ int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t si
 	return send_units(fds, nfds, base, size, units, iovtab, iov_cap, n, 0);
 }
 
-/* weft_udp_send_units() over IPv6 sockets: a unit's UNIT_ADDR is the offset
+/* weft_udp_send_units() over IPv6 sockets, for the units whose UNIT_FAMILY
+ * is 6 (weft_udp_send_units sends the others): a unit's UNIT_ADDR is the offset
  * of the peer's 16-byte IPv6 address (wire order) in memory (asm/tun-tx.ts
  * with CFG_OUTER6); a unit whose address lies outside memory is refused and
  * counted, never sent. */
@@ -188,6 +189,8 @@ static int send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t size
 
 			if (rdi32(u + WEFT_UNIT_RES) < 0 || rd16(u + WEFT_UNIT_SPORT) % nfds != s)
 				continue;
+			if ((u[WEFT_UNIT_FAMILY] == 6) != (v6 != 0))
+				continue; /* the other family's sockets send it (a dual-stack underlay calls both) */
 			if (rd32(u + WEFT_UNIT_NIOV) > (uint32_t)(MAX_IOVS - used) && rd32(u + WEFT_UNIT_NIOV) <= MAX_IOVS) {
 				sent += send_all(fds[s], m, &deadline); /* scratch full: send what is collected */
 				m = 0;

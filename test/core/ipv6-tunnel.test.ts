@@ -144,6 +144,30 @@ function sameAsReference(core: WasmCore, cfg: Partial<TunnelConfig>, self: numbe
   cmp("packets", core.pktBase, core.pktSize);
 }
 
+describe("dual-stack underlay (split6): each inner family over its own underlay", () => {
+  it("inner IPv4 goes to the IPv4 underlay in an outer IPv4 frame, inner IPv6 to the IPv6 underlay in an outer IPv6 frame", () => {
+    const a = core6As(A, { split6: true, udpChecksum: true });
+    const v4 = encapOne(a, inner4AB(), abi.ENCAP_MODE_FRAME);
+    expect(v4.res).toBe("ok");
+    expect(v4.d.addr).toBe(NODES6[B]!.underlay);
+    expect(v4.out[0]! >> 4).toBe(4);
+    const v6 = encapOne(a, inner6AB(), abi.ENCAP_MODE_FRAME);
+    expect(v6.res).toBe("ok");
+    expect(v6.d.addr).toBe(0);
+    expect(v6.out[0]! >> 4).toBe(6);
+    expect(outerUdp6Valid(v6.out)).toBe(true);
+    expect(() => core6As(A, { split6: true, outer6: true })).toThrow(/exclude each other/);
+  });
+
+  it("IPv6 frames to a node with its own IPv6 VTEP MAC carry that MAC; IPv4 frames its IPv4 one", () => {
+    const a = core6As(A, { split6: true });
+    const to6 = encapOne(a, icmp6Echo(pod6A, pod6C, 1, 1, new Uint8Array(8)));
+    expect([...to6.out.subarray(8, 14)]).toEqual([...NODES6[C]!.vtepMac6!]);
+    const to4 = encapOne(a, ipv4({ src: podA, dst: parseIpv4("198.18.3.3"), proto: 1, payload: icmpEcho(1, 1, new Uint8Array(8)) }));
+    expect([...to4.out.subarray(8, 14)]).toEqual([...NODES6[C]!.vtepMac]);
+  });
+});
+
 describe("IPv6 encap and decap equal the reference", () => {
   const configs: [string, Partial<TunnelConfig>, number][] = [
     ["IPv4 underlay, payload", {}, abi.ENCAP_MODE_PAYLOAD],
@@ -151,6 +175,8 @@ describe("IPv6 encap and decap equal the reference", () => {
     ["IPv6 underlay, payload", { outer6: true }, abi.ENCAP_MODE_PAYLOAD],
     ["IPv6 underlay, frame", { outer6: true, hopLimit: 7 }, abi.ENCAP_MODE_FRAME],
     ["IPv6 underlay, frame, flow label", { outer6: true, flowLabel: true, hashSeed: 99 }, abi.ENCAP_MODE_FRAME],
+    ["dual-stack underlay, payload", { split6: true }, abi.ENCAP_MODE_PAYLOAD],
+    ["dual-stack underlay, frame", { split6: true, udpChecksum: true }, abi.ENCAP_MODE_FRAME],
   ];
   it.each(configs)("encap, %s", (_name, cfg, mode) => {
     let taken = 0, v6taken = 0;
@@ -166,7 +192,8 @@ describe("IPv6 encap and decap equal the reference", () => {
         const d = a.desc(i);
         if (d.res < 0) continue;
         taken++;
-        const etAt = d.off + (mode === abi.ENCAP_MODE_FRAME ? (cfg.outer6 ? 68 : 48) : 20);
+        const outer6 = cfg.outer6 === true || (cfg.split6 === true && d.addr === 0);
+        const etAt = d.off + (mode === abi.ENCAP_MODE_FRAME ? (outer6 ? 68 : 48) : 20);
         if (((a.bytes()[etAt]! << 8) | a.bytes()[etAt + 1]!) === 0x86dd) v6taken++;
       }
     }

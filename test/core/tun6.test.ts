@@ -4,7 +4,8 @@ import { parseIpv6 } from "../../src/common/ipv6.js";
 import type { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { resultName } from "../../src/dataplane/results.js";
-import { randBytes, rng, udp } from "../helpers/packets.js";
+import { icmpEcho, ipv4, randBytes, rng, udp } from "../helpers/packets.js";
+import { parseIpv4 } from "../../src/common/ipv4.js";
 import { GSO_NONE, NEEDS_CSUM, cat, tcp, unitDatagrams, vnet } from "../helpers/tunnel.js";
 import { NODES6, core6As, icmp6Echo, ipv6, pseudo6 } from "./v6-nodes.js";
 
@@ -102,6 +103,22 @@ describe("tun transmit of inner IPv6", () => {
       expect(resultName(a.unit(0).res), what).toBe(want);
       expect(a.counters(abi.DIR_ENCAP)[want as "ok"], what).toBe(1n);
     }
+  });
+});
+
+describe("tun transmit over a dual-stack underlay (split6)", () => {
+  it("an IPv4 packet's unit is family 4 with the IPv4 address; an IPv6 packet's family 6 with its address's offset", () => {
+    const a = core6As(A, { split6: true }, LIMITS);
+    const v4 = ipv4({ src: parseIpv4("198.18.1.5"), dst: parseIpv4("198.18.2.9"), proto: 1, payload: icmpEcho(1, 1, new Uint8Array(8)) });
+    put(a, 0, cat(vnet(0, GSO_NONE, 0, 0, 0, 0), v4));
+    put(a, 1, cat(vnet(0, GSO_NONE, 0, 0, 0, 0), icmp6Echo(pod6A, pod6B, 1, 1, new Uint8Array(8))));
+    expect(a.tunTx(0, 2)).toBe(2);
+    expect(a.tunUnits()).toBe(2);
+    const [u4, u6] = [a.unit(0), a.unit(1)];
+    const fam = (i: number): number => a.bytes()[a.unitBase + i * abi.UNIT_SIZE + abi.UNIT_FAMILY]!;
+    expect([fam(0), u4.addr]).toEqual([4, NODES6[B]!.underlay]);
+    expect(fam(1)).toBe(6);
+    expect(Buffer.from(a.bytes().slice(u6.addr, u6.addr + 16)).toString("hex")).toBe(NODES6[B]!.underlay6.toString(16).padStart(32, "0"));
   });
 });
 

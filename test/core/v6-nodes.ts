@@ -4,12 +4,15 @@ import { WasmCore } from "../../src/dataplane/core/wasm-core.js";
 import type { CoreLimits, PeerEntry, TunnelConfig } from "../../src/dataplane/core/types.js";
 import { RefTunnel } from "../../src/dataplane/reference/tunnel.js";
 import { NODES, tunnelFor } from "../helpers/tunnel.js";
+import { parseMac } from "../../src/common/ipv4.js";
 
 /** The test nodes of test/helpers/tunnel.ts, dual-stack: IPv6 underlay 2001:db8:ff::N, pods 2001:db8:N::/64. */
 export const NODES6 = NODES.map((n, i) => ({
   ...n,
   underlay6: parseIpv6(`2001:db8:ff::${i + 1}`),
   subnet6: parseCidr6(`2001:db8:${i + 1}::/64`),
+  // Node C's IPv6 device has its own VTEP MAC (as flannel's flannel-v6.1); A and B use one for both.
+  ...(i === 2 ? { vtepMac6: parseMac("02:00:c0:00:06:03") } : {}),
 }));
 
 export function peers6For(self: number): PeerEntry[] {

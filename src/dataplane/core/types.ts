@@ -44,6 +44,8 @@ export interface TunnelConfig {
   readonly hashSeed: number;
   /** The underlay is IPv6: encap sends to peers' `underlay6` (frame mode: outer IPv6 + UDP with a checksum). */
   readonly outer6?: boolean;
+  /** Dual-stack underlay: inner IPv4 over IPv4, inner IPv6 over the peers' `underlay6` (flannel's two devices). */
+  readonly split6?: boolean;
   /** This node's IPv6 underlay address: outer source in frame mode over IPv6. */
   readonly localIp6?: bigint;
   /** Outer IPv6 hop limit in frame mode (default 64). */
@@ -64,6 +66,8 @@ export interface PeerEntry {
   readonly local?: boolean;
   /** The node's IPv6 underlay address (where its VXLAN comes from and goes to over IPv6). */
   readonly underlay6?: bigint;
+  /** The node's IPv6 VTEP MAC (BackendV6Data), the inner destination of IPv6 frames to it; else `vtepMac`. */
+  readonly vtepMac6?: Uint8Array;
   /** The node's IPv6 pod subnet: inner IPv6 sources it may send from (none: every inner IPv6 packet from it is refused). */
   readonly subnet6?: Ipv6Prefix;
 }

@@ -29,7 +29,8 @@ interface CoreExports extends Lpm6Exports {
   lpm_groups(): number;
   lpm_memory_bytes(): number;
   configure6(w0: number, w1: number, w2: number, w3: number, hop: number): number;
-  peer6_set(idx: number, u0: number, u1: number, u2: number, u3: number, s0: number, s1: number, s2: number, s3: number, plen: number): number;
+  peer6_set(idx: number, u0: number, u1: number, u2: number, u3: number, s0: number, s1: number, s2: number, s3: number, plen: number,
+    hasMac: number, macHi: number, macLo: number): number;
   peer6_underlay(idx: number): number;
   peer6_find(u0: number, u1: number, u2: number, u3: number): number;
   decap6_batch(n: number): number;
@@ -256,9 +257,12 @@ export class WasmCore {
   configure(cfg: TunnelConfig): void {
     const [hi, lo] = macWords(cfg.localMac);
     const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0) |
-      (cfg.outer6 ? abi.CFG_OUTER6 : 0) | (cfg.flowLabel ? abi.CFG_FLOWLABEL : 0);
-    if (cfg.outer6 && cfg.localIp6 === undefined) {
-      throw new CoreError("WEFT_CORE_INVALID", "an IPv6 underlay (outer6) needs this node's IPv6 underlay address", { hint: "set localIp6" });
+      (cfg.outer6 ? abi.CFG_OUTER6 : 0) | (cfg.split6 ? abi.CFG_SPLIT6 : 0) | (cfg.flowLabel ? abi.CFG_FLOWLABEL : 0);
+    if ((cfg.outer6 || cfg.split6) && cfg.localIp6 === undefined) {
+      throw new CoreError("WEFT_CORE_INVALID", "an IPv6 underlay (outer6, split6) needs this node's IPv6 underlay address", { hint: "set localIp6" });
+    }
+    if (cfg.outer6 && cfg.split6) {
+      throw new CoreError("WEFT_CORE_INVALID", "outer6 (everything over IPv6) and split6 (each family over its own underlay) exclude each other", { hint: "set one" });
     }
     const [a0, a1, a2, a3] = words6(cfg.localIp6 ?? 0n);
     check(this.x.configure6(a0, a1, a2, a3, cfg.hopLimit ?? 64), "configuring the IPv6 tunnel", "hop limit 1..255");
@@ -279,7 +283,8 @@ export class WasmCore {
       throw new CoreError("WEFT_CORE_INVALID", `peer ${idx}: IPv6 subnet length ${s6.len} is outside 0..128`);
     }
     const [s0, s1, s2, s3] = words6(s6?.addr ?? 0n);
-    check(this.x.peer6_set(idx, u0, u1, u2, u3, s0, s1, s2, s3, s6 ? s6.len : 255),
+    const [mh, ml] = peer.vtepMac6 ? macWords(peer.vtepMac6) : [0, 0];
+    check(this.x.peer6_set(idx, u0, u1, u2, u3, s0, s1, s2, s3, s6 ? s6.len : 255, peer.vtepMac6 ? 1 : 0, mh, ml),
       `storing the IPv6 side of peer ${idx} (${peer.underlay6 === undefined ? "no IPv6 underlay" : formatIpv6(peer.underlay6)})`,
       "an IPv6 underlay address not used by another peer");
   }

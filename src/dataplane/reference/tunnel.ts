@@ -54,7 +54,7 @@ export class RefTunnel {
 
   encapBatch(n: number, mode: number): number {
     const frame = mode === abi.ENCAP_MODE_FRAME;
-    const front = frame ? (this.cfg.outer6 ? abi.ENCAP_FRAME6_OVERHEAD : abi.ENCAP_FRAME_OVERHEAD) : abi.ENCAP_PAYLOAD_OVERHEAD;
+    const front = frame ? (this.cfg.outer6 || this.cfg.split6 ? abi.ENCAP_FRAME6_OVERHEAD : abi.ENCAP_FRAME_OVERHEAD) : abi.ENCAP_PAYLOAD_OVERHEAD;
     const v = this.dv();
     let ok = 0;
     for (let i = 0; i < n; i++) {
@@ -120,11 +120,11 @@ export class RefTunnel {
 
   /** Writes the headers in front of an accepted inner packet and fills its descriptor. */
   private write(v: DataView, d: number, off: number, tot: number, nh: number, peer: PeerEntry, innerEcn: number, sport: number, hash: number, etype: number, frame: boolean): number {
-    const outer6 = this.cfg.outer6 === true;
+    const outer6 = this.cfg.outer6 === true || (this.cfg.split6 === true && etype === 0x86dd);
     if (outer6 && (peer.underlay6 === undefined || peer.underlay6 === 0n)) return abi.R_NO_ROUTE;
     const tos = innerEcn === 3 ? 2 : innerEcn;
     const eth = off - 14;
-    this.mem.set(peer.vtepMac, eth);
+    this.mem.set(etype === 0x86dd && peer.vtepMac6 ? peer.vtepMac6 : peer.vtepMac, eth);
     this.mem.set(this.cfg.localMac, eth + 6);
     v.setUint16(eth + 12, etype);
     const vx = eth - 8;
