@@ -21,6 +21,8 @@ export type WorkerControl =
     readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean;
     /** The node's IPv6 underlay (LeaseAttrs.publicIpv6) and IPv6 pod subnet (Lease.subnet6), when it has them. */
     readonly underlay6?: bigint | undefined; readonly subnet6?: Ipv6Prefix | undefined;
+    /** Its IPv6 VTEP MAC (BackendV6Data), when it differs from `mac`. */
+    readonly mac6?: number[] | undefined;
   }
   | { readonly t: "unpeer"; readonly idx: number }
   | { readonly t: "route"; readonly addr: number; readonly len: number; readonly nh: number }
@@ -29,6 +31,8 @@ export type WorkerControl =
   | { readonly t: "unroute6"; readonly addr: bigint; readonly len: number }
   | { readonly t: "tun"; readonly fd: number }
   | { readonly t: "stop" };
+
+export type Underlay = "ipv4" | "ipv6" | "dual";
 
 export interface WorkerInit {
   readonly mode: "tx" | "rx";
@@ -47,9 +51,15 @@ export interface WorkerInit {
   readonly busyPollUs: number;
   /** Datagrams per UDP_SEGMENT send (the kernel's limit, probed once). */
   readonly udpSegs: number;
-  /** The underlay is IPv6: the sockets are AF_INET6 and every packet goes to peers' IPv6 underlay addresses. */
-  readonly outer6?: boolean;
-  /** This node's IPv6 underlay address (with outer6). */
+  /**
+   * The underlay ("ipv4" when absent): "ipv6", every packet over IPv6 sockets
+   * to peers' IPv6 underlay; "dual", inner IPv4 over IPv4 and inner IPv6 over
+   * IPv6 (tx: sockFds and sockFds6). A receiving worker's is its socket's family.
+   */
+  readonly underlay?: Underlay;
+  /** tx over a dual underlay: the IPv6 sending sockets. */
+  readonly sockFds6?: number[];
+  /** This node's IPv6 underlay address (underlay "ipv6" or "dual"). */
   readonly localIp6?: bigint | undefined;
 }
 
@@ -73,11 +83,13 @@ function main(init: WorkerInit): void {
   });
   core.setTunMtu(init.mtu);
   core.setUdpSegs(init.udpSegs);
-  const outer6 = init.outer6 === true;
+  const outer6 = init.underlay === "ipv6";
+  const split6 = init.underlay === "dual";
   core.configure({
     ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed,
-    outer6, ...(init.localIp6 === undefined ? {} : { localIp6: init.localIp6 }),
+    outer6, split6, ...(init.localIp6 === undefined ? {} : { localIp6: init.localIp6 }),
   });
+  const fds6 = Int32Array.from(init.sockFds6 ?? []);
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;
   const fds = Int32Array.from(init.sockFds);
@@ -93,6 +105,7 @@ function main(init: WorkerInit): void {
         core.setPeer(m.idx, {
           underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local,
           ...(m.underlay6 === undefined ? {} : { underlay6: m.underlay6 }), ...(m.subnet6 === undefined ? {} : { subnet6: m.subnet6 }),
+          ...(m.mac6 === undefined ? {} : { vtepMac6: Uint8Array.from(m.mac6) }),
         });
         return true;
       case "unpeer":
@@ -133,8 +146,10 @@ function main(init: WorkerInit): void {
         const next = core.tunTx(from, n);
         const units = core.tunUnits();
         const buf = core.bytes().buffer as ArrayBuffer;
+        // Each send takes its family's units (UNIT_FAMILY); over a dual underlay both run.
         if (outer6) shim.udpSendUnits6(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
         else shim.udpSendUnits(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
+        if (split6 && fds6.length > 0) shim.udpSendUnits6(fds6, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
         batches++;
         if (next === from && units === 0) break; // no progress (the core promises some): never spin
         from = next;
