@@ -73,6 +73,8 @@ export const ENCAP_FRAME6_OVERHEAD = 70;
 export const PEER_VALID = 1;
 /** Peer flag: the peer is this node (its subnet is delivered locally, never encapsulated). */
 export const PEER_LOCAL = 2;
+/** Peer flag: the node has no IPv4 underlay (an IPv6-only network): underlay 0 is allowed and never looked up. */
+export const PEER_V6_ONLY = 4;
 
 // ---------------------------------------------------------------------------
 // Per-packet results. >= 0: peer index. < 0: why the packet was not taken.

@@ -23,10 +23,10 @@ let a: Netns, b: Netns;
 const procs: ChildProcess[] = [];
 const dirs: string[] = [];
 
-function startNode(ns: Netns, self: number): Promise<{ p: ChildProcess; lines: string[] }> {
+function startNode(ns: Netns, self: number, mode = ""): Promise<{ p: ChildProcess; lines: string[] }> {
   const dir = mkdtempSync(join(tmpdir(), "weft-tun6-"));
   dirs.push(dir);
-  const p = ns.spawn([process.execPath, node, String(self), dir]);
+  const p = ns.spawn([process.execPath, node, String(self), dir, ...(mode ? [mode] : [])]);
   procs.push(p);
   const lines: string[] = [];
   let err = "";
@@ -42,20 +42,25 @@ function startNode(ns: Netns, self: number): Promise<{ p: ChildProcess; lines: s
 }
 
 let nodes: { p: ChildProcess; lines: string[] }[] = [];
+let c: Netns, d: Netns;
 beforeAll(async () => {
-  [a, b] = await Promise.all([Netns.create("t6a", tag), Netns.create("t6b", tag)]);
+  [a, b, c, d] = await Promise.all([Netns.create("t6a", tag), Netns.create("t6b", tag), Netns.create("t6c", tag), Netns.create("t6d", tag)]);
+  // c and d: an IPv6-only underlay.
+  await veth(c, "u0", d, "u1");
+  await c.ip("-6", "addr", "add", "2001:db8:ff00::1/64", "dev", "u0", "nodad");
+  await d.ip("-6", "addr", "add", "2001:db8:ff00::2/64", "dev", "u1", "nodad");
   await veth(a, "u0", b, "u1");
   await a.ip("addr", "add", "192.0.2.1/24", "dev", "u0");
   await b.ip("addr", "add", "192.0.2.2/24", "dev", "u1");
   await a.ip("-6", "addr", "add", "2001:db8:ff00::1/64", "dev", "u0", "nodad");
   await b.ip("-6", "addr", "add", "2001:db8:ff00::2/64", "dev", "u1", "nodad");
-  nodes = await Promise.all([startNode(a, 0), startNode(b, 1)]);
+  nodes = await Promise.all([startNode(a, 0), startNode(b, 1), startNode(c, 0, "ipv6"), startNode(d, 1, "ipv6")]);
 }, 60_000);
 afterAll(async () => {
   for (const p of procs) p.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 500));
   for (const p of procs) p.kill("SIGKILL");
-  await Promise.all([a, b].map((ns) => ns?.destroy()));
+  await Promise.all([a, b, c, d].map((ns) => ns?.destroy()));
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -80,7 +85,7 @@ describe("tun backend over a dual-stack underlay", () => {
     for (const r of over6) expect(r.split(";")[1]).not.toMatch(/^(0x0000)?$/); // IPv6 VXLAN carries a UDP checksum (veth leaves it partial: not verified here)
     expect(rows.every((r) => r.startsWith("4,4;") || r.startsWith("6,6;"))).toBe(true);
     // The nodes' counters: packets taken both ways, nothing dropped for a bad reason.
-    const counters = await Promise.all(nodes.map(async ({ p, lines }) => {
+    const counters = await Promise.all(nodes.slice(0, 2).map(async ({ p, lines }) => {
       const n0 = lines.length;
       p.kill("SIGUSR1");
       for (let i = 0; i < 50 && lines.length === n0; i++) await new Promise((r) => setTimeout(r, 100));
@@ -91,5 +96,15 @@ describe("tun backend over a dual-stack underlay", () => {
     expect(counters[1]?.["tun_rx6_ok"]).toBeGreaterThanOrEqual(3);
     expect(counters[1]?.["tun_rx_ok"]).toBeGreaterThanOrEqual(3);
   }, 60_000);
-});
 
+  it("over an IPv6-only underlay (no IPv4 anywhere): ping -6 answers, VXLAN over IPv6 only", async () => {
+    const cap = c.exec(["timeout", "10", "tshark", "-i", "u0", "-n", "-f", "udp port 8472", "-a", "packets:6", "-d", "udp.port==8472,vxlan",
+      "-T", "fields", "-E", "separator=;", "-e", "ip.version", "-e", "eth.type"], { timeoutMs: 20_000 }).catch((e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await c.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "2001:db8:2::"])).toMatch(/3 received/);
+    const rows = (await cap).split("\n").filter((l) => /^[46]/.test(l));
+    expect(rows.length).toBeGreaterThanOrEqual(6);
+    expect(rows.every((r) => r.startsWith("6,6;"))).toBe(true);
+    expect(await c.ip("-4", "route", "show", "dev", "weft.1")).toBe(""); // no IPv4 route from a 0.0.0.0/0 lease
+  }, 60_000);
+});

@@ -284,6 +284,18 @@ describe("decap of inner IPv6", () => {
     expect((got.ip[1]! >> 4) & 3).toBe(3);
   });
 
+  it("on an IPv6-only network peers have no IPv4 underlay (0): two such peers do not collide; 0 without an IPv6 one is refused", () => {
+    const b = core6As(B, { outer6: true });
+    b.setPeer(A, { ...NODES6[A]!, underlay: 0 });
+    b.setPeer(C, { ...NODES6[C]!, underlay: 0 });
+    expect(b.findPeer(0)).toBe(-1);
+    expect(b.findPeer6(NODES6[C]!.underlay6)).toBe(C);
+    expect(decap6One(b, payloadFromA(inner6AB()), NODES6[A]!.underlay6).res).toBe("ok");
+    expect(() => b.setPeer(A, { ...NODES6[A]!, underlay: 0, underlay6: undefined })).toThrow(/non-zero underlay/);
+    b.clearPeer(C);
+    expect(b.findPeer6(NODES6[C]!.underlay6)).toBe(-1);
+  });
+
   it("clearing a peer forgets its IPv6 underlay; a second peer cannot take it", () => {
     const b = core6As(B, { outer6: true });
     expect(() => b.setPeer(C, { ...NODES6[C]!, underlay6: NODES6[A]!.underlay6 })).toThrow(/IPv6 underlay/);

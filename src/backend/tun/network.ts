@@ -40,6 +40,16 @@ export interface TunSetup {
 
 type Mode = "tx" | "rx" | "rx6";
 
+/** A lease of an IPv6-only network: its IPv4 part is 0.0.0.0/0 (flannel's key has none), never a route. */
+function ipv6Only(l: Lease): boolean {
+  return l.subnet.len === 0 && l.subnet.addr === 0 && l.subnet6 !== undefined;
+}
+
+/** The subnet a peer is known by: its IPv4 one, or on an IPv6-only network its IPv6 one. */
+function peerKey(l: Lease): string {
+  return ipv6Only(l) && l.subnet6 ? formatCidr6(l.subnet6) : formatCidr(l.subnet);
+}
+
 /**
  * The cluster's IPv6 network (flannel's "IPv6Network"), routed into the
  * device like the IPv4 one, once NetworkConfig carries it as `ipv6Network`.
@@ -138,7 +148,8 @@ export class TunNetwork implements Network {
     };
     // Only the sending side routes; the receiving side checks peers (anti-spoofing).
     if (mode !== "tx") return [peer];
-    const out: WorkerControl[] = [peer, { t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx }];
+    const out: WorkerControl[] = [peer];
+    if (!ipv6Only(l)) out.push({ t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx });
     if (l.subnet6) out.push({ t: "route6", addr: l.subnet6.addr, len: l.subnet6.len, nh: idx });
     return out;
   }
@@ -150,13 +161,15 @@ export class TunNetwork implements Network {
   async configureLocal(lease: Lease): Promise<void> {
     const before = this.local;
     if (before) {
-      this.send("tx", { t: "unroute", addr: before.subnet.addr, len: before.subnet.len });
+      if (!ipv6Only(before)) this.send("tx", { t: "unroute", addr: before.subnet.addr, len: before.subnet.len });
       if (before.subnet6) this.send("tx", { t: "unroute6", addr: before.subnet6.addr, len: before.subnet6.len });
     }
     this.local = lease;
     for (const mode of this.modes()) for (const m of this.peerMsgs(SELF, lease, true, mode)) this.send(mode, m);
-    await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
-    await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+    if (!ipv6Only(lease)) {
+      await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
+      await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+    }
     if (before?.subnet6 && before.subnet6.addr !== lease.subnet6?.addr) {
       await run(["ip", "-6", "addr", "del", `${formatIpv6(before.subnet6.addr)}/128`, "dev", this.setup.device]).catch(() => undefined);
     }
@@ -177,18 +190,18 @@ export class TunNetwork implements Network {
 
   async apply(diff: RouteDiff): Promise<void> {
     for (const l of [...diff.removed, ...diff.changed.map((c) => c.before)]) {
-      const k = formatCidr(l.subnet);
+      const k = peerKey(l);
       const p = this.peers.get(k);
       if (!p) continue;
       this.peers.delete(k);
-      this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
+      if (!ipv6Only(l)) this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
       if (l.subnet6) this.send("tx", { t: "unroute6", addr: l.subnet6.addr, len: l.subnet6.len });
       for (const mode of this.modes()) this.send(mode, { t: "unpeer", idx: p.idx });
       this.freeIdx.push(p.idx);
     }
     for (const l of [...diff.added, ...diff.changed.map((c) => c.after)]) {
       const idx = this.freeIdx.pop() ?? this.nextIdx++;
-      this.peers.set(formatCidr(l.subnet), { idx, lease: l });
+      this.peers.set(peerKey(l), { idx, lease: l });
       for (const mode of this.modes()) for (const m of this.peerMsgs(idx, l, false, mode)) this.send(mode, m);
     }
   }

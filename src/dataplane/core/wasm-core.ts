@@ -274,7 +274,7 @@ export class WasmCore {
   setPeer(idx: number, peer: PeerEntry): void {
     const [hi, lo] = macWords(peer.vtepMac);
     const rc = this.x.peer_set(u32(idx, "peer index"), u32(peer.underlay, "underlay address"), hi, lo,
-      peer.subnet.addr | 0, peer.subnet.len, peer.local ? abi.PEER_LOCAL : 0);
+      peer.subnet.addr | 0, peer.subnet.len, (peer.local ? abi.PEER_LOCAL : 0) | (peer.underlay === 0 && peer.underlay6 !== undefined ? abi.PEER_V6_ONLY : 0));
     check(rc, `storing peer ${idx} (${formatIpv4(peer.underlay)}, ${formatCidr(peer.subnet)})`,
       `index below ${this.limits.maxPeers}, a non-zero underlay address not used by another peer`);
     const [u0, u1, u2, u3] = words6(peer.underlay6 ?? 0n);
