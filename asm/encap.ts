@@ -1,18 +1,22 @@
-// VXLAN encapsulation of a batch of inner IPv4 packets, in place.
+// VXLAN encapsulation of a batch of inner IPv4 or IPv6 packets, in place.
 //
 // Each descriptor (abi.ts) names an inner IPv4 packet inside the packet region
 // with at least the mode's overhead of free bytes in front of it. For each
 // packet: validate the IPv4 header, look the destination up in the LPM table,
 // then write in front of it the inner Ethernet header (dst = the peer's VTEP
-// MAC, src = ours, EtherType IPv4) and the VXLAN header (flags 0x08, VNI), and
-// in frame mode also the UDP and outer IPv4 headers. The descriptor is
+// MAC, src = ours, EtherType IPv4 or IPv6) and the VXLAN header (flags 0x08,
+// VNI), and in frame mode also the UDP and outer IPv4 headers, or outer IPv6
+// with CFG_OUTER6 (asm/encap6.ts). Inner IPv6 is routed by the IPv6 table. The descriptor is
 // rewritten to describe the result. Nothing is allocated or copied.
 import {
   CFG_DF, CFG_UDP_CSUM, DESC_ADDR, DESC_DPORT, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_SPORT,
   DESC_TOS, DIR_ENCAP, E_INVALID, ENCAP_FRAME_OVERHEAD, ENCAP_MODE_FRAME, ENCAP_MODE_PAYLOAD,
   ENCAP_PAYLOAD_OVERHEAD, PEER_LOCAL, PEER_VALID, R_LOCAL, R_MALFORMED, R_NO_ROUTE, R_NOT_IPV4,
-  R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS,
+  R_TOO_BIG, R_TRUNCATED, R_BAD_DESC, LPM_MISS, CFG_OUTER6, CFG_SPLIT6, ENCAP_FRAME6_OVERHEAD,
 } from "./abi";
+import { fold6, writeOuter6 } from "./encap6";
+import { lookup6At } from "./lpm6";
+import { peer6_underlay, useMac6 } from "./peers6";
 import { sum16 } from "./checksum";
 import { flow_hash, flow_sport } from "./flow";
 import {
@@ -62,6 +66,9 @@ export let rtSport: u32 = 0;
 export let rtTos: u32 = 0;
 export let rtTot: u32 = 0;
 export let rtIhl: u32 = 0;
+export let rtHash: u32 = 0;
+/** Inner packet is IPv6 (routePacket6). */
+export let rtV6: bool = false;
 
 /**
  * Validates the inner IPv4 packet at p (len bytes available) and routes it:
@@ -90,12 +97,45 @@ export function routePacket(p: usize, len: u32, front: u32): i32 {
   const fragBits = <u32>bswap<u16>(load<u16>(p, 6)) & 0x3fff;
   let ports: u32 = 0;
   if (fragBits == 0 && hasPorts(proto) && ihl + 4 <= tot) ports = bswap<u32>(load<u32>(p + <usize>ihl));
-  rtSport = flow_sport(flow_hash(src, dst, ports, proto, seed), pmin, pmax);
+  rtHash = flow_hash(src, dst, ports, proto, seed);
+  rtSport = flow_sport(rtHash, pmin, pmax);
+  rtV6 = false;
   rtTos = ecnEncap(<u32>load<u8>(p, 1));
   rtUnderlay = load<u32>(peer + P_UNDERLAY);
   rtPeer = peer;
   rtTot = tot;
   rtIhl = ihl;
+  return nh;
+}
+
+/**
+ * routePacket() for an inner IPv6 packet at p: 40-byte header, payload
+ * length inside `len`, destination looked up in the IPv6 table. Ports for
+ * the flow hash are read when the next header is TCP/UDP-like (extension
+ * headers are not walked: such packets hash on addresses alone).
+ */
+export function routePacket6(p: usize, len: u32, front: u32): i32 {
+  if (len < 40) return R_TRUNCATED;
+  if (<u32>load<u8>(p) >> 4 != 6) return R_NOT_IPV4;
+  const tot: u32 = <u32>40 + <u32>bswap<u16>(load<u16>(p, 4));
+  if (tot > len) return R_MALFORMED;
+  if (tot + front > 0xffff) return R_TOO_BIG;
+  const nh = lookup6At(p + 24);
+  if (nh == LPM_MISS) return R_NO_ROUTE;
+  const peer = peerAt(<u32>nh);
+  const pf = <u32>load<u8>(peer + P_FLAGS);
+  if ((pf & PEER_VALID) == 0) return R_NO_ROUTE;
+  if (pf & PEER_LOCAL) return R_LOCAL;
+  const proto = <u32>load<u8>(p, 6);
+  const ports = hasPorts(proto) && tot >= <u32>44 ? bswap<u32>(load<u32>(p + 40)) : <u32>0;
+  rtHash = flow_hash(bswap<u32>(fold6(p + 8)), bswap<u32>(fold6(p + 24)), ports, proto, seed);
+  rtSport = flow_sport(rtHash, pmin, pmax);
+  rtTos = ecnEncap(((<u32>load<u8>(p) & 15) << 4) | (<u32>load<u8>(p, 1) >> 4));
+  rtUnderlay = load<u32>(peer + P_UNDERLAY);
+  rtPeer = peer;
+  rtTot = tot;
+  rtIhl = 40;
+  rtV6 = true;
   return nh;
 }
 
@@ -124,26 +164,40 @@ export function routePacket(p: usize, len: u32, front: u32): i32 {
 export function encap_batch(n: u32, mode: u32): i32 {
   if (hdrBase == 0 || n > maxBatch || mode > <u32>ENCAP_MODE_FRAME) return E_INVALID;
   const frame = mode == <u32>ENCAP_MODE_FRAME;
-  const front: u32 = frame ? <u32>ENCAP_FRAME_OVERHEAD : <u32>ENCAP_PAYLOAD_OVERHEAD;
   loadConfig();
+  const all6 = (cfgFlags & CFG_OUTER6) != 0;
+  const split6 = (cfgFlags & CFG_SPLIT6) != 0;
+  const front: u32 = frame ? (all6 || split6 ? <u32>ENCAP_FRAME6_OVERHEAD : <u32>ENCAP_FRAME_OVERHEAD) : <u32>ENCAP_PAYLOAD_OVERHEAD;
   let ok: i32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const d = descBase + <usize>i * <usize>DESC_SIZE;
     const off = load<u32>(d, DESC_OFF);
     const len = load<u32>(d, DESC_LEN);
-    const res = inPackets(off, len, front) ? routePacket(<usize>off, len, front) : R_BAD_DESC;
+    let res = !inPackets(off, len, front) ? R_BAD_DESC
+      : len > 0 && <u32>load<u8>(<usize>off) >> 4 == 6 ? routePacket6(<usize>off, len, front) : routePacket(<usize>off, len, front);
+    // Over IPv6 (all packets, or with CFG_SPLIT6 the IPv6 ones) the peer must have an IPv6 underlay address.
+    const outer6 = res >= 0 && (all6 || (split6 && rtV6));
+    const dst6 = outer6 ? <usize>peer6_underlay(<u32>res) : 0;
+    if (outer6 && res >= 0 && dst6 == 0) res = R_NO_ROUTE;
     if (res >= 0) {
       const p = <usize>off;
       writeVxlanEth(p - <usize>ENCAP_PAYLOAD_OVERHEAD, rtPeer);
+      if (rtV6) {
+        store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+        useMac6(p - 14, <u32>res);
+      }
       let start = p - <usize>ENCAP_PAYLOAD_OVERHEAD;
       let outLen = rtTot + <u32>ENCAP_PAYLOAD_OVERHEAD;
-      if (frame) {
+      if (frame && outer6) {
+        outLen = rtTot + <u32>ENCAP_FRAME6_OVERHEAD;
+        start = writeOuter6(p - <usize>ENCAP_FRAME6_OVERHEAD, outLen - 40, rtTos, dst6, rtSport, cfgDport, rtHash, cfgFlags);
+      } else if (frame) {
         outLen = rtTot + <u32>ENCAP_FRAME_OVERHEAD;
         start = writeOuter(p - <usize>ENCAP_FRAME_OVERHEAD, outLen, rtTos, rtUnderlay, rtSport, cfgDport, cfgFlags);
       }
       store<u32>(d, <u32>start, DESC_OFF);
       store<u32>(d, outLen, DESC_LEN);
-      store<u32>(d, rtUnderlay, DESC_ADDR);
+      store<u32>(d, outer6 ? 0 : rtUnderlay, DESC_ADDR);
       store<u16>(d, <u16>rtSport, DESC_SPORT);
       store<u16>(d, <u16>cfgDport, DESC_DPORT);
       store<u8>(d, <u8>rtTos, DESC_TOS);

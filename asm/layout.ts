@@ -1,8 +1,9 @@
 // Linear-memory layout, fixed once by init().
 //
 //   [static data][header][descriptors][lookup scratch][peers][peer hash]
-//   [rule hash][L1 table][LPM work arrays][tun units, iovecs, header arena]
-//   [packet slots][LPM group pool ... grows]
+//   [rule hash][L1 table][LPM work arrays][IPv6 L1 table][IPv6 rule hash]
+//   [IPv6 lookup scratch][IPv6 LPM work arrays][tun units, iovecs, header arena]
+//   [packet slots][LPM group pool (IPv4 and IPv6 groups) ... grows]
 //
 // Every region except the group pool is sized at init from its arguments and
 // never moves, so callers may keep views on it (re-created only when the pool
@@ -11,7 +12,7 @@
 // a cache of the header for the hot loops.
 import {
   ABI_VERSION, DESC_RES, DESC_SIZE, L_ADDR_BASE, L_COUNT, L_DESC_BASE, L_HEADROOM, L_MAX_BATCH,
-  L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE, L_UNIT_BASE, L_MAX_UNITS,
+  L_MAX_PEERS, L_MAX_RULES, L_NH_BASE, L_ADDR6_BASE, L_MAX_RULES6, L_PKT_BASE, L_PKT_SIZE, L_SLOTS, L_SLOT_SIZE, L_UNIT_BASE, L_MAX_UNITS,
   E_INVALID, E_NO_MEMORY, E_OK, R_COUNT, ENCAP_FRAME_OVERHEAD, UNIT_SIZE, IOV_SIZE, ARENA_BLOCK,
 } from "./abi";
 
@@ -21,7 +22,11 @@ const PAGE: usize = 65536;
 // Header fields (byte offsets from hdrBase).
 export const H_MAGIC: usize = 0;
 export const H_ABI: usize = 4;
-export const H_LAYOUT: usize = 8; // L_COUNT u32 fields
+export const H_RULES6: usize = 8; // u32, IPv6 prefixes stored
+export const H_GROUPS6: usize = 12; // u32, IPv6 LPM groups alive (of H_GROUPS)
+export const H_POOL_USED6: usize = 16; // u32, pool units the IPv6 groups use (of H_POOL_USED)
+export const H_LOCAL_IP6: usize = 20; // 16 bytes, wire order: this node's IPv6 underlay (outer source, CFG_OUTER6)
+export const H_HOP: usize = 36; // u8, outer IPv6 hop limit
 export const H_VNI: usize = 64; // u32
 export const H_LOCAL_IP: usize = 68; // u32
 export const H_LOCAL_MAC: usize = 72; // 6 bytes, wire order
@@ -41,7 +46,8 @@ export const H_TUN_MTU: usize = 120; // u32, the TUN device's MTU (tun receive: 
 export const H_UDP_SEGS: usize = 124; // u32, datagrams per UDP_SEGMENT send (0: UDP_MAX_SEGS)
 export const H_COUNTERS: usize = 128; // 2 x R_COUNT u64 (room for R_COUNT <= 19)
 export const H_POOL_FREE: usize = 432; // POOL_CLASSES (17) u32 free-list heads (unit index + 1; 0 = empty)
-const HDR_SIZE: usize = 512;
+export const H_LAYOUT: usize = 512; // L_COUNT u32 fields (room for 32)
+const HDR_SIZE: usize = 640;
 
 // Cached region bases (set by init).
 export let hdrBase: usize = 0;
@@ -60,6 +66,17 @@ export let l1Base: usize = 0;
 /** Four 256 x u32 work arrays for LPM updates, then a 64-byte all-zero dummy group. */
 export let lpmWork: usize = 0;
 export let dummyGroup: usize = 0;
+/** IPv6 LPM: L1 (2^16 u32), rule hash (32-byte slots), batch x 16-byte address scratch, 14 x 256 u32 work arrays. */
+export let l1Base6: usize = 0;
+export let ruleHash6Base: usize = 0;
+export let ruleHash6Mask: u32 = 0;
+export let maxRules6: u32 = 0;
+export let addr6Base: usize = 0;
+export let lpm6Work: usize = 0;
+/** IPv6 side of the peer table: maxPeers x 64-byte slots, and a hash underlay6 -> index (32-byte slots). */
+export let peers6Base: usize = 0;
+export let peerHash6Base: usize = 0;
+export let peerHash6Mask: u32 = 0;
 /** tun path regions (maxUnits = 0: none). */
 export let unitBase: usize = 0;
 export let maxUnits: u32 = 0;
@@ -92,7 +109,7 @@ export function ensureMemory(end: usize): bool {
  * out of range, E_NO_MEMORY that the engine refused to grow.
  */
 export function init(
-  peers: u32, rules: u32, batch: u32, slots: u32, slotSize: u32, headroom: u32, units: u32,
+  peers: u32, rules: u32, batch: u32, slots: u32, slotSize: u32, headroom: u32, units: u32, rules6: u32,
 ): i32 {
   if (hdrBase != 0) return E_INVALID; // already laid out
   if (peers < 1 || peers > 1 << 20) return E_INVALID;
@@ -103,6 +120,7 @@ export function init(
   if (headroom < <u32>ENCAP_FRAME_OVERHEAD || headroom >= slotSize) return E_INVALID;
   if (<u64>slots * <u64>slotSize > 1 << 30) return E_INVALID;
   if (units > 1 << 16) return E_INVALID;
+  if (rules6 < 1 || rules6 > 1 << 22) return E_INVALID;
 
   const hdr = alignUp(__heap_base, 64);
   const desc = alignUp(hdr + HDR_SIZE, 64);
@@ -115,7 +133,14 @@ export function init(
   const rh = alignUp(ph + <usize>phCap * 16, 64);
   const l1 = alignUp(rh + <usize>rhCap * 16, 64);
   const work = alignUp(l1 + 65536 * 4, 64);
-  const units0 = alignUp(work + 4 * 1024 + 64, 64);
+  const l1v6 = alignUp(work + 4 * 1024 + 64, 64);
+  const rh6Cap = nextPow2(rules6 * 2);
+  const rh6 = l1v6 + 65536 * 4;
+  const addr6 = rh6 + <usize>rh6Cap * 32;
+  const work6 = alignUp(addr6 + <usize>batch * 16, 64);
+  const peers6 = alignUp(work6 + 14 * 1024, 64);
+  const ph6 = peers6 + <usize>peers * 64;
+  const units0 = alignUp(ph6 + <usize>phCap * 32, 64);
   const iovs0 = units0 + <usize>units * <usize>UNIT_SIZE;
   const arena0 = iovs0 + <usize>units * 2 * <usize>IOV_SIZE;
   const pkt = alignUp(arena0 + <usize>units * <usize>ARENA_BLOCK, 64);
@@ -141,12 +166,15 @@ export function init(
   store<u32>(lay + (<usize>L_HEADROOM << 2), headroom);
   store<u32>(lay + (<usize>L_UNIT_BASE << 2), <u32>units0);
   store<u32>(lay + (<usize>L_MAX_UNITS << 2), units);
+  store<u32>(lay + (<usize>L_ADDR6_BASE << 2), <u32>addr6);
+  store<u32>(lay + (<usize>L_MAX_RULES6 << 2), rules6);
   // Defaults until configure(): VNI 1, port 8472, kernel's local port range, TTL 64.
   store<u32>(hdr + H_VNI, 1);
   store<u16>(hdr + H_DPORT, 8472);
   store<u16>(hdr + H_PORT_MIN, 32768);
   store<u16>(hdr + H_PORT_MAX, 60999); // stored inclusive
   store<u8>(hdr + H_TTL, 64);
+  store<u8>(hdr + H_HOP, 64);
 
   hdrBase = hdr;
   descBase = desc;
@@ -162,6 +190,15 @@ export function init(
   maxRules = rules;
   l1Base = l1;
   lpmWork = work;
+  l1Base6 = l1v6;
+  ruleHash6Base = rh6;
+  ruleHash6Mask = rh6Cap - 1;
+  maxRules6 = rules6;
+  addr6Base = addr6;
+  lpm6Work = work6;
+  peers6Base = peers6;
+  peerHash6Base = ph6;
+  peerHash6Mask = phCap - 1;
   unitBase = units0;
   maxUnits = units;
   iovBase = iovs0;
@@ -225,6 +262,21 @@ export function configure(
   store<u8>(hdrBase + H_TTL, <u8>ttl);
   store<u32>(hdrBase + H_FLAGS, flags);
   store<u32>(hdrBase + H_SEED, seed);
+  return E_OK;
+}
+
+/**
+ * Sets this node's IPv6 underlay address (outer source when the flags of
+ * configure() hold CFG_OUTER6; four words, w0 first on the wire) and the
+ * outer hop limit. E_INVALID for hop limit 0 or above 255.
+ */
+export function configure6(w0: u32, w1: u32, w2: u32, w3: u32, hop: u32): i32 {
+  if (hdrBase == 0 || hop == 0 || hop > 255) return E_INVALID;
+  store<u32>(hdrBase + H_LOCAL_IP6, bswap<u32>(w0));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 4, bswap<u32>(w1));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 8, bswap<u32>(w2));
+  store<u32>(hdrBase + H_LOCAL_IP6 + 12, bswap<u32>(w3));
+  store<u8>(hdrBase + H_HOP, <u8>hop);
   return E_OK;
 }
 

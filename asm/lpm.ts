@@ -26,7 +26,7 @@ import {
   decompress, depthField, groupGet, leaf, release,
 } from "./lpm-group";
 import {
-  H_GROUPS, H_POOL_USED, H_RULES, addrBase, dummyGroup, hdrBase, l1Base, lpmWork, maxBatch, maxRules,
+  H_GROUPS, H_GROUPS6, H_POOL_USED, H_POOL_USED6, H_RULES, addrBase, dummyGroup, hdrBase, l1Base, lpmWork, maxBatch, maxRules,
   nhBase, poolBase, ruleHashBase, ruleHashMask,
 } from "./layout";
 import { POOL_CLASSES, UNIT, poolAddr, poolReserve, poolReset } from "./pool";
@@ -281,13 +281,24 @@ export function lpm_lookup_batch(n: u32): i32 {
   return <i32>n;
 }
 
-/** Removes every prefix and forgets every group. */
+/** Removes every IPv4 prefix and frees every IPv4 group (the IPv6 table shares the pool and is kept). */
 export function lpm_clear(): void {
   if (hdrBase == 0) return;
   hashClear(ruleHashBase, ruleHashMask);
+  for (let s: u32 = 0; s < 65536; s++) {
+    const e = load<u32>(l1At(s));
+    if ((e & E_EXT) == 0) continue;
+    const g2 = poolAddr(e & VAL_MASK);
+    const n = <usize>load<u16>(g2 + G_NVALS);
+    for (let i: usize = 0; i < n; i++) {
+      const v = load<u32>(g2 + G_VALUES + (i << 2));
+      if (v & E_EXT) release(v & VAL_MASK);
+    }
+    release(e & VAL_MASK);
+  }
   memory.fill(l1Base, 0, 65536 * 4);
   store<u32>(hdrBase + H_RULES, 0);
-  poolReset();
+  if (load<u32>(hdrBase + H_GROUPS) == 0) poolReset();
 }
 
 /** Prefixes stored. */
@@ -295,9 +306,9 @@ export function lpm_size(): u32 {
   return hdrBase == 0 ? 0 : load<u32>(hdrBase + H_RULES);
 }
 
-/** Groups alive. */
+/** IPv4 groups alive. */
 export function lpm_groups(): u32 {
-  return hdrBase == 0 ? 0 : load<u32>(hdrBase + H_GROUPS);
+  return hdrBase == 0 ? 0 : load<u32>(hdrBase + H_GROUPS) - load<u32>(hdrBase + H_GROUPS6);
 }
 
 /**
@@ -306,5 +317,5 @@ export function lpm_groups(): u32 {
  * 16 bytes x 2 x max rules, rounded up to a power of two.)
  */
 export function lpm_memory_bytes(): u32 {
-  return hdrBase == 0 ? 0 : 65536 * 4 + load<u32>(hdrBase + H_POOL_USED) * <u32>UNIT;
+  return hdrBase == 0 ? 0 : 65536 * 4 + (load<u32>(hdrBase + H_POOL_USED) - load<u32>(hdrBase + H_POOL_USED6)) * <u32>UNIT;
 }

@@ -4,8 +4,9 @@
 //
 // Slot: +0 u32 underlay address | +4 6 bytes VTEP MAC (wire order) |
 //       +10 u8 prefix length | +11 u8 flags (PEER_*) | +12 u32 subnet | +16 u32 mask
-import { E_INVALID, E_NOT_FOUND, E_OK, PEER_VALID } from "./abi";
+import { E_INVALID, E_NOT_FOUND, E_OK, PEER_V6_ONLY, PEER_VALID } from "./abi";
 import { hashDel, hashGet, hashPut } from "./hash";
+import { peer6Forget } from "./peers6";
 import { H_PEERS, hdrBase, maxPeers, peerHashBase, peerHashMask, peersBase } from "./layout";
 
 export const P_UNDERLAY: usize = 0;
@@ -38,15 +39,16 @@ const NONE: u32 = 0xffffffff;
 export function peer_set(
   idx: u32, underlay: u32, macHi: u32, macLo: u32, subnet: u32, plen: u32, flags: u32,
 ): i32 {
-  if (hdrBase == 0 || idx >= maxPeers || plen > 32 || underlay == 0 || macHi > 0xffff) return E_INVALID;
+  const v6only = (flags & PEER_V6_ONLY) != 0;
+  if (hdrBase == 0 || idx >= maxPeers || plen > 32 || (underlay == 0) != v6only || macHi > 0xffff) return E_INVALID;
   if (flags > 0xff) return E_INVALID;
-  const other = peerByUnderlay(underlay);
+  const other = v6only ? -1 : peerByUnderlay(underlay);
   if (other >= 0 && <u32>other != idx) return E_INVALID;
   const p = peerAt(idx);
   const wasValid = (load<u8>(p + P_FLAGS) & PEER_VALID) != 0;
   if (wasValid) {
     const oldIp = load<u32>(p + P_UNDERLAY);
-    if (oldIp != underlay) hashDel(peerHashBase, peerHashMask, underlayKey(oldIp));
+    if (oldIp != underlay && oldIp != 0) hashDel(peerHashBase, peerHashMask, underlayKey(oldIp));
   } else {
     store<u32>(hdrBase + H_PEERS, load<u32>(hdrBase + H_PEERS) + 1);
   }
@@ -58,7 +60,7 @@ export function peer_set(
   store<u8>(p + P_FLAGS, <u8>(flags | PEER_VALID));
   store<u32>(p + P_SUBNET, subnet & mask);
   store<u32>(p + P_MASK, mask);
-  hashPut(peerHashBase, peerHashMask, underlayKey(underlay), idx);
+  if (!v6only) hashPut(peerHashBase, peerHashMask, underlayKey(underlay), idx);
   return E_OK;
 }
 
@@ -67,8 +69,9 @@ export function peer_clear(idx: u32): i32 {
   if (hdrBase == 0 || idx >= maxPeers) return E_INVALID;
   const p = peerAt(idx);
   if ((load<u8>(p + P_FLAGS) & PEER_VALID) == 0) return E_NOT_FOUND;
-  hashDel(peerHashBase, peerHashMask, underlayKey(load<u32>(p + P_UNDERLAY)));
+  if (load<u32>(p + P_UNDERLAY) != 0) hashDel(peerHashBase, peerHashMask, underlayKey(load<u32>(p + P_UNDERLAY)));
   memory.fill(p, 0, SLOT);
+  peer6Forget(idx);
   store<u32>(hdrBase + H_PEERS, load<u32>(hdrBase + H_PEERS) - 1);
   return E_OK;
 }

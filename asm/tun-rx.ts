@@ -17,10 +17,13 @@
 // datagram).
 import { DESC_ADDR, DESC_GSO, DESC_LEN, DESC_OFF, DESC_SIZE, DESC_TOS, DIR_DECAP, E_INVALID, R_BAD_DESC, R_BAD_L4_CSUM, R_MALFORMED, ENCAP_PAYLOAD_OVERHEAD, UDP_MAX_SEGS, VNET_HLEN } from "./abi";
 import { sum16 } from "./checksum";
-import { decapPacket, decTot, loadDecapConfig } from "./decap";
-import { bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import { decapFrom, decTot, loadDecapConfig } from "./decap";
+import { H_FLAGS, addr6Base, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
+import { CFG_OUTER6 } from "./abi";
+import { peerByUnderlay } from "./peers";
+import { peerByUnderlay6 } from "./peers6";
 import {
-  GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu,
+  GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, foldPartial, ipCsum, openUnit, pseudo, pseudo6, resetUnits, resumeAt, room, tunMtu,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_CSUM, TCP_FIN, TCP_FLAGS, TCP_HLEN, TCP_PSH, UDP_CSUM, UDP_HLEN,
   VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN, isFragment, tcpHdrLen,
 } from "./units";
@@ -52,6 +55,7 @@ let mTotal: u32 = 0;
 let mSegs: u32 = 0;
 let mNextSeq: u32 = 0;
 let mEndFlags: u32 = 0;
+let mV6 = false; // the unit being coalesced is IPv6 (TSO6)
 
 /**
  * The size of the datagrams in a buffer of `len` bytes at off that the
@@ -62,9 +66,11 @@ let mEndFlags: u32 = 0;
  */
 function datagramSize(off: u32, len: u32, gso: u32): u32 {
   if (gso == 0 || gso >= len) return len;
-  // The first datagram's inner IPv4 total length (after VXLAN + inner Ethernet) tells a whole GSO packet.
+  // The first datagram's inner IPv4 total length (IPv6: 40 + payload length) tells a whole GSO packet.
   const inner = <usize>off + <usize>ENCAP_PAYLOAD_OVERHEAD;
-  if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 4 && <u32>bswap<u16>(load<u16>(inner, 2)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
+  if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 6 && <u32>load<u8>(inner) >> 4 == 6) {
+    if (<u32>40 + <u32>bswap<u16>(load<u16>(inner, 4)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
+  } else if (len >= <u32>ENCAP_PAYLOAD_OVERHEAD + 4 && <u32>bswap<u16>(load<u16>(inner, 2)) + <u32>ENCAP_PAYLOAD_OVERHEAD > gso) return len;
   return gso;
 }
 
@@ -77,6 +83,7 @@ function datagramSize(off: u32, len: u32, gso: u32): u32 {
 export function tun_rx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits < <u32>UDP_MAX_SEGS || n > maxBatch || from > n) return E_INVALID;
   loadDecapConfig();
+  const over6 = (load<u32>(hdrBase + H_FLAGS) & CFG_OUTER6) != 0;
   mtu = tunMtu();
   resetUnits();
   open = -1;
@@ -99,7 +106,9 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       closeOpen();
       continue;
     }
-    const outer = load<u32>(d, DESC_ADDR);
+    // The sender: over IPv6 its address is descriptor i's 16 bytes in the IPv6 scratch region.
+    const src6 = addr6Base + (<usize>i << 4);
+    const idx = over6 ? peerByUnderlay6(bswap<u64>(load<u64>(src6)), bswap<u64>(load<u64>(src6, 8))) : peerByUnderlay(load<u32>(d, DESC_ADDR));
     const tos = <u32>load<u8>(d, DESC_TOS);
     let j = resume;
     resume = 0;
@@ -107,13 +116,23 @@ export function tun_rx_batch(from: u32, n: u32): i32 {
       if (!room(1, 1)) break; // a datagram adds at most one unit and one iovec
       const q = <usize>off + <usize>j * <usize>g;
       const dl = len - j * g < g ? len - j * g : g;
-      const r = decapPacket(q, dl, outer, tos);
+      const r = decapFrom(q, dl, idx, tos);
       if (r < 0) {
         bump(DIR_DECAP, <u32>-r);
         closeOpen();
         continue;
       }
-      const ip = q + <usize>ENCAP_PAYLOAD_OVERHEAD; // decapPacket() left the inner IPv4 packet here
+      const ip = q + <usize>ENCAP_PAYLOAD_OVERHEAD; // decapFrom() left the inner packet here
+      if (<u32>load<u8>(ip) >> 4 == 6) {
+        const l6 = checkL4v6(ip, decTot);
+        bump(DIR_DECAP, l6 < 0 ? <u32>-l6 : 0);
+        if (l6 < 0) closeOpen();
+        if (l6 >= 0 && !merge6(ip, decTot)) {
+          closeOpen();
+          start6(ip, decTot, r);
+        }
+        continue;
+      }
       const l4 = checkL4(ip, decTot, decTot > mtu);
       if (l4 < 0) {
         bump(DIR_DECAP, <u32>-l4);
@@ -173,9 +192,105 @@ function checkL4(ip: usize, tot: u32, keepPartial: bool): i32 {
   return 0;
 }
 
+/**
+ * checkL4() for an inner IPv6 packet whose next header is TCP or UDP (no
+ * extension headers: others pass as they are). The checksum covers the
+ * IPv6 pseudo-header (RFC 8200 8.1); a partial one is finished.
+ */
+function checkL4v6(ip: usize, tot: u32): i32 {
+  const proto = <u32>load<u8>(ip, 6);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return 0;
+  const l4 = ip + 40;
+  const len = tot - 40;
+  if (len < (proto == IPPROTO_TCP ? TCP_HLEN : UDP_HLEN)) return R_MALFORMED;
+  if (proto == IPPROTO_TCP) {
+    const thl = tcpHdrLen(l4);
+    if (thl < TCP_HLEN || thl > len) return R_MALFORMED;
+  }
+  const at = proto == IPPROTO_TCP ? TCP_CSUM : UDP_CSUM;
+  const ps = pseudo6(ip, proto) + len;
+  if (sum16(l4, len, ps) == 0xffff) return 0;
+  if (<u32>bswap<u16>(load<u16>(l4 + at)) != foldPartial(ps)) return R_BAD_L4_CSUM;
+  store<u16>(l4 + at, 0);
+  let c = ~sum16(l4, len, ps) & 0xffff;
+  if (c == 0 && proto == IPPROTO_UDP) c = 0xffff;
+  be16(l4 + at, c);
+  return 0;
+}
+
+/** start() for inner IPv6: only TCP right after the fixed header coalesces (into TSO6). */
+function start6(ip: usize, tot: u32, res: i32): void {
+  open = <i32>openUnit(res, 0, 0, 0);
+  memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
+  addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
+  mergeable = false;
+  mV6 = true;
+  if (tot > mtu) {
+    oversized6(ip, tot);
+    return;
+  }
+  if (<u32>load<u8>(ip, 6) != IPPROTO_TCP || tot < 40 + TCP_HLEN) return;
+  const t = ip + 40;
+  const hdrs: u32 = 40 + tcpHdrLen(t);
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
+  if (hdrs < 40 + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
+  mergeable = true;
+  mFirst = ip;
+  mHdrs = hdrs;
+  mMss = tot - hdrs;
+  mTotal = tot;
+  mSegs = 1;
+  mNextSeq = bswap<u32>(load<u32>(t, 4)) + mMss;
+  mEndFlags = 0;
+}
+
+/** merge() for inner IPv6: same version/traffic class/flow label, hop limit, addresses, ports, ack, window, options; next sequence number. */
+function merge6(ip: usize, tot: u32): bool {
+  if (open < 0 || !mergeable || !mV6) return false;
+  const f = mFirst;
+  if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
+  if (load<u32>(ip) != load<u32>(f) || load<u8>(ip, 6) != 6 || load<u8>(ip, 7) != load<u8>(f, 7) || memory.compare(ip + 8, f + 8, 32) != 0) return false;
+  const t = ip + 40;
+  const ft = f + 40;
+  if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
+  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 60) != 0) return false;
+  const flags = <u32>load<u8>(t, TCP_FLAGS);
+  if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
+  const size = tot - mHdrs;
+  addIov(ip + <usize>mHdrs, size);
+  mTotal += size;
+  mSegs++;
+  mNextSeq += size;
+  if (size < mMss || (flags & (TCP_PSH | TCP_FIN)) != 0) {
+    mEndFlags = flags & (TCP_PSH | TCP_FIN);
+    mergeable = false;
+  }
+  return true;
+}
+
+/** oversized() for inner IPv6: a TCP/UDP packet bigger than the MTU goes to the device as TSO6/USO cut at the MTU. */
+function oversized6(ip: usize, tot: u32): void {
+  const proto = <u32>load<u8>(ip, 6);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) return; // the kernel sends ICMPv6 "too big" for it
+  const tcp = proto == IPPROTO_TCP;
+  const l4 = ip + 40;
+  const hdrs: u32 = 40 + (tcp ? tcpHdrLen(l4) : UDP_HLEN);
+  if (hdrs + 8 > mtu || hdrs >= tot) return;
+  const csum = tcp ? TCP_CSUM : UDP_CSUM;
+  be16(l4 + csum, foldPartial(pseudo6(ip, proto) + (tot - 40)));
+  const v = ip - <usize>VNET_HLEN;
+  store<u8>(v, <u8>NEEDS_CSUM, VNET_FLAGS);
+  store<u8>(v, <u8>(tcp ? GSO_TCPV6 : GSO_UDP_L4), VNET_GSO_TYPE);
+  store<u16>(v, <u16>hdrs, VNET_HDR_LEN);
+  store<u16>(v, <u16>(mtu - hdrs), VNET_GSO_SIZE);
+  store<u16>(v, 40, VNET_CSUM_START);
+  store<u16>(v, <u16>csum, VNET_CSUM_OFFSET);
+}
+
 /** Opens a unit with the packet at ip, and notes whether later segments may join it. */
 function start(ip: usize, tot: u32, res: i32): void {
   open = <i32>openUnit(res, 0, 0, 0);
+  mV6 = false;
   memory.fill(ip - <usize>VNET_HLEN, 0, <usize>VNET_HLEN); // no offload: a complete packet
   addIov(ip - <usize>VNET_HLEN, tot + <u32>VNET_HLEN);
   mergeable = false;
@@ -225,7 +340,7 @@ function oversized(ip: usize, tot: u32): void {
 
 /** Appends the TCP segment at ip to the open unit if it continues the same flow exactly. */
 function merge(ip: usize, tot: u32): bool {
-  if (open < 0 || !mergeable) return false;
+  if (open < 0 || !mergeable || mV6) return false;
   const f = mFirst;
   if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
   // Same addresses, protocol, TOS, TTL, DF; same ports, ack, window and options; next sequence number.
@@ -255,7 +370,21 @@ function closeOpen(): void {
   if (open < 0) return;
   const u = <u32>open;
   open = -1;
-  if (mSegs > 1) {
+  if (mSegs > 1 && mV6) {
+    // TSO6: payload length, the flags of the last segment, CHECKSUM_PARTIAL over the IPv6 pseudo-header.
+    const ip = mFirst;
+    const t = ip + 40;
+    be16(ip + 4, mTotal - 40);
+    store<u8>(t, load<u8>(t, TCP_FLAGS) | <u8>mEndFlags, TCP_FLAGS);
+    be16(t + 16, foldPartial(pseudo6(ip, 6) + mTotal - 40));
+    const v = ip - <usize>VNET_HLEN;
+    store<u8>(v, <u8>NEEDS_CSUM);
+    store<u8>(v, <u8>GSO_TCPV6, 1);
+    store<u16>(v, <u16>mHdrs, 2);
+    store<u16>(v, <u16>mMss, 4);
+    store<u16>(v, 40, 6);
+    store<u16>(v, 16, 8);
+  } else if (mSegs > 1) {
     const ip = mFirst;
     const t = ip + 20;
     be16(ip + 2, mTotal);

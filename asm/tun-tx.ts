@@ -24,10 +24,13 @@ import {
   R_TOO_BIG, R_TRUNCATED, VNET_HLEN,
 } from "./abi";
 import { sum16 } from "./checksum";
-import { dport, loadConfig, routePacket, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, writeVxlanEth } from "./encap";
+import { dport, loadConfig, routePacket, routePacket6, rtIhl, rtPeer, rtSport, rtTot, rtUnderlay, rtV6, writeVxlanEth } from "./encap";
+import { CFG_OUTER6, CFG_SPLIT6, R_NO_ROUTE } from "./abi";
+import { H_FLAGS } from "./layout";
+import { peer6_underlay, useMac6 } from "./peers6";
 import { arenaBase, bump, descBase, hdrBase, inPackets, maxBatch, maxUnits } from "./layout";
 import {
-  GSO_NONE, GSO_TCPV4, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, resetUnits, resumeAt, room, tunMtu, udpSegs,
+  GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NEEDS_CSUM, addIov, be16, closeUnit, ipCsum, nIovs, nUnits, openUnit, pseudo, pseudo6, resetUnits, resumeAt, room, tunMtu, udpSegs,
   IP_HLEN, IP_PROTO, IPPROTO_TCP, IPPROTO_UDP, TCP_HLEN, UDP_HLEN, VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE,
   TCP_CSUM, TCP_CWR, TCP_FIN, TCP_FLAGS, TCP_PSH, UDP_CSUM, UDP_LEN, isFragment, tcpHdrLen,
 } from "./units";
@@ -47,6 +50,16 @@ let pendSeg: u32 = 0;
 /** segment(): the first segment it did not write (== segment count when it finished). */
 let segNext: u32 = 0;
 let segTotal: u32 = 0;
+/** The underlay is IPv6 (CFG_OUTER6): a unit's UNIT_ADDR is then the offset of the peer's 16-byte IPv6 address. */
+let outer6 = false;
+/** CFG_SPLIT6: inner IPv6 over IPv6, inner IPv4 over IPv4. */
+let split6 = false;
+/** UNIT_FAMILY of the packet being sent. */
+let txFam: u32 = 4;
+/** UNIT_ADDR of the packet being sent. */
+let txAddr: u32 = 0;
+/** The super-packet being segmented is IPv6 (TSO6 / USO6). */
+let segV6 = false;
 
 /**
  * Processes descriptors [from, n) into units until the unit, iovec or arena
@@ -58,6 +71,8 @@ let segTotal: u32 = 0;
 export function tun_tx_batch(from: u32, n: u32): i32 {
   if (hdrBase == 0 || maxUnits == 0 || n > maxBatch || from > n) return E_INVALID;
   loadConfig();
+  outer6 = (load<u32>(hdrBase + H_FLAGS) & CFG_OUTER6) != 0;
+  split6 = (load<u32>(hdrBase + H_FLAGS) & CFG_SPLIT6) != 0;
   mtu = tunMtu();
   resetUnits();
   nBlocks = 0;
@@ -88,7 +103,13 @@ export function tun_tx_batch(from: u32, n: u32): i32 {
   return <i32>i;
 }
 
-/** One [virtio_net_hdr][IPv4] from the device: units appended, or an R_* code. */
+/**
+ * One [virtio_net_hdr][IPv4 or IPv6] from the device: units appended, or an
+ * R_* code. An IPv6 super-packet (TSO6, USO6) is segmented as an IPv4 one
+ * when TCP or UDP follows the fixed header directly (the kernel's GSO does
+ * not take extension headers from a TUN device either); each segment gets
+ * its payload length and a TCP/UDP checksum over the IPv6 pseudo-header.
+ */
 function txOne(v: usize, len: u32, resume: u32): i32 {
   const flags = <u32>load<u8>(v, VNET_FLAGS);
   const gsoType = <u32>load<u8>(v, VNET_GSO_TYPE) & 0x7f; // 0x80: ECN, which CWR on the first segment only already honours
@@ -97,10 +118,16 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
   const coff = <u32>load<u16>(v, VNET_CSUM_OFFSET);
   const p = v + <usize>VNET_HLEN;
   // A super-packet is split before encapsulation: only a plain packet must fit 64 KiB with the headers.
-  const res = routePacket(p, len - <u32>VNET_HLEN, gsoType == GSO_NONE ? OVERHEAD : 0);
+  const v6 = <u32>load<u8>(p) >> 4 == 6;
+  const front: u32 = gsoType == GSO_NONE ? OVERHEAD : 0;
+  const res = v6 ? routePacket6(p, len - <u32>VNET_HLEN, front) : routePacket(p, len - <u32>VNET_HLEN, front);
   if (res < 0) return res;
+  const o6 = outer6 || (split6 && v6);
+  txFam = o6 ? 6 : 4;
+  txAddr = o6 ? peer6_underlay(<u32>res) : rtUnderlay;
+  if (txAddr == 0) return R_NO_ROUTE; // over IPv6, a peer without an IPv6 underlay address
   const tot = rtTot;
-  const proto = <u32>load<u8>(p, IP_PROTO);
+  const proto = v6 ? <u32>load<u8>(p, 6) : <u32>load<u8>(p, IP_PROTO);
   if (gsoType == GSO_NONE) {
     if (flags & NEEDS_CSUM) {
       // The kernel left the pseudo-header sum in the field at csum_start + csum_offset: sum the rest over it.
@@ -110,15 +137,20 @@ function txOne(v: usize, len: u32, resume: u32): i32 {
       be16(p + <usize>(cstart + coff), c);
     }
     writeVxlanEth(p - <usize>OVERHEAD, rtPeer);
-    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    if (rtV6) {
+      store<u16>(p - 2, 0xdd86); // inner EtherType IPv6
+      useMac6(p - 14, <u32>res);
+    }
+    const u = openUnit(res, txAddr, rtSport, dport(), txFam);
     addIov(p - <usize>OVERHEAD, tot + OVERHEAD);
     closeUnit(u, 1, 0);
     return res;
   }
   // GSO: hdr_len, csum_start and csum_offset are hints the headers themselves settle; they are not used.
-  const tcp = gsoType == GSO_TCPV4;
+  const tcp = gsoType == (v6 ? GSO_TCPV6 : GSO_TCPV4);
   if (!(tcp && proto == IPPROTO_TCP) && !(gsoType == GSO_UDP_L4 && proto == IPPROTO_UDP)) return R_BAD_VNET;
-  if (gsoSize == 0 || isFragment(p)) return R_BAD_VNET; // a fragment is not segmented
+  if (gsoSize == 0 || (!v6 && isFragment(p))) return R_BAD_VNET; // a fragment is not segmented (IPv6: a fragment header is no TCP/UDP)
+  segV6 = v6;
   const ihl = rtIhl;
   const minL4: u32 = tcp ? TCP_HLEN : UDP_HLEN;
   if (tot < ihl + minL4) return R_BAD_VNET;
@@ -146,8 +178,8 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const l4len = hdrs - ihl;
   const seq0 = tcp ? bswap<u32>(load<u32>(l4, 4)) : 0;
   const flags0 = tcp ? <u32>load<u8>(l4, TCP_FLAGS) : 0;
-  const id0 = <u32>bswap<u16>(load<u16>(p, 4));
-  const ps = pseudo(p, tcp ? IPPROTO_TCP : IPPROTO_UDP);
+  const id0 = <u32>bswap<u16>(load<u16>(p, 4)); // IPv4 identification (IPv6: unused)
+  const ps = segV6 ? pseudo6(p, tcp ? IPPROTO_TCP : IPPROTO_UDP) : pseudo(p, tcp ? IPPROTO_TCP : IPPROTO_UDP);
   // hdrs <= 60 + 60, so OVERHEAD + hdrs <= 170 fits an arena block (ARENA_BLOCK 288).
   const dgram = OVERHEAD + hdrs + gsoSize;
   // Small segments are packed: headers and a copy of the payload back to back
@@ -161,7 +193,7 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
   const perUnit: u32 = fit < maxSegs ? (fit > 0 ? fit : 1) : maxSegs;
   let k = first;
   while (k < segs && room(1, 2) && nBlocks < maxUnits) {
-    const u = openUnit(res, rtUnderlay, rtSport, dport());
+    const u = openUnit(res, txAddr, rtSport, dport(), txFam);
     const want: u32 = segs - k < perUnit ? segs - k : perUnit;
     let cnt: u32 = 0;
     const start = cursor;
@@ -172,11 +204,19 @@ function segment(p: usize, payload: u32, hdrs: u32, gsoSize: u32, segs: u32, tcp
       const h = packed ? cursor : arenaBase + <usize>nBlocks * <usize>ARENA_BLOCK;
       nBlocks++;
       writeVxlanEth(h, rtPeer);
+      if (segV6) {
+        store<u16>(h + 20, 0xdd86); // inner EtherType IPv6
+        useMac6(h + 8, <u32>res);
+      }
       const ip = h + <usize>OVERHEAD;
       memory.copy(ip, p, hdrs);
-      be16(ip + 2, hdrs + size);
-      be16(ip + 4, (id0 + s) & 0xffff);
-      ipCsum(ip, ihl);
+      if (segV6) {
+        be16(ip + 4, hdrs - ihl + size); // payload length; no header checksum
+      } else {
+        be16(ip + 2, hdrs + size);
+        be16(ip + 4, (id0 + s) & 0xffff);
+        ipCsum(ip, ihl);
+      }
       const t = ip + <usize>ihl;
       let chunk = p + <usize>hdrs + <usize>at;
       if (packed) {

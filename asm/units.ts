@@ -4,7 +4,7 @@
 // units, 2 x maxUnits iovecs); the batch functions ask `room()` before every
 // addition, and stop (to be called again) when it runs out, so nothing is
 // ever written past them.
-import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, UDP_MAX_SEGS, UDP_SEGS_LIMIT } from "./abi";
+import { DESC_LEN, DESC_OFF, DESC_SIZE, E_INVALID, IOV_SIZE, UNIT_ADDR, UNIT_DPORT, UNIT_GSO, UNIT_IOV, UNIT_NIOV, UNIT_RES, UNIT_SEGS, UNIT_SIZE, UNIT_SPORT, UNIT_FAMILY, UDP_MAX_SEGS, UDP_SEGS_LIMIT } from "./abi";
 import { sum16 } from "./checksum";
 import { H_TUN_MTU, H_UDP_SEGS, descBase, hdrBase, iovBase, maxUnits, unitBase } from "./layout";
 
@@ -12,6 +12,7 @@ import { H_TUN_MTU, H_UDP_SEGS, descBase, hdrBase, iovBase, maxUnits, unitBase }
 export const NEEDS_CSUM: u32 = 1;
 export const GSO_NONE: u32 = 0;
 export const GSO_TCPV4: u32 = 1;
+export const GSO_TCPV6: u32 = 4;
 export const GSO_UDP_L4: u32 = 5;
 /** virtio_net_hdr fields: flags u8, gso_type u8, hdr_len u16, gso_size u16, csum_start u16, csum_offset u16 (host order). */
 export const VNET_FLAGS: usize = 0;
@@ -107,7 +108,7 @@ export function resetUnits(): void {
 }
 
 /** Opens a unit (the caller checked room()); its iovecs are the ones added until closeUnit(). */
-export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
+export function openUnit(res: i32, addr: u32, sport: u32, dp: u32, family: u32 = 4): u32 {
   const u = nUnits++;
   const p = unitAt(u);
   store<u32>(p, nIovs, UNIT_IOV);
@@ -118,6 +119,7 @@ export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
   store<u16>(p, 0, UNIT_GSO);
   store<u16>(p, 1, UNIT_SEGS);
   store<i32>(p, res, UNIT_RES);
+  store<u8>(p, <u8>family, UNIT_FAMILY);
   return u;
 }
 
@@ -138,6 +140,13 @@ export function openUnit(res: i32, addr: u32, sport: u32, dp: u32): u32 {
   const s = bswap<u32>(load<u32>(ip, 12));
   const d = bswap<u32>(load<u32>(ip, 16));
   return (s >>> 16) + (s & 0xffff) + (d >>> 16) + (d & 0xffff) + proto;
+}
+
+/** Sum of the IPv6 pseudo-header (addresses and next header) of the packet at ip, without the length. */
+@inline export function pseudo6(ip: usize, proto: u32): u32 {
+  let s = proto;
+  for (let i: usize = 8; i < 40; i += 2) s += <u32>bswap<u16>(load<u16>(ip + i));
+  return s;
 }
 
 /** Folds a pseudo-header sum to the 16-bit value CHECKSUM_PARTIAL leaves in the field. */

@@ -5,6 +5,8 @@
  * run: LPM lookups/s at 1k, 10k and 100k random /16-/32 prefixes against two
  * baselines — a typed-array DIR-16-8-8 table (bench/lpm-dir.ts, the good
  * plain-JS design) and the one-Map-per-length reference (the oracle) — and
+ * the IPv6 LPM's lookups/s at 10k random /16-/128 prefixes against its
+ * one-Map-per-length reference (RefLpm6), and
  * encap/decap packets/s for 1400-byte packets in batches of 64 against the
  * reference tunnel. Every table is checked against the reference before it is
  * timed, and every encap/decap window's last batch is compared byte for byte
@@ -15,6 +17,8 @@ import * as abi from "../asm/abi.js";
 import { WasmCore } from "../src/dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL, type PeerEntry } from "../src/dataplane/core/types.js";
 import { RefLpm } from "../src/dataplane/reference/lpm.js";
+import { RefLpm6 } from "../src/dataplane/reference/lpm6.js";
+import { ipv6Bytes, maskOf6 } from "../src/common/ipv6.js";
 import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
 import { inetChecksum } from "../src/dataplane/reference/checksum.js";
 import { maskOf, parseCidr, parseIpv4, parseMac } from "../src/common/ipv4.js";
@@ -128,6 +132,62 @@ function benchLpm(count: number): LpmRow {
     rounds: rates.rounds.map((r) => r.map((x) => x / 1e6)),
     prefixes: count, wasm_mlps: (wasm ?? 0) / 1e6, dir_mlps: (dirRate ?? 0) / 1e6, ts_mlps: (ts ?? 0) / 1e6,
     groups: core.lpmGroups(), memory_bytes: core.lpmMemoryBytes(), dir_memory_bytes: dir.memoryBytes(),
+  };
+}
+
+interface Lpm6Row {
+  prefixes: number; wasm_mlps: number; ts_mlps: number; groups: number; memory_bytes: number;
+  /** M lookups/s of every window: wasm, map. */
+  rounds: number[][];
+}
+
+/** IPv6: `count` random prefixes (half /48-/64, a fifth /16-/47, the rest /65-/128) against RefLpm6. */
+function benchLpm6(count: number): Lpm6Row {
+  const r = rng(count + 6);
+  const u128 = (): bigint => (BigInt(r()) << 96n) | (BigInt(r()) << 64n) | (BigInt(r()) << 32n) | BigInt(r());
+  const core = WasmCore.create({ maxRules: 1024, maxRules6: Math.max(count * 2, 1024), maxBatch: 4096, slots: 1, maxPeers: 1 });
+  const ref = new RefLpm6();
+  const prefixes: [bigint, number][] = [];
+  while (prefixes.length < count) {
+    const k = r() % 10;
+    const len = k < 5 ? 48 + (r() % 17) : k < 7 ? 16 + (r() % 32) : 65 + (r() % 64);
+    const a = u128() & maskOf6(len);
+    const nh = r() % 65536;
+    core.lpm6.insert({ addr: a, len }, nh);
+    ref.insert(a, len, nh);
+    prefixes.push([a, len]);
+  }
+  const all = (1n << 128n) - 1n;
+  const probes: bigint[] = [];
+  const n = 1 << 16;
+  const bytes = new Uint8Array(n * 16);
+  for (let i = 0; i < n; i++) {
+    const p = prefixes[r() % prefixes.length]!;
+    const a = r() % 10 === 0 ? u128() : p[0] | (u128() & (all ^ maskOf6(p[1])));
+    probes.push(a);
+    bytes.set(ipv6Bytes(a), i * 16);
+  }
+  // Every probe checked against the reference before anything is timed.
+  const out = new Int32Array(n);
+  core.lpm6.lookupBatch(bytes, out);
+  for (let i = 0; i < n; i++) {
+    if (out[i] !== ref.lookup(probes[i]!)) throw new Error(`IPv6: wasm (${out[i]}) and reference (${ref.lookup(probes[i]!)}) disagree on ${probes[i]!.toString(16)}`);
+  }
+  const chunk = 1024;
+  let off = 0;
+  let sink = 0;
+  const rates = compare([() => {
+    core.lpm6.lookupBatch(bytes.subarray(off * 16, (off + chunk) * 16), out);
+    off = (off + chunk) & (n - 1);
+  }, () => {
+    for (let i = off; i < off + chunk; i++) sink ^= ref.lookup(probes[i]!);
+    off = (off + chunk) & (n - 1);
+  }], chunk);
+  if (sink === 0.5) log("");
+  const [wasm, ts] = rates.best;
+  return {
+    rounds: rates.rounds.map((x) => x.map((y) => y / 1e6)),
+    prefixes: count, wasm_mlps: (wasm ?? 0) / 1e6, ts_mlps: (ts ?? 0) / 1e6, groups: core.lpm6.groups(), memory_bytes: core.lpm6.memoryBytes(),
   };
 }
 
@@ -276,6 +336,11 @@ for (const row of lpm) {
     `${f(row.wasm_mlps / row.dir_mlps).padStart(8)}x ${f(row.wasm_mlps / row.ts_mlps).padStart(8)}x ${String(row.groups).padStart(8)} ` +
     `${String(row.memory_bytes).padStart(17)} ${String(row.dir_memory_bytes).padStart(16)}`);
 }
+const lpm6 = benchLpm6(10000);
+log("\nIPv6 LPM lookups (random /16-/128 prefixes, half /48-/64; 90% of probes inside a prefix; every probe checked against the reference)");
+log("prefixes   wasm M/s  map M/s  wasm/map   groups  wasm table bytes");
+log(`${String(lpm6.prefixes).padEnd(10)} ${f(lpm6.wasm_mlps).padStart(8)} ${f(lpm6.ts_mlps).padStart(8)} ${f(lpm6.wasm_mlps / lpm6.ts_mlps).padStart(8)}x ` +
+  `${String(lpm6.groups).padStart(8)} ${String(lpm6.memory_bytes).padStart(17)}`);
 const pk = benchEncapDecap();
 log(`\n${PKT}-byte packets, batches of ${BATCH}; the last batch of every window compared byte for byte with the reference's output (${batchesChecked} batches)`);
 log(`encap  wasm ${f(pk.encap.wasm_mpps)} Mpps   ts ${f(pk.encap.ts_mpps)} Mpps   ratio ${f(pk.encap.wasm_mpps / pk.encap.ts_mpps)}x`);
@@ -288,6 +353,10 @@ if (json) {
       prefixes: r.prefixes, wasm_mlps: round(r.wasm_mlps), dir_mlps: round(r.dir_mlps), ts_mlps: round(r.ts_mlps),
       wasm_vs_dir: round(r.wasm_mlps / r.dir_mlps), wasm_vs_ts: round(r.wasm_mlps / r.ts_mlps), dir_memory_bytes: r.dir_memory_bytes,
     })),
+    lpm6: {
+      prefixes: lpm6.prefixes, wasm_mlps: round(lpm6.wasm_mlps), ts_mlps: round(lpm6.ts_mlps), wasm_vs_ts: round(lpm6.wasm_mlps / lpm6.ts_mlps),
+      groups: lpm6.groups, memory_bytes: lpm6.memory_bytes,
+    },
     encap: { wasm_mpps: round(pk.encap.wasm_mpps), ts_mpps: round(pk.encap.ts_mpps) },
     decap: { wasm_mpps: round(pk.decap.wasm_mpps), ts_mpps: round(pk.decap.ts_mpps) },
     lpm_memory_bytes: lpm[lpm.length - 1]?.memory_bytes ?? 0,
@@ -304,6 +373,11 @@ if (json) {
             ...(r.prefixes === 10000 ? { target: { of: "value", op: ">=", value: 50 } as const } : {}) },
         ];
       }),
+      {
+        id: "lpm6_10k_vs_map", name: "IPv6 LPM lookups, 10k prefixes, against the Map oracle", unit: "M lookups/s", value: round(lpm6.wasm_mlps),
+        higherIsBetter: true, rounds: (lpm6.rounds[0] ?? []).map(round), summary: "best",
+        baseline: { name: "Map per length (JS)", value: round(lpm6.ts_mlps), rounds: (lpm6.rounds[1] ?? []).map(round) },
+      } satisfies Figure,
       ...(["encap", "decap"] as const).map((what): Figure => {
         const x = pk[what];
         const [w = [], t = []] = x.rounds;

@@ -22,6 +22,7 @@
 #define WEFT_UNIT_GSO 16
 #define WEFT_UNIT_SEGS 18
 #define WEFT_UNIT_RES 20
+#define WEFT_UNIT_FAMILY 24
 #define WEFT_IOV_SIZE 8
 #define WEFT_VNET_HLEN 10
 /* Units one send or write call takes at most; the tun workers make their cores with this many. */

@@ -61,8 +61,8 @@ static int check_rx(uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_
 #endif
 
 /* Opens (or re-attaches to) the persistent TUN device `name`: IFF_TUN |
- * IFF_NO_PI | IFF_VNET_HDR, non-blocking, with checksum, TSO4 and (where
- * the kernel has it) USO4 offloads: every packet comes and goes behind a
+ * IFF_NO_PI | IFF_VNET_HDR, non-blocking, with checksum, TSO4, TSO6 and
+ * (where the kernel has it) USO4/USO6 offloads: every packet comes and goes behind a
  * 10-byte virtio_net_hdr and may be a 64 KiB super-packet. Persistent, so
  * its addresses and routes stay while the agent restarts. Returns the fd or
  * -errno; *offloads gets the TUN_F_* flags in force. */
@@ -70,9 +70,9 @@ int weft_tun_open(const char *name, int32_t *offloads)
 {
 	struct ifreq ifr;
 	int hdr = WEFT_VNET_HLEN;
-	/* USO is all or nothing: the kernel takes USO4 only together with USO6
-	 * (no IPv6 reaches this device, so the IPv6 half never applies). */
-	unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6;
+	/* USO is all or nothing: the kernel takes USO4 only together with USO6.
+	 * TSO6 and USO6 super-packets are cut by asm/tun-tx.ts as IPv4 ones. */
+	unsigned int want = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6;
 	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
@@ -222,6 +222,42 @@ int weft_tun_read_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
  * (gro) equal datagrams of a flow coalesced into one receive (UDP_GRO).
  * Outer checksums stay on: the kernel refuses UDP_SEGMENT on a socket with
  * SO_NO_CHECK, and computes them with offload anyway. */
+static void tune(int fd, int rcvbuf, int sndbuf, int gro)
+{
+	int one = 1;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	if (gro)
+		setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)); /* best effort: without it, one datagram per receive */
+}
+
+/* weft_udp_open() for an IPv6 underlay: an AF_INET6 socket (IPv6 only)
+ * bound to the 16 bytes at bind_ip (wire order), the received traffic class
+ * reported (IPV6_RECVTCLASS). Zero UDP checksums stay refused (the kernel
+ * drops them on IPv6 unless told otherwise), so what a receive returns has a
+ * verified checksum. */
+int weft_udp_open6(const uint8_t *bind_ip, uint16_t port, int rcvbuf, int sndbuf, int gro)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	int one = 1, fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0)
+		return -errno;
+	memcpy(&a.sin6_addr, bind_ip, 16);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof(one));
+	tune(fd, rcvbuf, sndbuf, gro);
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf, int gro)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(bind_ip) };
@@ -229,13 +265,8 @@ int weft_udp_open(uint32_t bind_ip, uint16_t port, int rcvbuf, int sndbuf, int g
 
 	if (fd < 0)
 		return -errno;
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof(one));
-	if (gro)
-		setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)); /* best effort: without it, one datagram per receive */
+	tune(fd, rcvbuf, sndbuf, gro);
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		int e = errno;
 		close(fd);
@@ -258,17 +289,20 @@ int weft_udp_gro(int fd)
 /* The port a socket is bound to (host order), or -errno. */
 int weft_udp_port(int fd)
 {
-	struct sockaddr_in a;
+	struct sockaddr_in6 a; /* the port sits at the same offset in sockaddr_in */
 	socklen_t l = sizeof(a);
 
 	if (getsockname(fd, (struct sockaddr *)&a, &l) < 0)
 		return -errno;
-	return ntohs(a.sin_port);
+	return ntohs(a.sin6_port);
 }
 
 static __thread struct mmsghdr msgs[MAX_BATCH];
 static __thread struct iovec iovs[MAX_BATCH];
-static __thread struct sockaddr_in addrs[MAX_BATCH];
+static __thread union {
+	struct sockaddr_in v4;
+	struct sockaddr_in6 v6;
+} addrs[MAX_BATCH];
 /* Room for IP_TOS and UDP_GRO. */
 static __thread char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(int)) * 2];
 
@@ -277,7 +311,25 @@ static __thread char ctrl[MAX_BATCH][CMSG_SPACE(sizeof(int)) * 2];
  * when UDP_GRO coalesced equal datagrams into one buffer, their size
  * (DESC_GSO; 0 for one datagram). Waits up to timeout_ms for the first.
  * Returns n or -errno (-EINVAL as weft_tun_read_batch). */
+static int recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms, int v6, uint32_t addr6);
+
 int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms)
+{
+	return recv_batch(fd, base, size, desc, slot0, slot_size, room, max, timeout_ms, 0, 0);
+}
+
+/* weft_udp_recv_batch() on an IPv6 socket: descriptor i's source address
+ * goes to the 16 bytes at addr6 + 16 i (wire order; the WASM core's IPv6
+ * scratch region, where decap6/tun receive read it), DESC_ADDR is 0, and the
+ * traffic class is the TOS. A table outside memory refuses the call. */
+int weft_udp_recv_batch6(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms, uint32_t addr6)
+{
+	if (max > 0 && !in_mem(addr6, (uint64_t)max * 16, size))
+		return refuse();
+	return recv_batch(fd, base, size, desc, slot0, slot_size, room, max, timeout_ms, 1, addr6);
+}
+
+static int recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uint32_t slot0, uint32_t slot_size, uint32_t room, int max, int timeout_ms, int v6, uint32_t addr6)
 {
 	int r = check_rx(size, desc, slot0, slot_size, room, max);
 
@@ -319,13 +371,23 @@ int weft_udp_recv_batch(int fd, uint8_t *base, uint32_t size, uint32_t desc, uin
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
 			if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS)
 				tos = *(uint8_t *)CMSG_DATA(c);
+			else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+				int tc;
+
+				memcpy(&tc, CMSG_DATA(c), sizeof(tc));
+				tos = (uint8_t)tc;
+			}
 			else if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO)
 				memcpy(&gso, CMSG_DATA(c), sizeof(gso));
 		}
 		wr16(d + WEFT_DESC_GSO, (uint16_t)gso);
 		wr32(d + WEFT_DESC_OFF, slot0 + (uint32_t)i * slot_size);
 		wr32(d + WEFT_DESC_LEN, msgs[i].msg_len);
-		wr32(d + WEFT_DESC_ADDR, ntohl(addrs[i].sin_addr.s_addr));
+		if (v6) {
+			wr32(d + WEFT_DESC_ADDR, 0);
+			memcpy(base + addr6 + (uint32_t)i * 16, &addrs[i].v6.sin6_addr, 16);
+		} else
+			wr32(d + WEFT_DESC_ADDR, ntohl(addrs[i].v4.sin_addr.s_addr));
 		d[WEFT_DESC_TOS] = tos;
 	}
 	return r;

@@ -32,7 +32,10 @@ __thread int32_t weft_stats[WEFT_ST_COUNT];
 
 static __thread struct mmsghdr msgs[MAX_UNITS];
 static __thread struct iovec iovs[MAX_IOVS];
-static __thread struct sockaddr_in addrs[MAX_UNITS];
+static __thread union {
+	struct sockaddr_in v4;
+	struct sockaddr_in6 v6;
+} addrs[MAX_UNITS];
 static __thread char ctrl[MAX_UNITS][CMSG_SPACE(sizeof(uint16_t))];
 
 /* Copies up to n counters (WEFT_ST_* order) to out and resets them; returns how many. */
@@ -150,7 +153,24 @@ static int send_all(int fd, int m, int64_t *deadline)
  * table iov_cap entries at `iovtab`. Returns how many units were sent, or
  * -EINVAL (nfds outside 1..64, n outside 0..MAX_UNITS, a table outside
  * memory). */
+static int send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n, int v6);
+
 int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n)
+{
+	return send_units(fds, nfds, base, size, units, iovtab, iov_cap, n, 0);
+}
+
+/* weft_udp_send_units() over IPv6 sockets, for the units whose UNIT_FAMILY
+ * is 6 (weft_udp_send_units sends the others): a unit's UNIT_ADDR is the offset
+ * of the peer's 16-byte IPv6 address (wire order) in memory (asm/tun-tx.ts
+ * with CFG_OUTER6); a unit whose address lies outside memory is refused and
+ * counted, never sent. */
+int weft_udp_send_units6(const int32_t *fds, int nfds, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n)
+{
+	return send_units(fds, nfds, base, size, units, iovtab, iov_cap, n, 1);
+}
+
+static int send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t size, uint32_t units, uint32_t iovtab, uint32_t iov_cap, int n, int v6)
 {
 	int sent = 0;
 	int64_t deadline = 0;
@@ -169,22 +189,35 @@ int weft_udp_send_units(const int32_t *fds, int nfds, uint8_t *base, uint32_t si
 
 			if (rdi32(u + WEFT_UNIT_RES) < 0 || rd16(u + WEFT_UNIT_SPORT) % nfds != s)
 				continue;
+			if ((u[WEFT_UNIT_FAMILY] == 6) != (v6 != 0))
+				continue; /* the other family's sockets send it (a dual-stack underlay calls both) */
 			if (rd32(u + WEFT_UNIT_NIOV) > (uint32_t)(MAX_IOVS - used) && rd32(u + WEFT_UNIT_NIOV) <= MAX_IOVS) {
 				sent += send_all(fds[s], m, &deadline); /* scratch full: send what is collected */
 				m = 0;
 				used = 0;
 			}
+			if (v6 && !in_mem(rd32(u + WEFT_UNIT_ADDR), 16, size)) {
+				refuse();
+				continue;
+			}
 			k = unit_iovs(base, size, iovtab, iov_cap, u, iovs + used, MAX_IOVS - used);
 			if (k < 0)
 				continue;
-			addrs[m].sin_family = AF_INET;
-			addrs[m].sin_port = htons(rd16(u + WEFT_UNIT_DPORT));
-			addrs[m].sin_addr.s_addr = htonl(rd32(u + WEFT_UNIT_ADDR));
+			memset(&addrs[m], 0, sizeof(addrs[m]));
+			if (v6) {
+				addrs[m].v6.sin6_family = AF_INET6;
+				addrs[m].v6.sin6_port = htons(rd16(u + WEFT_UNIT_DPORT));
+				memcpy(&addrs[m].v6.sin6_addr, base + rd32(u + WEFT_UNIT_ADDR), 16);
+			} else {
+				addrs[m].v4.sin_family = AF_INET;
+				addrs[m].v4.sin_port = htons(rd16(u + WEFT_UNIT_DPORT));
+				addrs[m].v4.sin_addr.s_addr = htonl(rd32(u + WEFT_UNIT_ADDR));
+			}
 			memset(&msgs[m], 0, sizeof(msgs[m]));
 			msgs[m].msg_hdr.msg_iov = iovs + used;
 			msgs[m].msg_hdr.msg_iovlen = (size_t)k;
 			msgs[m].msg_hdr.msg_name = &addrs[m];
-			msgs[m].msg_hdr.msg_namelen = sizeof(addrs[m]);
+			msgs[m].msg_hdr.msg_namelen = v6 ? sizeof(addrs[m].v6) : sizeof(addrs[m].v4);
 			if (gso) {
 				struct cmsghdr *c;
 

@@ -17,7 +17,7 @@ describe("the native shim's ABI header", () => {
   it("covers every field the shim reads", () => {
     expect(Object.keys(defs).sort()).toEqual([
       "DESC_ADDR", "DESC_DPORT", "DESC_GSO", "DESC_LEN", "DESC_OFF", "DESC_RES", "DESC_SIZE", "DESC_SPORT", "DESC_TOS",
-      "IOV_SIZE", "MAX_UNITS", "UNIT_ADDR", "UNIT_DPORT", "UNIT_GSO", "UNIT_IOV", "UNIT_NIOV", "UNIT_RES", "UNIT_SEGS", "UNIT_SIZE", "UNIT_SPORT", "VNET_HLEN",
+      "IOV_SIZE", "MAX_UNITS", "UNIT_ADDR", "UNIT_DPORT", "UNIT_FAMILY", "UNIT_GSO", "UNIT_IOV", "UNIT_NIOV", "UNIT_RES", "UNIT_SEGS", "UNIT_SIZE", "UNIT_SPORT", "VNET_HLEN",
     ]);
   });
   it("lists its counters in the order src/backend/tun/shim.ts reads them", () => {

@@ -104,7 +104,7 @@ describe("encap: what it refuses", () => {
   const cases: [string, Uint8Array, number, string][] = [
     ["19 bytes", good().subarray(0, 19), 19, "truncated"],
     ["empty", new Uint8Array(0), 0, "truncated"],
-    ["IPv6 version nibble", edit((b) => (b[0] = 0x60)), 48, "not_ipv4"],
+    ["version nibble 5", edit((b) => (b[0] = 0x55)), 48, "not_ipv4"],
     ["IHL 4", edit((b) => (b[0] = 0x44)), 48, "malformed"],
     ["IHL beyond the packet", edit((b) => (b[0] = 0x4f)), 48, "malformed"],
     ["total length beyond the buffer", edit((_b, v) => v.setUint16(2, 49)), 48, "malformed"],

@@ -271,6 +271,8 @@ export function vxlanPayload(from: number, to: number, inner: Uint8Array): Uint8
 /** The datagram size tun receive cuts a buffer at (asm/tun-rx.ts datagramSize, the spec the tests hold it to). */
 export function rxDatagramSize(buf: Uint8Array, gso: number): number {
   if (gso === 0 || gso >= buf.length) return buf.length;
+  // Inner IPv6 (version 6): its length is 40 + the payload length at bytes 4-5.
+  if (buf.length >= 28 && buf[22]! >> 4 === 6) return 40 + ((buf[26]! << 8) | buf[27]!) + 22 > gso ? buf.length : gso;
   if (buf.length >= 26 && ((buf[24]! << 8) | buf[25]!) + 22 > gso) return buf.length;
   return gso;
 }

@@ -1,5 +1,6 @@
 import { MessageChannel, Worker } from "node:worker_threads";
 import { formatCidr, formatIpv4 } from "../../common/ipv4.js";
+import { formatCidr6, formatIpv6, type Ipv6Prefix } from "../../common/ipv6.js";
 import type { Logger } from "../../common/log.js";
 import { run } from "../../common/exec.js";
 import type { RouteDiff } from "../../routes/table.js";
@@ -10,7 +11,7 @@ import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { setDeviceAddress } from "../device.js";
 import { slowPathWarnings, tunPaths } from "./paths.js";
 import { loadShim } from "./shim.js";
-import type { WorkerControl, WorkerInit, WorkerReport } from "./worker.js";
+import type { Underlay, WorkerControl, WorkerInit, WorkerReport } from "./worker.js";
 
 const WORKER = new URL("./worker.js", import.meta.url);
 /** Peer index 0 is this node (its subnet is delivered by the kernel, never encapsulated). */
@@ -30,6 +31,34 @@ export interface TunSetup {
   readonly udpSegs: number;
   /** Which variant of each fast/slow path the device and sockets got (./paths.ts). */
   readonly paths: Readonly<Record<string, string>>;
+  /** "ipv4" (absent), "ipv6" (txFds and rxFd are IPv6 sockets bound to iface.addr6), or "dual" (txFds6/rxFd6 too). */
+  readonly underlay?: Underlay;
+  /** dual: the IPv6 sending sockets and the IPv6 receiving socket (its own receive worker, "rx6"). */
+  readonly txFds6?: number[];
+  readonly rxFd6?: number;
+}
+
+type Mode = "tx" | "rx" | "rx6";
+
+/** A lease of an IPv6-only network: its IPv4 part is 0.0.0.0/0 (flannel's key has none), never a route. */
+function ipv6Only(l: Lease): boolean {
+  return l.subnet.len === 0 && l.subnet.addr === 0 && l.subnet6 !== undefined;
+}
+
+/** The subnet a peer is known by: its IPv4 one, or on an IPv6-only network its IPv6 one. */
+function peerKey(l: Lease): string {
+  return ipv6Only(l) && l.subnet6 ? formatCidr6(l.subnet6) : formatCidr(l.subnet);
+}
+
+/**
+ * The cluster's IPv6 network (flannel's "IPv6Network"), routed into the
+ * device like the IPv4 one, once NetworkConfig carries it as `ipv6Network`.
+ */
+export function network6Of(config: NetworkConfig): Ipv6Prefix | undefined {
+  const v: unknown = (config as { readonly ipv6Network?: unknown }).ipv6Network;
+  if (typeof v !== "object" || v === null) return undefined;
+  const { addr, len } = v as { addr?: unknown; len?: unknown };
+  return typeof addr === "bigint" && typeof len === "number" ? { addr, len } : undefined;
 }
 
 interface Running {
@@ -51,8 +80,8 @@ export class TunNetwork implements Network {
   private readonly peers = new Map<string, { idx: number; lease: Lease }>();
   private readonly freeIdx: number[] = [];
   private nextIdx = 1;
-  private readonly workers: { tx?: Running; rx?: Running } = {};
-  private readonly reports: { tx?: WorkerReport; rx?: WorkerReport } = {};
+  private readonly workers: { tx?: Running; rx?: Running; rx6?: Running } = {};
+  private readonly reports: { tx?: WorkerReport; rx?: WorkerReport; rx6?: WorkerReport } = {};
   private stopping = false;
   recreated = 0;
   workerRestarts = 0;
@@ -67,18 +96,26 @@ export class TunNetwork implements Network {
     this.mtu = setup.mtu;
   }
 
-  start(): void {
-    this.spawn("tx");
-    this.spawn("rx");
+  /** The workers this underlay runs: a sender, and a receiver per socket family. */
+  private modes(): Mode[] {
+    return this.setup.underlay === "dual" ? ["tx", "rx", "rx6"] : ["tx", "rx"];
   }
 
-  private spawn(mode: "tx" | "rx"): void {
+  start(): void {
+    for (const m of this.modes()) this.spawn(m);
+  }
+
+  private spawn(mode: Mode): void {
     const { port1, port2 } = new MessageChannel();
+    const underlay: Underlay = mode === "rx6" ? "ipv6" : mode === "rx" && this.setup.underlay === "dual" ? "ipv4" : this.setup.underlay ?? "ipv4";
     const init: WorkerInit = {
-      mode, tunFd: this.setup.tunFd, sockFds: mode === "tx" ? this.setup.txFds : [this.setup.rxFd],
+      mode: mode === "tx" ? "tx" : "rx", tunFd: this.setup.tunFd,
+      sockFds: mode === "tx" ? this.setup.txFds : mode === "rx6" ? [this.setup.rxFd6 ?? -1] : [this.setup.rxFd],
+      underlay, sockFds6: mode === "tx" ? this.setup.txFds6 ?? [] : [],
       vni: this.config.backend.vni, localIp: this.iface.addr, localMac: [...this.leaseAttrs.vtepMac],
       dstPort: this.config.backend.port, hashSeed: 0, ctl: port2, maxBatch: this.setup.maxBatch, slotSize: this.setup.slotSize, mtu: this.mtu,
       busyPollUs: this.setup.busyPollUs, udpSegs: this.setup.udpSegs,
+      localIp6: this.iface.addr6,
     };
     const worker = new Worker(WORKER, { workerData: init, transferList: [port2] });
     this.workers[mode] = { worker, port: port1 };
@@ -97,50 +134,75 @@ export class TunNetwork implements Network {
   }
 
   /** Everything a fresh worker needs to know. */
-  private replay(mode: "tx" | "rx"): WorkerControl[] {
+  private replay(mode: Mode): WorkerControl[] {
     const out: WorkerControl[] = [];
     if (this.local) out.push(...this.peerMsgs(SELF, this.local, true, mode));
     for (const { idx, lease } of this.peers.values()) out.push(...this.peerMsgs(idx, lease, false, mode));
     return out;
   }
 
-  private peerMsgs(idx: number, l: Lease, local: boolean, mode: "tx" | "rx"): WorkerControl[] {
+  private peerMsgs(idx: number, l: Lease, local: boolean, mode: Mode): WorkerControl[] {
     const peer: WorkerControl = {
       t: "peer", idx, underlay: l.attrs.publicIp, mac: [...l.attrs.vtepMac], subnet: l.subnet.addr, len: l.subnet.len, local,
+      underlay6: l.attrs.publicIpv6, subnet6: l.subnet6, mac6: l.attrs.v6 ? [...l.attrs.v6.vtepMac] : undefined,
     };
     // Only the sending side routes; the receiving side checks peers (anti-spoofing).
-    return mode === "tx" ? [peer, { t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx }] : [peer];
+    if (mode !== "tx") return [peer];
+    const out: WorkerControl[] = [peer];
+    if (!ipv6Only(l)) out.push({ t: "route", addr: l.subnet.addr, len: l.subnet.len, nh: idx });
+    if (l.subnet6) out.push({ t: "route6", addr: l.subnet6.addr, len: l.subnet6.len, nh: idx });
+    return out;
   }
 
-  private send(mode: "tx" | "rx", m: WorkerControl): void {
+  private send(mode: Mode, m: WorkerControl): void {
     this.workers[mode]?.port.postMessage(m);
   }
 
   async configureLocal(lease: Lease): Promise<void> {
-    if (this.local) {
-      this.send("tx", { t: "unroute", addr: this.local.subnet.addr, len: this.local.subnet.len });
+    const before = this.local;
+    if (before) {
+      if (!ipv6Only(before)) this.send("tx", { t: "unroute", addr: before.subnet.addr, len: before.subnet.len });
+      if (before.subnet6) this.send("tx", { t: "unroute6", addr: before.subnet6.addr, len: before.subnet6.len });
     }
     this.local = lease;
-    for (const mode of ["tx", "rx"] as const) for (const m of this.peerMsgs(SELF, lease, true, mode)) this.send(mode, m);
-    await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
-    await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+    for (const mode of this.modes()) for (const m of this.peerMsgs(SELF, lease, true, mode)) this.send(mode, m);
+    if (!ipv6Only(lease)) {
+      await setDeviceAddress(this.setup.device, lease.subnet, this.config.network);
+      await run(["ip", "route", "replace", formatCidr(this.config.network), "dev", this.setup.device, "src", formatIpv4(lease.subnet.addr)]);
+    }
+    if (before?.subnet6 && before.subnet6.addr !== lease.subnet6?.addr) {
+      await run(["ip", "-6", "addr", "del", `${formatIpv6(before.subnet6.addr)}/128`, "dev", this.setup.device]).catch(() => undefined);
+    }
+    if (lease.subnet6) await this.configureLocal6(lease.subnet6);
+  }
+
+  /** The node's IPv6 subnet on the device, as the IPv4 one: its first address (/128), and the cluster's IPv6 network routed in. */
+  private async configureLocal6(subnet6: Ipv6Prefix): Promise<void> {
+    const addr = formatIpv6(subnet6.addr);
+    await run(["ip", "-6", "addr", "replace", `${addr}/128`, "dev", this.setup.device, "nodad"]);
+    const net6 = network6Of(this.config);
+    if (!net6) {
+      this.log.warn({ device: this.setup.device, subnet6: formatCidr6(subnet6) }, "the network config has no IPv6 network: no IPv6 route into the TUN device");
+      return;
+    }
+    await run(["ip", "-6", "route", "replace", formatCidr6(net6), "dev", this.setup.device, "src", addr]);
   }
 
   async apply(diff: RouteDiff): Promise<void> {
     for (const l of [...diff.removed, ...diff.changed.map((c) => c.before)]) {
-      const k = formatCidr(l.subnet);
+      const k = peerKey(l);
       const p = this.peers.get(k);
       if (!p) continue;
       this.peers.delete(k);
-      this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
-      this.send("tx", { t: "unpeer", idx: p.idx });
-      this.send("rx", { t: "unpeer", idx: p.idx });
+      if (!ipv6Only(l)) this.send("tx", { t: "unroute", addr: l.subnet.addr, len: l.subnet.len });
+      if (l.subnet6) this.send("tx", { t: "unroute6", addr: l.subnet6.addr, len: l.subnet6.len });
+      for (const mode of this.modes()) this.send(mode, { t: "unpeer", idx: p.idx });
       this.freeIdx.push(p.idx);
     }
     for (const l of [...diff.added, ...diff.changed.map((c) => c.after)]) {
       const idx = this.freeIdx.pop() ?? this.nextIdx++;
-      this.peers.set(formatCidr(l.subnet), { idx, lease: l });
-      for (const mode of ["tx", "rx"] as const) for (const m of this.peerMsgs(idx, l, false, mode)) this.send(mode, m);
+      this.peers.set(peerKey(l), { idx, lease: l });
+      for (const mode of this.modes()) for (const m of this.peerMsgs(idx, l, false, mode)) this.send(mode, m);
     }
   }
 
@@ -158,8 +220,7 @@ export class TunNetwork implements Network {
       const paths = tunPaths(offloads[0]!, this.setup.paths["udp_gro"] === "on", this.setup.udpSegs);
       for (const w of slowPathWarnings(paths)) this.log.warn({ device: this.setup.device, ...w }, "tun data path runs a slow variant");
       this.setup = { ...this.setup, tunFd: fd, paths };
-      this.send("tx", { t: "tun", fd });
-      this.send("rx", { t: "tun", fd });
+      for (const mode of this.modes()) this.send(mode, { t: "tun", fd });
       setTimeout(() => shim.close(old), 500).unref(); // after the workers moved on
     }
     await run(["ip", "link", "set", "dev", this.setup.device, "mtu", String(this.mtu), "up"]);
@@ -170,7 +231,7 @@ export class TunNetwork implements Network {
 
   status(): NetworkStatus {
     const counters: Record<string, number> = { device_recreated: this.recreated, worker_restarts: this.workerRestarts };
-    for (const mode of ["tx", "rx"] as const) {
+    for (const mode of this.modes()) {
       const r = this.reports[mode];
       if (!r) continue;
       counters[`tun_${mode}_batches`] = r.batches;
@@ -187,7 +248,7 @@ export class TunNetwork implements Network {
   async close(): Promise<void> {
     this.stopping = true;
     const shim = loadShim();
-    await Promise.all((["tx", "rx"] as const).map(async (mode) => {
+    await Promise.all(this.modes().map(async (mode) => {
       const w = this.workers[mode];
       if (!w) return;
       w.port.postMessage({ t: "stop" } satisfies WorkerControl);
@@ -196,6 +257,6 @@ export class TunNetwork implements Network {
       await exited;
       clearTimeout(t);
     }));
-    for (const fd of [...this.setup.txFds, this.setup.rxFd, this.setup.tunFd]) shim.close(fd);
+    for (const fd of [...this.setup.txFds, this.setup.rxFd, ...(this.setup.txFds6 ?? []), this.setup.rxFd6 ?? -1, this.setup.tunFd]) if (fd >= 0) shim.close(fd);
   }
 }

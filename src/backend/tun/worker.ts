@@ -14,14 +14,25 @@ import * as abi from "../../../asm/abi.js";
 import { WasmCore } from "../../dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL } from "../../dataplane/core/types.js";
 import { SHIM_STATS, checked, loadShim, type ShimStats } from "./shim.js";
+import type { Ipv6Prefix } from "../../common/ipv6.js";
 
 export type WorkerControl =
-  | { readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean }
+  | {
+    readonly t: "peer"; readonly idx: number; readonly underlay: number; readonly mac: number[]; readonly subnet: number; readonly len: number; readonly local: boolean;
+    /** The node's IPv6 underlay (LeaseAttrs.publicIpv6) and IPv6 pod subnet (Lease.subnet6), when it has them. */
+    readonly underlay6?: bigint | undefined; readonly subnet6?: Ipv6Prefix | undefined;
+    /** Its IPv6 VTEP MAC (BackendV6Data), when it differs from `mac`. */
+    readonly mac6?: number[] | undefined;
+  }
   | { readonly t: "unpeer"; readonly idx: number }
   | { readonly t: "route"; readonly addr: number; readonly len: number; readonly nh: number }
   | { readonly t: "unroute"; readonly addr: number; readonly len: number }
+  | { readonly t: "route6"; readonly addr: bigint; readonly len: number; readonly nh: number }
+  | { readonly t: "unroute6"; readonly addr: bigint; readonly len: number }
   | { readonly t: "tun"; readonly fd: number }
   | { readonly t: "stop" };
+
+export type Underlay = "ipv4" | "ipv6" | "dual";
 
 export interface WorkerInit {
   readonly mode: "tx" | "rx";
@@ -40,6 +51,16 @@ export interface WorkerInit {
   readonly busyPollUs: number;
   /** Datagrams per UDP_SEGMENT send (the kernel's limit, probed once). */
   readonly udpSegs: number;
+  /**
+   * The underlay ("ipv4" when absent): "ipv6", every packet over IPv6 sockets
+   * to peers' IPv6 underlay; "dual", inner IPv4 over IPv4 and inner IPv6 over
+   * IPv6 (tx: sockFds and sockFds6). A receiving worker's is its socket's family.
+   */
+  readonly underlay?: Underlay;
+  /** tx over a dual underlay: the IPv6 sending sockets. */
+  readonly sockFds6?: number[];
+  /** This node's IPv6 underlay address (underlay "ipv6" or "dual"). */
+  readonly localIp6?: bigint | undefined;
 }
 
 export interface WorkerReport {
@@ -58,11 +79,17 @@ function main(init: WorkerInit): void {
   const shim = loadShim();
   checked(shim.setSpin(init.busyPollUs), `setting busy polling to ${init.busyPollUs} µs`);
   const core = WasmCore.create({
-    maxPeers: 65536, maxRules: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
+    maxPeers: 65536, maxRules: 65536, maxRules6: 65536, maxBatch: init.maxBatch, slots: init.maxBatch, slotSize: init.slotSize, headroom: HEADROOM, units: UNITS,
   });
   core.setTunMtu(init.mtu);
   core.setUdpSegs(init.udpSegs);
-  core.configure({ ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed });
+  const outer6 = init.underlay === "ipv6";
+  const split6 = init.underlay === "dual";
+  core.configure({
+    ...DEFAULT_TUNNEL, vni: init.vni, localIp: init.localIp, localMac: Uint8Array.from(init.localMac), dstPort: init.dstPort, hashSeed: init.hashSeed,
+    outer6, split6, ...(init.localIp6 === undefined ? {} : { localIp6: init.localIp6 }),
+  });
+  const fds6 = Int32Array.from(init.sockFds6 ?? []);
   const slot0 = core.slot(0);
   const room = init.slotSize - HEADROOM;
   const fds = Int32Array.from(init.sockFds);
@@ -75,7 +102,11 @@ function main(init: WorkerInit): void {
   const apply = (m: WorkerControl): boolean => {
     switch (m.t) {
       case "peer":
-        core.setPeer(m.idx, { underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local });
+        core.setPeer(m.idx, {
+          underlay: m.underlay, vtepMac: Uint8Array.from(m.mac), subnet: { addr: m.subnet, len: m.len }, local: m.local,
+          ...(m.underlay6 === undefined ? {} : { underlay6: m.underlay6 }), ...(m.subnet6 === undefined ? {} : { subnet6: m.subnet6 }),
+          ...(m.mac6 === undefined ? {} : { vtepMac6: Uint8Array.from(m.mac6) }),
+        });
         return true;
       case "unpeer":
         core.clearPeer(m.idx);
@@ -85,6 +116,12 @@ function main(init: WorkerInit): void {
         return true;
       case "unroute":
         core.lpmDelete({ addr: m.addr, len: m.len });
+        return true;
+      case "route6":
+        core.lpm6.insert({ addr: m.addr, len: m.len }, m.nh);
+        return true;
+      case "unroute6":
+        core.lpm6.delete({ addr: m.addr, len: m.len });
         return true;
       case "tun":
         tun = m.fd;
@@ -108,7 +145,11 @@ function main(init: WorkerInit): void {
       for (let from = 0; from < n; ) {
         const next = core.tunTx(from, n);
         const units = core.tunUnits();
-        shim.udpSendUnits(fds, core.bytes().buffer as ArrayBuffer, core.unitBase, core.iovBase, 2 * UNITS, units);
+        const buf = core.bytes().buffer as ArrayBuffer;
+        // Each send takes its family's units (UNIT_FAMILY); over a dual underlay both run.
+        if (outer6) shim.udpSendUnits6(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
+        else shim.udpSendUnits(fds, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
+        if (split6 && fds6.length > 0) shim.udpSendUnits6(fds6, buf, core.unitBase, core.iovBase, 2 * UNITS, units);
         batches++;
         if (next === from && units === 0) break; // no progress (the core promises some): never spin
         from = next;
@@ -118,7 +159,9 @@ function main(init: WorkerInit): void {
         parentPort?.postMessage({ t: "error", mode: init.mode, error: `reading the TUN device: errno ${-n}` });
       }
     } else {
-      const n = shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
+      const n = outer6
+        ? shim.udpRecvBatch6(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS, core.lpm6.addrBase)
+        : shim.udpRecvBatch(fds[0] ?? -1, mem, core.descBase, slot0, init.slotSize, room, init.maxBatch, POLL_MS);
       for (let from = 0; from < n; ) {
         const next = core.tunRx(from, n);
         const units = core.tunUnits();

@@ -1,4 +1,5 @@
 import type { Ipv4Prefix } from "../../common/ipv4.js";
+import type { Ipv6Prefix } from "../../common/ipv6.js";
 
 /** Sizes of the WASM core's fixed regions, chosen once at creation. */
 export interface CoreLimits {
@@ -6,6 +7,8 @@ export interface CoreLimits {
   readonly maxPeers: number;
   /** Prefixes the LPM table can hold. */
   readonly maxRules: number;
+  /** IPv6 prefixes the IPv6 LPM table can hold. */
+  readonly maxRules6: number;
   /** Descriptors per encap/decap/lookup batch. */
   readonly maxBatch: number;
   /** Packet slots in the packet region. */
@@ -39,6 +42,16 @@ export interface TunnelConfig {
   readonly dontFragment: boolean;
   /** Seed of the flow hash that picks source ports. */
   readonly hashSeed: number;
+  /** The underlay is IPv6: encap sends to peers' `underlay6` (frame mode: outer IPv6 + UDP with a checksum). */
+  readonly outer6?: boolean;
+  /** Dual-stack underlay: inner IPv4 over IPv4, inner IPv6 over the peers' `underlay6` (flannel's two devices). */
+  readonly split6?: boolean;
+  /** This node's IPv6 underlay address: outer source in frame mode over IPv6. */
+  readonly localIp6?: bigint;
+  /** Outer IPv6 hop limit in frame mode (default 64). */
+  readonly hopLimit?: number;
+  /** Carry the flow hash in the outer IPv6 flow label (RFC 6438); else 0. */
+  readonly flowLabel?: boolean;
 }
 
 /** A node we tunnel to, stored at a next-hop index. */
@@ -51,6 +64,12 @@ export interface PeerEntry {
   readonly subnet: Ipv4Prefix;
   /** This node itself: its subnet is delivered locally, never encapsulated. */
   readonly local?: boolean;
+  /** The node's IPv6 underlay address (where its VXLAN comes from and goes to over IPv6). */
+  readonly underlay6?: bigint;
+  /** The node's IPv6 VTEP MAC (BackendV6Data), the inner destination of IPv6 frames to it; else `vtepMac`. */
+  readonly vtepMac6?: Uint8Array;
+  /** The node's IPv6 pod subnet: inner IPv6 sources it may send from (none: every inner IPv6 packet from it is refused). */
+  readonly subnet6?: Ipv6Prefix;
 }
 
 /** One packet descriptor, as read back after a batch. */

@@ -1,17 +1,20 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as abi from "../../../asm/abi.js";
-import { CoreError, type CoreErrorCode } from "../../common/errors.js";
+import { CoreError } from "../../common/errors.js";
 import { projectRoot } from "../../common/paths.js";
 import { formatCidr, formatIpv4, type Ipv4Prefix } from "../../common/ipv4.js";
 import { RESULT_NAMES, type Counters } from "../results.js";
 import type { CoreLimits, Descriptor, PeerEntry, TunnelConfig } from "./types.js";
+import { check } from "./check.js";
+import { Lpm6, words6, type Lpm6Exports } from "./lpm6.js";
+import { formatIpv6 } from "../../common/ipv6.js";
 
 /** The module's exports, as asm/index.ts declares them (i32 arguments, i32 results). */
-interface CoreExports {
+interface CoreExports extends Lpm6Exports {
   memory: WebAssembly.Memory;
   abi_version(): number;
-  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number, units: number): number;
+  init(peers: number, rules: number, batch: number, slots: number, slotSize: number, headroom: number, units: number, rules6: number): number;
   layout(field: number): number;
   counters_base(dir: number): number;
   configure(vni: number, localIp: number, macHi: number, macLo: number, dport: number,
@@ -25,6 +28,12 @@ interface CoreExports {
   lpm_size(): number;
   lpm_groups(): number;
   lpm_memory_bytes(): number;
+  configure6(w0: number, w1: number, w2: number, w3: number, hop: number): number;
+  peer6_set(idx: number, u0: number, u1: number, u2: number, u3: number, s0: number, s1: number, s2: number, s3: number, plen: number,
+    hasMac: number, macHi: number, macLo: number): number;
+  peer6_underlay(idx: number): number;
+  peer6_find(u0: number, u1: number, u2: number, u3: number): number;
+  decap6_batch(n: number): number;
   peer_set(idx: number, underlay: number, macHi: number, macLo: number, subnet: number, plen: number, flags: number): number;
   peer_clear(idx: number): number;
   peer_find(underlay: number): number;
@@ -48,6 +57,7 @@ interface CoreExports {
 export const DEFAULT_LIMITS: CoreLimits = {
   maxPeers: 4096,
   maxRules: 131072,
+  maxRules6: 65536,
   maxBatch: 256,
   slots: 256,
   slotSize: 2048,
@@ -57,7 +67,7 @@ export const DEFAULT_LIMITS: CoreLimits = {
 
 /** Each limit: inclusive range. (Plain checks: the packet workers load this module, and start fast.) */
 const RANGES: Record<keyof CoreLimits, [number, number]> = {
-  maxPeers: [1, 1 << 20], maxRules: [1, 1 << 22], maxBatch: [1, 1 << 16], slots: [1, 1 << 16],
+  maxPeers: [1, 1 << 20], maxRules: [1, 1 << 22], maxRules6: [1, 1 << 22], maxBatch: [1, 1 << 16], slots: [1, 1 << 16],
   slotSize: [64, 1 << 20], headroom: [abi.ENCAP_FRAME_OVERHEAD, 1 << 20], units: [0, 1 << 16],
 };
 
@@ -92,19 +102,6 @@ function compile(): WebAssembly.Module {
   return compiled;
 }
 
-const CODES: Record<number, [CoreErrorCode, string]> = {
-  [abi.E_INVALID]: ["WEFT_CORE_INVALID", "an argument is out of range"],
-  [abi.E_NOT_FOUND]: ["WEFT_CORE_NOT_FOUND", "no such entry"],
-  [abi.E_FULL]: ["WEFT_CORE_FULL", "the table is full"],
-  [abi.E_NO_MEMORY]: ["WEFT_CORE_NO_MEMORY", "WebAssembly memory could not grow"],
-};
-
-function check(rc: number, what: string, hint?: string): void {
-  if (rc >= 0) return;
-  const [code, text] = CODES[rc] ?? ["WEFT_CORE_INVALID", `unknown return code ${rc}`];
-  throw new CoreError(code, `${what}: ${text}`, hint === undefined ? {} : { hint });
-}
-
 function macWords(mac: Uint8Array): [number, number] {
   if (mac.length !== 6) throw new CoreError("WEFT_CORE_INVALID", `a MAC address has 6 bytes, got ${mac.length}`);
   const hi = ((mac[0] ?? 0) << 8) | (mac[1] ?? 0);
@@ -132,6 +129,8 @@ export class WasmCore {
   readonly descBase: number;
   readonly addrBase: number;
   readonly nhBase: number;
+  /** The IPv6 LPM table (same memory and pool as the IPv4 one). */
+  readonly lpm6: Lpm6;
   /** tun path: unit table and iovec table (0 when made with units: 0). */
   readonly unitBase: number;
   readonly iovBase: number;
@@ -148,6 +147,7 @@ export class WasmCore {
     this.descBase = x.layout(abi.L_DESC_BASE);
     this.addrBase = x.layout(abi.L_ADDR_BASE);
     this.nhBase = x.layout(abi.L_NH_BASE);
+    this.lpm6 = new Lpm6(x, limits, x.layout(abi.L_ADDR6_BASE), this.nhBase);
     this.unitBase = x.layout(abi.L_UNIT_BASE);
     this.iovBase = this.unitBase + limits.units * abi.UNIT_SIZE;
     this.buf = x.memory.buffer;
@@ -167,8 +167,8 @@ export class WasmCore {
         hint: "rebuild it with `npm run build`",
       });
     }
-    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom, l.units), "laying out WASM memory",
-      "lower the limits (maxRules, slots, slotSize)");
+    check(x.init(l.maxPeers, l.maxRules, l.maxBatch, l.slots, l.slotSize, l.headroom, l.units, l.maxRules6),
+      "laying out WASM memory", "lower the limits (maxRules, maxRules6, slots, slotSize)");
     return new WasmCore(x, l);
   }
 
@@ -256,7 +256,16 @@ export class WasmCore {
 
   configure(cfg: TunnelConfig): void {
     const [hi, lo] = macWords(cfg.localMac);
-    const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0);
+    const flags = (cfg.udpChecksum ? abi.CFG_UDP_CSUM : 0) | (cfg.dontFragment ? abi.CFG_DF : 0) |
+      (cfg.outer6 ? abi.CFG_OUTER6 : 0) | (cfg.split6 ? abi.CFG_SPLIT6 : 0) | (cfg.flowLabel ? abi.CFG_FLOWLABEL : 0);
+    if ((cfg.outer6 || cfg.split6) && cfg.localIp6 === undefined) {
+      throw new CoreError("WEFT_CORE_INVALID", "an IPv6 underlay (outer6, split6) needs this node's IPv6 underlay address", { hint: "set localIp6" });
+    }
+    if (cfg.outer6 && cfg.split6) {
+      throw new CoreError("WEFT_CORE_INVALID", "outer6 (everything over IPv6) and split6 (each family over its own underlay) exclude each other", { hint: "set one" });
+    }
+    const [a0, a1, a2, a3] = words6(cfg.localIp6 ?? 0n);
+    check(this.x.configure6(a0, a1, a2, a3, cfg.hopLimit ?? 64), "configuring the IPv6 tunnel", "hop limit 1..255");
     check(this.x.configure(cfg.vni, u32(cfg.localIp, "localIp"), hi, lo, cfg.dstPort, cfg.srcPortMin,
       cfg.srcPortMax, cfg.ttl, flags, u32(cfg.hashSeed, "hashSeed")),
       "configuring the tunnel", "VNI 0..16777215, ports 1..65535 with srcPortMin < srcPortMax, TTL 1..255");
@@ -265,9 +274,19 @@ export class WasmCore {
   setPeer(idx: number, peer: PeerEntry): void {
     const [hi, lo] = macWords(peer.vtepMac);
     const rc = this.x.peer_set(u32(idx, "peer index"), u32(peer.underlay, "underlay address"), hi, lo,
-      peer.subnet.addr | 0, peer.subnet.len, peer.local ? abi.PEER_LOCAL : 0);
+      peer.subnet.addr | 0, peer.subnet.len, (peer.local ? abi.PEER_LOCAL : 0) | (peer.underlay === 0 && peer.underlay6 !== undefined ? abi.PEER_V6_ONLY : 0));
     check(rc, `storing peer ${idx} (${formatIpv4(peer.underlay)}, ${formatCidr(peer.subnet)})`,
       `index below ${this.limits.maxPeers}, a non-zero underlay address not used by another peer`);
+    const [u0, u1, u2, u3] = words6(peer.underlay6 ?? 0n);
+    const s6 = peer.subnet6;
+    if (s6 && (!Number.isInteger(s6.len) || s6.len < 0 || s6.len > 128)) {
+      throw new CoreError("WEFT_CORE_INVALID", `peer ${idx}: IPv6 subnet length ${s6.len} is outside 0..128`);
+    }
+    const [s0, s1, s2, s3] = words6(s6?.addr ?? 0n);
+    const [mh, ml] = peer.vtepMac6 ? macWords(peer.vtepMac6) : [0, 0];
+    check(this.x.peer6_set(idx, u0, u1, u2, u3, s0, s1, s2, s3, s6 ? s6.len : 255, peer.vtepMac6 ? 1 : 0, mh, ml),
+      `storing the IPv6 side of peer ${idx} (${peer.underlay6 === undefined ? "no IPv6 underlay" : formatIpv6(peer.underlay6)})`,
+      "an IPv6 underlay address not used by another peer");
   }
 
   clearPeer(idx: number): void {
@@ -277,6 +296,22 @@ export class WasmCore {
   /** Peer index holding this underlay address, or -1. */
   findPeer(underlay: number): number {
     return this.x.peer_find(u32(underlay, "underlay address"));
+  }
+
+  /** Peer index holding this IPv6 underlay address, or -1. */
+  findPeer6(underlay6: bigint): number {
+    const [u0, u1, u2, u3] = words6(underlay6);
+    return this.x.peer6_find(u0, u1, u2, u3);
+  }
+
+  /** Peer idx's IPv6 underlay address (where encap over IPv6 sends it), or undefined. */
+  peerUnderlay6(idx: number): bigint | undefined {
+    const off = this.x.peer6_underlay(u32(idx, "peer index"));
+    if (off === 0) return undefined;
+    const b = this.bytes();
+    let a = 0n;
+    for (let i = 0; i < 16; i++) a = (a << 8n) | BigInt(b[off + i] ?? 0);
+    return a;
   }
 
   peerCount(): number {
@@ -353,6 +388,24 @@ export class WasmCore {
     const rc = this.x.encap_batch(n, mode);
     check(rc, `encapsulating a batch of ${n}`, `at most ${this.limits.maxBatch} descriptors, mode 0 or 1`);
     return rc;
+  }
+
+  /**
+   * Decapsulates descriptors [0, n) that arrived over IPv6: descriptor i's
+   * outer source address is the 16 bytes at `lpm6.addrBase + 16 i` (setSource6).
+   */
+  decap6(n: number): number {
+    const rc = this.x.decap6_batch(n);
+    check(rc, `decapsulating a batch of ${n} (IPv6 underlay)`, `at most ${this.limits.maxBatch} descriptors`);
+    return rc;
+  }
+
+  /** Sets descriptor i's outer IPv6 source address for decap6(). */
+  setSource6(i: number, addr: bigint): void {
+    this.descAt(i);
+    const [w0, w1, w2, w3] = words6(addr);
+    const v = this.view();
+    [w0, w1, w2, w3].forEach((w, k) => v.setUint32(this.lpm6.addrBase + i * 16 + k * 4, w >>> 0));
   }
 
   /** Decapsulates descriptors [0, n) in place; returns how many were accepted. */
