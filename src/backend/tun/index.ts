@@ -35,7 +35,7 @@ export const tunBackend: Backend = {
     // addr6 (outer header 20 bytes longer than IPv4's), alone on an IPv6-only node (no IPv4 address),
     // else next to the IPv4 sockets, each inner family over its own underlay (flannel's two devices).
     const addr6 = ctx.iface.publicIpv6 !== undefined ? ctx.iface.addr6 : undefined;
-    const underlay: Underlay = addr6 === undefined ? "ipv4" : ctx.iface.addr === 0 ? "ipv6" : "dual";
+    const underlay: Underlay = addr6 === undefined ? "ipv4" : !ctx.config.enableIpv4 || ctx.iface.addr === 0 ? "ipv6" : "dual";
     const mtu = deviceMtu(ctx.config, ctx.iface) - (addr6 !== undefined ? abi.ENCAP_FRAME6_OVERHEAD - abi.ENCAP_FRAME_OVERHEAD : 0);
     const existing = await readDevice(device);
     if (existing && existing.linkinfo?.info_kind !== "tun") {

@@ -50,15 +50,9 @@ function peerKey(l: Lease): string {
   return ipv6Only(l) && l.subnet6 ? formatCidr6(l.subnet6) : formatCidr(l.subnet);
 }
 
-/**
- * The cluster's IPv6 network (flannel's "IPv6Network"), routed into the
- * device like the IPv4 one, once NetworkConfig carries it as `ipv6Network`.
- */
+/** The cluster's IPv6 network (flannel's "IPv6Network"), routed into the device like the IPv4 one. */
 export function network6Of(config: NetworkConfig): Ipv6Prefix | undefined {
-  const v: unknown = (config as { readonly ipv6Network?: unknown }).ipv6Network;
-  if (typeof v !== "object" || v === null) return undefined;
-  const { addr, len } = v as { addr?: unknown; len?: unknown };
-  return typeof addr === "bigint" && typeof len === "number" ? { addr, len } : undefined;
+  return config.ipv6?.network;
 }
 
 interface Running {
