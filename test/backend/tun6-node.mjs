@@ -22,10 +22,11 @@ const nodes = [0, 1].map((i) => ({
 }));
 const n = nodes[self];
 keepVtepMac(stateDir, 1, n.mac);
+// The network config as parseNetworkConfig makes it: dual stack, or IPv6 only (EnableIPv4 false).
 const config = {
-  network: parseCidr("198.18.0.0/15"), subnetLen: 24, subnetMin: 0, subnetMax: 0,
+  enableIpv4: !only6, network: only6 ? parseCidr("0.0.0.0/0") : parseCidr("198.18.0.0/15"), subnetLen: 24, subnetMin: 0, subnetMax: 0,
   backend: { type: "vxlan", vni: 1, port: 8472, mtu: undefined, directRouting: false },
-  ipv6Network: parseCidr6("2001:db8::/40"),
+  ipv6: { network: parseCidr6("2001:db8::/40"), subnetLen: 64, subnetMin: 0n, subnetMax: 0n, rangeSet: { min: false, max: false } },
 };
 const iface = { name: "u0", index: 0, addr: n.addr, prefixLen: 24, publicIp: n.addr, addr6: n.addr6, publicIpv6: n.addr6, mtu: 1500 };
 const net = await tunBackend.register({ config, iface, stateDir, bpffs: "/sys/fs/bpf", bpfAttach: "auto", tunBusyPollUs: 0, log: silentLogger });

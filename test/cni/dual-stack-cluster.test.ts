@@ -17,7 +17,7 @@ let c: Cluster;
 let plugins: ReturnType<typeof installPlugins>;
 const extra: Netns[] = [];
 const conf = { cniVersion: "1.1.0", name: "weft", type: "weft", bridge: "cni0" };
-const BACKENDS = (process.env["WEFT_DUAL_BACKENDS"] ?? "vxlan,ebpf,tun").split(",");
+const BACKENDS = ["vxlan", "ebpf", "tun"];
 
 beforeAll(async () => {
   c = await Cluster.create({ nodes: BACKENDS.length, podsPerNode: 0, backend: BACKENDS, ipv6: true });
