@@ -18,8 +18,8 @@ export const PACKET_REASONS = {
   // refused
   bad_desc: "a descriptor points outside the packet region, or has no headroom",
   truncated: "shorter than the headers it must hold",
-  not_ipv4: "not IPv4 (inner EtherType or IP version)",
-  malformed: "an IPv4, TCP or UDP header whose lengths do not add up",
+  not_ipv4: "neither IPv4 nor IPv6 (inner EtherType or IP version; the name predates IPv6)",
+  malformed: "an IPv4, IPv6, TCP or UDP header whose lengths do not add up",
   no_route: "no node owns the destination",
   local: "the destination is this node's own subnet (not encapsulated)",
   too_big: "the packet or its segments would not fit (65535 bytes, the device MTU)",
