@@ -11,7 +11,7 @@ import { Gauge, type Registry } from "prom-client";
 export function registerDatapathVariants(registry: Registry, paths: () => Readonly<Record<string, string>> | undefined): Gauge {
   return new Gauge({
     name: "weft_datapath_variant",
-    help: "1 for the variant of each fast/slow data-path piece in use (ebpf attach: tcx|tc; tun offloads: csum,tso4,uso4|...; tun udp_gro: on|off; tun udp_gso_segs: 128|64)",
+    help: "1 for the variant of each fast/slow data-path piece in use (ebpf attach: tcx|tc; tun offloads: csum,tso4,tso6,uso4,uso6|...; tun udp_gro: on|off; tun udp_gso_segs: 128|64)",
     labelNames: ["path", "variant"],
     registers: [registry],
     collect() {

@@ -80,7 +80,7 @@ export interface NetworkStatus {
   readonly counters: Readonly<Record<string, number>>;
   /**
    * Which variant of each path that has a fast and a slow one is in use, in
-   * words (e.g. {"attach": "tcx"}, {"offloads": "csum,tso4,uso4"}): never a
+   * words (e.g. {"attach": "tcx"}, {"offloads": "csum,tso4,tso6,uso4,uso6"}): never a
    * silent fallback.
    */
   readonly paths?: Readonly<Record<string, string>>;

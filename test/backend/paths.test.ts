@@ -7,17 +7,18 @@
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { registerDatapathVariants } from "../../src/backend/paths-metric.js";
-import { TUN_FAST_PATHS, TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, tunPaths } from "../../src/backend/tun/paths.js";
+import { TUN_FAST_PATHS, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, slowPathWarnings, tunPaths } from "../../src/backend/tun/paths.js";
 
 describe("tun path variants", () => {
   it("names the offloads the kernel took and the GRO state; only the full set is the fast path", () => {
-    const all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | 0x40; // USO6 comes with USO4 and is not ours to name
+    const all = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6;
     expect(tunPaths(all, true, 128)).toEqual(TUN_FAST_PATHS);
     expect(slowPathWarnings(tunPaths(all, true, 128))).toEqual([]);
-    const old = tunPaths(TUN_F_CSUM | TUN_F_TSO4, false, 64); // a kernel before 6.2, GRO refused
-    expect(old).toEqual({ offloads: "csum,tso4", udp_gro: "off", udp_gso_segs: "64" });
+    const old = tunPaths(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, false, 64); // a kernel before 6.2, GRO refused
+    expect(old).toEqual({ offloads: "csum,tso4,tso6", udp_gro: "off", udp_gso_segs: "64" });
+    expect(tunPaths(all & ~TUN_F_TSO6, true, 128).offloads).toBe("csum,tso4,uso4,uso6"); // IPv6 super-packets refused: said, not hidden
     expect(slowPathWarnings(old)).toEqual([
-      expect.objectContaining({ path: "offloads", variant: "csum,tso4", why: expect.stringMatching(/USO4 needs Linux 6\.2/) }),
+      expect.objectContaining({ path: "offloads", variant: "csum,tso4,tso6", why: expect.stringMatching(/USO4\/USO6 need Linux 6\.2/) }),
       expect.objectContaining({ path: "udp_gro", variant: "off", why: expect.stringMatching(/UDP_GRO/) }),
       expect.objectContaining({ path: "udp_gso_segs", variant: "64", why: expect.stringMatching(/at most 64 datagrams/) }),
     ]);

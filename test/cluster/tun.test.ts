@@ -37,12 +37,12 @@ describe("tun backend in a mixed cluster", () => {
     expect((await c.status(1)).backend).toBe("ebpf");
     expect((await c.status(2)).backend).toBe("vxlan");
     // The fast variant of every path this kernel offers (6.2+: USO on TUN; UDP_GRO), none silently slower.
-    expect((await c.status(0)).paths).toEqual({ offloads: "csum,tso4,uso4", udp_gro: "on", udp_gso_segs: "128" });
+    expect((await c.status(0)).paths).toEqual({ offloads: "csum,tso4,tso6,uso4,uso6", udp_gro: "on", udp_gso_segs: "128" });
     expect((await c.status(1)).paths).toEqual({ attach: "tcx" });
     expect((await c.status(2)).paths).toEqual({});
     expect(c.agentLog(0)).not.toMatch(/slow variant/);
     const printed = (await promisify(execFile)(process.execPath, ["bin/weft.js", "status", "--control-socket", c.files(0).socket], { encoding: "utf8" })).stdout;
-    expect(printed).toMatch(/^paths: +offloads csum,tso4,uso4 +udp_gro on +udp_gso_segs 128$/m);
+    expect(printed).toMatch(/^paths: +offloads csum,tso4,tso6,uso4,uso6 +udp_gro on +udp_gso_segs 128$/m);
     expect(await c.pingAll()).toEqual([]);
     for (const i of [0, 1, 2]) {
       for (const p of c.pods.filter((p) => p.node !== i)) await c.node(i).ns.exec(["ping", "-c", "1", "-W", "2", "-q", ip(p.addr)]);

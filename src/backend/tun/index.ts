@@ -9,7 +9,7 @@ import { NativeError, nativeLibraryPath } from "../../native/library.js";
 import { checked, loadShim } from "./shim.js";
 import { TunNetwork } from "./network.js";
 import type { Underlay } from "./worker.js";
-import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_USO4, slowPathWarnings, tunPaths } from "./paths.js";
+import { TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, slowPathWarnings, tunPaths } from "./paths.js";
 
 /** Sockets the sender spreads flows over (each has its own source port). */
 const TX_SOCKETS = 8;
@@ -89,7 +89,10 @@ export const tunBackend: Backend = {
       net.start();
       ctx.log.info({
         device, mtu, port: b.port, underlay, busyPollUs: ctx.tunBusyPollUs, txPorts: txFds.map((fd) => shim.udpPort(fd)),
-        offloads: { csum: (offloads[0]! & TUN_F_CSUM) !== 0, tso4: (offloads[0]! & TUN_F_TSO4) !== 0, uso4: (offloads[0]! & TUN_F_USO4) !== 0, udpGro },
+        offloads: {
+          csum: (offloads[0]! & TUN_F_CSUM) !== 0, tso4: (offloads[0]! & TUN_F_TSO4) !== 0, tso6: (offloads[0]! & TUN_F_TSO6) !== 0,
+          uso4: (offloads[0]! & TUN_F_USO4) !== 0, uso6: (offloads[0]! & TUN_F_USO6) !== 0, udpGro,
+        },
         paths,
       }, "tun data path ready");
       return net;

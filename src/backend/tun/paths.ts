@@ -1,9 +1,10 @@
 /**
  * The tun data path's fast and slow variants, in words for `weft status`
  * and the weft_datapath_variant metric (NetworkStatus.paths):
- *   offloads  the TUN_F_* flags the kernel took: "csum,tso4,uso4" (64 KB TCP
- *             and UDP super-packets), "csum,tso4" (kernels before 6.2: UDP
- *             arrives one datagram per read)
+ *   offloads  the TUN_F_* flags the kernel took: "csum,tso4,tso6,uso4,uso6"
+ *             (64 KB TCP and UDP super-packets of both families),
+ *             "csum,tso4,tso6" (kernels before 6.2: UDP arrives one datagram
+ *             per read)
  *   udp_gro   "on": equal datagrams of a flow arrive coalesced in one receive
  *             buffer; "off": one datagram per receive
  *   udp_gso_segs  datagrams one UDP_SEGMENT send carries: "128", or "64" on
@@ -15,15 +16,15 @@
 /** linux/if_tun.h */
 export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;
-/** Requested with TSO4 (asm/tun-tx.ts cuts IPv6 super-packets too); not named in `offloads`, which keeps its IPv4-era words. */
 export const TUN_F_TSO6 = 0x04;
 export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
 
 /** Every variant at its fastest. */
-export const TUN_FAST_PATHS: Readonly<Record<string, string>> = { offloads: "csum,tso4,uso4", udp_gro: "on", udp_gso_segs: "128" };
+export const TUN_FAST_PATHS: Readonly<Record<string, string>> = { offloads: "csum,tso4,tso6,uso4,uso6", udp_gro: "on", udp_gso_segs: "128" };
 
 export function tunPaths(offloadFlags: number, udpGro: boolean, udpSegs: number): Record<string, string> {
-  const on = ([["csum", TUN_F_CSUM], ["tso4", TUN_F_TSO4], ["uso4", TUN_F_USO4]] as const).filter(([, f]) => (offloadFlags & f) !== 0).map(([n]) => n);
+  const on = ([["csum", TUN_F_CSUM], ["tso4", TUN_F_TSO4], ["tso6", TUN_F_TSO6], ["uso4", TUN_F_USO4], ["uso6", TUN_F_USO6]] as const).filter(([, f]) => (offloadFlags & f) !== 0).map(([n]) => n);
   return { offloads: on.length > 0 ? on.join(",") : "none", udp_gro: udpGro ? "on" : "off", udp_gso_segs: String(udpSegs) };
 }
 
@@ -33,7 +34,7 @@ export function slowPathWarnings(paths: Readonly<Record<string, string>>): { pat
   if (paths["offloads"] !== TUN_FAST_PATHS["offloads"]) {
     out.push({
       path: "offloads", variant: paths["offloads"] ?? "none",
-      why: "the kernel refused some TUN offloads (USO4 needs Linux 6.2): packets without them are read one by one, not as 64 KB super-packets",
+      why: "the kernel refused some TUN offloads (USO4/USO6 need Linux 6.2): packets without them are read one by one, not as 64 KB super-packets",
     });
   }
   if (paths["udp_gro"] !== "on") {
