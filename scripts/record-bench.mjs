@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Records one benchmark run as the evidence the status table reads (bench/results/<name>.json):
-//   node scripts/record-bench.mjs <name> "<machine note>" -- npm run bench:dataplane -- --family 6 --json
+//   node scripts/record-bench.mjs <name> "<machine note>" -- npm run --silent bench:dataplane -- --family 6 --json
+// (the status table's check wants the command as a package.json benchmark script: npm run bench:<name>).
 // The command runs from an argv array (no shell); its stdout lines that parse as JSON objects are
 // the run's `json` documents, the other lines its `log`. The commit, date, Node and kernel are recorded
 // with it. A run that fails, or prints no JSON, writes nothing.
@@ -47,7 +48,7 @@ if (json.length === 0) {
   console.error("record-bench: the command printed no JSON document (pass --json); nothing recorded");
   process.exit(1);
 }
-const doc = { command: argv.join(" "), commit, date: new Date().toISOString().replace(/\.\d+Z$/, "Z"), node: process.version, kernel: release(), machine, json, log };
+const doc = { command: argv.filter((a) => a !== "--silent").join(" "), commit, date: new Date().toISOString().replace(/\.\d+Z$/, "Z"), node: process.version, kernel: release(), machine, json, log };
 const path = join(root, "bench", "results", `${name}.json`);
 writeFileSync(path, `${JSON.stringify(doc, null, 1)}\n`);
 console.error(`record-bench: wrote ${path}`);
