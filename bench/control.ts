@@ -1,5 +1,5 @@
 /**
- * `npm run bench:control [-- --json] [-- --nodes N] [-- --subnet-len L] [-- --changes K] [-- --verbose]`
+ * `npm run bench:control [-- --json] [-- --nodes N] [-- --subnet-len L] [-- --family 4|6] [-- --changes K] [-- --verbose]`
  *
  * The control plane at scale: N simulated node leases (default 5,000) in a
  * real etcd; one real agent in a network namespace. Measures the time from
@@ -7,6 +7,10 @@
  * from one lease change in etcd to the change applied (p50/p99), and the
  * agent's RSS. Also times iproute2 batch programming against one `ip`
  * process per object, the choice the vxlan backend rests on.
+ *
+ * `--family 6`: an IPv6-only network (2001:db8:1::/48, /64 per node: 65,535
+ * subnets) whose simulated nodes have unique IPv6 PublicIPs, so that 20,000
+ * and more nodes fit the test addresses (IPv4 leaves room for 16,332).
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -17,7 +21,8 @@ import { formatIpv4 } from "../src/common/ipv4.js";
 import { Cluster } from "../src/harness/cluster.js";
 import { run } from "../src/common/exec.js";
 import { Netns } from "../src/harness/netns.js";
-import { encodeLeaseAttrs } from "../src/subnet/lease.js";
+import { encodeLeaseAttrs, NO_IPV4, subnetKey } from "../src/subnet/lease.js";
+import { formatCidr6, parseCidr6 } from "../src/common/ipv6.js";
 import { benchArgs } from "./args.js";
 import type { Figure } from "./report/schema.js";
 
@@ -27,17 +32,23 @@ const args = benchArgs("bench:control", {
   backend: { type: "string", default: "vxlan", choices: ["vxlan", "ebpf", "tun"], help: "the agent's backend (vxlan: the kernel objects are checked one by one; ebpf: map sizes; tun: WASM table sizes)" },
   "subnet-len": { type: "number", default: 29, min: 24, max: 30, integer: true, help: "the cluster network 198.18.0.0/16's subnet length (/29: 8,192 subnets, /30: 16,384)" },
   changes: { type: "number", default: 100, min: 0, integer: true, help: "lease changes timed after the full sync" },
+  family: { type: "string", default: "4", choices: ["4", "6"], help: "6: an IPv6-only network (2001:db8:1::/48 in /64s, IPv6 PublicIPs), room for 65,383 nodes" },
   verbose: { type: "boolean", help: "print every change latency and the agent's last log lines" },
 }, {
   seconds: "it runs a fixed amount of work (a full sync of --nodes leases, then --changes changes); size it with those",
 });
 const json = args.json;
 const NODES = args.nodes;
-const LEN = args["subnet-len"];
-/** Subnets of the cluster network 198.18.0.0/16 at --subnet-len. */
-const SUBNETS = 2 ** (LEN - 16);
+const V6 = args.family === "6";
+const LEN = V6 ? 64 : args["subnet-len"];
+/** Subnets of the cluster network 198.18.0.0/16 at --subnet-len (IPv6: 2001:db8:1::/48 in /64s, less the first, which flannel skips). */
+const SUBNETS = V6 ? 2 ** 16 - 1 : 2 ** (LEN - 16);
 /** The agent's own subnet, the 50 subnets the changes use and the 100 that join at once come out of the same range. */
-if (NODES > SUBNETS - 152) {
+if (V6 && NODES > SUBNETS - 152) {
+  console.error(`bench:control: --nodes ${NODES} does not fit 2001:db8:1::/48 in /64s: at most ${SUBNETS - 152} nodes`);
+  process.exit(2);
+}
+if (!V6 && NODES > SUBNETS - 152) {
   console.error(`bench:control: --nodes ${NODES} does not fit the cluster network 198.18.0.0/16 at /${LEN}: it has ${SUBNETS} subnets, ` +
     `of which the agent takes one, the changes 50 and the joins 100 (at most ${SUBNETS - 152} nodes)${LEN < 30 ? `; use --subnet-len ${Math.min(30, LEN + Math.ceil(Math.log2((NODES + 152) / SUBNETS)))}` : ""}. ` +
     "The simulated PublicIPs (198.19.0.0/16, outside the cluster network and unique, as the agent requires) allow 65,534.");
@@ -56,6 +67,14 @@ const log = (s: string): void => (json ? console.error(s) : console.log(s));
 function simLease(i: number): { key: string; value: string } {
   const pub = (0xc6130000 + i + 1) >>> 0;
   const mac = Uint8Array.of(0x02, 0x5e, (i >> 16) & 255, (i >> 8) & 255, i & 255, 0x01);
+  if (V6) {
+    // IPv6 only: key 0.0.0.0-0&<v6>-64, PublicIP 0.0.0.0, PublicIPv6 2001:db8:fe::<i+1> (unique, outside the network and the underlay).
+    const subnet6 = parseCidr6(subnetOf(i));
+    return {
+      key: `/coreos.com/network/subnets/${subnetKey(NO_IPV4, subnet6)}`,
+      value: encodeLeaseAttrs({ publicIp: 0, backendType: "vxlan", vni: 1, vtepMac: mac, publicIpv6: (0x20010db800fen << 80n) + BigInt(i + 1), v6: { vni: 1, vtepMac: mac } }),
+    };
+  }
   return {
     key: `/coreos.com/network/subnets/${subnetOf(i).replace("/", "-")}`,
     value: encodeLeaseAttrs({ publicIp: pub, backendType: "vxlan", vni: 1, vtepMac: mac }),
@@ -64,8 +83,12 @@ function simLease(i: number): { key: string; value: string } {
 
 /** Simulated node i's subnet, as `ip route` prints it. */
 function subnetOf(i: number): string {
+  if (V6) return formatCidr6({ addr: (0x20010db80001n << 80n) + (BigInt(i + 1) << 64n), len: 64 });
   return `${formatIpv4((0xc6120000 + (i + 1) * 2 ** (32 - LEN)) >>> 0)}/${LEN}`;
 }
+
+/** The vxlan backend's device for the family benched. */
+const DEVICE = V6 ? "weft-v6.1" : "weft.1";
 
 /** Runs `f` n times one after another; each run's milliseconds. */
 async function times(n: number, f: () => Promise<unknown>): Promise<number[]> {
@@ -138,14 +161,16 @@ async function netlinkComparison(): Promise<{ batchPerPeerUs: number; execPerPee
  */
 async function checkKernel(c: Cluster, expected: ReadonlySet<string>, when: string): Promise<{ routes: number; neigh: number; fdb: number }> {
   const ns = c.node(0).ns;
-  const routes = (await ns.exec(["ip", "route", "show", "dev", "weft.1"])).split("\n").map((l) => l.trim().split(" ")[0] ?? "").filter(Boolean);
-  const neigh = (await ns.exec(["ip", "neigh", "show", "dev", "weft.1"])).split("\n").filter((l) => l.includes("PERMANENT")).length;
-  const fdb = (await ns.exec(["bridge", "fdb", "show", "dev", "weft.1"])).split("\n").filter((l) => / dst \d/.test(l)).length;
+  const f = V6 ? "-6" : "-4";
+  // Peer routes are the onlink ones via a gateway (an IPv6 device also has its own address's and fe80::/64).
+  const routes = (await ns.exec(["ip", f, "route", "show", "dev", DEVICE])).split("\n").filter((l) => l.includes(" via ")).map((l) => l.trim().split(" ")[0] ?? "").filter(Boolean);
+  const neigh = (await ns.exec(["ip", f, "neigh", "show", "dev", DEVICE])).split("\n").filter((l) => l.includes("PERMANENT")).length;
+  const fdb = (await ns.exec(["bridge", "fdb", "show", "dev", DEVICE])).split("\n").filter((l) => / dst [\da-f]/.test(l)).length;
   const got = new Set(routes);
   const missing = [...expected].filter((s) => !got.has(s));
   const extra = routes.filter((s) => !expected.has(s));
   if (missing.length > 0 || extra.length > 0 || routes.length !== expected.size || neigh !== expected.size || fdb !== expected.size) {
-    throw new Error(`${when}: the kernel does not match the ${expected.size} leases: ${routes.length} routes on weft.1 ` +
+    throw new Error(`${when}: the kernel does not match the ${expected.size} leases: ${routes.length} routes on ${DEVICE} ` +
       `(${missing.length} missing, e.g. ${missing.slice(0, 3).join(" ")}; ${extra.length} not from a lease, e.g. ${extra.slice(0, 3).join(" ")}), ` +
       `${neigh} permanent neighbours, ${fdb} FDB entries`);
   }
@@ -154,7 +179,10 @@ async function checkKernel(c: Cluster, expected: ReadonlySet<string>, when: stri
 
 async function main(): Promise<void> {
   log(`bench:control: ${NODES} simulated leases, ${CHANGES} changes`);
-  const c = await Cluster.create({ nodes: 1, podsPerNode: 0, manualNodes: [0], network: "198.18.0.0/16", subnetLen: LEN, backend: args.backend });
+  const c = await Cluster.create({
+    nodes: 1, podsPerNode: 0, manualNodes: [0], backend: args.backend,
+    ...(V6 ? { ipv6Only: true, ipv6Network: "2001:db8:1::/48", ipv6SubnetLen: 64 } : { network: "198.18.0.0/16", subnetLen: LEN }),
+  });
   const reg = c.registry();
   try {
     const lease = await reg.grant(86400);
@@ -186,13 +214,13 @@ async function main(): Promise<void> {
     const vxlan = args.backend === "vxlan";
     if (vxlan) {
       const synced = await checkKernel(c, expected, "after the full sync");
-      log(`kernel after the full sync: ${synced.routes} routes, ${synced.neigh} neighbours, ${synced.fdb} FDB entries on weft.1 (= ${NODES} leases)`);
+      log(`kernel after the full sync: ${synced.routes} routes, ${synced.neigh} neighbours, ${synced.fdb} FDB entries on ${DEVICE} (= ${NODES} leases)`);
     }
     const tables = args.backend === "ebpf" ? await bpfMapSizes(c) : args.backend === "tun" ? wasmTableSizes() : undefined;
     if (tables) log(`${args.backend} tables with ${NODES} peers: ${tables.text}`);
 
     // Changes: 50 simulated leases from the top of the range (above the first NODES), leaving out the agent's own.
-    const own = (await c.status(0)).subnet;
+    const own = V6 ? (await c.status(0)).subnet6 : (await c.status(0)).subnet;
     const spare: number[] = [];
     for (let i = SUBNETS - 2; spare.length < 150 && i >= NODES; i--) if (subnetOf(i) !== own) spare.push(i);
     const pool = spare.slice(0, 50);
@@ -255,7 +283,7 @@ async function main(): Promise<void> {
     const after = vxlan ? await checkKernel(c, expected, `after ${CHANGES} changes`) : { routes: NaN, neigh: NaN, fdb: NaN };
     if (args.verbose) log(`latencies (ms): ${lat.map((x) => x.toFixed(0)).join(" ")}`);
     log(`change applied: p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms (${CHANGES} changes: add/delete one lease)`);
-    log(`agent RSS: ${rss.toFixed(0)} MB${vxlan ? `; kernel after the changes: ${after.routes} routes, ${after.neigh} neighbours, ${after.fdb} FDB entries on weft.1 (= ${expected.size} leases)` : ""}`);
+    log(`agent RSS: ${rss.toFixed(0)} MB${vxlan ? `; kernel after the changes: ${after.routes} routes, ${after.neigh} neighbours, ${after.fdb} FDB entries on ${DEVICE} (= ${expected.size} leases)` : ""}`);
     const nl = await netlinkComparison();
     log(`iproute2: batch ${nl.batchPerPeerUs.toFixed(1)} us/object vs one process per object ${nl.execPerPeerUs.toFixed(0)} us/object (${(nl.execPerPeerUs / nl.batchPerPeerUs).toFixed(0)}x)`);
     if (json) {
@@ -279,7 +307,7 @@ async function main(): Promise<void> {
           higherIsBetter: false, rounds: [r1(nl.batchPerPeerUs)], summary: "only", baseline: { name: "one ip process per object", value: Math.round(nl.execPerPeerUs), rounds: [Math.round(nl.execPerPeerUs)] } },
       ];
       console.log(JSON.stringify({
-        nodes: NODES, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
+        nodes: NODES, family: V6 ? 6 : 4, full_sync_ms: Math.round(fullSync), change_p50_ms: +pct(lat, 50).toFixed(1),
         backend: args.backend, ...(tables ? { table_bytes: tables.bytes } : {}), ...(Number.isFinite(joinMs) ? { join100_ms: Math.round(joinMs) } : {}),
         change_p99_ms: +pct(lat, 99).toFixed(1), rss_mb: Math.round(rss), status_ms: r1(statusP50), status_kib: Math.round(statusBytes / 1024), kernel_routes: after.routes, figures,
       }));
