@@ -2,7 +2,7 @@ import { ConfigError } from "../common/errors.js";
 import { formatCidr, formatIpv4 } from "../common/ipv4.js";
 import { formatIpv6 } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
-import { applyMasq, masqPresent, type MasqScope } from "../backend/masq.js";
+import { applyMasq, masqPresent, masqScope } from "../backend/masq.js";
 import { registerDatapathVariants } from "../backend/paths-metric.js";
 import { backendCandidates, registerFirst } from "../backend/select.js";
 import type { Backend, EndpointKey, EndpointSpec, ExternalInterface, Network } from "../backend/types.js";
@@ -23,7 +23,7 @@ import { probeEndpoints } from "../common/etcd-probe.js";
 import type { SharedEtcdClient } from "../common/etcd-client.js";
 import { chooseInterface, forwardingProblems, requireFamilies } from "./iface.js";
 import { ApplyQueue } from "./apply-queue.js";
-import { Waits } from "./waits.js";
+import { explainBreaker, Waits } from "./waits.js";
 import { AgentMetrics } from "./metrics.js";
 import { agentCounters, agentStatus, isReady, type AgentCounters, type AgentStatus, type PeerWindow, type Readiness, type StatusParts } from "./status.js";
 import { NodeDns } from "./dns.js";
@@ -342,8 +342,11 @@ export class Agent {
     this.ready.etcd = false;
     this.metrics.counts.etcdErrors++;
     const probes = await probeEndpoints(etcdClientOptions(this.opts));
-    this.waits.report("etcd", `${(e as Error).message}; ${probes.join("; ")} (the data path keeps working)`);
+    this.waits.report("etcd", `${explainBreaker((e as Error).message, this.etcdFailures)}; ${probes.join("; ")} (the data path keeps working)`);
   }
+
+  /** The last etcd failures that were not the client's circuit breaker, so a paused client still says why it paused. */
+  private readonly etcdFailures: string[] = [];
 
   readiness(): Readiness {
     const r = { ...this.ready, routesSynced: this.watcher?.synced ?? false };
@@ -409,12 +412,4 @@ function readCachedConfig(path: string): { config: NetworkConfig; text: string }
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
-}
-
-/** What --ip-masq covers: each family the network runs, with this node's subnet of it. */
-function masqScope(cfg: NetworkConfig, l: Lease): MasqScope {
-  return {
-    v4: cfg.enableIpv4 ? { cluster: cfg.network, pod: l.subnet } : undefined,
-    v6: cfg.ipv6 && l.subnet6 ? { cluster: cfg.ipv6.network, pod: l.subnet6 } : undefined,
-  };
 }

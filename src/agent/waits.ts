@@ -51,3 +51,17 @@ export class Waits {
     return [...this.open].map(([what, w]) => ({ what, error: w.error, since: new Date(w.since).toISOString(), attempts: w.attempts }));
   }
 }
+
+/**
+ * The etcd client stops calling a host for a while after failures in a row
+ * ("circuit breaker is open"), which says nothing of why: name the failure
+ * before the pause (kept in `seen`, the last non-breaker messages).
+ */
+export function explainBreaker(msg: string, seen: string[]): string {
+  if (!/circuit breaker is open/i.test(msg)) {
+    seen.splice(0, seen.length, msg);
+    return msg;
+  }
+  const before = seen[0];
+  return before === undefined ? msg : `${msg}: the etcd client pauses calls after failures in a row; the failure before the pause: ${before}`;
+}

@@ -1,6 +1,8 @@
 import { formatCidr, type Ipv4Prefix } from "../common/ipv4.js";
 import { formatCidr6, type Ipv6Prefix } from "../common/ipv6.js";
 import { run } from "../common/exec.js";
+import type { Lease } from "../subnet/lease.js";
+import type { NetworkConfig } from "../subnet/network-config.js";
 
 /**
  * --ip-masq: masquerade pod traffic that leaves the cluster network, with
@@ -63,4 +65,12 @@ export async function masqPresent(family: "ip" | "ip6" = "ip"): Promise<boolean>
 export async function removeMasq(): Promise<void> {
   await run(["nft", "delete", "table", "ip", MASQ_TABLE]).catch(() => undefined);
   await run(["nft", "delete", "table", "ip6", MASQ_TABLE]).catch(() => undefined);
+}
+
+/** What --ip-masq covers: each family the network runs, with this node's subnet of it. */
+export function masqScope(cfg: NetworkConfig, l: Lease): MasqScope {
+  return {
+    v4: cfg.enableIpv4 ? { cluster: cfg.network, pod: l.subnet } : undefined,
+    v6: cfg.ipv6 && l.subnet6 ? { cluster: cfg.ipv6.network, pod: l.subnet6 } : undefined,
+  };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { forwardingProblems, requireFamilies } from "../../src/agent/iface.js";
+import { explainBreaker } from "../../src/agent/waits.js";
 import type { ExternalInterface } from "../../src/backend/types.js";
 import { parseIpv6 } from "../../src/common/ipv6.js";
 
@@ -27,5 +28,15 @@ describe("what the network needs of the node", () => {
     expect(forwardingProblems({ enableIpv4: true, ipv6: {} }, () => {
       throw new Error("ENOENT");
     })).toEqual([]);
+  });
+});
+
+describe("an etcd client that paused itself says why", () => {
+  it("names the failure before the circuit breaker opened", () => {
+    const seen: string[] = [];
+    expect(explainBreaker("listing /x failed: deadline exceeded", seen)).toBe("listing /x failed: deadline exceeded");
+    expect(explainBreaker("listing /x failed: Execution prevented because the circuit breaker is open", seen))
+      .toMatch(/circuit breaker is open: the etcd client pauses calls after failures in a row; the failure before the pause: listing \/x failed: deadline exceeded$/);
+    expect(explainBreaker("Execution prevented because the circuit breaker is open", [])).toBe("Execution prevented because the circuit breaker is open");
   });
 });
