@@ -64,6 +64,9 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     // watch would stay away that long. Retry every 2 s at most instead.
     // (etcd3 types this as a backoff instance but calls .next() on it, as on cockatiel's factory.)
     faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
+    // gRPC refuses answers past 4 MB by default; listings come in pages (listPrefix), and a page of
+    // LIST_PAGE keys stays far below this unless values are huge (etcd takes up to 1.5 MB each).
+    grpcOptions: { "grpc.max_receive_message_length": MAX_ANSWER_BYTES },
   };
   if (tls) {
     muteIpServernameWarning();
@@ -125,4 +128,56 @@ export async function watchPrefix(
     onError(e);
   });
   return w;
+}
+
+/** Keys a listing asks for per page: a page of ordinary leases or registry entries is well under 1 MB. */
+export const LIST_PAGE = 1000;
+/** The largest answer the client takes from etcd (gRPC's default is 4 MB). */
+export const MAX_ANSWER_BYTES = 64 * 2 ** 20;
+
+/**
+ * Every key under `prefix` at one revision, in pages: a large cluster's
+ * listing is past gRPC's 4 MB message limit in one range (24,000 IPv6
+ * leases are about 5 MB), and a page of hostile huge values halves the page
+ * until it fits. The pages after the first read at the first one's
+ * revision, so the whole is one consistent snapshot and a watch resumes
+ * right after it.
+ */
+export async function listPrefix(client: Etcd3, prefix: string, page = LIST_PAGE): Promise<{ kvs: IKeyValue[]; revision: string }> {
+  const end = prefixEnd(Buffer.from(prefix));
+  const kvs: IKeyValue[] = [];
+  let start = Buffer.from(prefix);
+  let revision: string | undefined;
+  let size = page;
+  for (;;) {
+    const q = client.getAll().inRange({ start, end }).limit(size);
+    if (revision !== undefined) q.revision(revision);
+    let res;
+    try {
+      res = await q.exec();
+    } catch (e) {
+      if (size > 1 && /larger than max|RESOURCE_EXHAUSTED/i.test((e as Error).message)) {
+        size = Math.max(1, Math.floor(size / 2));
+        continue;
+      }
+      throw e;
+    }
+    revision ??= res.header.revision;
+    kvs.push(...res.kvs);
+    const last = res.kvs[res.kvs.length - 1];
+    if (!res.more || !last) return { kvs, revision };
+    start = Buffer.concat([last.key, Buffer.of(0)]);
+  }
+}
+
+/** The first key after every key that starts with `p` (etcd's prefix range end). */
+function prefixEnd(p: Buffer): Buffer {
+  const end = Buffer.from(p);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if ((end[i] ?? 0) < 0xff) {
+      end[i] = (end[i] ?? 0) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.of(0); // every key
 }

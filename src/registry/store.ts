@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import { ConfigError, WeftError } from "../common/errors.js";
-import { clientFrom, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
+import { clientFrom, listPrefix, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { RegistryEntryError, RegistryUnavailableError, type EntryIssue } from "./errors.js";
 import {
@@ -226,7 +226,7 @@ export class ServiceRegistry {
   async snapshot(): Promise<RegistrySnapshot> {
     let res;
     try {
-      res = await this.client.getAll().prefix(`${this.prefix}/`).exec();
+      res = await listPrefix(this.client, `${this.prefix}/`);
     } catch (e) {
       throw this.unavailable(`listing ${this.prefix}/`, e);
     }
@@ -241,7 +241,7 @@ export class ServiceRegistry {
       } else if (d.kind === "service") services.push(d.value);
       else endpoints.push(d.value);
     }
-    return { revision: res.header.revision, services, endpoints, skipped };
+    return { revision: res.revision, services, endpoints, skipped };
   }
 
   /** An entry from a key-value, or why it is skipped (with the key it names, when well-formed). */

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
-import { clientFrom, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
+import { clientFrom, listPrefix, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { RegistryUnavailableError } from "./errors.js";
 
 export { RegistryUnavailableError };
@@ -98,7 +98,7 @@ export class SubnetRegistry {
   async listLeases(): Promise<LeaseSnapshot> {
     let res;
     try {
-      res = await this.client.getAll().prefix(this.subnetsPrefix).exec();
+      res = await listPrefix(this.client, this.subnetsPrefix);
     } catch (e) {
       throw new RegistryUnavailableError(`listing ${this.subnetsPrefix}`, e);
     }
@@ -109,7 +109,7 @@ export class SubnetRegistry {
       if ("reason" in r) skipped.push(r);
       else leases.push(r);
     }
-    return { leases, skipped, revision: res.header.revision };
+    return { leases, skipped, revision: res.revision };
   }
 
   /** One lease key (relative to the subnets prefix): the lease, undefined when absent or unreadable. */
