@@ -15,6 +15,9 @@ import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type De
  * programming fails half-way is undone and retried by the next reconcile,
  * which also recreates the device if someone deleted it.
  */
+/** Peers programmed per iproute2 batch (each batch: their neighbours, then FDB entries, then routes). */
+const PEER_CHUNK = 1000;
+
 /** One family's device and the peers programmed on it (IPv4: weft.<VNI>; IPv6: weft-v6.<VNI>). */
 interface Family {
   readonly spec: DeviceSpec;
@@ -93,19 +96,29 @@ export class VxlanNetwork implements Network {
     });
   }
 
+  /**
+   * Programs a diff on one family's device, PEER_CHUNK peers at a time: a
+   * full sync of 20,000 peers otherwise holds 60,000 command lines at once
+   * (about 22 MB of heap at the agent's peak), for no gain in speed.
+   */
   private async applyNow(f: Family, removeAll: readonly Lease[], addAll: readonly Lease[]): Promise<void> {
     this.generation++;
     const remove = removeAll.filter((l) => f.view(l));
     const add = addAll.filter((l) => f.view(l));
-    if (remove.length > 0) {
-      await programPeers(remove.map((l) => this.lines(f, l, "del")), "del", this.runner);
-      for (const l of remove) {
-        const k = this.name(f, l);
-        f.programmed.delete(k);
-        f.failed.delete(k);
-      }
+    for (let i = 0; i < remove.length; i += PEER_CHUNK) await this.removeChunk(f, remove.slice(i, i + PEER_CHUNK));
+    for (let i = 0; i < add.length; i += PEER_CHUNK) await this.addChunk(f, add.slice(i, i + PEER_CHUNK));
+  }
+
+  private async removeChunk(f: Family, remove: readonly Lease[]): Promise<void> {
+    await programPeers(remove.map((l) => this.lines(f, l, "del")), "del", this.runner);
+    for (const l of remove) {
+      const k = this.name(f, l);
+      f.programmed.delete(k);
+      f.failed.delete(k);
     }
-    if (add.length === 0) return;
+  }
+
+  private async addChunk(f: Family, add: readonly Lease[]): Promise<void> {
     const failed = await programPeers(add.map((l) => this.lines(f, l, "add")), "add", this.runner);
     const undo: Lease[] = [];
     add.forEach((l, i) => {
