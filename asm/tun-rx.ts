@@ -250,10 +250,20 @@ function merge6(ip: usize, tot: u32): bool {
   const f = mFirst;
   if (tot <= mHdrs || tot - mHdrs > mMss || mTotal + tot - mHdrs > 65535 || mSegs >= MERGE_SEGS) return false;
   if (load<u32>(ip) != load<u32>(f) || load<u8>(ip, 6) != 6 || load<u8>(ip, 7) != load<u8>(f, 7) || memory.compare(ip + 8, f + 8, 32) != 0) return false;
-  const t = ip + 40;
-  const ft = f + 40;
+  return mergeTcp(ip, f, 40, tot);
+}
+
+/**
+ * The TCP half of merge() and merge6(), the IP header (`ipLen` bytes) being
+ * checked: same ports, ack, window and options; the next sequence number;
+ * only ACK, PSH and FIN. Appends the payload to the open unit.
+ */
+@inline
+function mergeTcp(ip: usize, f: usize, ipLen: u32, tot: u32): bool {
+  const t = ip + <usize>ipLen;
+  const ft = f + <usize>ipLen;
   if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
-  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 60) != 0) return false;
+  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - ipLen - 20) != 0) return false;
   const flags = <u32>load<u8>(t, TCP_FLAGS);
   if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
   const size = tot - mHdrs;
@@ -263,7 +273,7 @@ function merge6(ip: usize, tot: u32): bool {
   mNextSeq += size;
   if (size < mMss || (flags & (TCP_PSH | TCP_FIN)) != 0) {
     mEndFlags = flags & (TCP_PSH | TCP_FIN);
-    mergeable = false;
+    mergeable = false; // GRO ends a super-packet here
   }
   return true;
 }
@@ -347,22 +357,7 @@ function merge(ip: usize, tot: u32): bool {
   if (load<u8>(ip) != 0x45 || load<u64>(ip, 12) != load<u64>(f, 12) || load<u8>(ip, 9) != 6) return false;
   if (load<u16>(ip) != load<u16>(f) || load<u8>(ip, 8) != load<u8>(f, 8)) return false;
   if ((load<u16>(ip, 6) & 0xffbf) != 0 || load<u16>(ip, 6) != load<u16>(f, 6)) return false;
-  const t = ip + 20;
-  const ft = f + 20;
-  if (load<u32>(t) != load<u32>(ft) || load<u32>(t, 8) != load<u32>(ft, 8) || load<u16>(t, 14) != load<u16>(ft, 14)) return false;
-  if (load<u8>(t, 12) != load<u8>(ft, 12) || memory.compare(t + 20, ft + 20, mHdrs - 40) != 0) return false;
-  const flags = <u32>load<u8>(t, TCP_FLAGS);
-  if ((flags & ~(TCP_ACK | TCP_PSH | TCP_FIN)) != 0 || bswap<u32>(load<u32>(t, 4)) != mNextSeq) return false;
-  const size = tot - mHdrs;
-  addIov(ip + <usize>mHdrs, size);
-  mTotal += size;
-  mSegs++;
-  mNextSeq += size;
-  if (size < mMss || (flags & (TCP_PSH | TCP_FIN)) != 0) {
-    mEndFlags = flags & (TCP_PSH | TCP_FIN);
-    mergeable = false; // GRO ends a super-packet here
-  }
-  return true;
+  return mergeTcp(ip, f, 20, tot);
 }
 
 /** Closes the open unit; several segments become one TSO packet with a partial checksum. */

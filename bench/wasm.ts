@@ -17,7 +17,7 @@ import * as abi from "../asm/abi.js";
 import { WasmCore } from "../src/dataplane/core/wasm-core.js";
 import { DEFAULT_TUNNEL, type PeerEntry } from "../src/dataplane/core/types.js";
 import { RefLpm } from "../src/dataplane/reference/lpm.js";
-import { RefLpm6 } from "../src/dataplane/reference/lpm6.js";
+import { RefLpm6 } from "../src/dataplane/reference/lpm.js";
 import { ipv6Bytes, maskOf6 } from "../src/common/ipv6.js";
 import { RefTunnel } from "../src/dataplane/reference/tunnel.js";
 import { inetChecksum } from "../src/dataplane/reference/checksum.js";

@@ -3,7 +3,7 @@ import { ipv6Bytes, maskOf6, parseCidr6, parseIpv6 } from "../../src/common/ipv6
 import { parseCidr, parseIpv4 } from "../../src/common/ipv4.js";
 import { CoreError } from "../../src/common/errors.js";
 import { WasmCore } from "../../src/dataplane/core/wasm-core.js";
-import { RefLpm6 } from "../../src/dataplane/reference/lpm6.js";
+import { RefLpm6 } from "../../src/dataplane/reference/lpm.js";
 import { randInt, rng } from "../helpers/packets.js";
 
 const small = { maxPeers: 16, maxRules: 1024, maxRules6: 50_000, slots: 4, maxBatch: 1024 };

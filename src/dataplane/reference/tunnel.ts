@@ -4,8 +4,7 @@ import type { PeerEntry, TunnelConfig } from "../core/types.js";
 import { maskOf } from "../../common/ipv4.js";
 import { csumReplace16, sum16 } from "./checksum.js";
 import { flowHash, flowSport } from "./flow.js";
-import { RefLpm } from "./lpm.js";
-import { RefLpm6 } from "./lpm6.js";
+import { RefLpm, RefLpm6 } from "./lpm.js";
 import { maskOf6 } from "../../common/ipv6.js";
 
 /**
