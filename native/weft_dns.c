@@ -41,34 +41,37 @@ static __thread struct iovec diovs[DNS_MAX_BATCH];
 static __thread struct sockaddr_in daddrs[DNS_MAX_BATCH];
 static __thread char dctrl[DNS_MAX_BATCH][CMSG_SPACE(sizeof(struct in_pktinfo))];
 
-/* A UDP socket for queries on ip:port (host order), with IP_PKTINFO when ip
- * is 0.0.0.0. No SO_REUSEADDR: on UDP it would let a second server share
- * the port silently (UDP has no TIME_WAIT, so a restarted agent binds again
- * at once without it). */
-int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)
+/* Both families: a non-blocking UDP socket with the receive buffer asked
+ * for, each option {level, name, wanted} set to 1 when wanted (the PKTINFO
+ * a wildcard bind needs; IPV6_V6ONLY), bound to `a`. The socket, or -errno. */
+static int open_udp(int family, const struct sockaddr *a, socklen_t alen, int rcvbuf, const int (*opts)[3], int nopts)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(ip) };
 	int one = 1;
-	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
 	if (fd < 0)
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	if ((ip == 0 && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) < 0) ||
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	for (int i = 0; i < nopts; i++) {
+		if (opts[i][2] && setsockopt(fd, opts[i][0], opts[i][1], &one, sizeof(one)) < 0)
+			goto fail;
 	}
+	if (bind(fd, a, alen) < 0)
+		goto fail;
 	return fd;
+fail:;
+	int e = errno;
+
+	close(fd);
+	return -e;
 }
 
-/* Waits up to timeout_ms for a query, then takes up to max of them: message
- * i at buf + i * slot, meta as laid out above. A datagram longer than the
- * slot is cut (its length says so: = slot). Returns n, 0 on timeout, or
- * -errno. */
-int weft_dns_recv(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, int timeout_ms)
+/* Both families: waits up to timeout_ms for a datagram, then points
+ * messages [0, max) at their slots, address and control buffers. Returns
+ * the batch size to ask recvmmsg for, 0 on timeout, or -errno. */
+static int prepare_recv(int fd, int timeout_ms, int max, struct mmsghdr *msgs, struct iovec *iovs, uint8_t *buf, uint32_t slot,
+			void *addrs, size_t alen, void *ctrl, size_t clen)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	int r = poll(&p, 1, timeout_ms);
@@ -80,17 +83,65 @@ int weft_dns_recv(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, i
 	if (max > DNS_MAX_BATCH)
 		max = DNS_MAX_BATCH;
 	for (int i = 0; i < max; i++) {
-		diovs[i].iov_base = buf + (uint32_t)i * slot;
-		diovs[i].iov_len = slot;
-		memset(&dmsgs[i].msg_hdr, 0, sizeof(dmsgs[i].msg_hdr));
-		dmsgs[i].msg_hdr.msg_iov = &diovs[i];
-		dmsgs[i].msg_hdr.msg_iovlen = 1;
-		dmsgs[i].msg_hdr.msg_name = &daddrs[i];
-		dmsgs[i].msg_hdr.msg_namelen = sizeof(daddrs[i]);
-		dmsgs[i].msg_hdr.msg_control = dctrl[i];
-		dmsgs[i].msg_hdr.msg_controllen = sizeof(dctrl[i]);
+		iovs[i].iov_base = buf + (uint32_t)i * slot;
+		iovs[i].iov_len = slot;
+		memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+		msgs[i].msg_hdr.msg_iov = &iovs[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+		msgs[i].msg_hdr.msg_name = (uint8_t *)addrs + (size_t)i * alen;
+		msgs[i].msg_hdr.msg_namelen = (socklen_t)alen;
+		msgs[i].msg_hdr.msg_control = (uint8_t *)ctrl + (size_t)i * clen;
+		msgs[i].msg_hdr.msg_controllen = clen;
 	}
-	r = recvmmsg(fd, dmsgs, (unsigned int)max, MSG_DONTWAIT, NULL);
+	return max;
+}
+
+/* Both families: sends messages [0, n); answers the socket cannot take now
+ * (a full send buffer) are dropped (a client retries), one bad destination
+ * (e.g. unreachable) is skipped. Returns how many were sent. */
+static int send_all(int fd, struct mmsghdr *msgs, int n)
+{
+	int done = 0;
+
+	while (done < n) {
+		int r = sendmmsg(fd, msgs + done, (unsigned int)(n - done), MSG_DONTWAIT);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == ENOBUFS)
+				return done;
+			done++;
+			continue;
+		}
+		done += r;
+	}
+	return done;
+}
+
+/* A UDP socket for queries on ip:port (host order), with IP_PKTINFO when ip
+ * is 0.0.0.0. No SO_REUSEADDR: on UDP it would let a second server share
+ * the port silently (UDP has no TIME_WAIT, so a restarted agent binds again
+ * at once without it). */
+int weft_dns_open(uint32_t ip, uint16_t port, int rcvbuf)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(ip) };
+	const int opts[1][3] = { { IPPROTO_IP, IP_PKTINFO, ip == 0 } };
+
+	return open_udp(AF_INET, (struct sockaddr *)&a, sizeof(a), rcvbuf, opts, 1);
+}
+
+/* Waits up to timeout_ms for a query, then takes up to max of them: message
+ * i at buf + i * slot, meta as laid out above. A datagram longer than the
+ * slot is cut (its length says so: = slot). Returns n, 0 on timeout, or
+ * -errno. */
+int weft_dns_recv(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, int timeout_ms)
+{
+	int r = prepare_recv(fd, timeout_ms, max, dmsgs, diovs, buf, slot, daddrs, sizeof(daddrs[0]), dctrl, sizeof(dctrl[0]));
+
+	if (r <= 0)
+		return r;
+	r = recvmmsg(fd, dmsgs, (unsigned int)r, MSG_DONTWAIT, NULL);
 	if (r < 0)
 		return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
 	for (int i = 0; i < r; i++) {
@@ -122,8 +173,6 @@ int weft_dns_recv(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, i
  * many were sent, or -errno. */
 int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)
 {
-	int done = 0;
-
 	if (n > DNS_MAX_BATCH)
 		n = DNS_MAX_BATCH;
 	for (int i = 0; i < n; i++) {
@@ -154,21 +203,7 @@ int weft_dns_send(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_
 			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
 		}
 	}
-	while (done < n) {
-		int r = sendmmsg(fd, dmsgs + done, (unsigned int)(n - done), MSG_DONTWAIT);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == ENOBUFS)
-				return done;
-			/* One bad destination (e.g. unreachable): skip it, send the rest. */
-			done++;
-			continue;
-		}
-		done += r;
-	}
-	return done;
+	return send_all(fd, dmsgs, n);
 }
 
 /* ------------------------------------------------------------------ IPv6
@@ -218,48 +253,21 @@ static void words_to(const int32_t *w, struct in6_addr *a)
 int weft_dns_open6(const uint8_t *ip16, uint16_t port, int rcvbuf)
 {
 	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
-	int one = 1;
-	int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
-	if (fd < 0)
-		return -errno;
 	memcpy(a.sin6_addr.s6_addr, ip16, 16);
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0 ||
-	    (IN6_IS_ADDR_UNSPECIFIED(&a.sin6_addr) && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) < 0) ||
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	return fd;
+	const int opts[2][3] = { { IPPROTO_IPV6, IPV6_V6ONLY, 1 }, { IPPROTO_IPV6, IPV6_RECVPKTINFO, IN6_IS_ADDR_UNSPECIFIED(&a.sin6_addr) } };
+
+	return open_udp(AF_INET6, (struct sockaddr *)&a, sizeof(a), rcvbuf, opts, 2);
 }
 
 /* As weft_dns_recv, for an IPv6 socket: meta as laid out above. */
 int weft_dns_recv6(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, int timeout_ms)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int r = poll(&p, 1, timeout_ms);
+	int r = prepare_recv(fd, timeout_ms, max, d6msgs, d6iovs, buf, slot, d6addrs, sizeof(d6addrs[0]), d6ctrl, sizeof(d6ctrl[0]));
 
 	if (r <= 0)
-		return r < 0 && errno != EINTR ? -errno : 0;
-	if (p.revents & POLLNVAL)
-		return -EBADF;
-	if (max > DNS_MAX_BATCH)
-		max = DNS_MAX_BATCH;
-	for (int i = 0; i < max; i++) {
-		d6iovs[i].iov_base = buf + (uint32_t)i * slot;
-		d6iovs[i].iov_len = slot;
-		memset(&d6msgs[i].msg_hdr, 0, sizeof(d6msgs[i].msg_hdr));
-		d6msgs[i].msg_hdr.msg_iov = &d6iovs[i];
-		d6msgs[i].msg_hdr.msg_iovlen = 1;
-		d6msgs[i].msg_hdr.msg_name = &d6addrs[i];
-		d6msgs[i].msg_hdr.msg_namelen = sizeof(d6addrs[i]);
-		d6msgs[i].msg_hdr.msg_control = d6ctrl[i];
-		d6msgs[i].msg_hdr.msg_controllen = sizeof(d6ctrl[i]);
-	}
-	r = recvmmsg(fd, d6msgs, (unsigned int)max, MSG_DONTWAIT, NULL);
+		return r;
+	r = recvmmsg(fd, d6msgs, (unsigned int)r, MSG_DONTWAIT, NULL);
 	if (r < 0)
 		return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
 	for (int i = 0; i < r; i++) {
@@ -289,8 +297,6 @@ int weft_dns_recv6(int fd, uint8_t *buf, uint32_t slot, int max, int32_t *meta, 
  * destination, and the source the answer must leave from when known). */
 int weft_dns_send6(int fd, const uint8_t *buf, uint32_t slot, int n, const int32_t *meta)
 {
-	int done = 0;
-
 	if (n > DNS_MAX_BATCH)
 		n = DNS_MAX_BATCH;
 	for (int i = 0; i < n; i++) {
@@ -323,20 +329,7 @@ int weft_dns_send6(int fd, const uint8_t *buf, uint32_t slot, int n, const int32
 			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
 		}
 	}
-	while (done < n) {
-		int r = sendmmsg(fd, d6msgs + done, (unsigned int)(n - done), MSG_DONTWAIT);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == ENOBUFS)
-				return done;
-			done++;
-			continue;
-		}
-		done += r;
-	}
-	return done;
+	return send_all(fd, d6msgs, n);
 }
 
 /* The port a DNS socket of either family is bound to (host order), or -errno. */
