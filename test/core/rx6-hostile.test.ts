@@ -3,7 +3,7 @@ import * as abi from "../../asm/abi.js";
 import { parseIpv6 } from "../../src/common/ipv6.js";
 import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { randBytes, randInt, rng, udp } from "../helpers/packets.js";
-import { cat, rxDatagramSize, tcp, tunRegions, unitDatagrams, writtenOutside } from "../helpers/tunnel.js";
+import { cat, rxDatagramSize, tcp, tunRegions, unitDatagrams, vxlanFrame, writtenOutside } from "../helpers/tunnel.js";
 import { NODES6, core6As, icmp6Echo, ipv6, pseudo6 } from "./v6-nodes.js";
 
 /**
@@ -45,15 +45,7 @@ function inner(r: () => number): Uint8Array {
 }
 
 function vx(p: Uint8Array): Uint8Array {
-  const dg = new Uint8Array(22 + p.length);
-  const v = new DataView(dg.buffer);
-  v.setUint32(0, 0x08000000);
-  v.setUint32(4, 1 << 8);
-  dg.set(NODES6[B]!.vtepMac, 8);
-  dg.set(NODES6[A]!.vtepMac, 14);
-  v.setUint16(20, 0x86dd);
-  dg.set(p, 22);
-  return dg;
+  return vxlanFrame(NODES6[B]!.vtepMac, NODES6[A]!.vtepMac, 0x86dd, p);
 }
 
 function checkPacket(pkt: Uint8Array): void {

@@ -6,7 +6,7 @@ import { sum16 } from "../../src/dataplane/reference/checksum.js";
 import { resultName } from "../../src/dataplane/results.js";
 import { icmpEcho, ipv4, randBytes, rng, udp } from "../helpers/packets.js";
 import { parseIpv4 } from "../../src/common/ipv4.js";
-import { GSO_NONE, NEEDS_CSUM, cat, tcp, unitDatagrams, vnet } from "../helpers/tunnel.js";
+import { GSO_NONE, NEEDS_CSUM, cat, tcp, unitDatagrams, vnet, vxlanFrame } from "../helpers/tunnel.js";
 import { NODES6, core6As, icmp6Echo, ipv6, pseudo6 } from "./v6-nodes.js";
 
 /**
@@ -123,17 +123,7 @@ describe("tun transmit over a dual-stack underlay (split6)", () => {
 });
 
 describe("tun receive of inner IPv6", () => {
-  function vx(inner: Uint8Array, from = A, to = B): Uint8Array {
-    const dg = new Uint8Array(22 + inner.length);
-    const v = new DataView(dg.buffer);
-    v.setUint32(0, 0x08000000);
-    v.setUint32(4, 1 << 8);
-    dg.set(NODES6[to]!.vtepMac, 8);
-    dg.set(NODES6[from]!.vtepMac, 14);
-    v.setUint16(20, 0x86dd);
-    dg.set(inner, 22);
-    return dg;
-  }
+  const vx = (inner: Uint8Array, from = A, to = B): Uint8Array => vxlanFrame(NODES6[to]!.vtepMac, NODES6[from]!.vtepMac, 0x86dd, inner);
 
   it("a UDP_GRO buffer of IPv6 datagrams over IPv6 becomes one complete packet per datagram", () => {
     const b = core6As(B, { outer6: true }, LIMITS);

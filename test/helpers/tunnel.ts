@@ -257,13 +257,18 @@ export function checkRxUnit(core: WasmCore, u: ReturnType<WasmCore["unit"]>, inp
 
 /** A VXLAN UDP payload (VNI 1) from node `from` to node `to` carrying `inner` as-is. */
 export function vxlanPayload(from: number, to: number, inner: Uint8Array): Uint8Array {
+  return vxlanFrame(NODES[to]!.vtepMac, NODES[from]!.vtepMac, 0x0800, inner);
+}
+
+/** A VXLAN UDP payload (VNI 1): header, inner Ethernet (destination and source MACs, EtherType), `inner` as-is. */
+export function vxlanFrame(dstMac: Uint8Array, srcMac: Uint8Array, etherType: number, inner: Uint8Array): Uint8Array {
   const dg = new Uint8Array(22 + inner.length);
   const v = new DataView(dg.buffer);
   v.setUint32(0, 0x08000000);
   v.setUint32(4, 1 << 8);
-  dg.set(NODES[to]!.vtepMac, 8);
-  dg.set(NODES[from]!.vtepMac, 14);
-  v.setUint16(20, 0x0800);
+  dg.set(dstMac, 8);
+  dg.set(srcMac, 14);
+  v.setUint16(20, etherType);
   dg.set(inner, 22);
   return dg;
 }
