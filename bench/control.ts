@@ -32,6 +32,7 @@ const args = benchArgs("bench:control", {
   backend: { type: "string", default: "vxlan", choices: ["vxlan", "ebpf", "tun"], help: "the agent's backend (vxlan: the kernel objects are checked one by one; ebpf: map sizes; tun: WASM table sizes)" },
   "subnet-len": { type: "number", default: 29, min: 24, max: 30, integer: true, help: "the cluster network 198.18.0.0/16's subnet length (/29: 8,192 subnets, /30: 16,384)" },
   changes: { type: "number", default: 100, min: 0, integer: true, help: "lease changes timed after the full sync" },
+  "reconcile-interval": { type: "number", default: 10, min: 0.2, max: 3600, help: "the agents' --reconcile-interval, s (default: the agent's own default; the test harness runs 2 s)" },
   agents: { type: "number", default: 1, min: 1, max: 8, integer: true, help: "real agents, one per node namespace: the join of 100 nodes is timed until every one has programmed them (the changes and RSS are the first agent's)" },
   family: { type: "string", default: "4", choices: ["4", "6"], help: "6: an IPv6-only network (2001:db8:1::/48 in /64s, IPv6 PublicIPs), room for 65,383 nodes" },
   verbose: { type: "boolean", help: "print every change latency and the agent's last log lines" },
@@ -198,11 +199,12 @@ async function main(): Promise<void> {
     }
     const sock = c.files(0).socket;
     const t0 = performance.now();
-    const agent = c.startAgent(0);
+    const extra = ["--reconcile-interval", String(args["reconcile-interval"])];
+    const agent = c.startAgent(0, extra);
     // The other agents are peers of each other and of agent 0: each programs NODES + AGENTS - 1.
     const PEERS = NODES + AGENTS - 1;
     let fullSync = 0;
-    for (let i = 1; i < AGENTS; i++) c.startAgent(i);
+    for (let i = 1; i < AGENTS; i++) c.startAgent(i, extra);
     for (;;) {
       const k = await queryCounters(sock, 1000).catch(() => undefined);
       if (k?.ready && k.counters["peersProgrammed"] === PEERS) {
