@@ -1,0 +1,116 @@
+import { formatIpv4 } from "../../common/ipv4.js";
+import { run } from "../../common/exec.js";
+import type { Cluster } from "../cluster.js";
+import type { CniPod, CniRunner } from "./cni.js";
+import { leftovers, nodePodState } from "./checks.js";
+import type { Rng } from "./rng.js";
+import type { FaultKind, FaultRecord } from "./types.js";
+
+/** What a fault works with. `violation` records a broken invariant found while injecting. */
+export interface FaultContext {
+  readonly c: Cluster;
+  readonly rng: Rng;
+  readonly cni: CniRunner;
+  /** Nodes running a weft agent. */
+  readonly agentNodes: readonly number[];
+  /** Container ids of the long-lived pods per node (the leftover check's "should exist"). */
+  readonly live: ReadonlyMap<number, readonly string[]>;
+  /** One long-lived pod per node, as a ping target for new pods. */
+  readonly anchors: ReadonlyMap<number, CniPod>;
+  readonly violation: (invariant: "leftovers" | "reachability" | "unique-address", detail: string) => void;
+  /** Pods a burst has made and not yet deleted (the address check counts them). */
+  readonly transient: Set<CniPod>;
+  seq: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Kills an agent with `signal`, leaves it down a while, starts it again and waits until it is ready. */
+async function agentKill(x: FaultContext, f: FaultRecord, signal: "SIGKILL" | "SIGTERM"): Promise<void> {
+  const i = f.node ?? 0;
+  await x.c.stopAgent(i, signal);
+  const a = x.c.node(i).agent;
+  f.observed = a !== undefined && (a.exitCode !== null || a.signalCode !== null);
+  await sleep(x.rng.int(300, 2000));
+  x.c.startAgent(i);
+  await x.c.waitReady(i, 30_000);
+}
+
+/** The one etcd member killed (all of etcd gone, as a lost quorum is to its clients), then started again. */
+async function etcdDown(x: FaultContext, f: FaultRecord): Promise<void> {
+  await x.c.etcd.stop();
+  f.observed = !x.c.etcd.running;
+  await sleep(x.rng.int(2000, 5000));
+  await x.c.etcd.run();
+}
+
+const CUT_TABLE = "wftsoakcut";
+
+/** One node cut off from etcd (nftables drops its packets to etcd's client port) for a while. */
+async function etcdCut(x: FaultContext, f: FaultRecord): Promise<void> {
+  const ns = x.c.node(f.node ?? 0).ns;
+  const nft = (...args: string[]): Promise<string> => ns.exec(["nft", ...args]);
+  const etcdIp = new URL(x.c.etcd.endpoint).hostname;
+  await nft("add", "table", "inet", CUT_TABLE);
+  try {
+    await nft("add", "chain", "inet", CUT_TABLE, "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}");
+    await nft("add", "rule", "inet", CUT_TABLE, "out", "ip", "daddr", etcdIp, "tcp", "dport", "2379", "counter", "drop");
+    // A probe of our own: the cut is observed when its packets are counted.
+    await ns.exec(["curl", "-s", "-m", "1", `http://${etcdIp}:2379/health`]).catch(() => undefined);
+    await sleep(x.rng.int(2000, 5000));
+    const listed = await nft("list", "table", "inet", CUT_TABLE);
+    const m = /counter packets (\d+)/.exec(listed);
+    f.observed = m !== null && Number(m[1]) > 0;
+  } finally {
+    await nft("delete", "table", "inet", CUT_TABLE);
+  }
+}
+
+/**
+ * A burst of CNI ADDs on one node (in parallel), each new pod pinging a
+ * long-lived pod on another node, then DELs (some after the namespace is
+ * already gone, as a runtime may); afterwards nothing of them may be left.
+ */
+async function cniBurst(x: FaultContext, f: FaultRecord): Promise<void> {
+  const i = f.node ?? 0;
+  const k = x.rng.int(3, 6);
+  const roles = Array.from({ length: k }, () => `b${x.seq++}`);
+  const made = await Promise.allSettled(roles.map((r) => x.cni.add(x.c, i, r)));
+  const pods: CniPod[] = [];
+  for (const m of made) {
+    if (m.status === "fulfilled") {
+      pods.push(m.value);
+      x.transient.add(m.value);
+    } else {
+      x.violation("leftovers", `burst on node ${i}: ${(m.reason as Error).message}`);
+    }
+  }
+  f.observed = pods.length === k;
+  const others = [...x.anchors.values()].filter((a) => a.node !== i);
+  await Promise.all(pods.map(async (p) => {
+    const to = others.length > 0 ? x.rng.pick(others) : undefined;
+    if (!to) return;
+    let ok = false;
+    for (let t = 0; t < 5 && !ok; t++) ok = await p.ns.exec(["ping", "-n", "-c", "1", "-W", "1", formatIpv4(to.addr)]).then(() => true, () => false);
+    if (!ok) x.violation("reachability", `new pod ${formatIpv4(p.addr)} (node ${i}) never reached ${formatIpv4(to.addr)} (node ${to.node}) in 5 tries`);
+  }));
+  for (const p of pods) {
+    await x.cni.del(x.c, p, x.rng.next() < 0.3).catch((e: unknown) => x.violation("leftovers", (e as Error).message));
+    x.transient.delete(p);
+  }
+  const left = leftovers(new Map([[i, x.live.get(i) ?? []]]), [await nodePodState(x.c, i)]);
+  for (const l of left) x.violation("leftovers", `after a burst: ${l}`);
+}
+
+export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultContext, f: FaultRecord) => Promise<void> }> = {
+  "agent-sigkill": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGKILL") },
+  "agent-sigterm": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGTERM") },
+  "etcd-down": { pickNode: false, inject: etcdDown },
+  "etcd-cut": { pickNode: true, inject: etcdCut },
+  "cni-burst": { pickNode: true, inject: cniBurst },
+};
+
+/** Removes what an interrupted etcd-cut may have left (idempotent). */
+export async function clearCut(c: Cluster, i: number): Promise<void> {
+  await run(["ip", "netns", "exec", c.node(i).ns.name, "nft", "delete", "table", "inet", CUT_TABLE]).catch(() => undefined);
+}

@@ -1,0 +1,15 @@
+import type { SoakReport } from "./types.js";
+
+/** The human summary: one row per fault kind (injected, observed, worst outage), then the violations. */
+export function summaryTable(r: SoakReport): string {
+  const kinds = Object.keys(r.fault_kinds) as (keyof SoakReport["fault_kinds"])[];
+  const rows = kinds.map((k) => `${k.padEnd(16)}${String(r.fault_kinds[k] ?? 0).padStart(9)}${String(r.observed[k] ?? 0).padStart(10)}${String(r.max_outage_ms[k] ?? 0).padStart(16)}`);
+  return [
+    `soak: seed ${r.seed}, ${r.duration_s} s, ${r.nodes.map((n) => n.backend).join("/")} nodes, ${r.pods} pods, ${r.pairs} pairs pinged every 200 ms`,
+    `${"fault".padEnd(16)}${"injected".padStart(9)}${"observed".padStart(10)}${"max outage ms".padStart(16)}`,
+    ...rows,
+    `checks: ${Object.entries(r.checks).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `violations: ${r.violations}`,
+    ...r.violation_list.map((v) => `  [${v.invariant}] ${(v.atMs / 1000).toFixed(1)} s: ${v.detail}`),
+  ].join("\n");
+}
