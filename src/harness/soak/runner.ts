@@ -21,6 +21,11 @@ export interface SoakOptions {
   readonly graceMs?: number;
   /** A pair with no reply for this long is down (default 1000 ms; pings go every 200 ms). */
   readonly lossMs?: number;
+  /**
+   * Runs once the cluster and its pods are up, before the pings and the faults
+   * start; tests break things here on purpose to see the invariants fail.
+   */
+  readonly afterSetup?: (c: Cluster, pods: readonly CniPod[]) => Promise<void>;
   /** Progress lines (to stderr in the CLI). */
   readonly log?: (line: string) => void;
 }
@@ -46,7 +51,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const violations: Violation[] = [];
   const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, "fault-action": 0 };
   const faults: FaultRecord[] = [];
-  const t0 = Date.now();
+  let t0 = Date.now(); // reset once the cluster is up: duration_s counts the faulted time
   const at = (): number => Date.now() - t0;
   const seen = new Set<string>();
   const violation = (invariant: InvariantName, detail: string): void => {
@@ -77,6 +82,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     }
     const failed = await c.pingAll();
     if (failed.length > 0) throw new Error(`the cluster is not whole before any fault: ${failed.join(", ")}`);
+    await o.afterSetup?.(c, stable);
+    t0 = Date.now();
 
     const reach = new Reachability(lossMs, (out) => {
       const f = attribute(out.startMs, faults, lossMs);
