@@ -1,6 +1,7 @@
 import { formatIpv4 } from "../../common/ipv4.js";
 import { run } from "../../common/exec.js";
 import type { Cluster } from "../cluster.js";
+import type { EtcdCluster } from "../etcd-cluster.js";
 import type { CniPod, CniRunner } from "./cni.js";
 import { leftovers, nodePodState } from "./checks.js";
 import type { Rng } from "./rng.js";
@@ -36,12 +37,51 @@ async function agentKill(x: FaultContext, f: FaultRecord, signal: "SIGKILL" | "S
   await x.c.waitReady(i, 30_000);
 }
 
-/** The one etcd member killed (all of etcd gone, as a lost quorum is to its clients), then started again. */
-async function etcdDown(x: FaultContext, f: FaultRecord): Promise<void> {
-  await x.c.etcd.stop();
-  f.observed = !x.c.etcd.running;
+function members(x: FaultContext): EtcdCluster {
+  const m = x.c.etcdCluster;
+  if (!m) throw new Error("the soak's cluster has no 3-member etcd");
+  return m;
+}
+
+/** Polls `cond` every 200 ms for up to `ms`; true once it holds. */
+async function within(ms: number, cond: () => Promise<boolean>): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+/** The etcd leader killed (SIGKILL); observed once another member leads; started again after a while. */
+async function etcdLeaderKill(x: FaultContext, f: FaultRecord): Promise<void> {
+  const m = members(x);
+  const k = await m.leader();
+  if (k === undefined) throw new Error("no etcd member knows a leader before the fault");
+  f.detail = `member ${k}`;
+  await m.member(k).stop();
+  f.observed = await within(10_000, async () => {
+    const now = await m.leader();
+    return now !== undefined && now !== k;
+  });
+  await sleep(x.rng.int(1000, 4000));
+  await m.member(k).run();
+}
+
+/** Two of the three members killed: no quorum, no writes, no lease renewals; both started again after a while. */
+async function etcdQuorumLoss(x: FaultContext, f: FaultRecord): Promise<void> {
+  const m = members(x);
+  const keep = x.rng.int(0, 2);
+  const kill = [0, 1, 2].filter((k) => k !== keep);
+  f.detail = `members ${kill.join(", ")}`;
+  await Promise.all(kill.map((k) => m.member(k).stop()));
+  f.observed = !(await etcdctl(m.member(keep).localEndpoint, "endpoint", "health").then(() => true, () => false));
   await sleep(x.rng.int(2000, 5000));
-  await x.c.etcd.run();
+  await Promise.all(kill.map((k) => m.member(k).run()));
+}
+
+function etcdctl(endpoint: string, ...args: string[]): Promise<string> {
+  return run(["etcdctl", "--endpoints", endpoint, "--command-timeout", "2s", ...args]);
 }
 
 const CUT_TABLE = "wftsoakcut";
@@ -50,11 +90,11 @@ const CUT_TABLE = "wftsoakcut";
 async function etcdCut(x: FaultContext, f: FaultRecord): Promise<void> {
   const ns = x.c.node(f.node ?? 0).ns;
   const nft = (...args: string[]): Promise<string> => ns.exec(["nft", ...args]);
-  const etcdIp = new URL(x.c.etcd.endpoint).hostname;
+  const etcdIp = new URL(x.c.etcd.endpoint).hostname; // every member listens on 2379: the rule drops them all
   await nft("add", "table", "inet", CUT_TABLE);
   try {
     await nft("add", "chain", "inet", CUT_TABLE, "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}");
-    await nft("add", "rule", "inet", CUT_TABLE, "out", "ip", "daddr", etcdIp, "tcp", "dport", "2379", "counter", "drop");
+    await nft("add", "rule", "inet", CUT_TABLE, "out", "tcp", "dport", "2379", "counter", "drop");
     // A probe of our own: the cut is observed when its packets are counted.
     await ns.exec(["curl", "-s", "-m", "1", `http://${etcdIp}:2379/health`]).catch(() => undefined);
     await sleep(x.rng.int(2000, 5000));
@@ -105,7 +145,8 @@ async function cniBurst(x: FaultContext, f: FaultRecord): Promise<void> {
 export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultContext, f: FaultRecord) => Promise<void> }> = {
   "agent-sigkill": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGKILL") },
   "agent-sigterm": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGTERM") },
-  "etcd-down": { pickNode: false, inject: etcdDown },
+  "etcd-leader-kill": { pickNode: false, inject: etcdLeaderKill },
+  "etcd-quorum-loss": { pickNode: false, inject: etcdQuorumLoss },
   "etcd-cut": { pickNode: true, inject: etcdCut },
   "cni-burst": { pickNode: true, inject: cniBurst },
 };

@@ -62,7 +62,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   };
 
   log(`soak: seed ${o.seed}, ${o.seconds} s, nodes ${backends.join(", ")}`);
-  const c = await Cluster.create({ nodes: backends.length, podsPerNode: 0, backend: backends });
+  const c = await Cluster.create({ nodes: backends.length, podsPerNode: 0, backend: backends, etcdMembers: 3 });
   const pingers: Pinger[] = [];
   const timers: NodeJS.Timeout[] = [];
   try {
@@ -149,7 +149,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       f.settledMs = at();
       const still = reach.down(at());
       if (still.length > 0) violation("reachability", `${still.map((d) => d.pair).join(", ")} still unanswered ${graceMs} ms after ${kind} was undone`);
-      log(`  ${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
+      log(`  ${f.detail ? `${f.detail}: ` : ""}${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
     }
 
     // Churn has settled: nothing left behind on any node.

@@ -3,7 +3,8 @@
 export const FAULT_KINDS = [
   "agent-sigkill",
   "agent-sigterm",
-  "etcd-down",
+  "etcd-leader-kill",
+  "etcd-quorum-loss",
   "etcd-cut",
   "cni-burst",
 ] as const;
@@ -13,7 +14,7 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 export interface FaultRecord {
   readonly kind: FaultKind;
   readonly node: number | undefined;
-  readonly detail: string;
+  detail: string;
   readonly startMs: number;
   restoredMs: number | undefined;
   /** All pod pairs answered again (or the grace ran out: settledMs = restoredMs + grace). */
@@ -29,7 +30,7 @@ export type InvariantName = "unique-address" | "reachability" | "leftovers" | "f
 export interface Violation {
   readonly invariant: InvariantName;
   readonly atMs: number;
-  readonly detail: string;
+  detail: string;
 }
 
 export interface SoakReport {
