@@ -34,10 +34,10 @@ describe("chaos soak", () => {
     expect(r.pairs).toBe(30);
   }, 240_000);
 
-  it("each invariant fails when broken on purpose: a stray veth, a pair's packets dropped, an address in two nodes' IPAM", async () => {
+  it("each invariant fails when broken on purpose: a stray veth, a pair's packets dropped, an address in two nodes' IPAM, a node's DNS unreachable", async () => {
     let dropped = "";
     const r = await runSoak({
-      seconds: 6, seed: 1, kinds: ["cni-burst"], graceMs: 4000,
+      seconds: 8, seed: 1, kinds: ["cni-burst", "registry-churn"], graceMs: 4000,
       afterSetup: async (c, pods) => {
         // leftovers: a veth named as weft names a pod's, with no pod.
         await c.node(0).ns.ip("link", "add", "wv0123456789a", "type", "veth", "peer", "name", "wftstray");
@@ -47,6 +47,9 @@ describe("chaos soak", () => {
         await c.node(2).ns.exec(["nft", "add", "table", "inet", "wftsab"]);
         await c.node(2).ns.exec(["nft", "add", "chain", "inet", "wftsab", "in", "{", "type", "filter", "hook", "prerouting", "priority", "0", ";", "}"]);
         await c.node(2).ns.exec(["nft", "add", "rule", "inet", "wftsab", "in", "ip", "saddr", dropped, "drop"]);
+        // dns: node 2 drops DNS queries to its own DNS server.
+        await c.node(2).ns.exec(["nft", "add", "chain", "inet", "wftsab", "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}"]);
+        await c.node(2).ns.exec(["nft", "add", "rule", "inet", "wftsab", "out", "udp", "dport", "53", "drop"]);
         // unique-address: node 1's IPAM journal gains an allocation of a node 0 pod's address.
         await c.stopAgent(1, "SIGKILL");
         const journal = join(c.files(1).stateDir, "ipam", "journal");
@@ -61,6 +64,8 @@ describe("chaos soak", () => {
     expect(by("leftovers").join("\n")).toContain("veth wv0123456789a belongs to no live pod");
     expect(by("reachability").join("\n")).toContain(`${dropped}->`);
     expect(by("unique-address").join("\n")).toContain(`${dropped} held by node 0/`);
+    expect(by("dns").join("\n")).toMatch(/node 2: dig failed/);
+    expect(r.fault_kinds["registry-churn"]).toBeGreaterThanOrEqual(1);
     expect(r.violations).toBe(r.violation_list.length);
   }, 240_000);
 });

@@ -4,6 +4,7 @@ import type { Cluster } from "../cluster.js";
 import type { EtcdCluster } from "../etcd-cluster.js";
 import type { CniPod, CniRunner } from "./cni.js";
 import { leftovers, nodePodState } from "./checks.js";
+import { registryChurn } from "./registry-churn.js";
 import type { Rng } from "./rng.js";
 import type { FaultKind, FaultRecord } from "./types.js";
 
@@ -18,7 +19,11 @@ export interface FaultContext {
   readonly live: ReadonlyMap<number, readonly string[]>;
   /** One long-lived pod per node, as a ping target for new pods. */
   readonly anchors: ReadonlyMap<number, CniPod>;
-  readonly violation: (invariant: "leftovers" | "reachability" | "unique-address", detail: string) => void;
+  readonly violation: (invariant: "leftovers" | "reachability" | "unique-address" | "dns", detail: string) => void;
+  /** DNS names (A) the registry should answer, with their addresses ([]: none). */
+  readonly dnsWant: Map<string, readonly string[]>;
+  /** Records how long the nodes' DNS took to follow a registry change. */
+  readonly dnsLag: (ms: number) => void;
   /** Pods a burst has made and not yet deleted (the address check counts them). */
   readonly transient: Set<CniPod>;
   seq: number;
@@ -149,6 +154,7 @@ export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultCon
   "etcd-quorum-loss": { pickNode: false, inject: etcdQuorumLoss },
   "etcd-cut": { pickNode: true, inject: etcdCut },
   "cni-burst": { pickNode: true, inject: cniBurst },
+  "registry-churn": { pickNode: false, inject: registryChurn },
 };
 
 /** Removes what an interrupted etcd-cut may have left (idempotent). */

@@ -9,6 +9,7 @@ export function summaryTable(r: SoakReport): string {
     `${"fault".padEnd(16)}${"injected".padStart(9)}${"observed".padStart(10)}${"max outage ms".padStart(16)}`,
     ...rows,
     `checks: ${Object.entries(r.checks).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `dns: slowest node to follow a registry change ${r.dns_max_lag_ms} ms`,
     `violations: ${r.violations}`,
     ...r.violation_list.map((v) => `  [${v.invariant}] ${(v.atMs / 1000).toFixed(1)} s: ${v.detail}`),
   ].join("\n");

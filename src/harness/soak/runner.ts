@@ -3,6 +3,7 @@ import { Cluster } from "../cluster.js";
 import { gatherHeld, duplicates, leftovers, nodePodState } from "./checks.js";
 import { CniRunner, type CniPod } from "./cni.js";
 import { clearCut, FAULTS, type FaultContext } from "./faults.js";
+import { converge } from "./dns.js";
 import { Pinger } from "./pinger.js";
 import { attribute, Reachability } from "./reach.js";
 import { Rng } from "./rng.js";
@@ -49,7 +50,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const graceMs = o.graceMs ?? 15_000;
   const lossMs = o.lossMs ?? 1000;
   const violations: Violation[] = [];
-  const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, "fault-action": 0 };
+  const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, dns: 0, "fault-action": 0 };
+  let dnsMaxLag = 0;
   const faults: FaultRecord[] = [];
   let t0 = Date.now(); // reset once the cluster is up: duration_s counts the faulted time
   const at = (): number => Date.now() - t0;
@@ -116,7 +118,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       }).finally(() => (busy = false));
     }, 1000));
 
-    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, seq: 0 };
+    const dnsWant = new Map<string, readonly string[]>();
+    const dnsLag = (ms: number): void => {
+      checks.dns++;
+      dnsMaxLag = Math.max(dnsMaxLag, ms);
+    };
+    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, seq: 0 };
     let round: FaultKind[] = [];
     while (at() < o.seconds * 1000) {
       await sleep(rng.int(1000, 3000));
@@ -149,6 +156,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       f.settledMs = at();
       const still = reach.down(at());
       if (still.length > 0) violation("reachability", `${still.map((d) => d.pair).join(", ")} still unanswered ${graceMs} ms after ${kind} was undone`);
+      // Every node's DNS answers as the registry says (an agent started again must have caught up).
+      if (dnsWant.size > 0) {
+        checks.dns++;
+        const d = await converge(c, agentNodes, dnsWant, 5000);
+        if (d.left.length > 0) violation("dns", `after ${kind}: ${d.left.join("; ")}`);
+      }
       log(`  ${f.detail ? `${f.detail}: ` : ""}${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
     }
 
@@ -173,7 +186,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   for (const f of faults) if (!f.observed) violations.push({ invariant: "fault-action", atMs: f.startMs, detail: `${f.kind} was injected but never observed to take effect` });
   return {
     seed: o.seed, duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
-    violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks,
+    violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag,
     pods: c.pods.length, pairs: pingers.length, nodes: backends.map((b, index) => ({ index, backend: b })),
   };
 }

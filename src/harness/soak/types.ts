@@ -7,6 +7,7 @@ export const FAULT_KINDS = [
   "etcd-quorum-loss",
   "etcd-cut",
   "cni-burst",
+  "registry-churn",
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -25,7 +26,7 @@ export interface FaultRecord {
   observed: boolean;
 }
 
-export type InvariantName = "unique-address" | "reachability" | "leftovers" | "fault-action";
+export type InvariantName = "unique-address" | "reachability" | "leftovers" | "dns" | "fault-action";
 
 export interface Violation {
   readonly invariant: InvariantName;
@@ -43,6 +44,8 @@ export interface SoakReport {
   readonly violation_list: readonly Violation[];
   readonly max_outage_ms: Partial<Record<FaultKind, number>>;
   readonly checks: Readonly<Record<InvariantName, number>>;
+  /** The slowest a node's DNS took to answer as the registry says after a change (registry churn). */
+  readonly dns_max_lag_ms: number;
   readonly pods: number;
   readonly pairs: number;
   readonly nodes: readonly { readonly index: number; readonly backend: string }[];
