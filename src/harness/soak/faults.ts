@@ -6,6 +6,7 @@ import type { CniPod, CniRunner } from "./cni.js";
 import { leftovers, nodePodState } from "./checks.js";
 import { registryChurn } from "./registry-churn.js";
 import type { Rng } from "./rng.js";
+import { upstreamDown, type Upstream } from "./upstream.js";
 import type { FaultKind, FaultRecord } from "./types.js";
 
 /** What a fault works with. `violation` records a broken invariant found while injecting. */
@@ -22,6 +23,8 @@ export interface FaultContext {
   readonly violation: (invariant: "leftovers" | "reachability" | "unique-address" | "dns", detail: string) => void;
   /** DNS names (A) the registry should answer, with their addresses ([]: none). */
   readonly dnsWant: Map<string, readonly string[]>;
+  /** The DNS upstream every agent forwards to. */
+  readonly upstream: Upstream | undefined;
   /** Records how long the nodes' DNS took to follow a registry change. */
   readonly dnsLag: (ms: number) => void;
   /** Pods a burst has made and not yet deleted (the address check counts them). */
@@ -155,6 +158,7 @@ export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultCon
   "etcd-cut": { pickNode: true, inject: etcdCut },
   "cni-burst": { pickNode: true, inject: cniBurst },
   "registry-churn": { pickNode: false, inject: registryChurn },
+  "upstream-down": { pickNode: false, inject: upstreamDown },
 };
 
 /** Removes what an interrupted etcd-cut may have left (idempotent). */

@@ -5,6 +5,7 @@ import { CniRunner, type CniPod } from "./cni.js";
 import { clearCut, FAULTS, type FaultContext } from "./faults.js";
 import { converge } from "./dns.js";
 import { Pinger } from "./pinger.js";
+import { Upstream, UPSTREAM_IP } from "./upstream.js";
 import { attribute, Reachability } from "./reach.js";
 import { Rng } from "./rng.js";
 import { FAULT_KINDS, type FaultKind, type FaultRecord, type InvariantName, type SoakReport, type Violation } from "./types.js";
@@ -64,10 +65,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   };
 
   log(`soak: seed ${o.seed}, ${o.seconds} s, nodes ${backends.join(", ")}`);
-  const c = await Cluster.create({ nodes: backends.length, podsPerNode: 0, backend: backends, etcdMembers: 3 });
+  const c = await Cluster.create({ nodes: backends.length, podsPerNode: 0, backend: backends, etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP] });
   const pingers: Pinger[] = [];
   const timers: NodeJS.Timeout[] = [];
+  let upstream: Upstream | undefined;
   try {
+    upstream = await Upstream.create(c.hub);
     const cni = CniRunner.install(c);
     const agentNodes = c.nodes.map((n) => n.index);
     const live = new Map<number, string[]>();
@@ -123,7 +126,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       checks.dns++;
       dnsMaxLag = Math.max(dnsMaxLag, ms);
     };
-    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, seq: 0 };
+    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, seq: 0 };
     let round: FaultKind[] = [];
     while (at() < o.seconds * 1000) {
       await sleep(rng.int(1000, 3000));
@@ -173,6 +176,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   } finally {
     for (const t of timers) clearInterval(t);
     await Promise.all(pingers.map((p) => p.stop()));
+    await upstream?.stop();
     await c.destroy();
   }
 

@@ -8,6 +8,7 @@ export const FAULT_KINDS = [
   "etcd-cut",
   "cni-burst",
   "registry-churn",
+  "upstream-down",
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
