@@ -209,7 +209,8 @@ export class Cluster {
     }
   }
 
-  private async addNode(i: number): Promise<void> {
+  /** Adds node i (its namespace, eth0 on the hub bridge, 192.0.2.<i + 1>); the caller starts its agent. */
+  async addNode(i: number): Promise<void> {
     const ns = await Netns.create(`n${i}`, this.tag);
     if (this.pki) await this.pki.issue(`node-${i}`, { usage: "client", cn: `node-${i}` });
     await veth(ns, "eth0", this.hub, `h${i}`);

@@ -4,6 +4,7 @@ import type { Cluster } from "../cluster.js";
 import type { EtcdCluster } from "../etcd-cluster.js";
 import type { CniPod, CniRunner } from "./cni.js";
 import { leftovers, nodePodState } from "./checks.js";
+import { nodeChurn, type Joiner } from "./node-churn.js";
 import { registryChurn } from "./registry-churn.js";
 import type { Rng } from "./rng.js";
 import { upstreamDown, type Upstream } from "./upstream.js";
@@ -23,6 +24,9 @@ export interface FaultContext {
   readonly violation: (invariant: "leftovers" | "reachability" | "unique-address" | "dns", detail: string) => void;
   /** DNS names (A) the registry should answer, with their addresses ([]: none). */
   readonly dnsWant: Map<string, readonly string[]>;
+  /** The node that joins and leaves (node-churn), while it is in; its node is in `extraNodes` too. */
+  joiner: Joiner | undefined;
+  readonly extraNodes: Set<number>;
   /** The DNS upstream every agent forwards to. */
   readonly upstream: Upstream | undefined;
   /** Records how long the nodes' DNS took to follow a registry change. */
@@ -159,6 +163,7 @@ export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultCon
   "cni-burst": { pickNode: true, inject: cniBurst },
   "registry-churn": { pickNode: false, inject: registryChurn },
   "upstream-down": { pickNode: false, inject: upstreamDown },
+  "node-churn": { pickNode: false, inject: nodeChurn },
 };
 
 /** Removes what an interrupted etcd-cut may have left (idempotent). */

@@ -111,12 +111,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       }
     }, 200));
     const transient = new Set<CniPod>();
+    const extraNodes = new Set<number>();
     let busy = false;
     timers.push(setInterval(() => {
       if (busy) return;
       busy = true;
       checks["unique-address"]++;
-      void gatherHeld(c, agentNodes).then((held) => {
+      void gatherHeld(c, [...agentNodes, ...extraNodes]).then((held) => {
         for (const d of duplicates(held)) violation("unique-address", d);
       }).finally(() => (busy = false));
     }, 1000));
@@ -126,7 +127,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       checks.dns++;
       dnsMaxLag = Math.max(dnsMaxLag, ms);
     };
-    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, seq: 0 };
+    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0 };
     let round: FaultKind[] = [];
     while (at() < o.seconds * 1000) {
       await sleep(rng.int(1000, 3000));
@@ -172,7 +173,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     checks.leftovers++;
     const states = await Promise.all(agentNodes.map((i) => nodePodState(c, i)));
     for (const l of leftovers(live, states)) violation("leftovers", `at the end: ${l}`);
-    for (const d of duplicates(await gatherHeld(c, agentNodes))) violation("unique-address", d);
+    for (const d of duplicates(await gatherHeld(c, [...agentNodes, ...extraNodes]))) violation("unique-address", d);
+    if (x.joiner) {
+      const j = x.joiner;
+      for (const l of leftovers(new Map([[j.node, [j.pod.id]]]), [{ ...(await nodePodState(c, j.node)), endpoints: undefined }])) violation("leftovers", `at the end: ${l}`);
+    }
   } finally {
     for (const t of timers) clearInterval(t);
     await Promise.all(pingers.map((p) => p.stop()));

@@ -9,6 +9,7 @@ export const FAULT_KINDS = [
   "cni-burst",
   "registry-churn",
   "upstream-down",
+  "node-churn",
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
