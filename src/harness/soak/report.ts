@@ -10,6 +10,7 @@ export function summaryTable(r: SoakReport): string {
     ...rows,
     `checks: ${Object.entries(r.checks).map(([k, v]) => `${k} ${v}`).join(", ")}`,
     `dns: slowest node to follow a registry change ${r.dns_max_lag_ms} ms`,
+    `memory: ${r.memory.length === 0 ? "no agent ran long enough for a trend (20 s warm-up + 30 s)" : r.memory.map((m) => `node ${m.node} ${m.first_mib}->${m.last_mib} MiB (${m.slope_mib_per_min} MiB/min)`).join(", ")}`,
     `violations: ${r.violations}`,
     ...r.violation_list.map((v) => `  [${v.invariant}] ${(v.atMs / 1000).toFixed(1)} s: ${v.detail}`),
   ].join("\n");

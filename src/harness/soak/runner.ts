@@ -4,6 +4,7 @@ import { gatherHeld, duplicates, leftovers, nodePodState } from "./checks.js";
 import { CniRunner, type CniPod } from "./cni.js";
 import { clearCut, FAULTS, type FaultContext } from "./faults.js";
 import { converge } from "./dns.js";
+import { memoryTrend, rssMib } from "./memory.js";
 import { Pinger } from "./pinger.js";
 import { Upstream, UPSTREAM_IP } from "./upstream.js";
 import { attribute, Reachability } from "./reach.js";
@@ -51,8 +52,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const graceMs = o.graceMs ?? 15_000;
   const lossMs = o.lossMs ?? 1000;
   const violations: Violation[] = [];
-  const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, dns: 0, "fault-action": 0 };
+  const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, dns: 0, memory: 0, "fault-action": 0 };
   let dnsMaxLag = 0;
+  const rss = new Map<string, [number, number][]>();
+  const memory: SoakReport["memory"][number][] = [];
   const faults: FaultRecord[] = [];
   let t0 = Date.now(); // reset once the cluster is up: duration_s counts the faulted time
   const at = (): number => Date.now() - t0;
@@ -127,6 +130,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       checks.dns++;
       dnsMaxLag = Math.max(dnsMaxLag, ms);
     };
+    timers.push(setInterval(() => {
+      for (const i of [...agentNodes, ...extraNodes]) {
+        const pid = c.node(i).agent?.pid;
+        const mib = pid === undefined ? undefined : rssMib(pid);
+        if (pid === undefined || mib === undefined) continue;
+        const key = `${i}:${pid}`;
+        if (!rss.has(key)) rss.set(key, []);
+        rss.get(key)?.push([at() / 1000, mib]);
+      }
+    }, 1000));
     const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0 };
     let round: FaultKind[] = [];
     while (at() < o.seconds * 1000) {
@@ -174,6 +187,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const states = await Promise.all(agentNodes.map((i) => nodePodState(c, i)));
     for (const l of leftovers(live, states)) violation("leftovers", `at the end: ${l}`);
     for (const d of duplicates(await gatherHeld(c, [...agentNodes, ...extraNodes]))) violation("unique-address", d);
+    for (const [key, samples] of rss) {
+      const tr = memoryTrend(samples);
+      if (!tr) continue;
+      checks.memory++;
+      const [node, pid] = key.split(":").map(Number) as [number, number];
+      memory.push({ node, pid, samples: samples.length, first_mib: round1(samples[0]?.[1] ?? 0), last_mib: round1(samples.at(-1)?.[1] ?? 0), slope_mib_per_min: round1(tr.slopeMibPerMin), grows: tr.grows });
+      if (tr.grows) violation("memory", `node ${node}'s agent (pid ${pid}) grows ${tr.slopeMibPerMin.toFixed(1)} MiB/min over ${tr.samples} s (+${tr.riseMib.toFixed(1)} MiB)`);
+    }
     if (x.joiner) {
       const j = x.joiner;
       for (const l of leftovers(new Map([[j.node, [j.pod.id]]]), [{ ...(await nodePodState(c, j.node)), endpoints: undefined }])) violation("leftovers", `at the end: ${l}`);
@@ -195,10 +216,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   for (const f of faults) if (!f.observed) violations.push({ invariant: "fault-action", atMs: f.startMs, detail: `${f.kind} was injected but never observed to take effect` });
   return {
     seed: o.seed, duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
-    violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag,
+    violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,
     pods: c.pods.length, pairs: pingers.length, nodes: backends.map((b, index) => ({ index, backend: b })),
   };
 }
+
+const round1 = (v: number): number => Math.round(v * 10) / 10;
 
 function shuffle<T>(xs: T[], rng: Rng): T[] {
   for (let i = xs.length - 1; i > 0; i--) {

@@ -28,7 +28,7 @@ export interface FaultRecord {
   observed: boolean;
 }
 
-export type InvariantName = "unique-address" | "reachability" | "leftovers" | "dns" | "fault-action";
+export type InvariantName = "unique-address" | "reachability" | "leftovers" | "dns" | "memory" | "fault-action";
 
 export interface Violation {
   readonly invariant: InvariantName;
@@ -48,6 +48,8 @@ export interface SoakReport {
   readonly checks: Readonly<Record<InvariantName, number>>;
   /** The slowest a node's DNS took to answer as the registry says after a change (registry churn). */
   readonly dns_max_lag_ms: number;
+  /** Each agent process (a restart is a new one) sampled long enough for a verdict: its memory trend. */
+  readonly memory: readonly { readonly node: number; readonly pid: number; readonly samples: number; readonly first_mib: number; readonly last_mib: number; readonly slope_mib_per_min: number; readonly grows: boolean }[];
   readonly pods: number;
   readonly pairs: number;
   readonly nodes: readonly { readonly index: number; readonly backend: string }[];
