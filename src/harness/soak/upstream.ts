@@ -1,5 +1,7 @@
 import type { ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { projectRoot } from "../../common/paths.js";
 import type { Netns } from "../netns.js";
 import type { Cluster } from "../cluster.js";
 import { converge, lookup } from "./dns.js";
@@ -9,7 +11,8 @@ import type { FaultRecord } from "./types.js";
 /** Where the upstream listens (the hub bridge) and what it answers for *.example.test. */
 export const UPSTREAM_IP = "192.0.2.250";
 export const UPSTREAM_ANSWER = "198.51.100.7";
-const SCRIPT = fileURLToPath(new URL("./upstream-server.js", import.meta.url));
+// The compiled script (tests run this module from source, where there is no .js beside it).
+const SCRIPT = join(projectRoot(), "dist", "src", "harness", "soak", "upstream-server.js");
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -27,6 +30,7 @@ export class Upstream {
   }
 
   async start(): Promise<void> {
+    if (!existsSync(SCRIPT)) throw new Error(`${SCRIPT} is missing: run npm run build:ts`);
     const c = this.hub.spawn([process.execPath, SCRIPT, UPSTREAM_IP, UPSTREAM_ANSWER]);
     this.child = c;
     c.stderr?.resume();
