@@ -1,5 +1,8 @@
 import { formatIpv4 } from "../../common/ipv4.js";
 import { Cluster } from "../cluster.js";
+import { programFlannelNode } from "../flannel-node.js";
+import type { Netns } from "../netns.js";
+import { bridgedPod, makeBridge } from "../pod-wiring.js";
 import { gatherHeld, duplicates, leftovers, nodePodState } from "./checks.js";
 import { CniRunner, type CniPod } from "./cni.js";
 import { clearCut, FAULTS, type FaultContext } from "./faults.js";
@@ -68,14 +71,16 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   };
 
   log(`soak: seed ${o.seed}, ${o.seconds} s, nodes ${backends.join(", ")}`);
-  const c = await Cluster.create({ nodes: backends.length, podsPerNode: 0, backend: backends, etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP] });
+  // The last node runs no weft: it is programmed by hand as flanneld programs a vxlan node.
+  const flannelNode = backends.length;
+  const c = await Cluster.create({ nodes: backends.length + 1, podsPerNode: 0, backend: [...backends, "vxlan"], manualNodes: [flannelNode], etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP] });
   const pingers: Pinger[] = [];
   const timers: NodeJS.Timeout[] = [];
   let upstream: Upstream | undefined;
   try {
     upstream = await Upstream.create(c.hub);
     const cni = CniRunner.install(c);
-    const agentNodes = c.nodes.map((n) => n.index);
+    const agentNodes = c.nodes.map((n) => n.index).filter((i) => i !== flannelNode);
     const live = new Map<number, string[]>();
     const anchors = new Map<number, CniPod>();
     const stable: CniPod[] = [];
@@ -88,6 +93,13 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         if (!anchors.has(i)) anchors.set(i, p);
       }
     }
+    await programFlannelNode(c, flannelNode);
+    const fl = c.node(flannelNode);
+    const flSubnet = { v4: fl.subnet, v6: undefined };
+    await makeBridge(fl.ns, flSubnet, 1450);
+    const flPod = await bridgedPod(fl.ns, flannelNode, 0, c.tag, flSubnet, 1450);
+    fl.pods.push(flPod);
+    const meshed: { ns: Netns; addr: number }[] = [...stable, flPod];
     const failed = await c.pingAll();
     if (failed.length > 0) throw new Error(`the cluster is not whole before any fault: ${failed.join(", ")}`);
     await o.afterSetup?.(c, stable);
@@ -97,8 +109,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       const f = attribute(out.startMs, faults, lossMs);
       if (f) f.maxOutageMs = Math.max(f.maxOutageMs, out.endMs - out.startMs);
     });
-    for (const a of stable) {
-      for (const b of stable) {
+    for (const a of meshed) {
+      for (const b of meshed) {
         if (a === b) continue;
         const pair = `${formatIpv4(a.addr)}->${formatIpv4(b.addr)}`;
         reach.add(pair, at());
@@ -217,7 +229,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   return {
     seed: o.seed, duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
     violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,
-    pods: c.pods.length, pairs: pingers.length, nodes: backends.map((b, index) => ({ index, backend: b })),
+    pods: c.pods.length, pairs: pingers.length, nodes: [...backends, "flannel (by hand)"].map((b, index) => ({ index, backend: b })),
   };
 }
 
