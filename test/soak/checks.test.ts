@@ -61,15 +61,17 @@ describe("soak checkers", () => {
 });
 
 describe("soak memory trend", () => {
-  const series = (f: (t: number) => number, n = 120): [number, number][] => Array.from({ length: n }, (_, t) => [t, f(t)]);
+  const series = (f: (t: number) => number, n = 300): [number, number][] => Array.from({ length: n }, (_, t) => [t, f(t)]);
   it("flat memory with noise and a single spike does not grow; a steady climb does; too few samples is no verdict", async () => {
     const { memoryTrend } = await import("../../src/harness/soak/memory.js");
-    expect(memoryTrend(series((t) => 80 + ((t * 7) % 5) + (t === 90 ? 40 : 0)))?.grows).toBe(false);
+    expect(memoryTrend(series((t) => 80 + ((t * 7) % 5) + (t === 190 ? 40 : 0)))?.grows).toBe(false);
+    // Settling by a few MiB (what agents do in their first minutes) is no trend.
+    expect(memoryTrend(series((t) => 90 - 5 * Math.exp(-t / 100)))?.grows).toBe(false);
     const climb = memoryTrend(series((t) => 80 + t * 0.2));
     expect(climb?.grows).toBe(true);
     expect(climb?.slopeMibPerMin).toBeCloseTo(12, 5);
-    expect(memoryTrend(series((t) => 80 + t, 40))).toBeUndefined();
+    expect(memoryTrend(series((t) => 80 + t, 170))).toBeUndefined();
     // The warm-up (start-up growth) is left out.
-    expect(memoryTrend(series((t) => (t < 20 ? 40 + t * 2 : 80)))?.grows).toBe(false);
+    expect(memoryTrend(series((t) => (t < 60 ? 40 + t : 100)))?.grows).toBe(false);
   });
 });

@@ -3,7 +3,7 @@ import { run } from "../../common/exec.js";
 import type { Cluster } from "../cluster.js";
 import type { EtcdCluster } from "../etcd-cluster.js";
 import type { CniPod, CniRunner } from "./cni.js";
-import { leftovers, nodePodState } from "./checks.js";
+import { gatherHeld, leftovers, nodePodState } from "./checks.js";
 import { nodeChurn, type Joiner } from "./node-churn.js";
 import { registryChurn } from "./registry-churn.js";
 import type { Rng } from "./rng.js";
@@ -154,6 +154,47 @@ async function cniBurst(x: FaultContext, f: FaultRecord): Promise<void> {
   for (const l of left) x.violation("leftovers", `after a burst: ${l}`);
 }
 
+/**
+ * A burst of CNI ADDs on one node with its agent SIGKILLed in the middle of
+ * it, then started again. ADDs that failed get a DEL, as a runtime sends
+ * one; ADDs that succeeded keep their address through the restart and reach
+ * a long-lived pod on another node; after the DELs nothing is left.
+ */
+async function cniBurstKill(x: FaultContext, f: FaultRecord): Promise<void> {
+  const i = f.node ?? 0;
+  const k = x.rng.int(4, 8);
+  const roles = Array.from({ length: k }, () => `k${x.seq++}`);
+  const adds = Promise.allSettled(roles.map((r) => x.cni.add(x.c, i, r)));
+  await sleep(x.rng.int(0, 120)); // ADDs take ~50-200 ms each here: some are in flight
+  await x.c.stopAgent(i, "SIGKILL");
+  const a = x.c.node(i).agent;
+  f.observed = a !== undefined && a.signalCode === "SIGKILL";
+  const made = await adds;
+  x.c.startAgent(i);
+  await x.c.waitReady(i, 30_000);
+  const pods = made.flatMap((m) => (m.status === "fulfilled" ? [m.value] : []));
+  f.detail = `${pods.length} of ${k} ADDs done before the kill`;
+  const held = new Set((await gatherHeld(x.c, [i])).map((h) => h.containerId));
+  for (const p of pods) if (!held.has(p.id)) x.violation("leftovers", `pod ${p.id}'s ADD succeeded before the agent was killed, but the restarted agent does not hold its address`);
+  const others = [...x.anchors.values()].filter((o) => o.node !== i);
+  await Promise.all(pods.map(async (p) => {
+    const to = others.length > 0 ? x.rng.pick(others) : undefined;
+    if (!to) return;
+    let ok = false;
+    for (let t = 0; t < 5 && !ok; t++) ok = await p.ns.exec(["ping", "-n", "-c", "1", "-W", "1", formatIpv4(to.addr)]).then(() => true, () => false);
+    if (!ok) x.violation("reachability", `pod ${formatIpv4(p.addr)} (node ${i}), added before its agent was killed, never reached ${formatIpv4(to.addr)} after the restart`);
+  }));
+  for (const p of pods) await x.cni.del(x.c, p).catch((e: unknown) => x.violation("leftovers", (e as Error).message));
+  for (let n = 0; n < roles.length; n++) {
+    if (made[n]?.status !== "rejected") continue;
+    const id = `soak-${roles[n] ?? ""}`;
+    const out = await x.cni.call(x.c, i, "DEL", id, `/run/netns/wft${x.c.tag}-${roles[n] ?? ""}`);
+    if (out.exit !== 0) x.violation("leftovers", `DEL of ${id} (its ADD failed when the agent was killed) failed: ${out.stdout.slice(0, 300)}`);
+  }
+  const left = leftovers(new Map([[i, x.live.get(i) ?? []]]), [await nodePodState(x.c, i)]);
+  for (const l of left) x.violation("leftovers", `after a burst cut by SIGKILL: ${l}`);
+}
+
 export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultContext, f: FaultRecord) => Promise<void> }> = {
   "agent-sigkill": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGKILL") },
   "agent-sigterm": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGTERM") },
@@ -161,6 +202,7 @@ export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultCon
   "etcd-quorum-loss": { pickNode: false, inject: etcdQuorumLoss },
   "etcd-cut": { pickNode: true, inject: etcdCut },
   "cni-burst": { pickNode: true, inject: cniBurst },
+  "cni-burst-sigkill": { pickNode: true, inject: cniBurstKill },
   "registry-churn": { pickNode: false, inject: registryChurn },
   "upstream-down": { pickNode: false, inject: upstreamDown },
   "node-churn": { pickNode: false, inject: nodeChurn },

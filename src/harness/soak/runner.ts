@@ -9,6 +9,7 @@ import { clearCut, FAULTS, type FaultContext } from "./faults.js";
 import { converge } from "./dns.js";
 import { memoryTrend, rssMib } from "./memory.js";
 import { Pinger } from "./pinger.js";
+import { ServiceRegistry } from "../../registry/store.js";
 import { Upstream, UPSTREAM_IP } from "./upstream.js";
 import { attribute, Reachability } from "./reach.js";
 import { Rng } from "./rng.js";
@@ -100,6 +101,20 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const flPod = await bridgedPod(fl.ns, flannelNode, 0, c.tag, flSubnet, 1450);
     fl.pods.push(flPod);
     const meshed: { ns: Netns; addr: number }[] = [...stable, flPod];
+    // A headless service with every pod as an endpoint: every node's DNS must answer it after every fault.
+    const dnsWant = new Map<string, readonly string[]>();
+    const reg = new ServiceRegistry({ endpoints: c.etcdCluster?.localEndpoints ?? [c.etcd.localEndpoint] });
+    try {
+      await reg.putService("soak", "mesh", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
+      for (const [k, p] of meshed.entries()) {
+        await reg.putEndpoint("soak", "mesh", `p${k}`, { addresses: [formatIpv4(p.addr)], hostname: `p${k}`, ready: true, ports: [] });
+        dnsWant.set(`p${k}.mesh.soak.svc.cluster.local`, [formatIpv4(p.addr)]);
+      }
+    } finally {
+      await reg.close();
+    }
+    const first = await converge(c, agentNodes, dnsWant, 10_000);
+    if (first.left.length > 0) throw new Error(`the nodes' DNS does not answer the soak's services before any fault: ${first.left.join("; ")}`);
     const failed = await c.pingAll();
     if (failed.length > 0) throw new Error(`the cluster is not whole before any fault: ${failed.join(", ")}`);
     await o.afterSetup?.(c, stable);
@@ -137,7 +152,6 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       }).finally(() => (busy = false));
     }, 1000));
 
-    const dnsWant = new Map<string, readonly string[]>();
     const dnsLag = (ms: number): void => {
       checks.dns++;
       dnsMaxLag = Math.max(dnsMaxLag, ms);

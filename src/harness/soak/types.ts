@@ -7,6 +7,7 @@ export const FAULT_KINDS = [
   "etcd-quorum-loss",
   "etcd-cut",
   "cni-burst",
+  "cni-burst-sigkill",
   "registry-churn",
   "upstream-down",
   "node-churn",
