@@ -165,7 +165,7 @@ async function cniBurstKill(x: FaultContext, f: FaultRecord): Promise<void> {
   const k = x.rng.int(4, 8);
   const roles = Array.from({ length: k }, () => `k${x.seq++}`);
   const adds = Promise.allSettled(roles.map((r) => x.cni.add(x.c, i, r)));
-  await sleep(x.rng.int(0, 120)); // ADDs take ~50-200 ms each here: some are in flight
+  await sleep(x.rng.int(30, 250)); // ADDs take ~50-300 ms each here: some done, some in flight
   await x.c.stopAgent(i, "SIGKILL");
   const a = x.c.node(i).agent;
   f.observed = a !== undefined && a.signalCode === "SIGKILL";
