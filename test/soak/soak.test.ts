@@ -8,7 +8,7 @@ import { FAULT_KINDS } from "../../src/harness/soak/types.js";
 
 /**
  * The chaos soak, seeded: 30 s of faults on an ebpf/tun/vxlan cluster with
- * CNI pods, no violation, and every fault kind the schedule drew injected
+ * CNI pods, a flannel-programmed node and a 3-member etcd, no violation, and every fault kind the schedule drew injected
  * and seen to take effect. Then the same harness with things broken on
  * purpose, to show each invariant can fail.
  */
@@ -31,7 +31,9 @@ describe("chaos soak", () => {
     expect(r.duration_s).toBeGreaterThanOrEqual(30);
     expect(r.checks["unique-address"]).toBeGreaterThanOrEqual(25);
     expect(r.checks.reachability).toBeGreaterThanOrEqual(100);
-    expect(r.pairs).toBe(30);
+    // 6 CNI pods on the weft nodes and 1 on the node programmed as flanneld programs one: 7 x 6 pairs.
+    expect(r.pairs).toBe(42);
+    expect(r.nodes.map((n) => n.backend)).toEqual(["ebpf", "tun", "vxlan", "flannel (by hand)"]);
   }, 240_000);
 
   it("each invariant fails when broken on purpose: a stray veth, a pair's packets dropped, an address in two nodes' IPAM, a node's DNS unreachable", async () => {
