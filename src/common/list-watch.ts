@@ -48,6 +48,12 @@ export class ListWatch<S, E> {
     private readonly hooks: ListWatchHooks<S, E>,
     private readonly log: Logger,
     private readonly retryMs = 1000,
+    /**
+     * How long a listing or the creation of a watch may take before it is
+     * given up and tried again (the client has no deadline of its own: a call
+     * that never returned left the loop, and the agent's readiness, stuck).
+     */
+    private readonly callTimeoutMs = 15_000,
   ) {}
 
   /** True while a listing is applied and its watch is connected. */
@@ -89,7 +95,7 @@ export class ListWatch<S, E> {
   private async listAndWatch(): Promise<void> {
     for (let delay = this.retryMs; !this.closed; delay = Math.min(delay * 2, 10_000)) {
       try {
-        const { snapshot, revision } = await this.source.list();
+        const { snapshot, revision } = await deadline(this.source.list(), this.callTimeoutMs, `listing for the ${this.what} watch`);
         if (this.closed) return;
         const gen = ++this.generation; // from here on, the old watch is not heard
         await cancel(this.watcher);
@@ -97,7 +103,7 @@ export class ListWatch<S, E> {
         this.resyncs++;
         this.hooks.snapshot(snapshot, revision);
         const next = (BigInt(revision) + 1n).toString();
-        const w = await this.source.watch(
+        const w = await deadline(this.source.watch(
           next,
           (e, rev) => gen === this.generation && !this.closed && this.hooks.event(e, rev),
           (err) => gen === this.generation && this.onWatchError(err),
@@ -107,7 +113,7 @@ export class ListWatch<S, E> {
             if (up) this.log.info(`${this.what} watch reconnected; it resumes where it stopped`);
             else this.log.warn(`${this.what} watch disconnected; reconnecting`);
           },
-        );
+        ), this.callTimeoutMs, `starting the ${this.what} watch`, (late) => void cancel(late));
         if (this.closed || gen !== this.generation || this.again) {
           await cancel(w); // closed, or this watch already failed: resync() lists again
           return;
@@ -130,6 +136,33 @@ export class ListWatch<S, E> {
     this.log.warn({ err: err.message }, `${this.what} watch ended; listing again`);
     void this.resync();
   }
+}
+
+/**
+ * `p`, or a rejection after `ms` naming `what`; `onLate` gets a value that
+ * arrives after the deadline (a watch started too late: to be cancelled).
+ */
+function deadline<T>(p: Promise<T>, ms: number, what: string, onLate?: (v: T) => void): Promise<T> {
+  let timedOut = false;
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new Error(`${what} got no answer in ${ms} ms`));
+    }, ms);
+    timer.unref();
+  });
+  return Promise.race([
+    p.then((v) => {
+      clearTimeout(timer);
+      if (timedOut) onLate?.(v);
+      return v;
+    }, (e: unknown) => {
+      clearTimeout(timer);
+      throw e;
+    }),
+    t,
+  ]);
 }
 
 /** Cancels a watch, giving up after a second (an unreachable etcd never answers). */

@@ -11,6 +11,7 @@ import type { AgentStatus } from "../agent/status.js";
 import { SubnetRegistry } from "../subnet/registry.js";
 import { formatNetworkConfig } from "../subnet/network-config.js";
 import { EtcdServer } from "./etcd.js";
+import { EtcdCluster } from "./etcd-cluster.js";
 import { Pki } from "./pki.js";
 import { NS_PREFIX, Netns, sweepNamespaces, uniqueTag, veth } from "./netns.js";
 import { run } from "../common/exec.js";
@@ -67,6 +68,8 @@ export interface ClusterOptions {
   readonly ipv6SubnetLen?: number;
   /** IPv6 only: no IPv4 anywhere (pods, underlay, etcd at [2001:db8:ff::fe]:2379); implies `ipv6`. */
   readonly ipv6Only?: boolean;
+  /** 3: a 3-member etcd cluster (EtcdCluster, on 192.0.2.251-253) instead of the one server; `etcd` is then member 0. */
+  readonly etcdMembers?: 1 | 3;
 }
 
 const HUB6 = "2001:db8:ff::fe";
@@ -112,6 +115,8 @@ export interface ClusterNode {
  */
 export class Cluster {
   readonly nodes: ClusterNode[] = [];
+  /** The 3-member etcd, with `etcdMembers: 3`. */
+  etcdCluster: EtcdCluster | undefined;
   /** /etc/netns/<name> directories written by setResolvConf, removed by destroy(). */
   private readonly etcNetns: string[] = [];
   private constructor(
@@ -133,6 +138,7 @@ export class Cluster {
     await run(["mount", "-t", "bpf", "bpf", join(dir, "bpffs")]);
     const hub = await Netns.create("hub", tag);
     let etcd: EtcdServer | undefined;
+    let members: EtcdCluster | undefined;
     let cluster: Cluster | undefined;
     try {
       await hub.ip("link", "add", "br0", "type", "bridge");
@@ -142,8 +148,10 @@ export class Cluster {
       const pki = opts.etcdTls ? await Pki.create(join(dir, "pki")) : undefined;
       const server = pki ? await pki.issue("etcd-server", { usage: "server", ips: ["192.0.2.254", "127.0.0.1"] }) : undefined;
       const tls = pki && server ? { cert: server.cert, key: server.key, trustedCa: pki.ca.cert, clientCertAuth: true } : undefined;
-      etcd = await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: opts.ipv6Only ? `[${HUB6}]` : "192.0.2.254", port: 2379, tls });
+      if (opts.etcdMembers === 3) members = await EtcdCluster.start(join(dir, "etcd"), hub);
+      etcd = members ? members.member(0) : await EtcdServer.start({ dir: join(dir, "etcd"), netns: hub, host: opts.ipv6Only ? `[${HUB6}]` : "192.0.2.254", port: 2379, tls });
       const c = new Cluster(tag, dir, hub, etcd, opts, pki);
+      c.etcdCluster = members;
       cluster = c;
       await c.initNetwork();
       for (let i = 0; i < opts.nodes; i++) await c.addNode(i);
@@ -161,7 +169,7 @@ export class Cluster {
       return c;
     } catch (e) {
       if (cluster) await opts.agentLauncher?.destroy?.(cluster).catch(() => undefined);
-      await etcd?.close().catch(() => undefined);
+      await (members ?? etcd)?.close().catch(() => undefined);
       await sweepNamespaces(`${NS_PREFIX}${tag}`);
       await run(["umount", "-l", join(dir, "bpffs")]).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
@@ -183,7 +191,7 @@ export class Cluster {
    * unix socket, plain even with `etcdTls` (and refused once etcd auth is on).
    */
   registry(): SubnetRegistry {
-    return new SubnetRegistry({ endpoints: [this.etcd.localEndpoint], prefix: "/coreos.com/network" });
+    return new SubnetRegistry({ endpoints: this.etcdCluster?.localEndpoints ?? [this.etcd.localEndpoint], prefix: "/coreos.com/network" });
   }
 
   private async initNetwork(): Promise<void> {
@@ -201,7 +209,8 @@ export class Cluster {
     }
   }
 
-  private async addNode(i: number): Promise<void> {
+  /** Adds node i (its namespace, eth0 on the hub bridge, 192.0.2.<i + 1>); the caller starts its agent. */
+  async addNode(i: number): Promise<void> {
     const ns = await Netns.create(`n${i}`, this.tag);
     if (this.pki) await this.pki.issue(`node-${i}`, { usage: "client", cn: `node-${i}` });
     await veth(ns, "eth0", this.hub, `h${i}`);
@@ -248,7 +257,7 @@ export class Cluster {
 
   /** The etcd flags of node i's agent: the endpoint, and with `etcdTls` its certificate files. */
   etcdArgs(i: number): string[] {
-    if (!this.pki) return ["--etcd-endpoints", this.etcd.endpoint];
+    if (!this.pki) return ["--etcd-endpoints", this.etcdCluster?.endpoints ?? this.etcd.endpoint];
     const t = this.tlsFiles(i);
     return ["--etcd-endpoints", this.etcd.endpoint, "--etcd-cafile", t.caFile, "--etcd-certfile", t.certFile, "--etcd-keyfile", t.keyFile];
   }
@@ -406,7 +415,7 @@ export class Cluster {
   async destroy(): Promise<void> {
     await Promise.all(this.nodes.map((n) => this.stopAgent(n.index, "SIGKILL").catch(() => undefined)));
     await this.opts.agentLauncher?.destroy?.(this).catch(() => undefined);
-    await this.etcd.close().catch(() => undefined);
+    await (this.etcdCluster ?? this.etcd).close().catch(() => undefined);
     for (const n of this.nodes) {
       for (const p of n.pods) await p.ns.destroy();
       await n.ns.destroy();

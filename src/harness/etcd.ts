@@ -23,6 +23,10 @@ export interface EtcdOptions {
    * harness's own use through `localEndpoint`.
    */
   readonly tls?: EtcdServerTls | undefined;
+  /** Member name and peer address (default "weft" on 127.0.0.1), and the initial cluster (default: this member alone); see EtcdCluster. */
+  readonly name?: string;
+  readonly peerHost?: string;
+  readonly initialCluster?: string;
 }
 
 export interface EtcdServerTls {
@@ -76,17 +80,19 @@ export class EtcdServer {
     mkdirSync(dir, { recursive: true });
     rmSync(this.socket, { force: true }); // left by a killed server: etcd would fail to bind it
     const peer = this.opts.peerPort ?? port + 1;
+    const name = this.opts.name ?? "weft";
+    const peerUrl = `http://${this.opts.peerHost ?? "127.0.0.1"}:${peer}`;
     const argv = [
       ...(netns ? ["ip", "netns", "exec", netns.name] : []),
-      "etcd", "--name", "weft", "--data-dir", join(dir, "data"),
+      "etcd", "--name", name, "--data-dir", join(dir, "data"),
       "--listen-client-urls", `${this.endpoint},unix://etcd.sock:0`,
       "--advertise-client-urls", this.endpoint,
       ...(tls ? ["--cert-file", tls.cert, "--key-file", tls.key] : []),
       ...(tls?.trustedCa ? ["--trusted-ca-file", tls.trustedCa] : []),
       ...(tls?.clientCertAuth ? ["--client-cert-auth"] : []),
-      "--listen-peer-urls", `http://127.0.0.1:${peer}`,
-      "--initial-advertise-peer-urls", `http://127.0.0.1:${peer}`,
-      "--initial-cluster", `weft=http://127.0.0.1:${peer}`,
+      "--listen-peer-urls", peerUrl,
+      "--initial-advertise-peer-urls", peerUrl,
+      "--initial-cluster", this.opts.initialCluster ?? `${name}=${peerUrl}`,
       "--log-outputs", join(dir, "etcd.log"), "--logger", "zap",
       // Tests compact on purpose; keep etcd itself from doing it behind their back.
       "--auto-compaction-retention", "0",

@@ -1,0 +1,258 @@
+import { formatIpv4 } from "../../common/ipv4.js";
+import { Cluster } from "../cluster.js";
+import { programFlannelNode } from "../flannel-node.js";
+import type { Netns } from "../netns.js";
+import { bridgedPod, makeBridge } from "../pod-wiring.js";
+import { gatherHeld, duplicates, leftovers, nodePodState } from "./checks.js";
+import { CniRunner, type CniPod } from "./cni.js";
+import { clearCut, FAULTS, type FaultContext } from "./faults.js";
+import { converge } from "./dns.js";
+import { memoryTrend, rssMib } from "./memory.js";
+import { Pinger } from "./pinger.js";
+import { ServiceRegistry } from "../../registry/store.js";
+import { Upstream, UPSTREAM_IP } from "./upstream.js";
+import { attribute, Reachability } from "./reach.js";
+import { Rng } from "./rng.js";
+import { FAULT_KINDS, type FaultKind, type FaultRecord, type InvariantName, type SoakReport, type Violation } from "./types.js";
+
+export interface SoakOptions {
+  readonly seconds: number;
+  readonly seed: number;
+  /** One node per backend (default ebpf, tun, vxlan). */
+  readonly backends?: readonly string[];
+  /** Long-lived CNI pods per node (default 2). */
+  readonly podsPerNode?: number;
+  /** Fault kinds to draw from (default all). */
+  readonly kinds?: readonly FaultKind[];
+  /** How long after a fault is undone every pod pair must answer again (default 15 s). */
+  readonly graceMs?: number;
+  /** A pair with no reply for this long is down (default 1000 ms; pings go every 200 ms). */
+  readonly lossMs?: number;
+  /**
+   * Runs once the cluster and its pods are up, before the pings and the faults
+   * start; tests break things here on purpose to see the invariants fail.
+   */
+  readonly afterSetup?: (c: Cluster, pods: readonly CniPod[]) => Promise<void>;
+  /** Progress lines (to stderr in the CLI). */
+  readonly log?: (line: string) => void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The chaos soak: a netns cluster with one node per backend, long-lived pods
+ * attached through weft's CNI plugin pinging each other continuously, and a
+ * seeded schedule of faults, one at a time with a seeded gap between them
+ * (each kind once per shuffled round). Invariants are checked throughout:
+ * no address held twice (every second), every pod pair reachable except in
+ * an outage window while a fault is in force and until it has settled,
+ * nothing left behind by CNI bursts and at the end.
+ */
+export async function runSoak(o: SoakOptions): Promise<SoakReport> {
+  const log = o.log ?? ((): void => undefined);
+  const rng = new Rng(o.seed);
+  const backends = o.backends ?? ["ebpf", "tun", "vxlan"];
+  const kinds = o.kinds ?? FAULT_KINDS;
+  const graceMs = o.graceMs ?? 15_000;
+  const lossMs = o.lossMs ?? 1000;
+  const violations: Violation[] = [];
+  const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, dns: 0, memory: 0, "fault-action": 0 };
+  let dnsMaxLag = 0;
+  const rss = new Map<string, [number, number][]>();
+  const memory: SoakReport["memory"][number][] = [];
+  const faults: FaultRecord[] = [];
+  let t0 = Date.now(); // reset once the cluster is up: duration_s counts the faulted time
+  const at = (): number => Date.now() - t0;
+  const seen = new Set<string>();
+  const violation = (invariant: InvariantName, detail: string): void => {
+    if (seen.has(`${invariant}:${detail}`)) return;
+    seen.add(`${invariant}:${detail}`);
+    violations.push({ invariant, atMs: at(), detail });
+    log(`VIOLATION ${invariant} at ${(at() / 1000).toFixed(1)} s: ${detail}`);
+  };
+
+  log(`soak: seed ${o.seed}, ${o.seconds} s, nodes ${backends.join(", ")}`);
+  // The last node runs no weft: it is programmed by hand as flanneld programs a vxlan node.
+  const flannelNode = backends.length;
+  const c = await Cluster.create({ nodes: backends.length + 1, podsPerNode: 0, backend: [...backends, "vxlan"], manualNodes: [flannelNode], etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP] });
+  const pingers: Pinger[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  let upstream: Upstream | undefined;
+  try {
+    upstream = await Upstream.create(c.hub);
+    const cni = CniRunner.install(c);
+    const agentNodes = c.nodes.map((n) => n.index).filter((i) => i !== flannelNode);
+    const live = new Map<number, string[]>();
+    const anchors = new Map<number, CniPod>();
+    const stable: CniPod[] = [];
+    for (const i of agentNodes) {
+      for (let j = 0; j < (o.podsPerNode ?? 2); j++) {
+        const p = await cni.add(c, i, `n${i}s${j}`);
+        c.node(i).pods.push({ ns: p.ns, node: i, addr: p.addr });
+        stable.push(p);
+        live.set(i, [...(live.get(i) ?? []), p.id]);
+        if (!anchors.has(i)) anchors.set(i, p);
+      }
+    }
+    await programFlannelNode(c, flannelNode);
+    const fl = c.node(flannelNode);
+    const flSubnet = { v4: fl.subnet, v6: undefined };
+    await makeBridge(fl.ns, flSubnet, 1450);
+    const flPod = await bridgedPod(fl.ns, flannelNode, 0, c.tag, flSubnet, 1450);
+    fl.pods.push(flPod);
+    const meshed: { ns: Netns; addr: number }[] = [...stable, flPod];
+    // A headless service with every pod as an endpoint: every node's DNS must answer it after every fault.
+    const dnsWant = new Map<string, readonly string[]>();
+    const reg = new ServiceRegistry({ endpoints: c.etcdCluster?.localEndpoints ?? [c.etcd.localEndpoint] });
+    try {
+      await reg.putService("soak", "mesh", { type: "Headless", clusterIPs: [], ports: [], publishNotReadyAddresses: false });
+      for (const [k, p] of meshed.entries()) {
+        await reg.putEndpoint("soak", "mesh", `p${k}`, { addresses: [formatIpv4(p.addr)], hostname: `p${k}`, ready: true, ports: [] });
+        dnsWant.set(`p${k}.mesh.soak.svc.cluster.local`, [formatIpv4(p.addr)]);
+      }
+    } finally {
+      await reg.close();
+    }
+    const first = await converge(c, agentNodes, dnsWant, 10_000);
+    if (first.left.length > 0) throw new Error(`the nodes' DNS does not answer the soak's services before any fault: ${first.left.join("; ")}`);
+    const failed = await c.pingAll();
+    if (failed.length > 0) throw new Error(`the cluster is not whole before any fault: ${failed.join(", ")}`);
+    await o.afterSetup?.(c, stable);
+    t0 = Date.now();
+
+    const reach = new Reachability(lossMs, (out) => {
+      const f = attribute(out.startMs, faults, lossMs);
+      if (f) f.maxOutageMs = Math.max(f.maxOutageMs, out.endMs - out.startMs);
+    });
+    for (const a of meshed) {
+      for (const b of meshed) {
+        if (a === b) continue;
+        const pair = `${formatIpv4(a.addr)}->${formatIpv4(b.addr)}`;
+        reach.add(pair, at());
+        const p = new Pinger(a.ns, formatIpv4(b.addr), 0.2, () => reach.reply(pair, at()));
+        p.start();
+        pingers.push(p);
+      }
+    }
+    timers.push(setInterval(() => {
+      checks.reachability++;
+      for (const d of reach.tick(at())) {
+        if (!attribute(d.startMs, faults, lossMs)) violation("reachability", `${d.pair} unanswered from ${(d.startMs / 1000).toFixed(1)} s with no fault in force`);
+      }
+    }, 200));
+    const transient = new Set<CniPod>();
+    const extraNodes = new Set<number>();
+    let busy = false;
+    timers.push(setInterval(() => {
+      if (busy) return;
+      busy = true;
+      checks["unique-address"]++;
+      void gatherHeld(c, [...agentNodes, ...extraNodes]).then((held) => {
+        for (const d of duplicates(held)) violation("unique-address", d);
+      }).finally(() => (busy = false));
+    }, 1000));
+
+    const dnsLag = (ms: number): void => {
+      checks.dns++;
+      dnsMaxLag = Math.max(dnsMaxLag, ms);
+    };
+    timers.push(setInterval(() => {
+      for (const i of [...agentNodes, ...extraNodes]) {
+        const pid = c.node(i).agent?.pid;
+        const mib = pid === undefined ? undefined : rssMib(pid);
+        if (pid === undefined || mib === undefined) continue;
+        const key = `${i}:${pid}`;
+        if (!rss.has(key)) rss.set(key, []);
+        rss.get(key)?.push([at() / 1000, mib]);
+      }
+    }, 1000));
+    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0 };
+    let round: FaultKind[] = [];
+    while (at() < o.seconds * 1000) {
+      await sleep(rng.int(1000, 3000));
+      if (round.length === 0) round = shuffle([...kinds], rng);
+      const kind = round.shift() as FaultKind;
+      const spec = FAULTS[kind];
+      const f: FaultRecord = { kind, node: spec.pickNode ? rng.pick(agentNodes) : undefined, detail: "", startMs: at(), restoredMs: undefined, settledMs: undefined, maxOutageMs: 0, observed: false };
+      faults.push(f);
+      log(`${(f.startMs / 1000).toFixed(1)} s: ${kind}${f.node === undefined ? "" : ` on node ${f.node} (${c.backendOf(f.node)})`}`);
+      checks["fault-action"]++;
+      try {
+        await spec.inject(x, f);
+      } catch (e) {
+        violation("fault-action", `${kind}${f.node === undefined ? "" : ` on node ${f.node}`}: ${(e as Error).message.slice(0, 600)}`);
+        if (kind === "etcd-cut" && f.node !== undefined) await clearCut(c, f.node);
+      }
+      f.restoredMs = at();
+      // Settled: every pair answering for longer than the loss threshold, within the grace.
+      let upSince: number | undefined;
+      while (at() - f.restoredMs < graceMs) {
+        const down = reach.down(at());
+        if (down.length === 0) {
+          upSince ??= at();
+          if (at() - upSince > lossMs + 500) break;
+        } else {
+          upSince = undefined;
+        }
+        await sleep(100);
+      }
+      f.settledMs = at();
+      const still = reach.down(at());
+      if (still.length > 0) violation("reachability", `${still.map((d) => d.pair).join(", ")} still unanswered ${graceMs} ms after ${kind} was undone`);
+      // Every node's DNS answers as the registry says (an agent started again must have caught up).
+      if (dnsWant.size > 0) {
+        checks.dns++;
+        const d = await converge(c, agentNodes, dnsWant, 5000);
+        if (d.left.length > 0) violation("dns", `after ${kind}: ${d.left.join("; ")}`);
+      }
+      log(`  ${f.detail ? `${f.detail}: ` : ""}${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
+    }
+
+    // Churn has settled: nothing left behind on any node.
+    checks.leftovers++;
+    const states = await Promise.all(agentNodes.map((i) => nodePodState(c, i)));
+    for (const l of leftovers(live, states)) violation("leftovers", `at the end: ${l}`);
+    for (const d of duplicates(await gatherHeld(c, [...agentNodes, ...extraNodes]))) violation("unique-address", d);
+    for (const [key, samples] of rss) {
+      const tr = memoryTrend(samples);
+      if (!tr) continue;
+      checks.memory++;
+      const [node, pid] = key.split(":").map(Number) as [number, number];
+      memory.push({ node, pid, samples: samples.length, first_mib: round1(samples[0]?.[1] ?? 0), last_mib: round1(samples.at(-1)?.[1] ?? 0), slope_mib_per_min: round1(tr.slopeMibPerMin), grows: tr.grows });
+      if (tr.grows) violation("memory", `node ${node}'s agent (pid ${pid}) grows ${tr.slopeMibPerMin.toFixed(1)} MiB/min over ${tr.samples} s (+${tr.riseMib.toFixed(1)} MiB)`);
+    }
+    if (x.joiner) {
+      const j = x.joiner;
+      for (const l of leftovers(new Map([[j.node, [j.pod.id]]]), [{ ...(await nodePodState(c, j.node)), endpoints: undefined }])) violation("leftovers", `at the end: ${l}`);
+    }
+  } finally {
+    for (const t of timers) clearInterval(t);
+    await Promise.all(pingers.map((p) => p.stop()));
+    await upstream?.stop();
+    await c.destroy();
+  }
+
+  const count = (pred: (f: FaultRecord) => boolean): Partial<Record<FaultKind, number>> => {
+    const out: Partial<Record<FaultKind, number>> = {};
+    for (const f of faults) if (pred(f)) out[f.kind] = (out[f.kind] ?? 0) + 1;
+    return out;
+  };
+  const maxOutage: Partial<Record<FaultKind, number>> = {};
+  for (const f of faults) maxOutage[f.kind] = Math.max(maxOutage[f.kind] ?? 0, f.maxOutageMs);
+  for (const f of faults) if (!f.observed) violations.push({ invariant: "fault-action", atMs: f.startMs, detail: `${f.kind} was injected but never observed to take effect` });
+  return {
+    seed: o.seed, duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
+    violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,
+    pods: c.pods.length, pairs: pingers.length, nodes: [...backends, "flannel (by hand)"].map((b, index) => ({ index, backend: b })),
+  };
+}
+
+const round1 = (v: number): number => Math.round(v * 10) / 10;
+
+function shuffle<T>(xs: T[], rng: Rng): T[] {
+  for (let i = xs.length - 1; i > 0; i--) {
+    const j = rng.int(0, i);
+    [xs[i], xs[j]] = [xs[j] as T, xs[i] as T];
+  }
+  return xs;
+}

@@ -1,0 +1,85 @@
+import type { ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { projectRoot } from "../../common/paths.js";
+import type { Netns } from "../netns.js";
+import type { Cluster } from "../cluster.js";
+import { converge, lookup } from "./dns.js";
+import type { FaultContext } from "./faults.js";
+import type { FaultRecord } from "./types.js";
+
+/** Where the upstream listens (the hub bridge) and what it answers for *.example.test. */
+export const UPSTREAM_IP = "192.0.2.250";
+export const UPSTREAM_ANSWER = "198.51.100.7";
+// The compiled script (tests run this module from source, where there is no .js beside it).
+const SCRIPT = join(projectRoot(), "dist", "src", "harness", "soak", "upstream-server.js");
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The DNS upstream process in the hub namespace (agents get --dns-upstream UPSTREAM_IP). */
+export class Upstream {
+  private child: ChildProcess | undefined;
+  constructor(private readonly hub: Netns) {}
+
+  /** Adds the address to the hub bridge (once) and starts the server; resolves once it is bound. */
+  static async create(hub: Netns): Promise<Upstream> {
+    await hub.ip("addr", "add", `${UPSTREAM_IP}/24`, "dev", "br0");
+    const u = new Upstream(hub);
+    await u.start();
+    return u;
+  }
+
+  async start(): Promise<void> {
+    if (!existsSync(SCRIPT)) throw new Error(`${SCRIPT} is missing: run npm run build:ts`);
+    const c = this.hub.spawn([process.execPath, SCRIPT, UPSTREAM_IP, UPSTREAM_ANSWER]);
+    this.child = c;
+    c.stderr?.resume();
+    await new Promise<void>((resolve, reject) => {
+      c.stdout?.once("data", () => resolve());
+      c.once("exit", (code) => reject(new Error(`the soak's DNS upstream exited (${code})`)));
+    });
+    c.stdout?.resume();
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise((r) => c.once("exit", r));
+    c.kill("SIGKILL");
+    await exited;
+  }
+}
+
+/** Node i's answer for a name under example.test nobody asked before ([] when none). */
+async function external(c: Cluster, i: number, seq: number): Promise<string[]> {
+  const name = `q${seq}-${i}.example.test`;
+  return (await lookup(c, i, [name]).catch(() => new Map<string, string[]>())).get(name) ?? [];
+}
+
+/**
+ * The DNS upstream down for a while: external names stop resolving (observed
+ * on every node, on names never asked before, so no cache answers), cluster
+ * names keep answering as the registry says, and once the upstream is back
+ * every node resolves external names again within a few seconds.
+ */
+export async function upstreamDown(x: FaultContext, f: FaultRecord): Promise<void> {
+  const u = x.upstream;
+  if (!u) throw new Error("the soak's cluster has no DNS upstream");
+  await u.stop();
+  const down = await Promise.all(x.agentNodes.map((i) => external(x.c, i, x.seq++)));
+  f.observed = down.every((a) => a.length === 0);
+  if (x.dnsWant.size > 0) {
+    const d = await converge(x.c, x.agentNodes, x.dnsWant, 3000);
+    if (d.left.length > 0) x.violation("dns", `with the upstream down: ${d.left.join("; ")}`);
+  }
+  await sleep(x.rng.int(1000, 3000));
+  await u.start();
+  const end = Date.now() + 5000;
+  let left = [...x.agentNodes];
+  while (left.length > 0 && Date.now() < end) {
+    const ok = await Promise.all(left.map(async (i) => (await external(x.c, i, x.seq++)).join() === UPSTREAM_ANSWER));
+    left = left.filter((_, k) => !ok[k]);
+    if (left.length > 0) await sleep(200);
+  }
+  if (left.length > 0) x.violation("dns", `node(s) ${left.join(", ")} still resolve no external name 5 s after the upstream came back`);
+}
