@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatIpv4, parseCidr, type Ipv4Prefix } from "../common/ipv4.js";
 import { formatIpv6, parseCidr6, parseIpv6, type Ipv6Prefix } from "../common/ipv6.js";
-import { bridgedPod, makeBridge, podAddress, routedPod, type Pod } from "./pod-wiring.js";
+import { bridgedPod, makeBridge, pingFrom, pingPairs, routedPod, type Pod } from "./pod-wiring.js";
 import { projectRoot } from "../common/paths.js";
 import { queryStatus, requestEndpoint } from "../agent/control.js";
 import type { AgentStatus } from "../agent/status.js";
@@ -379,36 +379,16 @@ export class Cluster {
   }
 
   /** One ping from a pod (to an IPv4 address as a number, or any address as text); true when answered. */
-  async ping(from: Pod, to: number | string, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
-    try {
-      await from.ns.exec(["ping", "-c", String(opts.count ?? 1), "-W", String(opts.waitSec ?? 2), "-q", typeof to === "number" ? formatIpv4(to) : to]);
-      return true;
-    } catch {
-      return false;
-    }
+  ping(from: Pod, to: number | string, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
+    return pingFrom(from, typeof to === "number" ? formatIpv4(to) : to, opts);
   }
 
   /**
-   * Every pod pings every other pod; returns the pairs that failed. Throws with
-   * fewer than two pods: there would be no pair, and an empty list would pass.
+   * Every pod pings every other pod over `family`; returns the pairs that
+   * failed. Throws with fewer than two pods: an empty list would pass.
    */
-  async pingAll(family: 4 | 6 = 4): Promise<string[]> {
-    const pods = this.pods.filter((p) => podAddress(p, family) !== undefined);
-    if (pods.length < 2) throw new Error(`pingAll: the cluster has ${pods.length} pod(s) with IPv${family}; at least two are needed for a pair`);
-    const failed: string[] = [];
-    const jobs: Promise<void>[] = [];
-    for (const a of pods) {
-      for (const b of pods) {
-        if (a === b) continue;
-        const from = podAddress(a, family) ?? "";
-        const to = podAddress(b, family) ?? "";
-        jobs.push(this.ping(a, to).then((ok) => {
-          if (!ok) failed.push(`${from} -> ${to}`);
-        }));
-      }
-    }
-    await Promise.all(jobs);
-    return failed.sort();
+  pingAll(family: 4 | 6 = 4): Promise<string[]> {
+    return pingPairs(this.pods, family);
   }
 
   /** Stops every agent and etcd, deletes every namespace, removes the directory. */

@@ -84,3 +84,37 @@ export function podAddress(p: Pod, family: 4 | 6): string | undefined {
   if (family === 6) return p.addr6 === undefined ? undefined : formatIpv6(p.addr6);
   return p.addr === 0 ? undefined : formatIpv4(p.addr);
 }
+
+/** One ping from a pod to `to` (either family's text); true when answered. */
+export async function pingFrom(from: Pod, to: string, opts: { count?: number; waitSec?: number } = {}): Promise<boolean> {
+  try {
+    await from.ns.exec(["ping", "-c", String(opts.count ?? 1), "-W", String(opts.waitSec ?? 2), "-q", to]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Every pod with an address of `family` pings every other one; the pairs
+ * that failed, sorted. Throws with fewer than two such pods: there would be
+ * no pair, and an empty list would pass.
+ */
+export async function pingPairs(all: readonly Pod[], family: 4 | 6): Promise<string[]> {
+  const pods = all.filter((p) => podAddress(p, family) !== undefined);
+  if (pods.length < 2) throw new Error(`pingAll: the cluster has ${pods.length} pod(s) with IPv${family}; at least two are needed for a pair`);
+  const failed: string[] = [];
+  const jobs: Promise<void>[] = [];
+  for (const a of pods) {
+    for (const b of pods) {
+      if (a === b) continue;
+      const from = podAddress(a, family) ?? "";
+      const to = podAddress(b, family) ?? "";
+      jobs.push(pingFrom(a, to).then((ok) => {
+        if (!ok) failed.push(`${from} -> ${to}`);
+      }));
+    }
+  }
+  await Promise.all(jobs);
+  return failed.sort();
+}
