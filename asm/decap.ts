@@ -45,27 +45,16 @@ export let decTot: u32 = 0;
  * the sending peer's index. Returns how many were accepted, or E_INVALID.
  */
 export function decap_batch(n: u32): i32 {
-  if (hdrBase == 0 || n > maxBatch) return E_INVALID;
-  loadDecapConfig();
-  let ok: i32 = 0;
-  for (let i: u32 = 0; i < n; i++) {
-    const d = descBase + <usize>i * <usize>DESC_SIZE;
-    const off = load<u32>(d, DESC_OFF);
-    const len = load<u32>(d, DESC_LEN);
-    const res = inPackets(off, len, 0)
-      ? decapCore(<usize>off, len, peerByUnderlay(load<u32>(d, DESC_ADDR)), <u32>load<u8>(d, DESC_TOS), true)
-      : R_BAD_DESC;
-    if (res >= 0) {
-      store<u32>(d, off + 22, DESC_OFF);
-      store<u32>(d, decTot, DESC_LEN);
-    }
-    ok += settle(d, DIR_DECAP, res);
-  }
-  return ok;
+  return decapBatch(n, false);
 }
 
 /** decap_batch() for VXLAN that arrived over IPv6 (outer sources in the IPv6 scratch region). */
 export function decap6_batch(n: u32): i32 {
+  return decapBatch(n, true);
+}
+
+/** Both batch entries: the sender of descriptor i is its DESC_ADDR (IPv4) or its 16 bytes in the IPv6 scratch region. */
+function decapBatch(n: u32, v6: bool): i32 {
   if (hdrBase == 0 || n > maxBatch) return E_INVALID;
   loadDecapConfig();
   let ok: i32 = 0;
@@ -73,9 +62,12 @@ export function decap6_batch(n: u32): i32 {
     const d = descBase + <usize>i * <usize>DESC_SIZE;
     const off = load<u32>(d, DESC_OFF);
     const len = load<u32>(d, DESC_LEN);
-    const src = addr6Base + (<usize>i << 4);
-    const idx = peerByUnderlay6(bswap<u64>(load<u64>(src)), bswap<u64>(load<u64>(src, 8)));
-    const res = inPackets(off, len, 0) ? decapCore(<usize>off, len, idx, <u32>load<u8>(d, DESC_TOS), true) : R_BAD_DESC;
+    let res: i32 = R_BAD_DESC;
+    if (inPackets(off, len, 0)) {
+      const src = addr6Base + (<usize>i << 4);
+      const idx = v6 ? peerByUnderlay6(bswap<u64>(load<u64>(src)), bswap<u64>(load<u64>(src, 8))) : peerByUnderlay(load<u32>(d, DESC_ADDR));
+      res = decapCore(<usize>off, len, idx, <u32>load<u8>(d, DESC_TOS), true);
+    }
     if (res >= 0) {
       store<u32>(d, off + 22, DESC_OFF);
       store<u32>(d, decTot, DESC_LEN);

@@ -230,18 +230,7 @@ function start6(ip: usize, tot: u32, res: i32): void {
     return;
   }
   if (<u32>load<u8>(ip, 6) != IPPROTO_TCP || tot < 40 + TCP_HLEN) return;
-  const t = ip + 40;
-  const hdrs: u32 = 40 + tcpHdrLen(t);
-  const flags = <u32>load<u8>(t, TCP_FLAGS);
-  if (hdrs < 40 + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
-  mergeable = true;
-  mFirst = ip;
-  mHdrs = hdrs;
-  mMss = tot - hdrs;
-  mTotal = tot;
-  mSegs = 1;
-  mNextSeq = bswap<u32>(load<u32>(t, 4)) + mMss;
-  mEndFlags = 0;
+  startTcp(ip, 40, tot);
 }
 
 /** merge() for inner IPv6: same version/traffic class/flow label, hop limit, addresses, ports, ack, window, options; next sequence number. */
@@ -310,10 +299,20 @@ function start(ip: usize, tot: u32, res: i32): void {
   }
   // Only TCP without IP options coalesces (then the TCP header starts at IP_HLEN).
   if (<u32>load<u8>(ip) != 0x45 || isFragment(ip) || <u32>load<u8>(ip, IP_PROTO) != IPPROTO_TCP || tot < IP_HLEN + TCP_HLEN) return;
-  const t = ip + <usize>IP_HLEN;
-  const hdrs: u32 = IP_HLEN + tcpHdrLen(t);
+  startTcp(ip, IP_HLEN, tot);
+}
+
+/**
+ * The TCP half of start() and start6(), the IP header (`ipLen` bytes) being
+ * checked: a segment with only ACK and a payload opens a flow later
+ * segments may join (merge(), merge6()).
+ */
+@inline
+function startTcp(ip: usize, ipLen: u32, tot: u32): void {
+  const t = ip + <usize>ipLen;
+  const hdrs: u32 = ipLen + tcpHdrLen(t);
   const flags = <u32>load<u8>(t, TCP_FLAGS);
-  if (hdrs < IP_HLEN + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
+  if (hdrs < ipLen + TCP_HLEN || hdrs >= tot || (flags & ~(TCP_ACK | TCP_PSH)) != 0 || (flags & TCP_PSH) != 0) return;
   mergeable = true;
   mFirst = ip;
   mHdrs = hdrs;
