@@ -68,6 +68,12 @@ export function contains(p: Ipv4Prefix, addr: number): boolean {
   return ((addr & maskOf(p.len)) >>> 0) === p.addr;
 }
 
+/** True when two prefixes share any address (overlaps6 is the IPv6 twin). */
+export function overlaps(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
+  const len = Math.min(a.len, b.len);
+  return ((a.addr & maskOf(len)) >>> 0) === ((b.addr & maskOf(len)) >>> 0);
+}
+
 /** Parses "aa:bb:cc:dd:ee:ff" (or with dashes) into 6 bytes. */
 export function parseMac(text: string): Uint8Array {
   const parts = text.trim().split(/[:-]/);

@@ -1,4 +1,4 @@
-import { contains, formatCidr, formatIpv4, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
+import { contains, formatCidr, formatIpv4, maskOf, overlaps, type Ipv4Prefix } from "../common/ipv4.js";
 import { contains6, formatCidr6, formatIpv6, isUnicastIpv6, maskOf6, overlaps6, type Ipv6Prefix } from "../common/ipv6.js";
 import { isNoIpv4, type Lease, type LeaseDecodeReason } from "../subnet/lease.js";
 import type { Ipv6NetworkConfig, NetworkConfig } from "../subnet/network-config.js";
@@ -148,8 +148,7 @@ function checkV4(l: Lease, p: LeasePolicy, self: SelfLease | undefined, r: Rejec
   if (!isUnicastIpv4(ip)) return r("public_ip_not_unicast", `PublicIP ${formatIpv4(ip)} is not a unicast address`);
   if (contains(p.network, ip)) return r("public_ip_in_cluster", `PublicIP ${formatIpv4(ip)} lies inside the cluster network ${net}: traffic to it would loop into the overlay`);
   if (self) {
-    const len = Math.min(s.len, self.subnet.len);
-    if (((s.addr & maskOf(len)) >>> 0) === ((self.subnet.addr & maskOf(len)) >>> 0)) {
+    if (overlaps(s, self.subnet)) {
       return r("overlaps_own_subnet", `subnet ${formatCidr(s)} overlaps this node's subnet ${formatCidr(self.subnet)}`);
     }
     if (ip === self.publicIp) return r("public_ip_is_ours", `PublicIP ${formatIpv4(ip)} is this node's own address`);

@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { WeftError } from "../common/errors.js";
-import { formatIpv4, formatMac, maskOf, type Ipv4Prefix } from "../common/ipv4.js";
+import { formatIpv4, formatMac, overlaps, type Ipv4Prefix } from "../common/ipv4.js";
 import type { Logger } from "../common/log.js";
 import { formatIpv6, overlaps6, type Ipv6Prefix } from "../common/ipv6.js";
 import { isNoIpv4, NO_IPV4, parseLeaseKey, sameAttrs, type Lease, type LeaseAttrs } from "./lease.js";
@@ -355,9 +355,4 @@ export function freeSubnets(min: bigint, last: bigint, len: number, bits: 32 | 1
 function nodeName(l: Lease): string {
   const v6 = l.attrs.publicIpv6 === undefined ? "" : formatIpv6(l.attrs.publicIpv6);
   return l.attrs.publicIp === 0 ? v6 : v6 === "" ? formatIpv4(l.attrs.publicIp) : `${formatIpv4(l.attrs.publicIp)}, ${v6}`;
-}
-
-function overlaps(a: Ipv4Prefix, b: Ipv4Prefix): boolean {
-  const len = Math.min(a.len, b.len);
-  return ((a.addr & maskOf(len)) >>> 0) === ((b.addr & maskOf(len)) >>> 0);
 }
