@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { hostIfName } from "../../src/cni/links.js";
 import { duplicates, leftovers } from "../../src/harness/soak/checks.js";
-import { attribute, Reachability, type Outage } from "../../src/harness/soak/reach.js";
+import { inForce, Reachability, type Outage } from "../../src/harness/soak/reach.js";
 import { Rng } from "../../src/harness/soak/rng.js";
 
 /** The soak's invariant checkers on their own: each one flags what it must, and only that. */
@@ -40,13 +40,15 @@ describe("soak checkers", () => {
     expect(r.down(2500)).toEqual([]);
   });
 
-  it("attribute: an outage belongs to the fault in force at its start (with slack before injection), else to none", () => {
-    const faults = [{ startMs: 1000, settledMs: 5000 }, { startMs: 8000, settledMs: undefined }];
-    expect(attribute(900, faults, 200)).toBe(faults[0]);
-    expect(attribute(4999, faults, 200)).toBe(faults[0]);
-    expect(attribute(6000, faults, 200)).toBeUndefined();
-    expect(attribute(700, faults, 200)).toBeUndefined();
-    expect(attribute(9000, faults, 200)).toBe(faults[1]);
+  it("inForce: an outage belongs to every fault in force at its start (with slack before injection), else to none", () => {
+    const faults = [{ startMs: 1000, settledMs: 5000 }, { startMs: 8000, settledMs: undefined }, { startMs: 4000, settledMs: 9000 }];
+    expect(inForce(900, faults, 200)).toEqual([faults[0]]);
+    expect(inForce(4999, faults, 200)).toEqual([faults[0], faults[2]]);
+    expect(inForce(6000, faults, 200)).toEqual([faults[2]]);
+    expect(inForce(9500, faults, 200)).toEqual([faults[1]]);
+    expect(inForce(700, faults, 200)).toEqual([]);
+    expect(inForce(3000, faults.slice(0, 2), 200)).toEqual([faults[0]]);
+    expect(inForce(6000, faults.slice(0, 2), 200)).toEqual([]);
   });
 
   it("the schedule's generator is deterministic per seed", () => {

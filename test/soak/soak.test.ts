@@ -15,9 +15,9 @@ import { FAULT_KINDS } from "../../src/harness/soak/types.js";
 const SEED = Number(process.env["WEFT_SOAK_SEED"] ?? 20261128);
 
 describe("chaos soak", () => {
-  it("30 s seeded: faults of every kind injected and observed, no violation", async () => {
+  it("30 s seeded, up to two faults in force at once: faults injected and observed, some overlapping, no violation", async () => {
     const lines: string[] = [];
-    const r = await runSoak({ seconds: 30, seed: SEED, log: (l) => lines.push(l) });
+    const r = await runSoak({ seconds: 30, seed: SEED, overlap: 2, log: (l) => lines.push(l) });
     const table = summaryTable(r);
     expect(r.violation_list, `${table}\n${lines.join("\n")}`).toEqual([]);
     expect(r.violations).toBe(0);
@@ -29,6 +29,11 @@ describe("chaos soak", () => {
       expect(r.observed[k as keyof typeof r.observed], `${k} was not observed every time`).toBe(n);
     }
     expect(r.duration_s).toBeGreaterThanOrEqual(30);
+    // Faults overlapped, never more than asked; the timeline names every fault.
+    expect(r.overlap).toBe(2);
+    expect(r.overlapped).toBeGreaterThanOrEqual(1);
+    expect(r.max_in_force).toBe(2);
+    expect(r.fault_list.length).toBe(r.faults);
     expect(r.checks["unique-address"]).toBeGreaterThanOrEqual(25);
     expect(r.checks.reachability).toBeGreaterThanOrEqual(100);
     // 6 CNI pods on the weft nodes and 1 on the node programmed as flanneld programs one: 7 x 6 pairs.

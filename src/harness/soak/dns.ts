@@ -1,4 +1,6 @@
 import type { Cluster } from "../cluster.js";
+import type { FaultContext } from "./faults.js";
+import type { FaultRecord } from "./types.js";
 
 /** The node-local DNS address every agent serves (its default --dns-listen). */
 export const NODE_DNS = "169.254.20.10";
@@ -29,10 +31,10 @@ export async function mismatches(c: Cluster, i: number, want: ReadonlyMap<string
 
 /**
  * Polls every node until its answers match `want`; resolves with the time
- * taken (ms) by the slowest node, or the remaining mismatches once `limitMs`
- * has passed.
+ * taken (ms) by the slowest node, or the remaining mismatches (all of them
+ * in `left`, by node in `byNode`) once `limitMs` has passed.
  */
-export async function converge(c: Cluster, nodes: readonly number[], want: ReadonlyMap<string, readonly string[]>, limitMs: number): Promise<{ ms: number; left: string[] }> {
+export async function converge(c: Cluster, nodes: readonly number[], want: ReadonlyMap<string, readonly string[]>, limitMs: number): Promise<{ ms: number; left: string[]; byNode: Map<number, string[]> }> {
   const t0 = Date.now();
   const left = await Promise.all(nodes.map(async (i) => {
     for (;;) {
@@ -41,5 +43,18 @@ export async function converge(c: Cluster, nodes: readonly number[], want: Reado
       await sleep(50);
     }
   }));
-  return { ms: Date.now() - t0, left: left.flat() };
+  const byNode = new Map(nodes.map((i, k) => [i, left[k] ?? []] as const).filter(([, l]) => l.length > 0));
+  return { ms: Date.now() - t0, left: left.flat(), byNode };
+}
+
+/**
+ * `converge` over the nodes no other fault in force takes away (an agent
+ * killed answers nothing, one cut off from etcd cannot follow the registry);
+ * a node that another fault took away while it was polled is left out of
+ * what is left too.
+ */
+export async function convergeCalm(x: Pick<FaultContext, "c" | "calm" | "disturbed" | "at">, self: FaultRecord, want: ReadonlyMap<string, readonly string[]>, limitMs: number): Promise<{ ms: number; left: string[] }> {
+  const since = x.at();
+  const r = await converge(x.c, x.calm(self), want, limitMs);
+  return { ms: r.ms, left: [...r.byNode].filter(([i]) => !x.disturbed(i, self, since)).flatMap(([, l]) => l) };
 }

@@ -33,6 +33,12 @@ export interface FaultContext {
   readonly dnsLag: (ms: number) => void;
   /** Pods a burst has made and not yet deleted (the address check counts them). */
   readonly transient: Set<CniPod>;
+  /** Agent nodes no other fault in force takes away now: the ones a fault's checks look at. */
+  readonly calm: (self: FaultRecord) => number[];
+  /** Whether a fault other than `self` took node `node` away at some time since `sinceMs`: a failed check of it then says nothing. */
+  readonly disturbed: (node: number, self: FaultRecord, sinceMs: number) => boolean;
+  /** The soak's clock (ms since the faults began), the time base of FaultRecord. */
+  readonly at: () => number;
   seq: number;
 }
 
@@ -119,6 +125,22 @@ async function etcdCut(x: FaultContext, f: FaultRecord): Promise<void> {
 }
 
 /**
+ * Pod `p` pings the long-lived pod of another node no other fault takes
+ * away, up to 5 tries; no reply is a violation unless that node was taken
+ * away meanwhile after all.
+ */
+async function reachesAnchor(x: FaultContext, f: FaultRecord, p: CniPod, what: string): Promise<void> {
+  const calm = new Set(x.calm(f));
+  const others = [...x.anchors.values()].filter((a) => a.node !== p.node && calm.has(a.node));
+  if (others.length === 0) return;
+  const to = x.rng.pick(others);
+  const since = x.at();
+  let ok = false;
+  for (let t = 0; t < 5 && !ok; t++) ok = await p.ns.exec(["ping", "-n", "-c", "1", "-W", "1", formatIpv4(to.addr)]).then(() => true, () => false);
+  if (!ok && !x.disturbed(to.node, f, since)) x.violation("reachability", `${what} ${formatIpv4(p.addr)} (node ${p.node}) never reached ${formatIpv4(to.addr)} (node ${to.node}) in 5 tries`);
+}
+
+/**
  * A burst of CNI ADDs on one node (in parallel), each new pod pinging a
  * long-lived pod on another node, then DELs (some after the namespace is
  * already gone, as a runtime may); afterwards nothing of them may be left.
@@ -138,14 +160,7 @@ async function cniBurst(x: FaultContext, f: FaultRecord): Promise<void> {
     }
   }
   f.observed = pods.length === k;
-  const others = [...x.anchors.values()].filter((a) => a.node !== i);
-  await Promise.all(pods.map(async (p) => {
-    const to = others.length > 0 ? x.rng.pick(others) : undefined;
-    if (!to) return;
-    let ok = false;
-    for (let t = 0; t < 5 && !ok; t++) ok = await p.ns.exec(["ping", "-n", "-c", "1", "-W", "1", formatIpv4(to.addr)]).then(() => true, () => false);
-    if (!ok) x.violation("reachability", `new pod ${formatIpv4(p.addr)} (node ${i}) never reached ${formatIpv4(to.addr)} (node ${to.node}) in 5 tries`);
-  }));
+  await Promise.all(pods.map((p) => reachesAnchor(x, f, p, "new pod")));
   for (const p of pods) {
     await x.cni.del(x.c, p, x.rng.next() < 0.3).catch((e: unknown) => x.violation("leftovers", (e as Error).message));
     x.transient.delete(p);
@@ -176,14 +191,7 @@ async function cniBurstKill(x: FaultContext, f: FaultRecord): Promise<void> {
   f.detail = `${pods.length} of ${k} ADDs done before the kill`;
   const held = new Set((await gatherHeld(x.c, [i])).map((h) => h.containerId));
   for (const p of pods) if (!held.has(p.id)) x.violation("leftovers", `pod ${p.id}'s ADD succeeded before the agent was killed, but the restarted agent does not hold its address`);
-  const others = [...x.anchors.values()].filter((o) => o.node !== i);
-  await Promise.all(pods.map(async (p) => {
-    const to = others.length > 0 ? x.rng.pick(others) : undefined;
-    if (!to) return;
-    let ok = false;
-    for (let t = 0; t < 5 && !ok; t++) ok = await p.ns.exec(["ping", "-n", "-c", "1", "-W", "1", formatIpv4(to.addr)]).then(() => true, () => false);
-    if (!ok) x.violation("reachability", `pod ${formatIpv4(p.addr)} (node ${i}), added before its agent was killed, never reached ${formatIpv4(to.addr)} after the restart`);
-  }));
+  await Promise.all(pods.map((p) => reachesAnchor(x, f, p, "pod added before its agent was killed")));
   for (const p of pods) await x.cni.del(x.c, p).catch((e: unknown) => x.violation("leftovers", (e as Error).message));
   for (let n = 0; n < roles.length; n++) {
     if (made[n]?.status !== "rejected") continue;
@@ -195,17 +203,18 @@ async function cniBurstKill(x: FaultContext, f: FaultRecord): Promise<void> {
   for (const l of left) x.violation("leftovers", `after a burst cut by SIGKILL: ${l}`);
 }
 
-export const FAULTS: Record<FaultKind, { pickNode: boolean; inject: (x: FaultContext, f: FaultRecord) => Promise<void> }> = {
-  "agent-sigkill": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGKILL") },
-  "agent-sigterm": { pickNode: true, inject: (x, f) => agentKill(x, f, "SIGTERM") },
-  "etcd-leader-kill": { pickNode: false, inject: etcdLeaderKill },
-  "etcd-quorum-loss": { pickNode: false, inject: etcdQuorumLoss },
-  "etcd-cut": { pickNode: true, inject: etcdCut },
-  "cni-burst": { pickNode: true, inject: cniBurst },
-  "cni-burst-sigkill": { pickNode: true, inject: cniBurstKill },
-  "registry-churn": { pickNode: false, inject: registryChurn },
-  "upstream-down": { pickNode: false, inject: upstreamDown },
-  "node-churn": { pickNode: false, inject: nodeChurn },
+/** How each kind is injected (which node it picks and what it holds: schedule.ts). */
+export const FAULTS: Record<FaultKind, (x: FaultContext, f: FaultRecord) => Promise<void>> = {
+  "agent-sigkill": (x, f) => agentKill(x, f, "SIGKILL"),
+  "agent-sigterm": (x, f) => agentKill(x, f, "SIGTERM"),
+  "etcd-leader-kill": etcdLeaderKill,
+  "etcd-quorum-loss": etcdQuorumLoss,
+  "etcd-cut": etcdCut,
+  "cni-burst": cniBurst,
+  "cni-burst-sigkill": cniBurstKill,
+  "registry-churn": registryChurn,
+  "upstream-down": upstreamDown,
+  "node-churn": nodeChurn,
 };
 
 /** Removes what an interrupted etcd-cut may have left (idempotent). */

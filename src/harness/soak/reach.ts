@@ -55,15 +55,11 @@ export class Reachability {
 }
 
 /**
- * The fault an outage starting at `startMs` belongs to: one injected no more
- * than `slackMs` after the start (the last reply before a fault comes just
- * before it) and not yet settled then. Undefined: an outage with no fault in
- * force, a violation.
+ * The faults an outage starting at `startMs` belongs to: each injected no
+ * more than `slackMs` after the start (the last reply before a fault comes
+ * just before it) and not yet settled then — several when faults overlap.
+ * Empty: an outage with no fault in force, a violation.
  */
-export function attribute<F extends { startMs: number; settledMs: number | undefined }>(startMs: number, faults: readonly F[], slackMs: number): F | undefined {
-  for (let i = faults.length - 1; i >= 0; i--) {
-    const f = faults[i] as F;
-    if (f.startMs - slackMs <= startMs && (f.settledMs === undefined || startMs <= f.settledMs)) return f;
-  }
-  return undefined;
+export function inForce<F extends { startMs: number; settledMs: number | undefined }>(startMs: number, faults: readonly F[], slackMs: number): F[] {
+  return faults.filter((f) => f.startMs - slackMs <= startMs && (f.settledMs === undefined || startMs <= f.settledMs));
 }

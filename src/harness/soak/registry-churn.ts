@@ -4,7 +4,7 @@ import { formatIpv4 } from "../../common/ipv4.js";
 import { run, start } from "../../common/exec.js";
 import { projectRoot } from "../../common/paths.js";
 import type { Cluster } from "../cluster.js";
-import { converge } from "./dns.js";
+import { convergeCalm } from "./dns.js";
 import type { FaultContext } from "./faults.js";
 import type { FaultRecord } from "./types.js";
 
@@ -36,7 +36,7 @@ export async function registryChurn(x: FaultContext, f: FaultRecord): Promise<vo
   const n = x.seq++;
   /** `timed`: the change was committed just now (the command returned), so the time taken is the DNS lag. */
   const check = async (what: string, want: Map<string, readonly string[]>, limitMs: number, timed = true): Promise<void> => {
-    const r = await converge(c, x.agentNodes, want, limitMs);
+    const r = await convergeCalm(x, f, want, limitMs);
     if (timed) x.dnsLag(r.ms);
     if (r.left.length > 0) x.violation("dns", `${what}: not answered as the registry says after ${r.ms} ms (limit ${limitMs} ms): ${r.left.join("; ")}`);
   };

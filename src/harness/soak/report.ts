@@ -6,6 +6,7 @@ export function summaryTable(r: SoakReport): string {
   const rows = kinds.map((k) => `${k.padEnd(19)}${String(r.fault_kinds[k] ?? 0).padStart(9)}${String(r.observed[k] ?? 0).padStart(10)}${String(r.max_outage_ms[k] ?? 0).padStart(16)}`);
   return [
     `soak: seed ${r.seed}, ${r.duration_s} s, nodes ${r.nodes.map((n) => n.backend).join(", ")}, ${r.pods} pods, ${r.pairs} pairs pinged every 200 ms`,
+    `faults: ${r.faults}, up to ${r.overlap} in force at once; ${r.overlapped} began beside another (most at once: ${r.max_in_force})`,
     `${"fault".padEnd(19)}${"injected".padStart(9)}${"observed".padStart(10)}${"max outage ms".padStart(16)}`,
     ...rows,
     `checks: ${Object.entries(r.checks).map(([k, v]) => `${k} ${v}`).join(", ")}`,

@@ -6,12 +6,13 @@ import { bridgedPod, makeBridge } from "../pod-wiring.js";
 import { gatherHeld, duplicates, leftovers, nodePodState } from "./checks.js";
 import { CniRunner, type CniPod } from "./cni.js";
 import { clearCut, FAULTS, type FaultContext } from "./faults.js";
-import { converge } from "./dns.js";
+import { converge, convergeCalm } from "./dns.js";
 import { memoryTrend, rssMib } from "./memory.js";
 import { Pinger } from "./pinger.js";
 import { ServiceRegistry } from "../../registry/store.js";
 import { Upstream, UPSTREAM_IP } from "./upstream.js";
-import { attribute, Reachability } from "./reach.js";
+import { inForce, Reachability } from "./reach.js";
+import { disturbed, Schedule } from "./schedule.js";
 import { Rng } from "./rng.js";
 import { FAULT_KINDS, type FaultKind, type FaultRecord, type InvariantName, type SoakReport, type Violation } from "./types.js";
 
@@ -24,6 +25,13 @@ export interface SoakOptions {
   readonly podsPerNode?: number;
   /** Fault kinds to draw from (default all). */
   readonly kinds?: readonly FaultKind[];
+  /**
+   * Faults in force at once at most (default 2): with more, a fault starts a
+   * seeded gap after the one before it whether or not that one has settled,
+   * if it fits beside those in force (schedule.ts: no two hold one node, etcd,
+   * the upstream or the joining node).
+   */
+  readonly overlap?: number;
   /** How long after a fault is undone every pod pair must answer again (default 15 s). */
   readonly graceMs?: number;
   /** A pair with no reply for this long is down (default 1000 ms; pings go every 200 ms). */
@@ -42,8 +50,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /**
  * The chaos soak: a netns cluster with one node per backend, long-lived pods
  * attached through weft's CNI plugin pinging each other continuously, and a
- * seeded schedule of faults, one at a time with a seeded gap between them
- * (each kind once per shuffled round). Invariants are checked throughout:
+ * seeded schedule of faults, each a seeded gap after the one before it, up
+ * to `overlap` in force at once (each kind once per shuffled round; which
+ * kinds may be in force together: schedule.ts). Invariants are checked throughout:
  * no address held twice (every second), every pod pair reachable except in
  * an outage window while a fault is in force and until it has settled,
  * nothing left behind by CNI bursts and at the end.
@@ -55,6 +64,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const kinds = o.kinds ?? FAULT_KINDS;
   const graceMs = o.graceMs ?? 15_000;
   const lossMs = o.lossMs ?? 1000;
+  const overlap = o.overlap ?? 2;
   const violations: Violation[] = [];
   const checks: Record<InvariantName, number> = { "unique-address": 0, reachability: 0, leftovers: 0, dns: 0, memory: 0, "fault-action": 0 };
   let dnsMaxLag = 0;
@@ -121,8 +131,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     t0 = Date.now();
 
     const reach = new Reachability(lossMs, (out) => {
-      const f = attribute(out.startMs, faults, lossMs);
-      if (f) f.maxOutageMs = Math.max(f.maxOutageMs, out.endMs - out.startMs);
+      for (const f of inForce(out.startMs, faults, lossMs)) f.maxOutageMs = Math.max(f.maxOutageMs, out.endMs - out.startMs);
     });
     for (const a of meshed) {
       for (const b of meshed) {
@@ -137,7 +146,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     timers.push(setInterval(() => {
       checks.reachability++;
       for (const d of reach.tick(at())) {
-        if (!attribute(d.startMs, faults, lossMs)) violation("reachability", `${d.pair} unanswered from ${(d.startMs / 1000).toFixed(1)} s with no fault in force`);
+        if (inForce(d.startMs, faults, lossMs).length === 0) violation("reachability", `${d.pair} unanswered from ${(d.startMs / 1000).toFixed(1)} s with no fault in force`);
       }
     }, 200));
     const transient = new Set<CniPod>();
@@ -166,22 +175,22 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         rss.get(key)?.push([at() / 1000, mib]);
       }
     }, 1000));
-    const x: FaultContext = { c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0 };
-    let round: FaultKind[] = [];
-    while (at() < o.seconds * 1000) {
-      await sleep(rng.int(1000, 3000));
-      if (round.length === 0) round = shuffle([...kinds], rng);
-      const kind = round.shift() as FaultKind;
-      const spec = FAULTS[kind];
-      const f: FaultRecord = { kind, node: spec.pickNode ? rng.pick(agentNodes) : undefined, detail: "", startMs: at(), restoredMs: undefined, settledMs: undefined, maxOutageMs: 0, observed: false };
-      faults.push(f);
-      log(`${(f.startMs / 1000).toFixed(1)} s: ${kind}${f.node === undefined ? "" : ` on node ${f.node} (${c.backendOf(f.node)})`}`);
+    const calm = (self: FaultRecord): number[] => agentNodes.filter((i) => !disturbed(faults, i, self, at(), at()));
+    const x: FaultContext = {
+      c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0,
+      calm, disturbed: (i, self, since) => disturbed(faults, i, self, since, at()), at,
+    };
+    const schedule = new Schedule(kinds, rng, agentNodes);
+    const inForceNow = (self: FaultRecord): FaultRecord[] => faults.filter((g) => g !== self && g.settledMs === undefined);
+    /** One fault: injected, undone, settled (every pair answering), then every node's DNS as the registry says. */
+    const runFault = async (f: FaultRecord): Promise<void> => {
+      log(`${(f.startMs / 1000).toFixed(1)} s: ${f.kind}${f.node === undefined ? "" : ` on node ${f.node} (${c.backendOf(f.node)})`}${inForceNow(f).length > 0 ? ` (beside ${inForceNow(f).map((g) => g.kind).join(", ")})` : ""}`);
       checks["fault-action"]++;
       try {
-        await spec.inject(x, f);
+        await FAULTS[f.kind](x, f);
       } catch (e) {
-        violation("fault-action", `${kind}${f.node === undefined ? "" : ` on node ${f.node}`}: ${(e as Error).message.slice(0, 600)}`);
-        if (kind === "etcd-cut" && f.node !== undefined) await clearCut(c, f.node);
+        violation("fault-action", `${f.kind}${f.node === undefined ? "" : ` on node ${f.node}`}: ${(e as Error).message.slice(0, 600)}`);
+        if (f.kind === "etcd-cut" && f.node !== undefined) await clearCut(c, f.node);
       }
       f.restoredMs = at();
       // Settled: every pair answering for longer than the loss threshold, within the grace.
@@ -196,17 +205,41 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         }
         await sleep(100);
       }
-      f.settledMs = at();
+      // Pairs still down while other faults are in force are theirs to settle (their own grace).
       const still = reach.down(at());
-      if (still.length > 0) violation("reachability", `${still.map((d) => d.pair).join(", ")} still unanswered ${graceMs} ms after ${kind} was undone`);
+      const others = inForceNow(f);
+      f.settledMs = at();
+      if (still.length > 0 && others.length === 0) violation("reachability", `${still.map((d) => d.pair).join(", ")} still unanswered ${graceMs} ms after ${f.kind} was undone`);
       // Every node's DNS answers as the registry says (an agent started again must have caught up).
       if (dnsWant.size > 0) {
         checks.dns++;
-        const d = await converge(c, agentNodes, dnsWant, 5000);
-        if (d.left.length > 0) violation("dns", `after ${kind}: ${d.left.join("; ")}`);
+        const d = await convergeCalm(x, f, dnsWant, 5000);
+        if (d.left.length > 0) violation("dns", `after ${f.kind}: ${d.left.join("; ")}`);
       }
-      log(`  ${f.detail ? `${f.detail}: ` : ""}${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
+      log(`  ${f.kind}${f.detail ? `, ${f.detail}` : ""}: ${f.observed ? "observed" : "NOT observed"}, restored after ${((f.restoredMs - f.startMs) / 1000).toFixed(1)} s, settled after ${((f.settledMs - f.startMs) / 1000).toFixed(1)} s, max outage ${f.maxOutageMs} ms`);
+    };
+    // Up to `overlap` faults in force at once: each starts a seeded gap after the one before it
+    // (with one at a time, after the one before it has settled), if one fits beside those in force.
+    const running = new Set<Promise<void>>();
+    while (at() < o.seconds * 1000) {
+      while (running.size >= overlap) await Promise.race(running);
+      await sleep(rng.int(1000, 3000));
+      if (at() >= o.seconds * 1000) break;
+      const next = schedule.next();
+      if (!next) {
+        if (running.size > 0) await Promise.race(running);
+        continue;
+      }
+      const f: FaultRecord = { kind: next.kind, node: next.node, detail: "", startMs: at(), restoredMs: undefined, settledMs: undefined, maxOutageMs: 0, observed: false };
+      faults.push(f);
+      schedule.take(f);
+      const p: Promise<void> = runFault(f).finally(() => {
+        schedule.release(f);
+        running.delete(p);
+      });
+      running.add(p);
     }
+    await Promise.all(running);
 
     // Churn has settled: nothing left behind on any node.
     checks.leftovers++;
@@ -240,19 +273,14 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const maxOutage: Partial<Record<FaultKind, number>> = {};
   for (const f of faults) maxOutage[f.kind] = Math.max(maxOutage[f.kind] ?? 0, f.maxOutageMs);
   for (const f of faults) if (!f.observed) violations.push({ invariant: "fault-action", atMs: f.startMs, detail: `${f.kind} was injected but never observed to take effect` });
+  const beside = (f: FaultRecord): number => faults.filter((g) => g !== f && g.startMs <= f.startMs && (g.settledMs ?? Infinity) > f.startMs).length;
   return {
-    seed: o.seed, duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
+    seed: o.seed, overlap, overlapped: faults.filter((f) => beside(f) > 0).length, max_in_force: Math.max(0, ...faults.map((f) => beside(f) + 1)),
+    fault_list: faults.map((f) => ({ kind: f.kind, node: f.node, detail: f.detail, start_s: round1(f.startMs / 1000), restored_s: round1((f.restoredMs ?? 0) / 1000), settled_s: round1((f.settledMs ?? 0) / 1000), observed: f.observed, max_outage_ms: f.maxOutageMs })),
+    duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
     violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,
     pods: c.pods.length, pairs: pingers.length, nodes: [...backends, "flannel (by hand)"].map((b, index) => ({ index, backend: b })),
   };
 }
 
 const round1 = (v: number): number => Math.round(v * 10) / 10;
-
-function shuffle<T>(xs: T[], rng: Rng): T[] {
-  for (let i = xs.length - 1; i > 0; i--) {
-    const j = rng.int(0, i);
-    [xs[i], xs[j]] = [xs[j] as T, xs[i] as T];
-  }
-  return xs;
-}

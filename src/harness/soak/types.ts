@@ -39,6 +39,12 @@ export interface Violation {
 
 export interface SoakReport {
   readonly seed: number;
+  /** Faults in force at once at most, as asked; how many began while another was in force; the most in force at once. */
+  readonly overlap: number;
+  readonly overlapped: number;
+  readonly max_in_force: number;
+  /** Every fault in order (times in s since the faults began): a run that found something can be read back. */
+  readonly fault_list: readonly { readonly kind: FaultKind; readonly node: number | undefined; readonly detail: string; readonly start_s: number; readonly restored_s: number; readonly settled_s: number; readonly observed: boolean; readonly max_outage_ms: number }[];
   readonly duration_s: number;
   readonly faults: number;
   readonly fault_kinds: Partial<Record<FaultKind, number>>;

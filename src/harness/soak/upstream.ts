@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { projectRoot } from "../../common/paths.js";
 import type { Netns } from "../netns.js";
 import type { Cluster } from "../cluster.js";
-import { converge, lookup } from "./dns.js";
+import { convergeCalm, lookup, NODE_DNS } from "./dns.js";
 import type { FaultContext } from "./faults.js";
 import type { FaultRecord } from "./types.js";
 
@@ -69,17 +69,32 @@ export async function upstreamDown(x: FaultContext, f: FaultRecord): Promise<voi
   const down = await Promise.all(x.agentNodes.map((i) => external(x.c, i, x.seq++)));
   f.observed = down.every((a) => a.length === 0);
   if (x.dnsWant.size > 0) {
-    const d = await converge(x.c, x.agentNodes, x.dnsWant, 3000);
+    const d = await convergeCalm(x, f, x.dnsWant, 3000);
     if (d.left.length > 0) x.violation("dns", `with the upstream down: ${d.left.join("; ")}`);
   }
   await sleep(x.rng.int(1000, 3000));
   await u.start();
+  const since = x.at();
   const end = Date.now() + 5000;
-  let left = [...x.agentNodes];
+  let left = x.calm(f);
   while (left.length > 0 && Date.now() < end) {
     const ok = await Promise.all(left.map(async (i) => (await external(x.c, i, x.seq++)).join() === UPSTREAM_ANSWER));
     left = left.filter((_, k) => !ok[k]);
     if (left.length > 0) await sleep(200);
   }
-  if (left.length > 0) x.violation("dns", `node(s) ${left.join(", ")} still resolve no external name 5 s after the upstream came back`);
+  left = left.filter((i) => !x.disturbed(i, f, since));
+  if (left.length > 0) x.violation("dns", `node(s) ${left.join(", ")} still resolve no external name 5 s after the upstream came back (${(await Promise.all(left.map((i) => whyNot(x, i)))).join("; ")})`);
+}
+
+/** What a node's DNS says when an external name fails: dig's status and time, the agent's view of its upstreams and its answers so far. */
+async function whyNot(x: FaultContext, i: number): Promise<string> {
+  const t0 = Date.now();
+  const dig = await x.c.node(i).ns.exec(["dig", `@${NODE_DNS}`, "+time=3", "+tries=1", `why${x.seq++}.example.test`, "A"], { timeoutMs: 8000 })
+    .then((out) => /status: (\w+)/.exec(out)?.[1] ?? "no status", (e: unknown) => `failed (${(e as Error).message.split("\n")[0]?.slice(0, 120) ?? ""})`);
+  // The same question straight to the upstream from the node's namespace: the network, or the agent?
+  const direct = await x.c.node(i).ns.exec(["dig", `@${UPSTREAM_IP}`, "+time=1", "+tries=1", `direct${x.seq++}.example.test`, "A"], { timeoutMs: 5000 })
+    .then((out) => /status: (\w+)/.exec(out)?.[1] ?? "no status", () => "no answer");
+  const st = await x.c.status(i).catch(() => undefined);
+  const dns = st?.dns;
+  return `node ${i}: dig ${dig} after ${Date.now() - t0} ms, straight to the upstream ${direct}; ${dns ? `upstreams ${dns.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ")}, answered ${JSON.stringify(dns.answered)}, cache ${JSON.stringify(dns.cache)}` : "no status"}`;
 }
