@@ -73,6 +73,8 @@ export interface ClusterOptions {
 }
 
 const HUB6 = "2001:db8:ff::fe";
+/** The hub bridge's MAC (locally administered), fixed for the cluster's life. */
+export const HUB_MAC = "02:00:c0:00:02:fe";
 
 /**
  * Starts a node's agent in place of `weft agent` run in its namespace. The
@@ -141,7 +143,10 @@ export class Cluster {
     let members: EtcdCluster | undefined;
     let cluster: Cluster | undefined;
     try {
-      await hub.ip("link", "add", "br0", "type", "bridge");
+      // A fixed MAC, as a real router's: a bridge without one takes its lowest port's, which changes
+      // when a node joins or leaves, and every node keeps the old one for the hub's addresses (etcd,
+      // the DNS upstream) in its ARP cache until the entry expires — tens of seconds of silence.
+      await hub.ip("link", "add", "br0", "address", HUB_MAC, "type", "bridge");
       if (!opts.ipv6Only) await hub.ip("addr", "add", "192.0.2.254/24", "dev", "br0");
       if (opts.ipv6 || opts.ipv6Only) await hub.ip("-6", "addr", "add", `${HUB6}/64`, "dev", "br0", "nodad");
       await hub.ip("link", "set", "br0", "up");

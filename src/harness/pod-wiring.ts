@@ -27,7 +27,8 @@ export interface PodSubnets {
 
 /** The node's cni0 bridge with the gateway of each family. */
 export async function makeBridge(node: Netns, s: PodSubnets, mtu: number): Promise<void> {
-  await node.ip("link", "add", "cni0", "type", "bridge");
+  // A fixed MAC (as weft's CNI plugin gives its bridge): the lowest port's would change as pods come and go.
+  await node.ip("link", "add", "cni0", "address", "02:00:c6:12:00:01", "type", "bridge");
   if (s.v4) await node.ip("addr", "add", `${formatIpv4(s.v4.addr + 1)}/${s.v4.len}`, "dev", "cni0");
   if (s.v6) await node.ip("-6", "addr", "add", `${formatIpv6(s.v6.addr + 1n)}/${s.v6.len}`, "dev", "cni0", "nodad");
   await node.ip("link", "set", "cni0", "mtu", String(mtu), "up");

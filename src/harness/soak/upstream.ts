@@ -19,6 +19,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 /** The DNS upstream process in the hub namespace (agents get --dns-upstream UPSTREAM_IP). */
 export class Upstream {
   private child: ChildProcess | undefined;
+  private stderr = "";
   constructor(private readonly hub: Netns) {}
 
   /** Adds the address to the hub bridge (once) and starts the server; resolves once it is bound. */
@@ -33,12 +34,21 @@ export class Upstream {
     if (!existsSync(SCRIPT)) throw new Error(`${SCRIPT} is missing: run npm run build:ts`);
     const c = this.hub.spawn([process.execPath, SCRIPT, UPSTREAM_IP, UPSTREAM_ANSWER]);
     this.child = c;
-    c.stderr?.resume();
+    this.stderr = "";
+    c.stderr?.on("data", (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-600)));
     await new Promise<void>((resolve, reject) => {
       c.stdout?.once("data", () => resolve());
       c.once("exit", (code) => reject(new Error(`the soak's DNS upstream exited (${code})`)));
     });
     c.stdout?.resume();
+  }
+
+  /** Whether the server runs (or how it ended, with the end of its error output). */
+  state(): string {
+    const c = this.child;
+    if (!c) return "never started";
+    if (c.exitCode === null && c.signalCode === null) return `running (pid ${c.pid ?? "?"})`;
+    return `exited (${c.exitCode ?? c.signalCode ?? "?"}): ${this.stderr.trim() || "nothing on stderr"}`;
   }
 
   async stop(): Promise<void> {
@@ -83,7 +93,21 @@ export async function upstreamDown(x: FaultContext, f: FaultRecord): Promise<voi
     if (left.length > 0) await sleep(200);
   }
   left = left.filter((i) => !x.disturbed(i, f, since));
-  if (left.length > 0) x.violation("dns", `node(s) ${left.join(", ")} still resolve no external name 5 s after the upstream came back (${(await Promise.all(left.map((i) => whyNot(x, i)))).join("; ")})`);
+  if (left.length > 0) x.violation("dns", `node(s) ${left.join(", ")} still resolve no external name 5 s after the upstream came back (upstream ${u.state()}; ${await netState(x, left)}; ${(await Promise.all(left.map((i) => whyNot(x, i)))).join("; ")})`);
+}
+
+/** The hub's and the nodes' view of each other at the IP level (neighbours, a ping each way). */
+async function netState(x: FaultContext, nodes: readonly number[]): Promise<string> {
+  const hubNeigh = await x.c.hub.exec(["ip", "-4", "neigh", "show", "dev", "br0"]).catch((e: unknown) => (e as Error).message);
+  const brMac = await x.c.hub.exec(["cat", "/sys/class/net/br0/address"]).catch(() => "?");
+  const local = await x.c.hub.exec(["bridge", "fdb", "show", "br", "br0"]).then((t) => t.split("\n").filter((l) => /permanent/.test(l) && !/^33:33|^01:00/.test(l)).join(" / "), () => "?");
+  const per = await Promise.all(nodes.map(async (i) => {
+    const ns = x.c.node(i).ns;
+    const neigh = await ns.exec(["ip", "-4", "neigh", "show", UPSTREAM_IP]).catch(() => "?");
+    const ping = await ns.exec(["ping", "-n", "-c", "1", "-W", "1", UPSTREAM_IP]).then(() => "ping ok", () => "no ping reply");
+    return `node ${i}: neigh ${neigh.trim() || "none"}, ${ping}`;
+  }));
+  return `br0 ${brMac.trim()}, its own MACs ${local}; hub neighbours ${hubNeigh.trim().split("\n").join(" / ")}; ${per.join("; ")}`;
 }
 
 /** What a node's DNS says when an external name fails: dig's status and time, the agent's view of its upstreams and its answers so far. */
@@ -94,7 +118,11 @@ async function whyNot(x: FaultContext, i: number): Promise<string> {
   // The same question straight to the upstream from the node's namespace: the network, or the agent?
   const direct = await x.c.node(i).ns.exec(["dig", `@${UPSTREAM_IP}`, "+time=1", "+tries=1", `direct${x.seq++}.example.test`, "A"], { timeoutMs: 5000 })
     .then((out) => /status: (\w+)/.exec(out)?.[1] ?? "no status", () => "no answer");
+  // What the agent's forwarder saw: replies it dropped (and why), timeouts, failed health checks.
+  const metrics = await x.c.node(i).ns.exec(["curl", "-s", "-m", "2", "http://127.0.0.1:9099/metrics"], { timeoutMs: 5000 }).catch(() => "");
+  const seen = metrics.split("\n").filter((l) => /^weft_dns_upstream_(rejected_replies_total|healthcheck_failures_total|request_seconds_count)\{/.test(l)).map((l) => l.replace(/^weft_dns_upstream_/, "")).join(", ");
+  const logged = x.c.agentLog(i).split("\n").filter((l) => /upstream|dns/i.test(l)).slice(-4).map((l) => l.slice(0, 300)).join(" | ");
   const st = await x.c.status(i).catch(() => undefined);
   const dns = st?.dns;
-  return `node ${i}: dig ${dig} after ${Date.now() - t0} ms, straight to the upstream ${direct}; ${dns ? `upstreams ${dns.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ")}, answered ${JSON.stringify(dns.answered)}, cache ${JSON.stringify(dns.cache)}` : "no status"}`;
+  return `node ${i}: dig ${dig} after ${Date.now() - t0} ms, straight to the upstream ${direct}; ${dns ? `upstreams ${dns.upstreams.map((u) => `${u.upstream} ${u.state}`).join(", ")}, answered ${JSON.stringify(dns.answered)}, cache ${JSON.stringify(dns.cache)}` : "no status"}; ${seen || "no upstream metrics"}; log: ${logged || "nothing on DNS"}`;
 }
