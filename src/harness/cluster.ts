@@ -175,7 +175,7 @@ export class Cluster {
     } catch (e) {
       if (cluster) await opts.agentLauncher?.destroy?.(cluster).catch(() => undefined);
       await (members ?? etcd)?.close().catch(() => undefined);
-      await sweepNamespaces(`${NS_PREFIX}${tag}`);
+      await sweepNamespaces(`${NS_PREFIX}${tag}`, true);
       await run(["umount", "-l", join(dir, "bpffs")]).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
       throw e;

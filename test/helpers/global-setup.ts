@@ -2,9 +2,10 @@ import { sweepMounts, sweepNamespaces } from "../../src/harness/netns.js";
 import { sweepContainers } from "../../src/harness/podman.js";
 
 /**
- * Namespaces left by a run that was killed are removed before and after the suite.
- * WEFT_NO_SWEEP=1 skips that, for a run beside another run on the same machine
- * (the sweep would remove the other run's namespaces).
+ * Namespaces and bpffs mounts left by a run that was killed are removed
+ * before and after the suite; those of a run still going (a soak, a
+ * benchmark, another suite) are left alone (netns.ts knows each one's
+ * maker). WEFT_NO_SWEEP=1 skips the sweep altogether, containers included.
  */
 const sweep = process.env["WEFT_NO_SWEEP"] !== "1";
 

@@ -243,7 +243,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
 
     // Churn has settled: nothing left behind on any node.
     checks.leftovers++;
-    const states = await Promise.all(agentNodes.map((i) => nodePodState(c, i)));
+    // An agent that does not answer at the end is a violation, not a crash of the soak.
+    const states = (await Promise.all(agentNodes.map((i) => nodePodState(c, i).catch((e: unknown) => {
+      violation("leftovers", `at the end: node ${i}'s pod state cannot be read: ${(e as Error).message.slice(0, 300)}`);
+      return undefined;
+    })))).filter((st) => st !== undefined);
     for (const l of leftovers(live, states)) violation("leftovers", `at the end: ${l}`);
     for (const d of duplicates(await gatherHeld(c, [...agentNodes, ...extraNodes]))) violation("unique-address", d);
     for (const [key, samples] of rss) {
