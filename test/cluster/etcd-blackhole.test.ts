@@ -165,6 +165,11 @@ describe("an etcd member blackholed for one node", () => {
       await nft("delete", "table", "inet", TABLE);
     }
     expect(silenced.length).toBeGreaterThan(0);
+    // Watches abandoned after staying disconnected (when a resumed stream drew the silent member) are counted.
+    const metrics = await c.node(0).ns.exec([process.execPath, "-e", 'fetch("http://127.0.0.1:9099/metrics").then(async (r) => console.log(await r.text()))']);
+    const stalls = [...metrics.matchAll(/^weft_etcd_watch_stalls_total\{watch="(lease|registry)"\} (\d+)$/gm)].map((m) => `${m[1]}=${m[2]}`);
+    console.log(`watch stalls: ${stalls.join(" ")}`);
+    expect(stalls.map((x) => x.split("=")[0])).toEqual(["lease", "registry"]);
   }, 2 * RECOVERY_MS + 90_000);
 
   it("`weft svc` and `weft network` from the node, given all three members, work through the others when one is silent", async () => {
