@@ -116,7 +116,10 @@ describe("an etcd member blackholed for one node", () => {
       const t0 = Date.now();
 
       // The network changes through another client (this process, over the members' unix sockets).
-      const subnet = `198.18.${76 + round}.0`;
+      // A subnet that is not the agent's own (it draws one at random).
+      const own = (await c.status(0)).subnet;
+      const third = [76 + round, 86 + round].find((x) => own !== `198.18.${x}.0/24`)!;
+      const subnet = `198.18.${third}.0`;
       const publicIp = `192.0.2.${76 + round}`;
       const name = `blackhole${round}`;
       const clusterIp = `198.18.255.${76 + round}`;
@@ -151,7 +154,7 @@ describe("an etcd member blackholed for one node", () => {
         `peer seen after ${sawPeerAt ? sawPeerAt - t0 : "never"} ms, name after ${sawNameAt ? sawNameAt - t0 : "never"} ms; ` +
         `not ready in ${unreadyPolls} polls (false: ${[...unready].join(",") || "none"}); ` +
         `node's etcd connections now ${(await etcdPeersOfNode()).join(" ")}; agent's watch log:\n` +
-        c.agentLog(0).split("\n").filter((l) => /watch/.test(l)).map((l) => l.slice(0, 300)).join("\n");
+        c.agentLog(0).split("\n").filter((l) => /watch|lease|etcd/i.test(l)).map((l) => l.slice(0, 300)).join("\n");
       console.log(report);
       expect(drops[0], report).toBeGreaterThan(0); // the rule did cut the agent's traffic
       expect(sawPeerAt, report).toBeGreaterThan(0);
