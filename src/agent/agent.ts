@@ -83,6 +83,7 @@ export class Agent {
       leaseSecondsLeft: () => this.running?.manager.secondsLeft,
       peers: () => this.network?.status().peers,
       routes: () => this.table.size,
+      watchStalls: () => ({ lease: this.watcher?.stalls ?? 0, registry: this.dns?.watchStalls ?? 0 }),
     });
   }
 

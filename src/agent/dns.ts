@@ -33,7 +33,13 @@ export class NodeDns {
     /** The discovery API (undefined with --discovery-listen and --discovery-socket off). */
     readonly discovery: NodeDiscovery | undefined,
     private readonly close_: () => Promise<void>,
+    private readonly watcher: RegistryWatcher,
   ) {}
+
+  /** Registry watches abandoned after staying disconnected, then started anew. */
+  get watchStalls(): number {
+    return this.watcher.stalls;
+  }
 
   /**
    * `etcd`: the agent's one client, shared with the subnet leases (closed by
@@ -89,7 +95,7 @@ export class NodeDns {
       await service.close();
       await watcher.close();
       registry.close();
-    });
+    }, watcher);
   }
 
   get synced(): boolean {

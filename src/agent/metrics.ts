@@ -19,6 +19,8 @@ export interface MetricsView {
   leaseSecondsLeft(): number | undefined;
   peers(): { programmed: number; failed: number } | undefined;
   routes(): number;
+  /** Watches abandoned after staying disconnected (a silent etcd member), by watch. */
+  watchStalls(): { lease: number; registry: number };
 }
 
 /**
@@ -68,6 +70,16 @@ export class AgentMetrics {
     counter("weft_etcd_errors_total", "Failed etcd requests", () => this.counts.etcdErrors);
     counter("weft_lease_reacquired_total", "Times our lease was lost and acquired again", () => this.counts.reacquired);
     counter("weft_reconcile_fixes_total", "Kernel objects the periodic reconcile had to fix", () => this.counts.reconcileFixes);
+    void new Counter({
+      name: "weft_etcd_watch_stalls_total", help: "etcd watches abandoned after staying disconnected past their limit (stuck on a member that does not answer), then listed and started anew",
+      labelNames: ["watch"], registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = self.view?.watchStalls() ?? { lease: 0, registry: 0 };
+        this.inc({ watch: "lease" }, s.lease);
+        this.inc({ watch: "registry" }, s.registry);
+      },
+    });
   }
 
   /** Where the scrape-time gauges read from (the agent, once constructed). */

@@ -11,7 +11,35 @@ export interface EtcdClientOptions extends EtcdTlsFiles {
   readonly endpoints: readonly string[];
   /** Deadline of each unary request (ms); default 5000. */
   readonly requestTimeoutMs?: number | undefined;
+  /**
+   * gRPC keepalive: a ping every `timeMs` on a connection with a call open
+   * (a watch), the connection dropped when no answer comes in `timeoutMs`.
+   * Default 10000 / 5000; see KEEPALIVE.
+   */
+  readonly keepalive?: { readonly timeMs: number; readonly timeoutMs: number } | undefined;
 }
+
+/**
+ * How the client finds a connection that went silent. A watch stream on a TCP
+ * connection whose packets are dropped (a partition between this node and one
+ * member, a frozen member host, a firewall that lost its state) sees no error
+ * and no event, ever (etcd-io/etcd#8980): grpc-js notices a dead transport
+ * only by keepalive pings. Then the stream fails, the watch resumes on a
+ * member drawn anew, and ListWatch abandons one that does not come back.
+ *
+ * The values are bounded by what etcd accepts: its server enforces
+ * --grpc-keepalive-min-time (default 5 s; a client pinging more often is
+ * sent GOAWAY "too_many_pings" and loses every stream on the connection) and
+ * does not permit pings on a connection with no open stream
+ * (PermitWithoutStream false), so pings are sent only while a call is open
+ * (grpc-js's default without grpc.keepalive_permit_without_calls). 10 s keeps
+ * twice the enforced minimum between pings (timers drift on a loaded
+ * machine); 5 s for the answer is generous for a LAN and still notices a
+ * silent member within 15 s. One ping per 10 s per connection costs nothing.
+ */
+export const KEEPALIVE = { timeMs: 10_000, timeoutMs: 5_000 } as const;
+/** etcd's default --grpc-keepalive-min-time: pinging more often than this gets the connection closed. */
+const ETCD_KEEPALIVE_MIN_MS = 5_000;
 
 /**
  * A client made elsewhere and shared (the agent's one client for leases and
@@ -56,6 +84,10 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     });
   }
   const timeout = opts.requestTimeoutMs ?? 5000;
+  const keepalive = opts.keepalive ?? KEEPALIVE;
+  if (!(keepalive.timeMs >= ETCD_KEEPALIVE_MIN_MS) || !(keepalive.timeoutMs > 0)) {
+    throw new ConfigError(`etcd keepalive ${keepalive.timeMs} ms / ${keepalive.timeoutMs} ms: pings must be at least ${ETCD_KEEPALIVE_MIN_MS} ms apart (etcd's --grpc-keepalive-min-time) with a positive timeout`);
+  }
   const options: IOptions = {
     hosts: [...opts.endpoints],
     dialTimeout: timeout,
@@ -66,7 +98,11 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
     faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 2000 }) as unknown as WatchBackoff },
     // gRPC refuses answers past 4 MB by default; listings come in pages (listPrefix), and a page of
     // LIST_PAGE keys stays far below this unless values are huge (etcd takes up to 1.5 MB each).
-    grpcOptions: { "grpc.max_receive_message_length": MAX_ANSWER_BYTES },
+    grpcOptions: {
+      "grpc.max_receive_message_length": MAX_ANSWER_BYTES,
+      "grpc.keepalive_time_ms": keepalive.timeMs,
+      "grpc.keepalive_timeout_ms": keepalive.timeoutMs,
+    },
   };
   if (tls) {
     muteIpServernameWarning();
@@ -106,6 +142,13 @@ function muteIpServernameWarning(): void {
  * revision it saw (reported through `onConnection`); `onError` is called once
  * when the watch cannot go on (the revision was compacted, the watch was
  * cancelled): the caller lists again and watches anew.
+ *
+ * Each watch has a gRPC stream of its own: etcd3 multiplexes every watch of
+ * a namespace object on one stream, so a watch created again on the client
+ * would join the old stream, which may be stuck connecting to a silent member
+ * (a TCP connect with its SYNs dropped takes the kernel's ~2 min to fail).
+ * A fresh (empty-prefix) namespace shares the client's connections but has
+ * its own stream, started on a member drawn anew.
  */
 export async function watchPrefix(
   client: Etcd3,
@@ -115,7 +158,7 @@ export async function watchPrefix(
   onError: (e: Error) => void,
   onConnection: (connected: boolean) => void,
 ): Promise<Watcher> {
-  const w = await client.watch().prefix(prefix).startRevision(fromRevision).create();
+  const w = await client.namespace("").watch().prefix(prefix).startRevision(fromRevision).create();
   w.on("disconnected", () => onConnection(false));
   w.on("connected", () => onConnection(true));
   w.on("data", (res) => {

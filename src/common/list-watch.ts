@@ -28,7 +28,10 @@ export interface ListWatchHooks<S, E> {
  * registry watcher. It guards what such loops get wrong: events and errors of
  * a watch that was replaced are ignored (a generation number), a close during
  * a re-list stops it (nothing is applied or watched after close), and only
- * one re-list runs at a time.
+ * one re-list runs at a time. And a watch whose stream dropped and does not
+ * come back within `stallMs` (the client drew a silent etcd member to resume
+ * on, and a TCP connect whose packets vanish takes minutes to fail) is
+ * abandoned: listed again and watched anew on a fresh stream.
  */
 export class ListWatch<S, E> {
   private watcher: Watcher | undefined;
@@ -40,6 +43,9 @@ export class ListWatch<S, E> {
   private up = false;
   /** Listings taken (1 after start; more after compaction or a lost watch). */
   resyncs = 0;
+  /** Watches abandoned because they stayed disconnected past `stallMs`. */
+  stalls = 0;
+  private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
     /** What is watched, for log lines: "lease", "registry". */
@@ -54,6 +60,14 @@ export class ListWatch<S, E> {
      * that never returned left the loop, and the agent's readiness, stuck).
      */
     private readonly callTimeoutMs = 15_000,
+    /**
+     * How long a watch may stay disconnected before it is abandoned, and how
+     * long the creation of a watch may take (at most `callTimeoutMs`). The
+     * client resumes a dropped stream within its watch backoff (2 s at most,
+     * see createEtcdClient), so a watch still down after 10 s is stuck on a
+     * member that does not answer; abandoning it costs one listing.
+     */
+    private readonly stallMs = 10_000,
   ) {}
 
   /** True while a listing is applied and its watch is connected. */
@@ -70,6 +84,7 @@ export class ListWatch<S, E> {
     this.closed = true;
     this.up = false;
     this.generation++;
+    this.clearStall();
     const w = this.watcher;
     this.watcher = undefined;
     await cancel(w);
@@ -110,10 +125,15 @@ export class ListWatch<S, E> {
           (up) => {
             if (gen !== this.generation || this.up === up) return;
             this.up = up;
-            if (up) this.log.info(`${this.what} watch reconnected; it resumes where it stopped`);
-            else this.log.warn(`${this.what} watch disconnected; reconnecting`);
+            if (up) {
+              this.clearStall();
+              this.log.info(`${this.what} watch reconnected; it resumes where it stopped`);
+            } else {
+              this.log.warn(`${this.what} watch disconnected; reconnecting`);
+              this.armStall(gen);
+            }
           },
-        ), this.callTimeoutMs, `starting the ${this.what} watch`, (late) => void cancel(late));
+        ), Math.min(this.callTimeoutMs, this.stallMs), `starting the ${this.what} watch`, (late) => void cancel(late));
         if (this.closed || gen !== this.generation || this.again) {
           await cancel(w); // closed, or this watch already failed: resync() lists again
           return;
@@ -129,8 +149,27 @@ export class ListWatch<S, E> {
     }
   }
 
+  /** From the first disconnect of watch `gen` on: abandons it when it is not connected again within stallMs. */
+  private armStall(gen: number): void {
+    this.clearStall();
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = undefined;
+      if (this.closed || gen !== this.generation || this.up) return;
+      this.stalls++;
+      this.log.warn({ stalledMs: this.stallMs }, `${this.what} watch has not reconnected in ${this.stallMs} ms; listing again and watching on a fresh stream`);
+      void this.resync(); // cancels the stuck watch (it is still this.watcher) once the listing is in
+    }, this.stallMs);
+    this.stallTimer.unref();
+  }
+
+  private clearStall(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+  }
+
   private onWatchError(err: Error): void {
     if (this.closed) return;
+    this.clearStall();
     this.up = false;
     this.watcher = undefined; // the server ended it: cancelling it again would wait for an answer that never comes
     this.log.warn({ err: err.message }, `${this.what} watch ended; listing again`);

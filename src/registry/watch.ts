@@ -64,6 +64,11 @@ export class RegistryWatcher extends EventEmitter<RegistryWatcherEvents> {
     return this.loop.resyncs;
   }
 
+  /** Watches abandoned after staying disconnected (stuck on a silent etcd member), then started anew. */
+  get stalls(): number {
+    return this.loop.stalls;
+  }
+
   /** True once the first list has been applied (it stays true: the view is kept, and repaired after outages). */
   get isSynced(): boolean {
     return this.synced;

@@ -49,6 +49,11 @@ export class LeaseWatcher extends EventEmitter<{
     return this.loop.resyncs;
   }
 
+  /** Watches abandoned after staying disconnected (stuck on a silent etcd member), then started anew. */
+  get stalls(): number {
+    return this.loop.stalls;
+  }
+
   /** Takes the first snapshot (retrying while etcd is unreachable) and starts watching. */
   start(): Promise<void> {
     return this.loop.start();

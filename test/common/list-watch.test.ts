@@ -56,4 +56,41 @@ describe("ListWatch with calls that never return", () => {
     expect(cancelled).not.toContain("w2");
     await lw.close();
   });
+
+  it("a watch that drops and stays disconnected past stallMs is abandoned (cancelled), listed again and watched on a new stream; one that comes back in time is kept", async () => {
+    let lists = 0;
+    const cancelled: string[] = [];
+    const conn: ((up: boolean) => void)[] = [];
+    const source: ListWatchSource<number, never> = {
+      list: async () => ({ snapshot: ++lists, revision: "5" }),
+      watch: async (_from, _ev, _err, onConnection) => {
+        conn.push(onConnection);
+        return fakeWatcher(cancelled, `w${conn.length}`);
+      },
+    };
+    const snaps: number[] = [];
+    const lw = new ListWatch("test", source, { snapshot: (s) => snaps.push(s), event: () => undefined }, silentLogger, 20, 2000, 150);
+    void lw.start();
+    expect(await until(() => lw.connected, 3000)).toBe(true);
+    // Drops and resumes within stallMs: kept.
+    conn[0]?.(false);
+    expect(lw.connected).toBe(false);
+    conn[0]?.(true);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(lw.stalls).toBe(0);
+    expect(conn.length).toBe(1);
+    // Drops and never resumes (the client resumed it on a member that does not answer).
+    conn[0]?.(false);
+    expect(await until(() => conn.length === 2 && lw.connected, 3000)).toBe(true);
+    expect(lw.stalls).toBe(1);
+    expect(snaps).toEqual([1, 2]);
+    expect(cancelled).toEqual(["w1"]);
+    // The abandoned watch is not heard any more: its late "connected" changes nothing.
+    conn[1]?.(false);
+    conn[0]?.(true);
+    expect(lw.connected).toBe(false);
+    await lw.close();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(lw.stalls).toBe(1); // close stops the stall timer
+  });
 });
