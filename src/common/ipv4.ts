@@ -84,5 +84,10 @@ export function parseMac(text: string): Uint8Array {
 }
 
 export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+  // By table and concatenation: the route cache and `weft status` write one or two per lease (20,000 at scale).
+  const h = (i: number): string => HEX2[mac[i] ?? 0] ?? "00";
+  return `${h(0)}:${h(1)}:${h(2)}:${h(3)}:${h(4)}:${h(5)}`;
 }
+
+/** Two lower-case hex digits per byte value. */
+const HEX2: readonly string[] = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
