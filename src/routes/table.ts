@@ -73,6 +73,8 @@ export class RouteTable {
   private readonly byClaim = new Map<string, Set<string>>();
   /** Where each indexed key sits in byClaim. */
   private readonly indexed = new Map<string, readonly string[]>();
+  /** Lease key -> the subnet it is used for in `routes` (so a change need not scan every route). */
+  private readonly routedAt = new Map<string, string>();
 
   constructor(private readonly hooks: RouteTableHooks = {}) {}
 
@@ -184,8 +186,11 @@ export class RouteTable {
       subnets.add(routeKey(l, p));
       for (const c of claims(l, p)) touch(this.byClaim.get(c));
     }
-    for (const k of group) this.unindex(k);
-    for (const [sub, l] of this.routes) if (group.has(l.key)) subnets.add(sub);
+    for (const k of group) {
+      this.unindex(k);
+      const at = this.routedAt.get(k);
+      if (at !== undefined) subnets.add(at);
+    }
     const ok: Lease[] = [];
     const before = new Map(this.rejected);
     for (const k of group) {
@@ -250,8 +255,11 @@ export class RouteTable {
     for (const sub of scope) {
       const was = this.routes.get(sub);
       const now = next.get(sub);
-      if (now) this.routes.set(sub, now);
-      else this.routes.delete(sub);
+      if (was && this.routedAt.get(was.key) === sub) this.routedAt.delete(was.key);
+      if (now) {
+        this.routes.set(sub, now);
+        this.routedAt.set(now.key, sub);
+      } else this.routes.delete(sub);
       if (was && !now) removed.push(was);
       else if (!was && now) added.push(now);
       else if (was && now && !sameAttrs(was.attrs, now.attrs)) changed.push({ before: was, after: now });
