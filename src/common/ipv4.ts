@@ -30,8 +30,15 @@ export function parseIpv4(text: string): number {
   return v >>> 0;
 }
 
+/**
+ * Dotted text. Built with join, as the other formatters here: V8 keeps a
+ * string of 13 or more characters made by `+` or a template literal as a
+ * tree of pieces (32 bytes a node on top of them), and the agent keeps some
+ * of these texts per lease (map keys at 20,000 leases); join makes one flat
+ * string, about half the size.
+ */
 export function formatIpv4(addr: number): string {
-  return `${addr >>> 24}.${(addr >>> 16) & 255}.${(addr >>> 8) & 255}.${addr & 255}`;
+  return [addr >>> 24, (addr >>> 16) & 255, (addr >>> 8) & 255, addr & 255].join(".");
 }
 
 /** Netmask of a prefix length as an unsigned integer. */
@@ -60,7 +67,8 @@ export function parseCidr(text: string, opts: { strict?: boolean } = {}): Ipv4Pr
 }
 
 export function formatCidr(p: Ipv4Prefix): string {
-  return `${formatIpv4(p.addr)}/${p.len}`;
+  const a = p.addr;
+  return [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, `${a & 255}/${p.len}`].join("."); // flat (formatIpv4)
 }
 
 /** True when `addr` lies inside prefix `p`. */

@@ -18,6 +18,12 @@ import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type De
 /** Peers programmed per iproute2 batch (each batch: their neighbours, then FDB entries, then routes). */
 const PEER_CHUNK = 1000;
 
+/** A lease with its view on one family's device. */
+interface Viewed {
+  readonly l: Lease;
+  readonly v: PeerView;
+}
+
 /** One family's device and the peers programmed on it (IPv4: weft.<VNI>; IPv6: weft-v6.<VNI>). */
 interface Family {
   readonly spec: DeviceSpec;
@@ -103,39 +109,50 @@ export class VxlanNetwork implements Network {
    */
   private async applyNow(f: Family, removeAll: readonly Lease[], addAll: readonly Lease[]): Promise<void> {
     this.generation++;
-    const remove = removeAll.filter((l) => f.view(l));
-    const add = addAll.filter((l) => f.view(l));
-    for (let i = 0; i < remove.length; i += PEER_CHUNK) await this.removeChunk(f, remove.slice(i, i + PEER_CHUNK));
-    for (let i = 0; i < add.length; i += PEER_CHUNK) await this.addChunk(f, add.slice(i, i + PEER_CHUNK));
+    // Each lease's view (its texts) is made once per chunk, when the chunk is programmed: at 20,000
+    // peers, views made up front (or once per use) were a large part of a full sync's garbage.
+    for (let i = 0; i < removeAll.length; i += PEER_CHUNK) await this.removeChunk(f, this.viewed(f, removeAll.slice(i, i + PEER_CHUNK)));
+    for (let i = 0; i < addAll.length; i += PEER_CHUNK) await this.addChunk(f, this.viewed(f, addAll.slice(i, i + PEER_CHUNK)));
   }
 
-  private async removeChunk(f: Family, remove: readonly Lease[]): Promise<void> {
-    await programPeers(remove.map((l) => this.lines(f, l, "del")), "del", this.runner);
-    for (const l of remove) {
-      const k = this.name(f, l);
-      f.programmed.delete(k);
-      f.failed.delete(k);
+  /** The leases this family's device programs, each with its view. */
+  private viewed(f: Family, leases: readonly Lease[]): Viewed[] {
+    const out: Viewed[] = [];
+    for (const l of leases) {
+      const v = f.view(l);
+      if (v) out.push({ l, v });
+    }
+    return out;
+  }
+
+  private async removeChunk(f: Family, remove: readonly Viewed[]): Promise<void> {
+    if (remove.length === 0) return;
+    await programPeers(remove.map((p) => this.lines(f, p, "del")), "del", this.runner);
+    for (const { v } of remove) {
+      f.programmed.delete(v.net);
+      f.failed.delete(v.net);
     }
   }
 
-  private async addChunk(f: Family, add: readonly Lease[]): Promise<void> {
-    const failed = await programPeers(add.map((l) => this.lines(f, l, "add")), "add", this.runner);
-    const undo: Lease[] = [];
-    add.forEach((l, i) => {
-      const k = this.name(f, l);
+  private async addChunk(f: Family, add: readonly Viewed[]): Promise<void> {
+    if (add.length === 0) return;
+    const failed = await programPeers(add.map((p) => this.lines(f, p, "add")), "add", this.runner);
+    const undo: Viewed[] = [];
+    add.forEach((p, i) => {
+      const k = p.v.net;
       const err = failed.get(i);
       if (err === undefined) {
-        f.programmed.set(k, l);
+        f.programmed.set(k, p.l);
         f.failed.delete(k);
       } else {
         f.failed.set(k, err);
         f.programmed.delete(k);
-        undo.push(l);
+        undo.push(p);
       }
     });
     if (undo.length > 0) {
-      this.log.error({ device: f.spec.name, peers: undo.map((l) => this.name(f, l)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
-      await programPeers(undo.map((l) => this.lines(f, l, "del")), "del", this.runner);
+      this.log.error({ device: f.spec.name, peers: undo.map((p) => p.v.net), first: failed.values().next().value }, "programming peers failed; undone, will retry");
+      await programPeers(undo.map((p) => this.lines(f, p, "del")), "del", this.runner);
     }
   }
 
@@ -143,10 +160,8 @@ export class VxlanNetwork implements Network {
     return f.view(l)?.net ?? l.key;
   }
 
-  private lines(f: Family, l: Lease, op: "add" | "del"): PeerLines {
-    const v = f.view(l);
-    if (!v) throw new Error(`lease ${l.key} has no ${f.spec.family === 6 ? "IPv6" : "IPv4"} part`);
-    return peerLines(v, f.spec.name, this.direct(f, l), op);
+  private lines(f: Family, p: Viewed, op: "add" | "del"): PeerLines {
+    return peerLines(p.v, f.spec.name, this.direct(f, p.l), op);
   }
 
   /**
