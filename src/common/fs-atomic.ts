@@ -48,25 +48,32 @@ export function writeFileAtomic(path: string, text: string, mode = 0o644): void 
 /**
  * writeFileAtomic without blocking the event loop on the write and the fsync
  * (a route cache of 20,000 leases is 4 MB): the same temporary file, fsync,
- * rename, directory fsync and FileWriteError. `commit` is asked just before
+ * rename, directory fsync and FileWriteError. `content` may come in pieces
+ * (an iterable, also async), written as they come, so that a large file is
+ * never one string or one buffer in memory. `commit` is asked just before
  * the rename (a synchronous step, so nothing runs in between): when it
  * answers false, newer content was written meanwhile, the temporary file is
  * removed and false is returned. The temporary file's name carries `tag`, so
  * that a synchronous writeFileAtomic of the same path does not collide.
  */
-export async function writeFileAtomicAsync(path: string, text: string, mode = 0o644, commit: () => boolean = () => true, tag = "async"): Promise<boolean> {
+export async function writeFileAtomicAsync(path: string, content: string | Iterable<string> | AsyncIterable<string>, mode = 0o644,
+  commit: () => boolean = () => true, tag = "async"): Promise<boolean> {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true });
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${tag}.tmp`);
-  const buf = Buffer.from(text, "utf8");
   let written = 0;
   try {
     const fh = await open(tmp, "w", mode);
     try {
-      while (written < buf.length) {
-        const { bytesWritten } = await fh.write(buf, written, buf.length - written);
-        if (bytesWritten <= 0) throw new Error("write(2) wrote nothing");
-        written += bytesWritten;
+      for await (const piece of typeof content === "string" ? [content] : content) {
+        const buf = Buffer.from(piece, "utf8");
+        let off = 0;
+        while (off < buf.length) {
+          const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+          if (bytesWritten <= 0) throw new Error("write(2) wrote nothing");
+          off += bytesWritten;
+          written += bytesWritten;
+        }
       }
       await fh.sync();
     } finally {
@@ -80,7 +87,7 @@ export async function writeFileAtomicAsync(path: string, text: string, mode = 0o
   } catch (e) {
     await rm(tmp, { force: true });
     const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    throw new FileWriteError(`writing ${path} failed after ${written} of ${buf.length} bytes: ${why}; the file was left as it was`, {
+    throw new FileWriteError(`writing ${path} failed after ${written} bytes: ${why}; the file was left as it was`, {
       hint: `check the filesystem of ${dir} (free space: df ${dir}; permissions)`, recoverable: true, cause: e,
     });
   }

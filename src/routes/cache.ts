@@ -31,9 +31,9 @@ interface Stored {
  * CPU: done in one go on every debounced change, it stalled the agent's
  * event loop every 200 ms while leases churned, and each lease change
  * waiting behind it (bench:control's change p99). So the background write
- * renders `chunk` leases per turn of the event loop and writes and fsyncs
- * the file asynchronously; one write runs at a time, and saves made while
- * it runs are written after it. flush() (at stop) writes the latest table at
+ * renders `chunk` leases at a time and writes each piece to the file
+ * asynchronously before the next, then fsyncs and renames; one write runs
+ * at a time, and saves made while it runs are written after it. flush() (at stop) writes the latest table at
  * once, and a background write of an older one then no longer replaces it.
  */
 export class RouteCache {
@@ -59,7 +59,7 @@ export class RouteCache {
   constructor(private readonly path: string, private readonly log: Logger, opts: { delayMs?: number; minGapMs?: number; chunk?: number } = {}) {
     this.delayMs = opts.delayMs ?? 200;
     this.minGapMs = opts.minGapMs ?? 1000;
-    this.chunk = opts.chunk ?? 500;
+    this.chunk = opts.chunk ?? 250;
   }
 
   load(): Lease[] {
@@ -124,16 +124,20 @@ export class RouteCache {
     const gen = this.saved;
     const leases = this.latest;
     if (!leases || this.written >= gen) return;
-    const parts: string[] = [];
-    for (let i = 0; i < leases.length; i += this.chunk) {
-      if (i > 0) await new Promise((r) => setImmediate(r));
-      if (this.written >= gen) return; // flush() wrote this or a newer table meanwhile
-      parts.push(renderPart(leases, i, i + this.chunk));
+    const all: readonly Lease[] = leases;
+    const chunk = this.chunk;
+    const superseded = (): boolean => this.written >= gen; // flush() wrote this or a newer table meanwhile
+    // Rendered and written `chunk` leases at a time: each piece is short-lived (no 4 MB string or
+    // buffer), and each write of a piece lets the event loop run.
+    async function* pieces(): AsyncGenerator<string> {
+      yield "[";
+      for (let i = 0; i < all.length && !superseded(); i += chunk) yield (i > 0 ? "," : "") + renderPart(all, i, i + chunk);
+      yield "]\n";
     }
     const before = this.written;
     try {
-      await writeFileAtomicAsync(this.path, `[${parts.join(",")}]\n`, 0o600, () => {
-        if (this.written >= gen) return false;
+      await writeFileAtomicAsync(this.path, pieces(), 0o600, () => {
+        if (superseded()) return false;
         this.written = gen;
         return true;
       });
