@@ -60,6 +60,7 @@ describe("README and CLI", () => {
     [["--ipam-reclaim-threshold", "0"], /--ipam-reclaim-threshold "0": must be above 0/],
     [["--ipam-reclaim-threshold", "1.5"], /--ipam-reclaim-threshold "1.5": must be at most 1/],
     [["--tun-busy-poll", "1.5"], /--tun-busy-poll "1.5": must be a whole number of microseconds/],
+    [["--v8-heap", "small"], /--v8-heap "small": Invalid option: expected one of "compact"\|"default"/],
   ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
     const r = weft("agent", ...(args as string[]));
     expect(r.status).toBe(1);
