@@ -47,7 +47,7 @@ interface FamilyReading {
 }
 
 /** Leases compared per turn of the event loop when a reconcile compares ahead. */
-const COMPARE_CHUNK = 1000;
+const COMPARE_CHUNK = 200;
 
 /** The kernel as read ahead of a reconcile, per family whose device was up. */
 class VxlanReading {
