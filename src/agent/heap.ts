@@ -22,10 +22,12 @@ import { setFlagsFromString } from "node:v8";
  *
  * Both are read by V8 whenever it sizes a space, so setting them at run
  * time takes effect; they apply to the whole process (the tun backend's
- * worker threads too). Measured with `npm run bench:control -- --family 6
- * --nodes 20000` (see the report of issue 17): RSS about 150-170 → 120-130
- * MB, full sync about 2.4 → 3.4 s, change p99 unchanged. `--v8-heap
- * default` leaves V8's own sizing.
+ * worker threads too; their effect there is not measured). Measured with
+ * `npm run bench:control -- --family 6 --nodes 20000`, three runs each,
+ * alternating, with the rest of issue 17's changes: RSS 130-137 MB against
+ * 162-171 MB with `--v8-heap default`; full sync (2.7-3.6 against 2.5-3.8
+ * s) and change p99 (28-49 against 22-55 ms) within the machine's noise.
+ * `--v8-heap default` leaves V8's own sizing.
  */
 export function compactHeap(): void {
   setFlagsFromString("--heap-growing-percent=20");

@@ -25,7 +25,7 @@ export function registerAgent(program: Command): void {
     .addOption(flag("--bpffs <dir>", "bpffs for the ebpf backend's pins (must outlive the agent)", AGENT_DEFAULTS.bpffs))
     .addOption(flag("--bpf-attach <how>", "auto | tcx | tc: how the ebpf backend attaches its programs", AGENT_DEFAULTS.bpfAttach))
     .addOption(flag("--tun-busy-poll <µs>", "tun backend: after a packet, how long each worker looks for the next before it sleeps (latency against CPU; 0: off)", AGENT_DEFAULTS.tunBusyPoll))
-    .addOption(flag("--v8-heap <mode>", "compact | default: compact keeps the JavaScript heap near its live size (RSS at 20,000 peers about 160 → 125 MB; full sync about 1 s slower)", AGENT_DEFAULTS.v8Heap))
+    .addOption(flag("--v8-heap <mode>", "compact | default: compact keeps the JavaScript heap near its live size (RSS at 20,000 peers about 165 → 135 MB)", AGENT_DEFAULTS.v8Heap))
     .addOption(flag("--health-listen <host:port>", "serve /healthz, /readyz, /metrics (off to disable)", AGENT_DEFAULTS.healthListen))
     .addOption(flag("--control-socket <path>", "unix socket `weft status` asks", AGENT_DEFAULTS.controlSocket))
     .addOption(flag("--subnet-lease-ttl <seconds>", "TTL of the etcd lease under our subnet key", AGENT_DEFAULTS.subnetLeaseTtl))
