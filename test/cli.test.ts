@@ -60,6 +60,7 @@ describe("README and CLI", () => {
     [["--ipam-reclaim-threshold", "0"], /--ipam-reclaim-threshold "0": must be above 0/],
     [["--ipam-reclaim-threshold", "1.5"], /--ipam-reclaim-threshold "1.5": must be at most 1/],
     [["--tun-busy-poll", "1.5"], /--tun-busy-poll "1.5": must be a whole number of microseconds/],
+    [["--v8-heap", "small"], /--v8-heap "small": Invalid option: expected one of "compact"\|"default"/],
   ])("`weft agent %j` is refused with a message naming the flag", (args, msg) => {
     const r = weft("agent", ...(args as string[]));
     expect(r.status).toBe(1);
@@ -116,6 +117,12 @@ describe("README and CLI", () => {
     const r = spawnSync(process.execPath, ["bin/weft.js", "agent"], { cwd: root, encoding: "utf8", env: { ...process.env, WEFT_BACKEND: "bogus" } });
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/--backend "bogus"/);
+    // Flags with digits in their name too (the variable once lost everything from the first digit on).
+    for (const [name, flag] of [["WEFT_V8_HEAP", "--v8-heap"], ["WEFT_PUBLIC_IPV6", "--public-ipv6"]] as const) {
+      const d = spawnSync(process.execPath, ["bin/weft.js", "agent"], { cwd: root, encoding: "utf8", env: { ...process.env, [name]: "bogus" } });
+      expect(d.status, name).toBe(1);
+      expect(d.stderr).toContain(`${flag} "bogus"`);
+    }
   });
 
   it("bench:dns takes the shared parser's rules: a bad target, value or option exits 2 naming it, before any server starts", () => {

@@ -10,7 +10,8 @@ import type { AgentMetrics } from "./metrics.js";
  * periodic reconcile runs in the same queue, with the table as it is when its
  * turn comes. No apply runs while a reconcile compares the data path with the
  * table, so a reconcile never removes a peer an apply has just added (a
- * reconcile that worked from a list taken before it waited could).
+ * reconcile that worked from a list taken before it waited could). A
+ * backend may read its data path ahead, outside the queue (readForReconcile).
  */
 export class ApplyQueue {
   private tail: Promise<unknown> = Promise.resolve();
@@ -41,11 +42,24 @@ export class ApplyQueue {
     });
   }
 
-  /** Compares the data path with the table and repairs it, in turn; resolves with what was fixed. */
+  /**
+   * Compares the data path with the table and repairs it, in turn; resolves
+   * with what was fixed. A backend that can read its data path ahead
+   * (readForReconcile) reads and compares before the turn, outside the
+   * queue, so that changes keep being applied meanwhile; in turn it keeps
+   * the fixes the table as it is then still calls for.
+   */
   reconcile(): Promise<number> {
-    return this.enqueue(async () => {
-      const net = this.network();
-      return net ? net.reconcile(this.table.all()) : 0;
+    const net = this.network();
+    const inTurn = (reading: unknown): Promise<number> => this.enqueue(async () => {
+      const now = this.network();
+      if (!now) return 0;
+      return now.reconcile(this.table.all(), now === net ? reading : undefined);
+    });
+    if (!net?.readForReconcile) return inTurn(undefined); // queued at once, behind what is queued now
+    return net.readForReconcile(this.table.all()).then(inTurn, (e: unknown) => {
+      this.log.warn({ err: (e as Error).message }, "reading the data path ahead of the reconcile failed; it reads in turn");
+      return inTurn(undefined);
     });
   }
 

@@ -7,7 +7,7 @@ import { RegistryUnavailableError as SubnetRegistryUnavailable } from "../subnet
 
 /** A flag that also reads WEFT_<NAME> from the environment (--etcd-endpoints: WEFT_ETCD_ENDPOINTS); the flag wins. */
 export function envOption(spec: string, help: string, def?: string): Option {
-  const long = /--([a-z-]+)/.exec(spec)?.[1] ?? "";
+  const long = /--([a-z0-9-]+)/.exec(spec)?.[1] ?? ""; // digits too: --public-ipv6 reads WEFT_PUBLIC_IPV6, --v8-heap WEFT_V8_HEAP
   const o = new Option(spec, help).env(`WEFT_${long.toUpperCase().replace(/-/g, "_")}`);
   return def === undefined ? o : o.default(def);
 }

@@ -45,6 +45,52 @@ export async function ipJson<T>(args: readonly string[]): Promise<T[]> {
   return out.trim() ? (JSON.parse(out) as T[]) : [];
 }
 
+/**
+ * Runs a command (iproute2's text output) and hands each line of its stdout
+ * to `onLine` as it arrives. Reading 20,000 routes, neighbours or FDB
+ * entries this way holds one pipe chunk at a time; `-json` held the whole
+ * output as one string, then an object per entry, on the main thread.
+ * Rejects with CommandError when the command fails; an exception from
+ * `onLine` stops the command and rejects with it.
+ */
+export function outputLines(argv: readonly string[], onLine: (line: string) => void, timeoutMs = 30_000): Promise<void> {
+  const [cmd, ...args] = argv;
+  if (!cmd) return Promise.reject(new Error("outputLines: empty command"));
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], timeout: timeoutMs });
+    let rest = "";
+    let err = "";
+    let failed: unknown;
+    const each = (text: string, last: boolean): void => {
+      if (failed !== undefined) return;
+      let start = 0;
+      try {
+        for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", start)) {
+          onLine(text.slice(start, nl));
+          start = nl + 1;
+        }
+        if (last && start < text.length) onLine(text.slice(start));
+      } catch (e) {
+        failed = e;
+        child.kill();
+      }
+      rest = last ? "" : text.slice(start);
+    };
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (d: string) => each(rest + d, false));
+    child.stderr.on("data", (d: Buffer) => {
+      if (err.length < 4096) err += d.toString();
+    });
+    child.on("error", (e) => reject(new CommandError(argv, null, e.message)));
+    child.on("close", (status) => {
+      each(rest, true);
+      if (failed !== undefined) reject(failed instanceof Error ? failed : new Error(String(failed)));
+      else if (status === 0) resolve();
+      else reject(new CommandError(argv, status, err));
+    });
+  });
+}
+
 /** `bridge -json ...` parsed. */
 export async function bridgeJson<T>(args: readonly string[]): Promise<T[]> {
   const out = await run(["bridge", "-json", ...args]);

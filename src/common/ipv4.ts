@@ -30,8 +30,15 @@ export function parseIpv4(text: string): number {
   return v >>> 0;
 }
 
+/**
+ * Dotted text. Built with join, as the other formatters here: V8 keeps a
+ * string of 13 or more characters made by `+` or a template literal as a
+ * tree of pieces (32 bytes a node on top of them), and the agent keeps some
+ * of these texts per lease (map keys at 20,000 leases); join makes one flat
+ * string, about half the size.
+ */
 export function formatIpv4(addr: number): string {
-  return `${addr >>> 24}.${(addr >>> 16) & 255}.${(addr >>> 8) & 255}.${addr & 255}`;
+  return [addr >>> 24, (addr >>> 16) & 255, (addr >>> 8) & 255, addr & 255].join(".");
 }
 
 /** Netmask of a prefix length as an unsigned integer. */
@@ -60,7 +67,8 @@ export function parseCidr(text: string, opts: { strict?: boolean } = {}): Ipv4Pr
 }
 
 export function formatCidr(p: Ipv4Prefix): string {
-  return `${formatIpv4(p.addr)}/${p.len}`;
+  const a = p.addr;
+  return [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, `${a & 255}/${p.len}`].join("."); // flat (formatIpv4)
 }
 
 /** True when `addr` lies inside prefix `p`. */
@@ -84,5 +92,10 @@ export function parseMac(text: string): Uint8Array {
 }
 
 export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
+  // By table and concatenation: the route cache and `weft status` write one or two per lease (20,000 at scale).
+  const h = (i: number): string => HEX2[mac[i] ?? 0] ?? "00";
+  return `${h(0)}:${h(1)}:${h(2)}:${h(3)}:${h(4)}:${h(5)}`;
 }
+
+/** Two lower-case hex digits per byte value. */
+const HEX2: readonly string[] = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));

@@ -27,11 +27,12 @@ const cidr = (p: Ipv4Prefix): string => formatCidr(p);
  * boundaries overlap only when equal).
  */
 function claims(l: Lease, p: LeasePolicy | undefined): string[] {
+  // Joined, not templated: these are kept as map keys, and join makes flat strings (see formatIpv4).
   const out: string[] = [];
-  if (p?.enableIpv4 !== false) out.push(`s4 ${cidr(l.subnet)}`);
-  if (p?.ipv6 && l.subnet6) out.push(`s6 ${formatCidr6(l.subnet6)}`);
-  if (l.attrs.publicIp !== 0) out.push(`a4 ${formatIpv4(l.attrs.publicIp)}`);
-  if (p?.ipv6 && l.attrs.publicIpv6 !== undefined) out.push(`a6 ${formatIpv6(l.attrs.publicIpv6)}`);
+  if (p?.enableIpv4 !== false) out.push(["s4", cidr(l.subnet)].join(" "));
+  if (p?.ipv6 && l.subnet6) out.push(["s6", formatCidr6(l.subnet6)].join(" "));
+  if (l.attrs.publicIp !== 0) out.push(["a4", formatIpv4(l.attrs.publicIp)].join(" "));
+  if (p?.ipv6 && l.attrs.publicIpv6 !== undefined) out.push(["a6", formatIpv6(l.attrs.publicIpv6)].join(" "));
   return out;
 }
 
@@ -69,10 +70,16 @@ export class RouteTable {
   private readonly routes = new Map<string, Lease>();
   /** Keys not used, with the reason. Bounded by the keys that exist: a deleted key leaves. */
   private readonly rejected = new Map<string, Rejection>();
-  /** Decoded leases that pass checkLease, indexed by what two leases may not share (claims()). */
-  private readonly byClaim = new Map<string, Set<string>>();
-  /** Where each indexed key sits in byClaim. */
-  private readonly indexed = new Map<string, readonly string[]>();
+  /**
+   * Decoded leases that pass checkLease, indexed by what two leases may not
+   * share (claims()): the one key holding a claim, or the set of them when
+   * several do (rare: a conflict), so 20,000 leases do not cost 40,000 sets.
+   */
+  private readonly byClaim = new Map<string, string | Set<string>>();
+  /** The lease each indexed key was indexed as (its claims are where it sits in byClaim). */
+  private readonly indexed = new Map<string, Lease>();
+  /** Lease key -> the subnet it is used for in `routes` (so a change need not scan every route). */
+  private readonly routedAt = new Map<string, string>();
 
   constructor(private readonly hooks: RouteTableHooks = {}) {}
 
@@ -173,7 +180,7 @@ export class RouteTable {
     };
     const p = this.policy;
     for (const s of seeds) {
-      for (const c of claims(s, p)) touch(this.byClaim.get(c));
+      for (const c of claims(s, p)) touch(holders(this.byClaim.get(c)));
       touch([s.key]);
     }
     // Drop the group from the indexes, then judge its current members again.
@@ -182,10 +189,13 @@ export class RouteTable {
       const l = this.leases.get(k);
       if (!l) continue;
       subnets.add(routeKey(l, p));
-      for (const c of claims(l, p)) touch(this.byClaim.get(c));
+      for (const c of claims(l, p)) touch(holders(this.byClaim.get(c)));
     }
-    for (const k of group) this.unindex(k);
-    for (const [sub, l] of this.routes) if (group.has(l.key)) subnets.add(sub);
+    for (const k of group) {
+      this.unindex(k);
+      const at = this.routedAt.get(k);
+      if (at !== undefined) subnets.add(at);
+    }
     const ok: Lease[] = [];
     const before = new Map(this.rejected);
     for (const k of group) {
@@ -205,9 +215,8 @@ export class RouteTable {
       this.reject(why, before);
       return false;
     }
-    const cs = claims(l, this.policy);
-    for (const c of cs) index(this.byClaim, c, l.key);
-    this.indexed.set(l.key, cs);
+    for (const c of claims(l, this.policy)) index(this.byClaim, c, l.key);
+    this.indexed.set(l.key, l);
     return true;
   }
 
@@ -215,7 +224,8 @@ export class RouteTable {
     const at = this.indexed.get(key);
     if (!at) return;
     this.indexed.delete(key);
-    for (const c of at) drop(this.byClaim, c, key);
+    // The policy is the one it was indexed under: a new policy rebuilds both indexes from scratch.
+    for (const c of claims(at, this.policy)) drop(this.byClaim, c, key);
   }
 
   /** Oldest first: a lease is used when no older one took one of its subnets or public addresses. */
@@ -250,8 +260,11 @@ export class RouteTable {
     for (const sub of scope) {
       const was = this.routes.get(sub);
       const now = next.get(sub);
-      if (now) this.routes.set(sub, now);
-      else this.routes.delete(sub);
+      if (was && this.routedAt.get(was.key) === sub) this.routedAt.delete(was.key);
+      if (now) {
+        this.routes.set(sub, now);
+        this.routedAt.set(now.key, sub);
+      } else this.routes.delete(sub);
       if (was && !now) removed.push(was);
       else if (!was && now) added.push(now);
       else if (was && now && !sameAttrs(was.attrs, now.attrs)) changed.push({ before: was, after: now });
@@ -267,13 +280,24 @@ function older(a: Lease, b: Lease): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
-function index<K>(m: Map<K, Set<string>>, k: K, key: string): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(key);
+function index<K>(m: Map<K, string | Set<string>>, k: K, key: string): void {
+  const s = m.get(k);
+  if (s === undefined) m.set(k, key);
+  else if (typeof s === "string") {
+    if (s !== key) m.set(k, new Set([s, key]));
+  } else s.add(key);
 }
 
-function drop<K>(m: Map<K, Set<string>>, k: K, key: string): void {
+function drop<K>(m: Map<K, string | Set<string>>, k: K, key: string): void {
   const s = m.get(k);
-  if (s?.delete(key) && s.size === 0) m.delete(k);
+  if (s === key) m.delete(k);
+  else if (typeof s === "object" && s.delete(key)) {
+    if (s.size === 1) m.set(k, s.values().next().value ?? key);
+    else if (s.size === 0) m.delete(k);
+  }
+}
+
+/** The keys holding a claim, as an iterable. */
+function holders(s: string | Set<string> | undefined): Iterable<string> | undefined {
+  return typeof s === "string" ? [s] : s;
 }

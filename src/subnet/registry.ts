@@ -1,3 +1,4 @@
+import { flat } from "../common/flat.js";
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
 import { ConfigError } from "../common/errors.js";
 import { clientFrom, listPrefix, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
@@ -134,7 +135,8 @@ export class SubnetRegistry {
     try {
       return {
         key, subnet: k.subnet, ...(k.subnet6 ? { subnet6: k.subnet6 } : {}), attrs: parseLeaseAttrs(kv.value.toString()),
-        leaseId: kv.lease, modRevision: kv.mod_revision, createRevision: kv.create_revision,
+        // Kept per lease for the agent's life: flat copies (the client builds the lease ID by concatenation).
+        leaseId: flat(kv.lease), modRevision: kv.mod_revision, createRevision: kv.create_revision,
       };
     } catch (e) {
       if (e instanceof LeaseFormatError) return { key, reason: e.reason, detail: e.message };
@@ -144,7 +146,8 @@ export class SubnetRegistry {
 
   /** A key relative to the subnets prefix; control characters escaped, so a hostile key cannot forge log lines. */
   private relative(kv: IKeyValue): string {
-    return kv.key.toString().slice(this.subnetsPrefix.length).replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+    // Decoded from the prefix's end: a fresh string, not a slice that keeps the whole key alive.
+    return kv.key.toString("utf8", Buffer.byteLength(this.subnetsPrefix)).replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   }
 
   /**

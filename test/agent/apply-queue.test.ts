@@ -56,6 +56,25 @@ class RecordingNetwork implements Network {
   async close(): Promise<void> {}
 }
 
+/** A network that reads its data path ahead (as the vxlan backend does): the reading waits for the test. */
+class ReadAheadNetwork extends RecordingNetwork {
+  readRelease: (() => void) | undefined;
+  readonly given: { routes: string[]; reading: unknown }[] = [];
+
+  async readForReconcile(routes: readonly Lease[]): Promise<unknown> {
+    this.events.push("read");
+    const seen = [...this.programmed]; // what the data path held when the read began
+    await new Promise<void>((r) => (this.readRelease = r));
+    return { programmedWhenRead: seen, routesWhenRead: routes.map((l) => l.key) };
+  }
+
+  override async reconcile(routes: readonly Lease[], reading?: unknown): Promise<number> {
+    this.given.push({ routes: routes.map((l) => l.key).sort(), reading });
+    this.events.push("reconcile");
+    return 0;
+  }
+}
+
 function lease(key: string, ip: string): Lease {
   return {
     key, subnet: parseSubnetKey(key)!, leaseId: "1", modRevision: "1", createRevision: "1",
@@ -81,6 +100,24 @@ describe("the apply queue", () => {
     expect(net.overlaps).toBe(0);
     expect(net.events).toEqual(["apply", "reconcile", "apply"]);
     expect([...net.programmed].sort()).toEqual(["198.18.2.0-24", "198.18.3.0-24"]);
+  });
+
+  it("a backend that reads ahead reads outside the queue: changes are applied meanwhile, and the reconcile gets the reading and the table of its turn", async () => {
+    const table = new RouteTable();
+    table.setPolicy(policyOf(parseNetworkConfig('{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}')));
+    const net = new ReadAheadNetwork();
+    const q = new ApplyQueue(table, () => net, new AgentMetrics(), silentLogger);
+    q.change(() => table.put(lease("198.18.2.0-24", "192.0.2.2")));
+    await q.idle();
+    const reconciled = q.reconcile();
+    while (!net.readRelease) await new Promise((r) => setImmediate(r)); // the read is under way
+    q.change(() => table.put(lease("198.18.3.0-24", "192.0.2.3")));
+    await q.idle(); // applied although the read has not returned
+    expect(net.events).toEqual(["apply", "read", "apply"]);
+    net.readRelease();
+    await reconciled;
+    expect(net.events).toEqual(["apply", "read", "apply", "reconcile"]);
+    expect(net.given).toEqual([{ routes: ["198.18.2.0-24", "198.18.3.0-24"], reading: { programmedWhenRead: ["198.18.2.0-24"], routesWhenRead: ["198.18.2.0-24"] } }]);
   });
 
   it("a reconcile sees every change queued before it", async () => {

@@ -17,7 +17,7 @@ import { formatCidr, formatIpv4, formatMac, parseMac } from "../../common/ipv4.j
 import { formatCidr6, formatIpv6 } from "../../common/ipv6.js";
 import { run } from "../../common/exec.js";
 import type { Lease } from "../../subnet/lease.js";
-import { batch, bridgeJson, ipJson, type BatchRunner } from "../../common/iproute.js";
+import { batch, outputLines, type BatchRunner } from "../../common/iproute.js";
 import { readDevice, type LinkJson } from "../device.js";
 
 export interface DeviceSpec {
@@ -158,16 +158,50 @@ export interface KernelPeers {
   readonly routes: Map<string, string>; // subnet -> gateway
 }
 
+/**
+ * Reads the device's permanent neighbours, FDB destinations and routes from
+ * iproute2's text output, line by line as it comes (the periodic reconcile
+ * reads 3 x 20,000 of them at scale: as `-json` that was three multi-MB
+ * strings and 60,000 objects on the agent's main thread each time). A line
+ * that does not parse is skipped, as the JSON reading skipped entries
+ * without the field it needed.
+ */
 export async function readPeers(dev: string, family: 4 | 6 = 4): Promise<KernelPeers> {
   const f = family === 6 ? "-6" : "-4";
-  const [neigh, fdb, routes] = await Promise.all([
-    ipJson<{ dst: string; lladdr?: string; state?: string[] }>([f, "neigh", "show", "dev", dev]),
-    bridgeJson<{ mac: string; dst?: string; flags?: string[] }>(["fdb", "show", "dev", dev]),
-    ipJson<{ dst: string; gateway?: string }>([f, "route", "show", "dev", dev]),
+  const peers: KernelPeers = { neigh: new Map(), fdb: new Map(), routes: new Map() };
+  await Promise.all([
+    outputLines(["ip", f, "neigh", "show", "dev", dev], (l) => neighLine(l, peers.neigh)),
+    outputLines(["bridge", "fdb", "show", "dev", dev], (l) => fdbLine(l, peers.fdb)),
+    outputLines(["ip", f, "route", "show", "dev", dev], (l) => routeLine(l, peers.routes)),
   ]);
-  return {
-    neigh: new Map(neigh.filter((n) => n.state?.includes("PERMANENT") && n.lladdr).map((n) => [n.dst, n.lladdr ?? ""])),
-    fdb: new Map(fdb.filter((f) => f.dst !== undefined).map((f) => [f.mac, f.dst ?? ""])),
-    routes: new Map(routes.filter((r) => r.gateway !== undefined).map((r) => [r.dst, r.gateway ?? ""])),
-  };
+  return peers;
+}
+
+/** `<dst> lladdr <mac> [router] ... PERMANENT`: a permanent neighbour, gateway -> MAC. */
+export function neighLine(line: string, out: Map<string, string>): void {
+  const t = line.trim().split(/\s+/);
+  const at = t.indexOf("lladdr");
+  const dst = t[0];
+  const mac = at > 0 ? t[at + 1] : undefined;
+  if (dst && mac && t.includes("PERMANENT")) out.set(dst, mac);
+}
+
+/** `<mac> dst <addr> [self] [permanent] ...`: an FDB entry with a destination, MAC -> dst. */
+export function fdbLine(line: string, out: Map<string, string>): void {
+  const t = line.trim().split(/\s+/);
+  const at = t.indexOf("dst");
+  const mac = t[0];
+  const dst = at > 0 ? t[at + 1] : undefined;
+  if (mac && dst) out.set(mac, dst);
+}
+
+/** `<dst> via [inet|inet6] <gateway> ...`: a route with a gateway, destination -> gateway. */
+export function routeLine(line: string, out: Map<string, string>): void {
+  if (/^\s/.test(line)) return; // a multipath route's nexthop lines: the JSON reading had no gateway for those either
+  const t = line.trim().split(/\s+/);
+  const at = t.indexOf("via");
+  const dst = t[0];
+  let gw = at > 0 ? t[at + 1] : undefined;
+  if (gw === "inet" || gw === "inet6") gw = t[at + 2];
+  if (dst && gw) out.set(dst, gw);
 }

@@ -7,7 +7,7 @@ import type { NetworkConfig } from "../../subnet/network-config.js";
 import type { ExternalInterface, Network, NetworkStatus } from "../types.js";
 import { BatchSession, ipJson, type BatchRunner } from "../../common/iproute.js";
 import { readDevice, setDeviceAddress, setDeviceAddress6 } from "../device.js";
-import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type DeviceSpec, type PeerLines, type PeerView } from "./kernel.js";
+import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type DeviceSpec, type KernelPeers, type PeerLines, type PeerView } from "./kernel.js";
 
 /**
  * The vxlan backend's event loop: route-table diffs in, kernel objects out.
@@ -18,6 +18,12 @@ import { ensureDevice, peerLines, programPeers, readPeers, view4, view6, type De
 /** Peers programmed per iproute2 batch (each batch: their neighbours, then FDB entries, then routes). */
 const PEER_CHUNK = 1000;
 
+/** A lease with its view on one family's device. */
+interface Viewed {
+  readonly l: Lease;
+  readonly v: PeerView;
+}
+
 /** One family's device and the peers programmed on it (IPv4: weft.<VNI>; IPv6: weft-v6.<VNI>). */
 interface Family {
   readonly spec: DeviceSpec;
@@ -27,6 +33,25 @@ interface Family {
   /** Peers as programmed: subnet -> lease. */
   readonly programmed: Map<string, Lease>;
   readonly failed: Map<string, string>;
+  /** While a reading for the reconcile is taken or waits for its turn: the peers (subnets) applied since it began. */
+  touched: Set<string> | undefined;
+}
+
+/** One family's device as read and compared ahead of a reconcile (readForReconcile). */
+interface FamilyReading {
+  /** The fixes the table of the read's start called for. */
+  readonly missing: readonly Lease[];
+  readonly stale: readonly Lease[];
+  /** Peers applied since the read began: no fix for them (the apply was done after the read; the next reconcile checks them). */
+  readonly touched: ReadonlySet<string>;
+}
+
+/** Leases compared per turn of the event loop when a reconcile compares ahead. */
+const COMPARE_CHUNK = 200;
+
+/** The kernel as read ahead of a reconcile, per family whose device was up. */
+class VxlanReading {
+  constructor(readonly families: ReadonlyMap<Family, FamilyReading>) {}
 }
 
 /**
@@ -58,7 +83,7 @@ export class VxlanNetwork implements Network {
     private readonly log: Logger,
   ) {
     const fam = (d: { spec: DeviceSpec; mac: Uint8Array }, view: (l: Lease) => PeerView | undefined): Family =>
-      ({ spec: d.spec, mac: d.mac, view, programmed: new Map(), failed: new Map() });
+      ({ spec: d.spec, mac: d.mac, view, programmed: new Map(), failed: new Map(), touched: undefined });
     this.families = [...(devices.v4 ? [fam(devices.v4, view4)] : []), ...(devices.v6 ? [fam(devices.v6, view6)] : [])];
     this.mtu = Math.min(...this.families.map((f) => f.spec.mtu));
   }
@@ -103,68 +128,113 @@ export class VxlanNetwork implements Network {
    */
   private async applyNow(f: Family, removeAll: readonly Lease[], addAll: readonly Lease[]): Promise<void> {
     this.generation++;
-    const remove = removeAll.filter((l) => f.view(l));
-    const add = addAll.filter((l) => f.view(l));
-    for (let i = 0; i < remove.length; i += PEER_CHUNK) await this.removeChunk(f, remove.slice(i, i + PEER_CHUNK));
-    for (let i = 0; i < add.length; i += PEER_CHUNK) await this.addChunk(f, add.slice(i, i + PEER_CHUNK));
+    // Each lease's view (its texts) is made once per chunk, when the chunk is programmed: at 20,000
+    // peers, views made up front (or once per use) were a large part of a full sync's garbage.
+    for (let i = 0; i < removeAll.length; i += PEER_CHUNK) await this.removeChunk(f, this.viewed(f, removeAll.slice(i, i + PEER_CHUNK)));
+    for (let i = 0; i < addAll.length; i += PEER_CHUNK) await this.addChunk(f, this.viewed(f, addAll.slice(i, i + PEER_CHUNK)));
   }
 
-  private async removeChunk(f: Family, remove: readonly Lease[]): Promise<void> {
-    await programPeers(remove.map((l) => this.lines(f, l, "del")), "del", this.runner);
-    for (const l of remove) {
-      const k = this.name(f, l);
-      f.programmed.delete(k);
-      f.failed.delete(k);
+  /** The leases this family's device programs, each with its view. */
+  private viewed(f: Family, leases: readonly Lease[]): Viewed[] {
+    const out: Viewed[] = [];
+    for (const l of leases) {
+      const v = f.view(l);
+      if (v) {
+        out.push({ l, v });
+        f.touched?.add(v.net);
+      }
+    }
+    return out;
+  }
+
+  private async removeChunk(f: Family, remove: readonly Viewed[]): Promise<void> {
+    if (remove.length === 0) return;
+    await programPeers(remove.map((p) => this.lines(f, p, "del")), "del", this.runner);
+    for (const { v } of remove) {
+      f.programmed.delete(v.net);
+      f.failed.delete(v.net);
     }
   }
 
-  private async addChunk(f: Family, add: readonly Lease[]): Promise<void> {
-    const failed = await programPeers(add.map((l) => this.lines(f, l, "add")), "add", this.runner);
-    const undo: Lease[] = [];
-    add.forEach((l, i) => {
-      const k = this.name(f, l);
+  private async addChunk(f: Family, add: readonly Viewed[]): Promise<void> {
+    if (add.length === 0) return;
+    const failed = await programPeers(add.map((p) => this.lines(f, p, "add")), "add", this.runner);
+    const undo: Viewed[] = [];
+    add.forEach((p, i) => {
+      const k = p.v.net;
       const err = failed.get(i);
       if (err === undefined) {
-        f.programmed.set(k, l);
+        f.programmed.set(k, p.l);
         f.failed.delete(k);
       } else {
         f.failed.set(k, err);
         f.programmed.delete(k);
-        undo.push(l);
+        undo.push(p);
       }
     });
     if (undo.length > 0) {
-      this.log.error({ device: f.spec.name, peers: undo.map((l) => this.name(f, l)), first: failed.values().next().value }, "programming peers failed; undone, will retry");
-      await programPeers(undo.map((l) => this.lines(f, l, "del")), "del", this.runner);
+      this.log.error({ device: f.spec.name, peers: undo.map((p) => p.v.net), first: failed.values().next().value }, "programming peers failed; undone, will retry");
+      await programPeers(undo.map((p) => this.lines(f, p, "del")), "del", this.runner);
     }
   }
 
-  private name(f: Family, l: Lease): string {
-    return f.view(l)?.net ?? l.key;
+  private lines(f: Family, p: Viewed, op: "add" | "del"): PeerLines {
+    return peerLines(p.v, f.spec.name, this.direct(f, p.l), op);
   }
 
-  private lines(f: Family, l: Lease, op: "add" | "del"): PeerLines {
-    const v = f.view(l);
-    if (!v) throw new Error(`lease ${l.key} has no ${f.spec.family === 6 ? "IPv6" : "IPv4"} part`);
-    return peerLines(v, f.spec.name, this.direct(f, l), op);
+  /**
+   * Reads each family's device, neighbours, FDB entries and routes for the
+   * next reconcile and compares them with `routes`, outside the agent's
+   * apply queue and COMPARE_CHUNK leases per turn of the event loop: at
+   * 20,000 peers the read and the comparison take some 500 ms, and a change
+   * queued behind them waited as long. From the read's start until that
+   * reconcile, applied peers are recorded; the reconcile keeps only the
+   * fixes for other peers that its own routes still call for. A family whose
+   * device was missing or down is left out: the reconcile recreates the
+   * device and reads it in turn.
+   */
+  async readForReconcile(routes: readonly Lease[]): Promise<VxlanReading> {
+    const out = new Map<Family, FamilyReading>();
+    for (const f of this.families) {
+      const touched = new Set<string>();
+      f.touched = touched;
+      const dev = await readDevice(f.spec.name);
+      if (!dev || !dev.flags?.includes("UP")) continue;
+      const [k, viaIface] = await Promise.all([readPeers(f.spec.name, f.spec.family), this.directRoutes(f)]);
+      const missing: Lease[] = [];
+      const want = new Set<string>();
+      for (let i = 0; i < routes.length; i += COMPARE_CHUNK) {
+        if (i > 0) await new Promise((r) => setImmediate(r));
+        missing.push(...this.missingOf(f, routes.slice(i, i + COMPARE_CHUNK), k, viaIface, want));
+      }
+      out.set(f, { missing, stale: this.staleOf(f, k, viaIface, want), touched });
+    }
+    return new VxlanReading(out);
   }
 
   /**
    * Recreates a missing device (in the queue), then compares the kernel with
-   * `routes` outside the queue (reading 3 x N objects takes a while at 5,000
-   * peers, and route changes must not wait behind it) and applies the
-   * differences in the queue, unless a change was applied meanwhile: then the
-   * reading is stale and it tries again.
+   * `routes` and applies the differences in the queue. With a reading taken
+   * ahead (readForReconcile) it applies the fixes found there that `routes`
+   * still call for, except for peers applied since; without one it reads
+   * the kernel here, outside the queue (reading 3 x N objects takes a while,
+   * and route changes must not wait behind it), and tries again when a
+   * change was applied meanwhile (the reading is then stale).
    */
-  async reconcile(routes: readonly Lease[]): Promise<number> {
+  async reconcile(routes: readonly Lease[], reading?: unknown): Promise<number> {
     let fixed = 0;
-    for (const f of this.families) fixed += await this.reconcileFamily(f, routes);
+    try {
+      for (const f of this.families) fixed += await this.reconcileFamily(f, routes, reading instanceof VxlanReading ? reading.families.get(f) : undefined);
+    } finally {
+      for (const f of this.families) f.touched = undefined;
+    }
     return fixed;
   }
 
-  private async reconcileFamily(f: Family, routes: readonly Lease[]): Promise<number> {
+  private async reconcileFamily(f: Family, routes: readonly Lease[], ahead: FamilyReading | undefined): Promise<number> {
     const dev = await readDevice(f.spec.name);
     if (!dev || !dev.flags?.includes("UP")) {
+      ahead = undefined; // a reading of the device before it went
       await this.serial(async () => {
         this.log.warn({ device: f.spec.name }, dev ? "vxlan device is down; bringing it up" : "vxlan device disappeared; recreating it");
         await ensureDevice(f.spec, f.mac, () => undefined);
@@ -177,9 +247,19 @@ export class VxlanNetwork implements Network {
         this.generation++;
       });
     }
+    if (ahead) {
+      const { missing, stale } = this.stillCalledFor(f, routes, ahead);
+      if (missing.length === 0 && stale.length === 0) return 0;
+      return this.serial(async () => {
+        this.log.info({ device: f.spec.name, missing: missing.length, stale: stale.length }, "reconciling vxlan peers with the kernel");
+        await this.applyNow(f, stale, missing);
+        return missing.length + stale.length;
+      });
+    }
     for (let attempt = 0; attempt < 3; attempt++) {
       const gen = this.generation;
-      const { missing, stale } = await this.compare(f, routes);
+      const [k, viaIface] = await Promise.all([readPeers(f.spec.name, f.spec.family), this.directRoutes(f)]);
+      const { missing, stale } = this.compareWith(f, routes, k, viaIface);
       if (missing.length === 0 && stale.length === 0) return 0;
       const done = await this.serial(async () => {
         if (gen !== this.generation) return false;
@@ -192,16 +272,45 @@ export class VxlanNetwork implements Network {
     return 0; // changes keep coming; the next reconcile looks again
   }
 
-  /** What the kernel lacks and what it should not have, given `routes`. */
-  private async compare(f: Family, routes: readonly Lease[]): Promise<{ missing: Lease[]; stale: Lease[] }> {
-    const k = await readPeers(f.spec.name, f.spec.family);
-    const viaIface = await this.directRoutes(f);
-    const mine = routes.filter((l) => f.view(l));
-    const want = new Set(mine.map((l) => this.name(f, l)));
+  /**
+   * The fixes of a reading taken ahead that `routes` (the table now) still
+   * call for: a missing lease still in the table, a stale route for a subnet
+   * the table still does not name; none for a peer applied since the read.
+   */
+  private stillCalledFor(f: Family, routes: readonly Lease[], ahead: FamilyReading): { missing: Lease[]; stale: Lease[] } {
+    const net = (l: Lease): string | undefined => f.view(l)?.net;
+    const fresh = (l: Lease): boolean => {
+      const n = net(l);
+      return n !== undefined && !ahead.touched.has(n);
+    };
+    const now = new Set(routes);
+    const missing = ahead.missing.filter((l) => now.has(l) && fresh(l));
+    let stale = ahead.stale.filter(fresh);
+    if (stale.length > 0) {
+      const named = new Set<string>();
+      for (const l of routes) {
+        const n = net(l);
+        if (n !== undefined) named.add(n);
+      }
+      stale = stale.filter((l) => !named.has(net(l) ?? ""));
+    }
+    return { missing, stale };
+  }
+
+  /** What the kernel (as read: `k`, `viaIface`) lacks and what it should not have, given `routes`. */
+  private compareWith(f: Family, routes: readonly Lease[], k: KernelPeers, viaIface: ReadonlyMap<string, string>): { missing: Lease[]; stale: Lease[] } {
+    const want = new Set<string>();
+    const missing = this.missingOf(f, routes, k, viaIface, want);
+    return { missing, stale: this.staleOf(f, k, viaIface, want) };
+  }
+
+  /** The leases of `routes` the kernel lacks (or holds otherwise); adds the subnets `routes` name to `want`. */
+  private missingOf(f: Family, routes: readonly Lease[], k: KernelPeers, viaIface: ReadonlyMap<string, string>, want: Set<string>): Lease[] {
     const missing: Lease[] = [];
-    for (const l of mine) {
+    for (const l of routes) {
       const v = f.view(l);
       if (!v) continue;
+      want.add(v.net);
       if (this.direct(f, l)) {
         if (viaIface.get(v.net) !== v.pub) missing.push(l);
         continue;
@@ -209,7 +318,11 @@ export class VxlanNetwork implements Network {
       const ok = k.neigh.get(v.gw) === v.mac && k.fdb.get(v.mac) === v.pub && k.routes.get(v.net) === v.gw;
       if (!ok) missing.push(l);
     }
-    // Stale: routes on the device (or DirectRouting routes) for subnets no lease names any more.
+    return missing;
+  }
+
+  /** Stale: routes on the device (or DirectRouting routes) for subnets not in `want`, as leases to remove. */
+  private staleOf(f: Family, k: KernelPeers, viaIface: ReadonlyMap<string, string>, want: ReadonlySet<string>): Lease[] {
     const stale: Lease[] = [];
     for (const [dst, gw] of k.routes) {
       if (want.has(dst)) continue;
@@ -219,7 +332,7 @@ export class VxlanNetwork implements Network {
     for (const [dst, gw] of viaIface) {
       if (!want.has(dst)) stale.push(f.programmed.get(dst) ?? synthetic(4, dst, formatIpv4(parsePrefix(dst).addr), "00:00:00:00:00:00", gw));
     }
-    return { missing, stale };
+    return stale;
   }
 
   /** DirectRouting routes on the underlay interface: cluster-network subnet -> gateway. */
