@@ -38,7 +38,7 @@ describe("chaos soak", () => {
     expect(r.checks.reachability).toBeGreaterThanOrEqual(100);
     // 6 CNI pods on the weft nodes and 1 on the node programmed as flanneld programs one: 7 x 6 pairs.
     expect(r.pairs).toBe(42);
-    expect(r.nodes.map((n) => n.backend)).toEqual(["ebpf", "tun", "vxlan", "flannel (by hand)"]);
+    expect(r.nodes.map((n) => n.backend)).toEqual(["ebpf", "tun", "vxlan", "flannel (by hand)", "tun (steady)"]);
   }, 240_000);
 
   it("each invariant fails when broken on purpose: a stray veth, a pair's packets dropped, an address in two nodes' IPAM, a node's DNS unreachable", async () => {

@@ -32,6 +32,8 @@ export interface SoakOptions {
    * the upstream or the joining node).
    */
   readonly overlap?: number;
+  /** A tun node no fault takes away, with no pods: its agent's memory is judged over the whole soak (default true). */
+  readonly steady?: boolean;
   /** How long after a fault is undone every pod pair must answer again (default 15 s). */
   readonly graceMs?: number;
   /** A pair with no reply for this long is down (default 1000 ms; pings go every 200 ms). */
@@ -82,16 +84,24 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   };
 
   log(`soak: seed ${o.seed}, ${o.seconds} s, nodes ${backends.join(", ")}`);
-  // The last node runs no weft: it is programmed by hand as flanneld programs a vxlan node.
+  // After the faulted nodes: one that runs no weft, programmed by hand as flanneld programs a vxlan
+  // node; then (unless left out) a steady tun node that no fault takes away, whose agent lives
+  // through the whole soak: its memory is the one judged over the run, and its DNS is checked too.
   const flannelNode = backends.length;
-  const c = await Cluster.create({ nodes: backends.length + 1, podsPerNode: 0, backend: [...backends, "vxlan"], manualNodes: [flannelNode], etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP] });
+  const steady = (o.steady ?? true) ? flannelNode + 1 : undefined;
+  const c = await Cluster.create({
+    nodes: backends.length + (steady === undefined ? 1 : 2), podsPerNode: 0, backend: [...backends, "vxlan", "tun"], manualNodes: [flannelNode],
+    etcdMembers: 3, agentArgs: ["--dns-upstream", UPSTREAM_IP],
+  });
   const pingers: Pinger[] = [];
   const timers: NodeJS.Timeout[] = [];
   let upstream: Upstream | undefined;
   try {
     upstream = await Upstream.create(c.hub);
     const cni = CniRunner.install(c);
-    const agentNodes = c.nodes.map((n) => n.index).filter((i) => i !== flannelNode);
+    const agentNodes = c.nodes.map((n) => n.index).filter((i) => i !== flannelNode && i !== steady);
+    /** Every node running a weft agent from the start: the faulted ones and the steady one. */
+    const weftNodes = steady === undefined ? agentNodes : [...agentNodes, steady];
     const live = new Map<number, string[]>();
     const anchors = new Map<number, CniPod>();
     const stable: CniPod[] = [];
@@ -123,7 +133,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     } finally {
       await reg.close();
     }
-    const first = await converge(c, agentNodes, dnsWant, 10_000);
+    const first = await converge(c, weftNodes, dnsWant, 10_000);
     if (first.left.length > 0) throw new Error(`the nodes' DNS does not answer the soak's services before any fault: ${first.left.join("; ")}`);
     const failed = await c.pingAll();
     if (failed.length > 0) throw new Error(`the cluster is not whole before any fault: ${failed.join(", ")}`);
@@ -156,7 +166,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       if (busy) return;
       busy = true;
       checks["unique-address"]++;
-      void gatherHeld(c, [...agentNodes, ...extraNodes]).then((held) => {
+      void gatherHeld(c, [...weftNodes, ...extraNodes]).then((held) => {
         for (const d of duplicates(held)) violation("unique-address", d);
       }).finally(() => (busy = false));
     }, 1000));
@@ -166,7 +176,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
       dnsMaxLag = Math.max(dnsMaxLag, ms);
     };
     timers.push(setInterval(() => {
-      for (const i of [...agentNodes, ...extraNodes]) {
+      for (const i of [...weftNodes, ...extraNodes]) {
         const pid = c.node(i).agent?.pid;
         const mib = pid === undefined ? undefined : rssMib(pid);
         if (pid === undefined || mib === undefined) continue;
@@ -175,7 +185,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
         rss.get(key)?.push([at() / 1000, mib]);
       }
     }, 1000));
-    const calm = (self: FaultRecord): number[] => agentNodes.filter((i) => !disturbed(faults, i, self, at(), at()));
+    const calm = (self: FaultRecord): number[] => weftNodes.filter((i) => !disturbed(faults, i, self, at(), at()));
     const x: FaultContext = {
       c, rng, cni, agentNodes, live, anchors, violation, transient, dnsWant, dnsLag, upstream, joiner: undefined, extraNodes, seq: 0,
       calm, disturbed: (i, self, since) => disturbed(faults, i, self, since, at()), at,
@@ -244,12 +254,12 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     // Churn has settled: nothing left behind on any node.
     checks.leftovers++;
     // An agent that does not answer at the end is a violation, not a crash of the soak.
-    const states = (await Promise.all(agentNodes.map((i) => nodePodState(c, i).catch((e: unknown) => {
+    const states = (await Promise.all(weftNodes.map((i) => nodePodState(c, i).catch((e: unknown) => {
       violation("leftovers", `at the end: node ${i}'s pod state cannot be read: ${(e as Error).message.slice(0, 300)}`);
       return undefined;
     })))).filter((st) => st !== undefined);
     for (const l of leftovers(live, states)) violation("leftovers", `at the end: ${l}`);
-    for (const d of duplicates(await gatherHeld(c, [...agentNodes, ...extraNodes]))) violation("unique-address", d);
+    for (const d of duplicates(await gatherHeld(c, [...weftNodes, ...extraNodes]))) violation("unique-address", d);
     for (const [key, samples] of rss) {
       const tr = memoryTrend(samples);
       if (!tr) continue;
@@ -283,7 +293,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     fault_list: faults.map((f) => ({ kind: f.kind, node: f.node, detail: f.detail, start_s: round1(f.startMs / 1000), restored_s: round1((f.restoredMs ?? 0) / 1000), settled_s: round1((f.settledMs ?? 0) / 1000), observed: f.observed, max_outage_ms: f.maxOutageMs })),
     duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
     violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,
-    pods: c.pods.length, pairs: pingers.length, nodes: [...backends, "flannel (by hand)"].map((b, index) => ({ index, backend: b })),
+    pods: c.pods.length, pairs: pingers.length,
+    nodes: [...backends, "flannel (by hand)", ...(steady === undefined ? [] : ["tun (steady)"])].map((b, index) => ({ index, backend: b })),
   };
 }
 
