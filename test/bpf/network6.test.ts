@@ -106,6 +106,34 @@ describe("apply and configureLocal with IPv6", () => {
     expect(d2.hostRoutes6).toEqual(["2001:db8:2::/64", "2001:db8:5::/64"]);
   });
 
+  it("leases sharing an underlay address: the node entry stays while one of them is left, and goes with the last", async () => {
+    // Two subnets behind one node's addresses (a node that re-acquired, or two networks' leases): a removal
+    // must not take the node entry from the other. Then the last one goes, entries and all.
+    const twin = { ...NODE2, key: "198.18.4.0-24&2001:db8:4::-64", subnet: "198.18.4.0/24", subnet6: "2001:db8:4::/64", mac: "02:00:00:00:04:04", mac6: "02:00:00:00:04:06" };
+    const s = await scenario("twin");
+    const [, , , d1, , d2, , d3] = (await s.run(ME, [
+      { op: "configureLocal", lease: SELF },
+      { op: "apply", added: [NODE2, NODE3] },
+      { op: "apply", added: [twin] },
+      { op: "dump" },
+      { op: "apply", removed: [NODE2] },
+      { op: "dump" },
+      { op: "apply", removed: [twin, NODE3] },
+      { op: "dump" },
+    ])) as [null, null, null, Dump, null, Dump, null, Dump];
+    expect(d1.nodes["192.0.2.2"]?.mac).toBe(twin.mac);
+    expect(d1.nodes6["2001:db8:ff::2"]?.mac6).toBe(twin.mac6);
+    // NODE2 gone: the twin keeps both node entries, as the twin.
+    expect(Object.keys(d2.nodes).sort()).toEqual(["192.0.2.2", "192.0.2.3"]);
+    expect(d2.nodes["192.0.2.2"]?.subnet).toBe("198.18.4.0/24");
+    expect(d2.nodes6["2001:db8:ff::2"]?.subnet6).toBe("2001:db8:4::/64");
+    expect(Object.keys(d2.routes6).sort()).toEqual(["2001:db8:3::/64", "2001:db8:4::/64"]);
+    // The last one gone: no node entries left.
+    expect(d3.nodes).toEqual({});
+    expect(d3.nodes6).toEqual({});
+    expect(d3.routes6).toEqual({});
+  });
+
   it("a node without an IPv6 underlay sends IPv6 pods' traffic over IPv4 and publishes no IPv6 underlay", async () => {
     const s = await scenario("v4u");
     const [, d] = (await s.run({ publicIp: ME.publicIp }, [{ op: "apply", added: [NODE2, NODE3] }, { op: "dump" }])) as [null, Dump];

@@ -49,6 +49,13 @@ export class EbpfNetwork implements Network {
   private local: Lease | undefined;
   /** Programmed leases by etcd key (an IPv6-only lease's IPv4 subnet, 0.0.0.0/0, names nothing). */
   private readonly programmed = new Map<string, Lease>();
+  /**
+   * Keys of the programmed leases by underlay address (IPv6 as text: V8
+   * hashes a BigInt by its low 64 bits only): a removal finds another lease
+   * behind the same address without a pass over every lease.
+   */
+  private readonly byUnderlay = new Map<number, Set<string>>();
+  private readonly byUnderlay6 = new Map<string, Set<string>>();
   private readonly endpoints = new Map<string, StoredEndpoint>();
   recreated = 0;
   /** Endpoint additions refused (an address a pod cannot have). */
@@ -130,15 +137,14 @@ export class EbpfNetwork implements Network {
       }
       this.programmed.delete(l.key);
       // Another lease may share an underlay address (it then keeps the node entry).
-      const others = [...this.programmed.values()];
       const n = this.node(l);
       if (n.underlay !== 0) {
-        const other = others.find((p) => this.node(p).underlay === n.underlay);
+        const other = this.otherAt(this.byUnderlay, n.underlay, l.key);
         if (other) m.setNode(this.node(other));
         else m.deleteNode(n.underlay);
       }
       if (n.underlay6 !== undefined) {
-        const other = others.find((p) => this.node(p).underlay6 === n.underlay6);
+        const other = this.otherAt(this.byUnderlay6, formatIpv6(n.underlay6), l.key);
         if (other) m.setNode6(this.node(other));
         else m.deleteNode6(n.underlay6);
       }
@@ -153,9 +159,26 @@ export class EbpfNetwork implements Network {
       if (n.underlay !== 0) m.setNode(n);
       if (n.underlay6 !== undefined) m.setNode6(n);
       this.programmed.set(l.key, l);
+      if (n.underlay !== 0) addTo(this.byUnderlay, n.underlay, l.key);
+      if (n.underlay6 !== undefined) addTo(this.byUnderlay6, formatIpv6(n.underlay6), l.key);
     }
     const kept = new Set(add6.map(formatCidr6));
     await setHostRoutes6(this.spec.name, add6, del6.filter((p) => !kept.has(formatCidr6(p))));
+  }
+
+  /** Drops `key` from the leases behind `addr`; returns another programmed lease still behind it, if any. */
+  private otherAt<K>(index: Map<K, Set<string>>, addr: K, key: string): Lease | undefined {
+    const keys = index.get(addr);
+    keys?.delete(key);
+    if (!keys || keys.size === 0) {
+      index.delete(addr);
+      return undefined;
+    }
+    for (const k of keys) {
+      const l = this.programmed.get(k);
+      if (l) return l;
+    }
+    return undefined;
   }
 
   /** A local pod: its addresses (either family or both), host-side veth and MAC. */
@@ -333,4 +356,10 @@ export class EbpfNetwork implements Network {
   async close(): Promise<void> {
     this.dp.close();
   }
+}
+
+function addTo<K>(index: Map<K, Set<string>>, addr: K, key: string): void {
+  const keys = index.get(addr);
+  if (keys) keys.add(key);
+  else index.set(addr, new Set([key]));
 }
