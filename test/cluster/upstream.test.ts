@@ -1,6 +1,7 @@
 import type { ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { projectRoot } from "../../src/common/paths.js";
 import { Cluster } from "../../src/harness/cluster.js";
 
 /**
@@ -11,7 +12,7 @@ import { Cluster } from "../../src/harness/cluster.js";
  * each node asks the resolver its own resolv.conf names (the host's names
  * neither, and is unreachable from the namespaces anyway).
  */
-const RESPONDER = fileURLToPath(new URL("../helpers/dns-responder.mjs", import.meta.url));
+const RESPONDER = join(projectRoot(), "dist", "src", "harness", "dns-responder.js");
 let c: Cluster;
 let responder: ChildProcess;
 let queries: { at: string; from: string; name: string }[] = [];

@@ -12,7 +12,7 @@ import type { FaultRecord } from "./types.js";
 export const UPSTREAM_IP = "192.0.2.250";
 export const UPSTREAM_ANSWER = "198.51.100.7";
 // The compiled script (tests run this module from source, where there is no .js beside it).
-const SCRIPT = join(projectRoot(), "dist", "src", "harness", "soak", "upstream-server.js");
+const SCRIPT = join(projectRoot(), "dist", "src", "harness", "dns-responder.js");
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -32,7 +32,7 @@ export class Upstream {
 
   async start(): Promise<void> {
     if (!existsSync(SCRIPT)) throw new Error(`${SCRIPT} is missing: run npm run build:ts`);
-    const c = this.hub.spawn([process.execPath, SCRIPT, UPSTREAM_IP, UPSTREAM_ANSWER]);
+    const c = this.hub.spawn([process.execPath, SCRIPT, "--ttl", "1", `${UPSTREAM_IP}=${UPSTREAM_ANSWER}`]);
     this.child = c;
     this.stderr = "";
     c.stderr?.on("data", (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-600)));

@@ -1,18 +1,32 @@
-// A tiny authoritative DNS server for tests, run inside a test namespace:
-// `example.test.` and every name under it has one A record, the address given
-// for the local address the query came in on; any other name is NXDOMAIN.
-// Each query is printed as a JSON line ({ at, from, name, type }), so a test
-// sees which server was asked, by whom, for what.
-// usage: node dns-responder.mjs <listenIp>=<answerIp> [...]
-import dgram from "node:dgram";
+/**
+ * A tiny authoritative DNS server for tests and the soak, run as its own
+ * process inside a test namespace:
+ * `node dns-responder.js [--ttl S] <listenIp>=<answerIp> [...]`.
+ * `example.test.` and every name under it has one A record (the address
+ * given for the local address the query came in on, TTL S, default 30);
+ * any other name is NXDOMAIN. Prints {"ready":true} once every address is
+ * bound, then each query as a JSON line ({ at, from, name, type }), so a
+ * test sees which server was asked, by whom, for what. Killing the process
+ * is the soak's "DNS upstream down" fault.
+ */
+import { createSocket } from "node:dgram";
 
 const ZONE = "example.test";
-const pairs = process.argv.slice(2).map((a) => a.split("="));
-let ready = 0;
+const args = process.argv.slice(2);
+let ttl = 30;
+if (args[0] === "--ttl") {
+  ttl = Number(args[1]);
+  args.splice(0, 2);
+}
+const pairs = args.map((a) => a.split("="));
+if (pairs.length === 0 || !Number.isInteger(ttl) || ttl < 0 || pairs.some((p) => p.length !== 2 || !p[0] || !p[1])) {
+  console.error("usage: dns-responder.js [--ttl S] <listenIp>=<answerIp> [...]");
+  process.exit(2);
+}
 
 /** The question's name (lower case, no trailing dot) and where the question ends, or undefined. */
-function question(msg) {
-  const labels = [];
+function question(msg: Buffer): { name: string; type: number; end: number } | undefined {
+  const labels: string[] = [];
   let at = 12;
   for (;;) {
     const len = msg[at];
@@ -26,8 +40,9 @@ function question(msg) {
   return { name: labels.join("."), type: msg.readUInt16BE(at), end: at + 4 };
 }
 
-for (const [listen, answer] of pairs) {
-  const sock = dgram.createSocket("udp4");
+let ready = 0;
+for (const [listen = "", answer = ""] of pairs) {
+  const sock = createSocket("udp4");
   sock.on("message", (msg, rinfo) => {
     if (msg.length < 12 || msg.readUInt16BE(4) !== 1) return;
     const q = question(msg);
@@ -47,7 +62,7 @@ for (const [listen, answer] of pairs) {
       rr.writeUInt16BE(0xc00c, 0); // the question's name
       rr.writeUInt16BE(1, 2); // A
       rr.writeUInt16BE(1, 4); // IN
-      rr.writeUInt32BE(30, 6); // TTL
+      rr.writeUInt32BE(ttl, 6);
       rr.writeUInt16BE(4, 10);
       answer.split(".").forEach((o, i) => rr.writeUInt8(Number(o), 12 + i));
       parts.push(rr);
