@@ -1,11 +1,10 @@
 import type { Cluster } from "../cluster.js";
 import type { FaultContext } from "./faults.js";
 import type { FaultRecord } from "./types.js";
+import { sleep } from "./wait.js";
 
 /** The node-local DNS address every agent serves (its default --dns-listen). */
 export const NODE_DNS = "169.254.20.10";
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The A records node i's DNS gives for each name (one dig, every name; a name without answer maps to []). */
 export async function lookup(c: Cluster, i: number, names: readonly string[]): Promise<Map<string, string[]>> {

@@ -9,6 +9,7 @@ import { registryChurn } from "./registry-churn.js";
 import type { Rng } from "./rng.js";
 import { upstreamDown, type Upstream } from "./upstream.js";
 import type { FaultKind, FaultRecord } from "./types.js";
+import { sleep, within } from "./wait.js";
 
 /** What a fault works with. `violation` records a broken invariant found while injecting. */
 export interface FaultContext {
@@ -42,8 +43,6 @@ export interface FaultContext {
   seq: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 /** Kills an agent with `signal`, leaves it down a while, starts it again and waits until it is ready. */
 async function agentKill(x: FaultContext, f: FaultRecord, signal: "SIGKILL" | "SIGTERM"): Promise<void> {
   const i = f.node ?? 0;
@@ -59,16 +58,6 @@ function members(x: FaultContext): EtcdCluster {
   const m = x.c.etcdCluster;
   if (!m) throw new Error("the soak's cluster has no 3-member etcd");
   return m;
-}
-
-/** Polls `cond` every 200 ms for up to `ms`; true once it holds. */
-async function within(ms: number, cond: () => Promise<boolean>): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await sleep(200);
-  }
-  return false;
 }
 
 /** The etcd leader killed (SIGKILL); observed once another member leads; started again after a while. */

@@ -2,24 +2,14 @@ import { formatCidr, formatIpv4 } from "../../common/ipv4.js";
 import type { CniPod } from "./cni.js";
 import type { FaultContext } from "./faults.js";
 import type { FaultRecord } from "./types.js";
+import { within } from "./wait.js";
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const JOIN_BACKENDS = ["vxlan", "ebpf", "tun"] as const;
 
 /** The node that joins and leaves, while it is in the cluster. */
 export interface Joiner {
   readonly node: number;
   readonly pod: CniPod;
-}
-
-/** Polls `cond` every 200 ms for up to `ms`; true once it holds. */
-async function within(ms: number, cond: () => Promise<boolean>): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await sleep(200);
-  }
-  return false;
 }
 
 /**

@@ -15,6 +15,7 @@ import { inForce, Reachability } from "./reach.js";
 import { disturbed, Schedule } from "./schedule.js";
 import { Rng } from "./rng.js";
 import { FAULT_KINDS, type FaultKind, type FaultRecord, type InvariantName, type SoakReport, type Violation } from "./types.js";
+import { sleep } from "./wait.js";
 
 export interface SoakOptions {
   readonly seconds: number;
@@ -46,8 +47,6 @@ export interface SoakOptions {
   /** Progress lines (to stderr in the CLI). */
   readonly log?: (line: string) => void;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The chaos soak: a netns cluster with one node per backend, long-lived pods
@@ -194,7 +193,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const inForceNow = (self: FaultRecord): FaultRecord[] => faults.filter((g) => g !== self && g.settledMs === undefined);
     /** One fault: injected, undone, settled (every pair answering), then every node's DNS as the registry says. */
     const runFault = async (f: FaultRecord): Promise<void> => {
-      log(`${(f.startMs / 1000).toFixed(1)} s: ${f.kind}${f.node === undefined ? "" : ` on node ${f.node} (${c.backendOf(f.node)})`}${inForceNow(f).length > 0 ? ` (beside ${inForceNow(f).map((g) => g.kind).join(", ")})` : ""}`);
+      const beside = inForceNow(f).map((g) => g.kind);
+      log(`${(f.startMs / 1000).toFixed(1)} s: ${f.kind}${f.node === undefined ? "" : ` on node ${f.node} (${c.backendOf(f.node)})`}${beside.length > 0 ? ` (beside ${beside.join(", ")})` : ""}`);
       checks["fault-action"]++;
       try {
         await FAULTS[f.kind](x, f);
@@ -287,9 +287,10 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const maxOutage: Partial<Record<FaultKind, number>> = {};
   for (const f of faults) maxOutage[f.kind] = Math.max(maxOutage[f.kind] ?? 0, f.maxOutageMs);
   for (const f of faults) if (!f.observed) violations.push({ invariant: "fault-action", atMs: f.startMs, detail: `${f.kind} was injected but never observed to take effect` });
-  const beside = (f: FaultRecord): number => faults.filter((g) => g !== f && g.startMs <= f.startMs && (g.settledMs ?? Infinity) > f.startMs).length;
+  // Faults in force when each began (itself included), by the same rule outages are attributed by (without slack).
+  const atStart = (f: FaultRecord): number => inForce(f.startMs, faults, 0).length;
   return {
-    seed: o.seed, overlap, overlapped: faults.filter((f) => beside(f) > 0).length, max_in_force: Math.max(0, ...faults.map((f) => beside(f) + 1)),
+    seed: o.seed, overlap, overlapped: faults.filter((f) => atStart(f) > 1).length, max_in_force: Math.max(0, ...faults.map(atStart)),
     fault_list: faults.map((f) => ({ kind: f.kind, node: f.node, detail: f.detail, start_s: round1(f.startMs / 1000), restored_s: round1((f.restoredMs ?? 0) / 1000), settled_s: round1((f.settledMs ?? 0) / 1000), observed: f.observed, max_outage_ms: f.maxOutageMs })),
     duration_s: Math.round(at() / 100) / 10, faults: faults.length, fault_kinds: count(() => true), observed: count((f) => f.observed),
     violations: violations.length, violation_list: violations, max_outage_ms: maxOutage, checks, dns_max_lag_ms: dnsMaxLag, memory,

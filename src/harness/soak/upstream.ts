@@ -7,14 +7,13 @@ import type { Cluster } from "../cluster.js";
 import { convergeCalm, lookup, NODE_DNS } from "./dns.js";
 import type { FaultContext } from "./faults.js";
 import type { FaultRecord } from "./types.js";
+import { sleep } from "./wait.js";
 
 /** Where the upstream listens (the hub bridge) and what it answers for *.example.test. */
 export const UPSTREAM_IP = "192.0.2.250";
 export const UPSTREAM_ANSWER = "198.51.100.7";
 // The compiled script (tests run this module from source, where there is no .js beside it).
 const SCRIPT = join(projectRoot(), "dist", "src", "harness", "dns-responder.js");
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The DNS upstream process in the hub namespace (agents get --dns-upstream UPSTREAM_IP). */
 export class Upstream {
