@@ -18,8 +18,8 @@ export interface PodIdentity {
 
 export const DEFAULT_POOL = "default";
 
-/** The first pool whose selectors all match the pod; else the default pool (undefined). */
-export function selectPool(plan: IpamPlan, pod: PodIdentity): Pool | undefined {
+/** The first pool whose selectors all match the pod; else the default pool (undefined). Either family's plan. */
+export function selectPool<P extends Pool<number> | Pool<bigint>>(plan: { readonly pools: readonly P[] }, pod: PodIdentity): P | undefined {
   return plan.pools.find((p) => {
     if (p.namespaces?.length && !p.namespaces.includes(pod.namespace)) return false;
     if (p.podLabels && !Object.entries(p.podLabels).every(([k, v]) => pod.labels[k] === v)) return false;
@@ -27,7 +27,8 @@ export function selectPool(plan: IpamPlan, pod: PodIdentity): Pool | undefined {
   });
 }
 
-const within = (spans: readonly Span[], ip: number): boolean => spans.some((s) => ip >= s.first && ip <= s.last);
+/** Whether `ip` lies in one of the spans (either family). */
+export const within = <A extends number | bigint>(spans: readonly Span<A>[], ip: A): boolean => spans.some((s) => ip >= s.first && ip <= s.last);
 
 /** Why `ip` may never be handed out on this node, or undefined when it may. Reservations are not a reason: a request may take them. */
 export function unusableReason(plan: IpamPlan, ip: number): string | undefined {
@@ -40,8 +41,8 @@ export function unusableReason(plan: IpamPlan, ip: number): string | undefined {
   return undefined;
 }
 
-/** The pool an address belongs to by position. */
-export function poolOf(plan: IpamPlan, ip: number): string {
+/** The pool an address belongs to by position. Either family's plan. */
+export function poolOf<A extends number | bigint>(plan: { readonly pools: readonly Pool<A>[] }, ip: A): string {
   return plan.pools.find((p) => ip >= p.first && ip <= p.last)?.name ?? "default";
 }
 

@@ -1,5 +1,5 @@
 import { formatCidr6, formatIpv6 } from "../common/ipv6.js";
-import { DEFAULT_POOL, type PodIdentity, type PoolUsage } from "./allocator.js";
+import { DEFAULT_POOL, within, type PodIdentity, type PoolUsage } from "./allocator.js";
 import { AddressTakenError, AddressUnavailableError, PoolExhaustedError } from "./errors.js";
 import type { IpamPlan6, Pool6, Span6 } from "./plan6.js";
 import { spanSize6 } from "./plan6.js";
@@ -16,16 +16,6 @@ import type { AllocationTable } from "./table.js";
  * and usage is counted by span arithmetic over the held addresses.
  */
 
-export function selectPool6(plan: IpamPlan6, pod: PodIdentity): Pool6 | undefined {
-  return plan.pools.find((p) => {
-    if (p.namespaces?.length && !p.namespaces.includes(pod.namespace)) return false;
-    if (p.podLabels && !Object.entries(p.podLabels).every(([k, v]) => pod.labels[k] === v)) return false;
-    return true;
-  });
-}
-
-const within = (spans: readonly Span6[], ip: bigint): boolean => spans.some((s) => ip >= s.first && ip <= s.last);
-
 /** Why `ip` may never be handed out on this node, or undefined when it may. */
 export function unusableReason6(plan: IpamPlan6, ip: bigint): string | undefined {
   const s = plan.subnet;
@@ -34,10 +24,6 @@ export function unusableReason6(plan: IpamPlan6, ip: bigint): string | undefined
   if (ip === plan.gateway) return "it is the node's IPv6 gateway address";
   if (within(plan.exclude, ip)) return "it is excluded by ipam.exclude";
   return undefined;
-}
-
-export function poolOf6(plan: IpamPlan6, ip: bigint): string {
-  return plan.pools.find((p) => ip >= p.first && ip <= p.last)?.name ?? DEFAULT_POOL;
 }
 
 /** Checks a requested IPv6 address for `key`; throws saying why it cannot be had. */

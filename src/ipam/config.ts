@@ -256,13 +256,13 @@ export function parseIpamSpec(raw: unknown): IpamSpec {
   };
 }
 
-/** An inclusive address range. */
-export interface Span {
-  readonly first: number;
-  readonly last: number;
+/** An inclusive address range: IPv4 addresses as numbers, IPv6 as bigints (plan6.ts). */
+export interface Span<A extends number | bigint = number> {
+  readonly first: A;
+  readonly last: A;
 }
 
-export interface Pool extends Span {
+export interface Pool<A extends number | bigint = number> extends Span<A> {
   readonly name: string;
   readonly namespaces: readonly string[] | undefined;
   readonly podLabels: Readonly<Record<string, string>> | undefined;

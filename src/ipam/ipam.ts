@@ -2,7 +2,7 @@ import { formatCidr, formatIpv4, type Ipv4Prefix } from "../common/ipv4.js";
 import { contains6, formatCidr6, formatIpv6, type Ipv6Prefix } from "../common/ipv6.js";
 import type { Logger } from "../common/log.js";
 import { checkRequested, DEFAULT_POOL, pickNext, poolOf, reservedFor, selectPool, usage, usageRatio, type PodIdentity, type PoolUsage } from "./allocator.js";
-import { checkRequested6, pickNext6, poolOf6, reservedFor6, selectPool6, usage6 } from "./allocator6.js";
+import { checkRequested6, pickNext6, reservedFor6, usage6 } from "./allocator6.js";
 import { planFor, type IpamPlan, type IpamSpec } from "./config.js";
 import { planFor6, type IpamPlan6 } from "./plan6.js";
 import { AddressUnavailableError, NoLeaseError, PoolExhaustedError } from "./errors.js";
@@ -227,13 +227,13 @@ export class IpamService {
         ip6 = req.requested6;
         requested = true;
       } else {
-        const pool = selectPool6(plan6, req.pod);
+        const pool = selectPool(plan6, req.pod);
         const got = (pool ? undefined : reservedFor6(plan6, this.store.table, req.pod)) ??
           full(() => pickNext6(plan6, this.store.table, req.network, pool), pool?.name ?? DEFAULT_POOL, formatCidr6(plan6.subnet), () => usage6(plan6, this.store.table, pool));
         ip6 = got;
         requested ||= plan6.reserved.some((r) => got >= r.first && got <= r.last);
       }
-      pool6 = poolOf6(plan6, ip6);
+      pool6 = poolOf(plan6, ip6);
     }
     return {
       ip, ...(ip6 === undefined ? {} : { ip6 }), network: req.network, containerId: req.containerId, ifname: req.ifname,
@@ -247,7 +247,7 @@ export class IpamService {
   private widen(held: Allocation, req: AllocateRequest, key: string, plan: IpamPlan | undefined, plan6: IpamPlan6 | undefined): Allocation {
     const a = this.choose({ ...req, requested: held.ip ?? req.requested, requested6: held.ip6 ?? req.requested6 }, key, plan, plan6);
     const pool4 = plan && a.ip !== undefined ? poolOf(plan, a.ip) : undefined;
-    const pool6 = plan6 && a.ip6 !== undefined ? poolOf6(plan6, a.ip6) : undefined;
+    const pool6 = plan6 && a.ip6 !== undefined ? poolOf(plan6, a.ip6) : undefined;
     return {
       ...held, ip: a.ip, ...(a.ip6 === undefined ? {} : { ip6: a.ip6 }), netns: a.netns, netnsInode: a.netnsInode,
       pool: pool4 ?? pool6 ?? DEFAULT_POOL, pool6: pool4 !== undefined && pool6 !== undefined && pool6 !== pool4 ? pool6 : undefined,

@@ -1,5 +1,5 @@
 import { formatCidr6, formatIpv6, type Ipv6Prefix } from "../common/ipv6.js";
-import type { IpamSpec, RangeRef, ReservationSpec, Route } from "./config.js";
+import type { IpamSpec, Pool, RangeRef, ReservationSpec, Route, Span } from "./config.js";
 import { IpamConfigError } from "./errors.js";
 
 /**
@@ -15,16 +15,9 @@ import { IpamConfigError } from "./errors.js";
  */
 
 /** An inclusive IPv6 address range. */
-export interface Span6 {
-  readonly first: bigint;
-  readonly last: bigint;
-}
+export type Span6 = Span<bigint>;
 
-export interface Pool6 extends Span6 {
-  readonly name: string;
-  readonly namespaces: readonly string[] | undefined;
-  readonly podLabels: Readonly<Record<string, string>> | undefined;
-}
+export type Pool6 = Pool<bigint>;
 
 export interface IpamPlan6 {
   readonly subnet: Ipv6Prefix;

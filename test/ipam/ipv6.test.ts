@@ -7,7 +7,8 @@ import { formatIpv4, parseCidr, parseIpv4 } from "../../src/common/ipv4.js";
 import { formatIpv6, parseCidr6, parseIpv6 } from "../../src/common/ipv6.js";
 import { silentLogger } from "../../src/common/log.js";
 import { Netns } from "../../src/harness/netns.js";
-import { checkRequested6, pickNext6, reservedFor6, selectPool6, usage6 } from "../../src/ipam/allocator6.js";
+import { selectPool } from "../../src/ipam/allocator.js";
+import { checkRequested6, pickNext6, reservedFor6, usage6 } from "../../src/ipam/allocator6.js";
 import { parseIpamSpec, parseRange } from "../../src/ipam/config.js";
 import { AddressTakenError, AddressUnavailableError, IpamConfigError, PoolExhaustedError } from "../../src/ipam/errors.js";
 import { IpamService } from "../../src/ipam/ipam.js";
@@ -138,7 +139,7 @@ describe("IPv6 allocator (pure)", () => {
 
   it("a small named IPv6 pool fills up and says so; its pods are selected by namespace", () => {
     const p = planFor6(parseIpamSpec({ pools: [{ name: "db", range: "2001:db8:7:1::100/126", namespaces: ["db"] }] }), S6);
-    const pool = selectPool6(p, { namespace: "db", name: "x", labels: {} });
+    const pool = selectPool(p, { namespace: "db", name: "x", labels: {} });
     expect(pool?.name).toBe("db");
     const t = new AllocationTable();
     for (let i = 0; i < 4; i++) put(t, pickNext6(p, t, "net", pool), `d${i}`, "db");
