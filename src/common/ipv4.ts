@@ -38,7 +38,12 @@ export function parseIpv4(text: string): number {
  * string, about half the size.
  */
 export function formatIpv4(addr: number): string {
-  return [addr >>> 24, (addr >>> 16) & 255, (addr >>> 8) & 255, addr & 255].join(".");
+  return formatIpv4With(addr, "");
+}
+
+/** formatIpv4 followed by `suffix`, as one flat string. */
+function formatIpv4With(addr: number, suffix: string): string {
+  return [addr >>> 24, (addr >>> 16) & 255, (addr >>> 8) & 255, `${addr & 255}${suffix}`].join(".");
 }
 
 /** Netmask of a prefix length as an unsigned integer. */
@@ -67,8 +72,7 @@ export function parseCidr(text: string, opts: { strict?: boolean } = {}): Ipv4Pr
 }
 
 export function formatCidr(p: Ipv4Prefix): string {
-  const a = p.addr;
-  return [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, `${a & 255}/${p.len}`].join("."); // flat (formatIpv4)
+  return formatIpv4With(p.addr, `/${p.len}`);
 }
 
 /** True when `addr` lies inside prefix `p`. */

@@ -1,5 +1,5 @@
-import { flat } from "../common/flat.js";
 import type { Etcd3, IKeyValue, Watcher } from "etcd3";
+import { flat } from "../common/flat.js";
 import { ConfigError } from "../common/errors.js";
 import { clientFrom, listPrefix, watchPrefix, type EtcdClientOptions, type SharedEtcdClient } from "../common/etcd-client.js";
 import { RegistryUnavailableError } from "./errors.js";
